@@ -1,0 +1,6 @@
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {}
+
+pub fn run(c: BenchCommand) -> anyhow::Result<()> {
+    match c {}
+}

@@ -1,0 +1,5 @@
+pub mod bench;
+pub mod data;
+pub mod demo;
+pub mod model;
+pub mod train;

@@ -1,0 +1,47 @@
+//! `covenant`: the command-line front of the system. `covenant --help` is the manual.
+//!
+//! Each subcommand lives in `cmd/<name>.rs` with its own `Args` and `run`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Permissionless, trustless distributed pre-training of LLaMA-style models with SparseLoCo.
+#[derive(Parser)]
+#[command(name = "covenant", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main job: prepare the bundled corpus if needed and train the default model on it.
+    Demo(cmd::demo::Args),
+    /// Train a model on one process (the baseline trainer).
+    Train(cmd::train::Args),
+    /// Model presets and parameter counts.
+    #[command(subcommand)]
+    Model(cmd::model::ModelCommand),
+    /// Corpus preparation and tokenizers.
+    #[command(subcommand)]
+    Data(cmd::data::DataCommand),
+    /// Benchmarks that print figures (training throughput, ...).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Model(c) => cmd::model::run(c),
+        Command::Data(c) => cmd::data::run(c),
+        Command::Bench(c) => cmd::bench::run(c),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

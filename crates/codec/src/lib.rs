@@ -1,0 +1,1 @@
+//! covenant-codec (placeholder: see DESIGN.md)

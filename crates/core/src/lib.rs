@@ -1,0 +1,1 @@
+//! covenant-core (placeholder: see DESIGN.md)

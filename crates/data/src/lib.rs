@@ -1,0 +1,1 @@
+//! covenant-data (placeholder: see DESIGN.md)

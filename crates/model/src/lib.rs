@@ -1,0 +1,1 @@
+//! covenant-model (placeholder: see DESIGN.md)

@@ -1,0 +1,1 @@
+//! covenant-net (placeholder: see DESIGN.md)

@@ -1,0 +1,1 @@
+//! covenant-node (placeholder: see DESIGN.md)
