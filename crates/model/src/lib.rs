@@ -1,1 +1,20 @@
-//! covenant-model (placeholder: see DESIGN.md)
+//! covenant-model: a LLaMA-style decoder on libtorch (tch), bit-compatible with Hugging Face
+//! `LlamaForCausalLM`, its AdamW trainer, flat parameter views and safetensors checkpoints.
+//!
+//! This is the only crate that uses `tch`; everything it exposes is plain data
+//! ([`ParamView`], [`StepStats`], [`ModelConfig`]). See docs/MODEL.md.
+
+mod checkpoint;
+mod config;
+mod error;
+mod llama;
+mod optim;
+mod trainer;
+
+pub use config::ModelConfig;
+pub use error::{ModelError, Result};
+pub use optim::OptimConfig;
+pub use trainer::{
+    set_num_threads, DeviceChoice, ParamView, StepStats, Trainer, CONFIG_FILE, MANIFEST_FILE, MODEL_FILE,
+    OPTIM_FILE,
+};

@@ -1,0 +1,104 @@
+//! Safetensors files of named fp32 tensors, written atomically (temp name, then rename).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{ModelError, Result};
+
+/// Write `tensors` (name, shape, tensor) to `path` as safetensors, via `path.tmp` + rename.
+pub(crate) fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &Tensor)]) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, shape, _) in tensors {
+        let n: usize = shape.iter().product();
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + 4 * n]}),
+        );
+        offset += 4 * n;
+    }
+    let mut hbytes = serde_json::to_vec(&serde_json::Value::Object(header))
+        .map_err(|e| ModelError::ckpt(path, format!("cannot encode header: {e}")))?;
+    while hbytes.len() % 8 != 0 {
+        hbytes.push(b' ');
+    }
+    let tmp = tmp_path(path);
+    let file = fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let io = |e| ModelError::io(&tmp, e);
+    w.write_all(&(hbytes.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&hbytes).map_err(io)?;
+    for (name, shape, t) in tensors {
+        let n: usize = shape.iter().product();
+        let cpu = t.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
+        if cpu.numel() != n {
+            return Err(ModelError::ParamMismatch(format!("{name}: tensor has {} values, shape says {n}", cpu.numel())));
+        }
+        let mut buf = vec![0f32; n];
+        cpu.f_copy_data(&mut buf, n)?;
+        let mut bytes = Vec::with_capacity(4 * n);
+        for v in &buf {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        w.write_all(&bytes).map_err(io)?;
+    }
+    let file = w.into_inner().map_err(|e| ModelError::io(&tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| ModelError::io(&tmp, e))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+}
+
+/// Write bytes to `path` atomically.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    fs::write(&tmp, bytes).map_err(|e| ModelError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// Read the tensors `expected` (name, shape) from a safetensors file as CPU fp32 tensors, in order.
+/// Every expected tensor must be present with dtype F32 and the given shape; unknown names are
+/// rejected, except those listed in `ignorable`.
+pub(crate) fn read_safetensors(
+    path: &Path,
+    expected: &[(String, Vec<usize>)],
+    ignorable: &[&str],
+) -> Result<Vec<Tensor>> {
+    let bytes = fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| ModelError::ckpt(path, format!("not a valid safetensors file: {e}")))?;
+    let present: HashMap<String, ()> = st.names().into_iter().map(|n| (n.to_string(), ())).collect();
+    for name in present.keys() {
+        if !expected.iter().any(|(n, _)| n == name) && !ignorable.contains(&name.as_str()) {
+            return Err(ModelError::ckpt(path, format!("unexpected tensor `{name}`")));
+        }
+    }
+    let mut out = Vec::with_capacity(expected.len());
+    for (name, shape) in expected {
+        let view = st
+            .tensor(name)
+            .map_err(|_| ModelError::ckpt(path, format!("missing tensor `{name}`")))?;
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(ModelError::ckpt(path, format!("tensor `{name}` has dtype {:?}, expected F32", view.dtype())));
+        }
+        if view.shape() != shape.as_slice() {
+            return Err(ModelError::ckpt(
+                path,
+                format!("tensor `{name}` has shape {:?}, expected {:?}", view.shape(), shape),
+            ));
+        }
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        out.push(Tensor::f_from_data_size(view.data(), &dims, Kind::Float)?);
+    }
+    Ok(out)
+}

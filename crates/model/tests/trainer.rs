@@ -1,0 +1,197 @@
+//! Trainer behaviour on the CPU: determinism, learning, exact resume, checkpoints, bad input.
+
+use covenant_model::{DeviceChoice, ModelConfig, ModelError, OptimConfig, ParamView, Trainer};
+
+fn tiny() -> ModelConfig {
+    ModelConfig::preset("tiny").unwrap()
+}
+
+fn opt() -> OptimConfig {
+    OptimConfig { lr: 1e-3, warmup_steps: 2, total_steps: 50, ..Default::default() }
+}
+
+fn tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) % vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn trainer(seed: u64) -> Trainer {
+    covenant_model::set_num_threads(1);
+    Trainer::new(tiny(), opt(), seed, DeviceChoice::Cpu).unwrap()
+}
+
+#[test]
+fn seed_reproduces_the_model_and_params_follow_hf_layout() {
+    let a = trainer(1).params();
+    let b = trainer(1).params();
+    let c = trainer(2).params();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let cfg = tiny();
+    assert_eq!(a.len(), 2 + 9 * cfg.n_layers + 1);
+    assert_eq!(a[0].name, "model.embed_tokens.weight");
+    assert_eq!(a.last().unwrap().name, "lm_head.weight");
+    let total: usize = a.iter().map(|p| p.data.len()).sum();
+    assert_eq!(total as u64, cfg.num_params());
+    let k = a.iter().find(|p| p.name == "model.layers.1.self_attn.k_proj.weight").unwrap();
+    assert_eq!(k.shape, vec![cfg.n_kv_heads * cfg.head_dim, cfg.hidden_size]);
+    let norm = a.iter().find(|p| p.name == "model.norm.weight").unwrap();
+    assert!(norm.data.iter().all(|&x| x == 1.0));
+    // init std 0.02
+    let std = (a[0].data.iter().map(|x| x * x).sum::<f32>() / a[0].data.len() as f32).sqrt();
+    assert!((std - 0.02).abs() < 0.001, "{std}");
+}
+
+#[test]
+fn loss_starts_near_uniform_and_falls_when_fitting_a_batch() {
+    let mut t = trainer(3);
+    let v = tiny().vocab_size;
+    let batch = tokens(9, 4 * 64, v);
+    let l0 = t.eval_loss(&batch, 4).unwrap();
+    assert!((l0 - (v as f32).ln()).abs() < 0.3, "initial loss {l0}");
+    let mut last = f32::NAN;
+    for i in 0..30 {
+        let s = t.step(&batch, 4).unwrap();
+        assert!(s.loss.is_finite() && s.grad_norm > 0.0);
+        assert!((s.lr - opt().lr_at(i)).abs() < 1e-15);
+        last = s.loss;
+    }
+    assert_eq!(t.steps_done(), 30);
+    let l1 = t.eval_loss(&batch, 4).unwrap();
+    assert!(l1 < l0 - 2.0, "loss did not fall: {l0} -> {l1} (last step {last})");
+}
+
+#[test]
+fn resume_from_checkpoint_is_bit_exact() {
+    let v = tiny().vocab_size;
+    let batches: Vec<Vec<u32>> = (0..5).map(|i| tokens(100 + i, 2 * 32, v)).collect();
+    let mut a = trainer(5);
+    let dir = tempfile::tempdir().unwrap();
+    for b in &batches[..2] {
+        a.step(b, 2).unwrap();
+    }
+    a.save(dir.path()).unwrap();
+    for b in &batches[2..] {
+        a.step(b, 2).unwrap();
+    }
+    let mut r = Trainer::load(dir.path(), DeviceChoice::Cpu).unwrap();
+    assert_eq!(r.steps_done(), 2);
+    assert_eq!(r.optim_config(), a.optim_config());
+    assert_eq!(r.model_config(), a.model_config());
+    for b in &batches[2..] {
+        r.step(b, 2).unwrap();
+    }
+    assert_eq!(r.steps_done(), 5);
+    let (pa, pr) = (a.params(), r.params());
+    for (x, y) in pa.iter().zip(&pr) {
+        assert_eq!(x.name, y.name);
+        assert!(x.data.iter().zip(&y.data).all(|(p, q)| p.to_bits() == q.to_bits()), "{} differs", x.name);
+    }
+}
+
+#[test]
+fn save_load_round_trip_is_bit_exact_for_tied_model() {
+    covenant_model::set_num_threads(1);
+    let cfg = ModelConfig::preset("tiny-tied").unwrap();
+    let mut t = Trainer::new(cfg, opt(), 11, DeviceChoice::Cpu).unwrap();
+    t.step(&tokens(1, 64, 8192), 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    t.save(dir.path()).unwrap();
+    let l = Trainer::load(dir.path(), DeviceChoice::Cpu).unwrap();
+    assert_eq!(t.params(), l.params());
+    assert!(!t.params().iter().any(|p| p.name == "lm_head.weight"));
+    for f in ["model.safetensors", "config.json", "optimizer.safetensors", "trainer.json"] {
+        assert!(dir.path().join(f).is_file(), "{f} missing");
+    }
+    // and as a plain HF checkpoint (fresh optimizer)
+    let h = Trainer::from_hf(dir.path(), opt(), 0, DeviceChoice::Cpu).unwrap();
+    assert_eq!(h.params(), t.params());
+    assert_eq!(h.steps_done(), 0);
+}
+
+#[test]
+fn weight_decay_spares_norms_and_embeddings() {
+    let b = tokens(4, 2 * 32, 8192);
+    let mut with = Trainer::new(tiny(), OptimConfig { weight_decay: 0.5, ..opt() }, 8, DeviceChoice::Cpu).unwrap();
+    let mut without = Trainer::new(tiny(), OptimConfig { weight_decay: 0.0, ..opt() }, 8, DeviceChoice::Cpu).unwrap();
+    with.step(&b, 2).unwrap();
+    without.step(&b, 2).unwrap();
+    for (x, y) in with.params().iter().zip(&without.params()) {
+        let same = x.data == y.data;
+        let exempt = x.name.ends_with("norm.weight") || x.name == "model.embed_tokens.weight";
+        assert_eq!(same, exempt, "{}: decayed = {}", x.name, !same);
+    }
+}
+
+#[test]
+fn bad_batches_are_clear_errors() {
+    let mut t = trainer(6);
+    let mut b = tokens(1, 2 * 16, 8192);
+    assert!(matches!(t.step(&b, 3), Err(ModelError::InvalidBatch(_))));
+    assert!(matches!(t.step(&b, 0), Err(ModelError::InvalidBatch(_))));
+    assert!(matches!(t.step(&[], 1), Err(ModelError::InvalidBatch(_))));
+    assert!(matches!(t.step(&b[..1], 1), Err(ModelError::InvalidBatch(_))));
+    let long = tokens(1, 129, 8192);
+    assert!(t.step(&long, 1).unwrap_err().to_string().contains("max_seq_len"));
+    b[17] = 8192;
+    match t.step(&b, 2) {
+        Err(ModelError::TokenOutOfRange { token: 8192, position: 17, vocab_size: 8192 }) => {}
+        other => panic!("expected TokenOutOfRange, got {other:?}"),
+    }
+    b[17] = u32::MAX;
+    assert!(t.eval_loss(&b, 2).is_err());
+    assert_eq!(t.steps_done(), 0);
+}
+
+#[test]
+fn set_params_validates_and_round_trips() {
+    let mut t = trainer(7);
+    let src = trainer(8).params();
+    t.set_params(&src).unwrap();
+    assert_eq!(t.params(), src);
+    let mut wrong = src[2].clone(); // q_proj, 2-D
+    wrong.shape = vec![wrong.data.len()];
+    assert!(matches!(t.set_params(&[wrong]), Err(ModelError::ParamMismatch(_))));
+    let unknown = ParamView { name: "model.bogus".into(), shape: vec![1], data: vec![0.0] };
+    assert!(t.set_params(&[unknown]).unwrap_err().to_string().contains("model.bogus"));
+    let mut short = src[2].clone();
+    short.data.pop();
+    assert!(t.set_params(&[short]).is_err());
+    let mut nan = src[3].clone();
+    nan.data[5] = f32::NAN;
+    assert!(t.set_params(&[src[0].clone(), nan]).is_err());
+    // nothing was applied by the failed calls
+    assert_eq!(t.params(), src);
+}
+
+#[test]
+fn broken_checkpoints_are_clear_errors() {
+    let t = trainer(9);
+    let missing = tempfile::tempdir().unwrap();
+    let e = Trainer::load(missing.path(), DeviceChoice::Cpu).err().unwrap().to_string();
+    assert!(e.contains("trainer.json"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    t.save(dir.path()).unwrap();
+    let model = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    let e = Trainer::load(dir.path(), DeviceChoice::Cpu).err().unwrap().to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+
+    // a checkpoint of another shape
+    let other = Trainer::new(tiny().with_vocab(4096), opt(), 1, DeviceChoice::Cpu).unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    other.save(d2.path()).unwrap();
+    std::fs::copy(d2.path().join("model.safetensors"), &model).unwrap();
+    let e = Trainer::load(dir.path(), DeviceChoice::Cpu).err().unwrap().to_string();
+    assert!(e.contains("shape"), "{e}");
+
+    std::fs::write(dir.path().join("trainer.json"), b"{not json").unwrap();
+    assert!(matches!(Trainer::load(dir.path(), DeviceChoice::Cpu), Err(ModelError::Checkpoint { .. })));
+}
