@@ -1,1 +1,37 @@
-//! covenant-core (placeholder: see DESIGN.md)
+//! covenant-core: the protocol without I/O.
+//!
+//! Window arithmetic, aggregation and evaluation sets, the Gauntlet's scoring rules, OpenSkill
+//! ratings, penalties, weights, and the per-window state machines of miners and validators. Time,
+//! randomness (as seeds) and the results of I/O (store timestamps, losses, fingerprints, chain
+//! state) are passed in; decisions come out. [`sim`] drives all of it with a virtual clock and
+//! synthetic peers. The rules and defaults are summarised in `docs/PROTOCOL.md`.
+
+pub mod error;
+pub mod gauntlet;
+pub mod machine;
+pub mod openskill;
+pub mod params;
+pub mod rng;
+pub mod scoring;
+pub mod selection;
+pub mod sim;
+pub mod weights;
+pub mod window;
+
+/// A participant's slot on the chain.
+pub type Uid = u32;
+/// Window index: `floor(block / blocks_per_window)`.
+pub type Window = u64;
+/// Block height.
+pub type Block = u64;
+/// Milliseconds since the Unix epoch (the chain's and the store's clock).
+pub type Millis = u64;
+
+pub use error::{CoreError, Result};
+pub use gauntlet::{EvalOutcome, Gauntlet, Observations, PeerRecord, PeerReport, Verdict, WindowPlan, WindowReport};
+pub use openskill::Rating;
+pub use params::RunParams;
+pub use scoring::{Fingerprint, LossProbe};
+pub use selection::{aggregation_set, AggregationSet, UploadIndices};
+pub use weights::{compute_weights, Weights};
+pub use window::UploadTiming;

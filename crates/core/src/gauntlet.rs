@@ -1,0 +1,381 @@
+//! The Gauntlet (SPEC §5): the validator's per-peer records, one window's evaluation plan, and
+//! the rules that turn a window's observations into ratings, scores, penalties and weights.
+//!
+//! [`Gauntlet`] is plain data (serde), so a validator that is killed and restarted resumes
+//! its ratings by serialising it after every window.
+//!
+//! One window `w`, evaluated during `w + 1`:
+//! 1. [`Gauntlet::plan`]: with the registered uids, the window's aggregation set and the store
+//!    timestamps of the uploads, classify every upload (on time / early / late / missing), decide
+//!    who is aggregated (primaries with accepted uploads, reserves replacing missing ones) and who
+//!    is evaluated (rotation over peers with accepted uploads).
+//! 2. The runtime downloads, validates and measures ([`Observations`]).
+//! 3. [`Gauntlet::finish`]: copy check, one OpenSkill match, BMA, sync, penalties, final
+//!    scores and weights ([`WindowReport`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+use crate::openskill::{rate, Rating};
+use crate::params::RunParams;
+use crate::scoring::{sync_distance, sync_score, Bma, Fingerprint, FingerprintHistory, LossProbe};
+use crate::selection::{detect_copies, select_for_evaluation, AggregationSet, Copy, EvalCandidate, UploadIndices};
+use crate::weights::{compute_weights, Weights};
+use crate::window::UploadTiming;
+use crate::{Millis, Uid, Window};
+
+/// Everything a validator remembers about one peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    pub rating: Rating,
+    pub bma: Bma,
+    /// Current final score after penalties (what weights are computed from).
+    pub score: f64,
+    /// Window the uid was first seen registered (or re-registered).
+    pub first_seen: Window,
+    pub last_evaluated: Option<Window>,
+    pub evaluations: u32,
+    /// Consecutive windows in which an expected upload was missing or late.
+    pub missing_streak: u32,
+    /// Consecutive negative evaluations.
+    pub negative_streak: u32,
+    /// Excluded from aggregation (zero weight) after `negative_streak` negatives in a row.
+    pub excluded: bool,
+    /// Last measured values, for reports.
+    pub last_loss_score: Option<f64>,
+    pub last_sync: Option<f64>,
+}
+
+impl PeerRecord {
+    pub fn new(params: &RunParams, first_seen: Window) -> Self {
+        Self {
+            rating: Rating::new(&params.openskill),
+            bma: Bma::default(),
+            score: 0.0,
+            first_seen,
+            last_evaluated: None,
+            evaluations: 0,
+            missing_streak: 0,
+            negative_streak: 0,
+            excluded: false,
+            last_loss_score: None,
+            last_sync: None,
+        }
+    }
+}
+
+/// The plan of one window: who is aggregated and who is evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowPlan {
+    pub window: Window,
+    pub aggregation: AggregationSet,
+    /// Timing class of every registered peer's upload.
+    pub timing: BTreeMap<Uid, UploadTiming>,
+    /// Peers whose upload was accepted (on time).
+    pub accepted: BTreeSet<Uid>,
+    /// Peers to aggregate (sorted): accepted primaries, topped up by accepted reserves.
+    pub gather: Vec<Uid>,
+    /// Peers to evaluate (sorted), all with accepted uploads.
+    pub evaluate: Vec<Uid>,
+}
+
+impl WindowPlan {
+    /// Uids whose uploads must be downloaded: gathered ∪ evaluated (sorted).
+    pub fn downloads(&self) -> Vec<Uid> {
+        let s: BTreeSet<Uid> = self.gather.iter().chain(&self.evaluate).copied().collect();
+        s.into_iter().collect()
+    }
+}
+
+/// What the runtime measured for one evaluated peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EvalOutcome {
+    /// The upload decoded and validated; losses measured as in SPEC §5.
+    Measured {
+        probe: LossProbe,
+        /// The peer's published fingerprint for this window (`None`: not published).
+        fingerprint: Option<Fingerprint>,
+    },
+    /// The upload failed validation (signature, shapes, ranges, finiteness, ...).
+    Invalid { reason: String },
+    /// The upload was listed but could not be downloaded in time.
+    Unavailable,
+}
+
+/// The runtime's observations of one window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observations {
+    /// One outcome per evaluated peer; a missing entry counts as [`EvalOutcome::Unavailable`].
+    pub outcomes: BTreeMap<Uid, EvalOutcome>,
+    /// Gathered (not evaluated) peers whose upload failed validation.
+    pub invalid: BTreeSet<Uid>,
+    /// Selected indices of every downloaded upload, for the copy check.
+    pub indices: Vec<UploadIndices>,
+    /// The validator's own fingerprint at the same point as the peers' fingerprints.
+    pub own_fingerprint: Option<Fingerprint>,
+}
+
+/// Why a peer's score changed this window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Evaluated: loss score, indicator, sync distance (if measurable).
+    Evaluated { loss_score: f64, indicator: i8, sync: f64, sync_steps: Option<f64> },
+    /// Uploaded on time, not evaluated this window: score kept.
+    Idle,
+    /// Expected (aggregation primary or selected) but missing, late or early.
+    Missing { streak: u32 },
+    /// Upload failed validation.
+    Invalid,
+    /// Blamed for copying `original`.
+    Copied { original: Uid, overlap: f64 },
+    /// No accepted upload and nobody asked for one.
+    Inactive,
+}
+
+/// Per-peer outcome of a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub verdict: Verdict,
+    pub score: f64,
+    pub ordinal: f64,
+    pub excluded: bool,
+}
+
+/// The outcome of one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowReport {
+    pub window: Window,
+    pub peers: BTreeMap<Uid, PeerReport>,
+    pub copies: Vec<Copy>,
+    /// Peers whose updates enter the outer step: the plan's gather set minus invalid uploads.
+    pub aggregated: Vec<Uid>,
+    pub weights: Weights,
+}
+
+/// The validator's whole scoring state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gauntlet {
+    pub seed: u64,
+    /// Last window finished (`None`: none yet).
+    pub last_window: Option<Window>,
+    pub peers: BTreeMap<Uid, PeerRecord>,
+    pub history: FingerprintHistory,
+}
+
+impl Gauntlet {
+    /// A fresh validator. `seed` feeds the evaluation rotation; validators should use different
+    /// seeds so that together they cover more peers.
+    pub fn new(seed: u64) -> Self {
+        Self { seed, last_window: None, peers: BTreeMap::new(), history: FingerprintHistory::default() }
+    }
+
+    /// Forgets a uid (deregistered, or its slot taken by a new key).
+    pub fn reset_peer(&mut self, uid: Uid) {
+        self.peers.remove(&uid);
+    }
+
+    /// Current final scores of non-excluded peers.
+    pub fn scores(&self) -> BTreeMap<Uid, f64> {
+        self.peers.iter().filter(|(_, r)| !r.excluded).map(|(&u, r)| (u, r.score)).collect()
+    }
+
+    /// Current weights from the stored scores.
+    pub fn weights(&self, params: &RunParams) -> Weights {
+        compute_weights(&self.scores(), params.aggregation_size, params.reserves, &params.weights)
+    }
+
+    /// Step 1: plans window `w`. `registered`: uids registered at the window's start;
+    /// `aggregation`: the window's aggregation set (from consensus weights at its start, see
+    /// [`crate::selection::aggregation_set`]); `uploads`: store timestamps of the window-`w`
+    /// uploads found. New uids get fresh records; uids no longer registered are dropped.
+    pub fn plan(
+        &mut self,
+        params: &RunParams,
+        w: Window,
+        registered: &BTreeSet<Uid>,
+        aggregation: AggregationSet,
+        uploads: &BTreeMap<Uid, Millis>,
+    ) -> Result<WindowPlan> {
+        if let Some(last) = self.last_window {
+            if w <= last {
+                return Err(CoreError::WindowNotAdvancing { current: last, got: w });
+            }
+        }
+        self.peers.retain(|u, _| registered.contains(u));
+        for &u in registered {
+            self.peers.entry(u).or_insert_with(|| PeerRecord::new(params, w));
+        }
+        let timing: BTreeMap<Uid, UploadTiming> =
+            registered.iter().map(|&u| (u, params.classify_upload(w, uploads.get(&u).copied()))).collect();
+        let accepted: BTreeSet<Uid> = timing.iter().filter(|(_, t)| t.accepted()).map(|(&u, _)| u).collect();
+        let aggregation = AggregationSet {
+            primary: aggregation.primary.into_iter().filter(|u| registered.contains(u)).collect(),
+            reserves: aggregation.reserves.into_iter().filter(|u| registered.contains(u)).collect(),
+        };
+        let gather = aggregation.gather(&accepted);
+        let candidates: Vec<EvalCandidate> = accepted
+            .iter()
+            .map(|&u| {
+                let r = &self.peers[&u];
+                EvalCandidate { uid: u, ordinal: r.rating.ordinal(), last_evaluated: r.last_evaluated }
+            })
+            .collect();
+        let evaluate = select_for_evaluation(&candidates, w, params.uids_per_window, params.eval_bins, self.seed);
+        Ok(WindowPlan { window: w, aggregation, timing, accepted, gather, evaluate })
+    }
+
+    /// Step 3: applies the window's observations. Errors (nothing changed) if the plan is not for
+    /// the next window or an outcome names a uid that was not selected.
+    pub fn finish(&mut self, params: &RunParams, plan: &WindowPlan, obs: Observations) -> Result<WindowReport> {
+        let w = plan.window;
+        if let Some(last) = self.last_window {
+            if w <= last {
+                return Err(CoreError::WindowNotAdvancing { current: last, got: w });
+            }
+        }
+        let selected: BTreeSet<Uid> = plan.evaluate.iter().copied().collect();
+        if let Some(&uid) = obs.outcomes.keys().find(|u| !selected.contains(u)) {
+            return Err(CoreError::NotSelected { uid, window: w });
+        }
+        let pen = params.penalties;
+
+        // Sync reference: the validator's own fingerprint history.
+        let mut history = self.history.clone();
+        if let Some(fp) = &obs.own_fingerprint {
+            history.push(fp.clone(), params.sync_history)?;
+        }
+        let step_change = history.step_change();
+
+        // Copy check over every downloaded upload (only accepted ones have timestamps in range).
+        let copies = detect_copies(&obs.indices, pen.copy_overlap);
+        let mut copied: BTreeMap<Uid, (Uid, f64)> = BTreeMap::new();
+        for c in &copies {
+            copied.entry(c.copier).or_insert((c.original, c.overlap));
+        }
+
+        // Verdicts.
+        let expected: BTreeSet<Uid> = plan.aggregation.primary.iter().copied().chain(selected.iter().copied()).collect();
+        let mut verdicts: BTreeMap<Uid, Verdict> = BTreeMap::new();
+        let mut match_players: Vec<Uid> = Vec::new();
+        let mut match_scores: Vec<f64> = Vec::new();
+        for (&u, rec) in &self.peers {
+            let accepted = plan.accepted.contains(&u);
+            let v = if let Some(&(original, overlap)) = copied.get(&u) {
+                Verdict::Copied { original, overlap }
+            } else if obs.invalid.contains(&u) {
+                Verdict::Invalid
+            } else if selected.contains(&u) {
+                match obs.outcomes.get(&u) {
+                    Some(EvalOutcome::Measured { probe, fingerprint }) => match (probe.loss_score(), probe.own_vs_random()) {
+                        (Ok(s), Ok(b)) => {
+                            let steps = match (fingerprint, history.latest(), &step_change) {
+                                (Some(m), Some(v), Some(sc)) => Some(sync_distance(m, v, sc, params.sync_max_steps).unwrap_or(params.sync_max_steps)),
+                                (None, Some(_), Some(_)) => Some(params.sync_max_steps),
+                                _ => None,
+                            };
+                            let sync = steps.map_or(1.0, |x| sync_score(x, params));
+                            Verdict::Evaluated { loss_score: s, indicator: b, sync, sync_steps: steps }
+                        }
+                        _ => Verdict::Invalid,
+                    },
+                    Some(EvalOutcome::Invalid { .. }) => Verdict::Invalid,
+                    Some(EvalOutcome::Unavailable) | None => Verdict::Missing { streak: rec.missing_streak + 1 },
+                }
+            } else if !accepted && expected.contains(&u) {
+                Verdict::Missing { streak: rec.missing_streak + 1 }
+            } else if !accepted {
+                Verdict::Inactive
+            } else {
+                Verdict::Idle
+            };
+            match v {
+                Verdict::Evaluated { loss_score, .. } => {
+                    match_players.push(u);
+                    match_scores.push(loss_score);
+                }
+                Verdict::Missing { .. } | Verdict::Invalid | Verdict::Copied { .. } if expected.contains(&u) => {
+                    match_players.push(u);
+                    match_scores.push(params.missing_match_score);
+                }
+                _ => {}
+            }
+            verdicts.insert(u, v);
+        }
+
+        // One OpenSkill match over everyone scored (and the expected-but-failed at −99).
+        let mut before: Vec<Rating> = match_players.iter().map(|u| self.peers[u].rating).collect();
+        if params.rating_baseline && !match_players.is_empty() {
+            before.push(Rating::new(&params.openskill));
+            match_scores.push(0.0);
+        }
+        let after = rate(&params.openskill, &before, &match_scores);
+
+        // Commit.
+        self.history = history;
+        for (u, r) in match_players.iter().zip(after) {
+            self.peers.get_mut(u).expect("player is a peer").rating = r;
+        }
+        let mut reports = BTreeMap::new();
+        for (&u, v) in &verdicts {
+            let rec = self.peers.get_mut(&u).expect("verdict for a peer");
+            let mut negative = false;
+            match *v {
+                Verdict::Evaluated { loss_score, indicator, sync, sync_steps } => {
+                    rec.bma.update(indicator, params.bma_decay);
+                    rec.evaluations += 1;
+                    rec.last_evaluated = Some(w);
+                    rec.last_loss_score = Some(loss_score);
+                    rec.last_sync = Some(sync);
+                    rec.missing_streak = 0;
+                    let oos = sync_steps.is_some_and(|x| x > pen.out_of_sync_steps);
+                    let oos_factor = if oos { 1.0 - pen.out_of_sync } else { 1.0 };
+                    rec.score = rec.rating.ordinal() * rec.bma.effective(params.bma_warmup, params.bma_threshold) * sync * oos_factor;
+                    negative = loss_score <= 0.0;
+                }
+                Verdict::Idle => rec.missing_streak = 0,
+                Verdict::Missing { streak } => {
+                    rec.missing_streak = streak;
+                    rec.score *= (1.0 - pen.missing).powi(streak.min(64) as i32);
+                    negative = true;
+                    if selected.contains(&u) {
+                        rec.last_evaluated = Some(w);
+                    }
+                }
+                Verdict::Invalid => {
+                    rec.score *= 1.0 - pen.invalid;
+                    negative = true;
+                    if selected.contains(&u) {
+                        rec.last_evaluated = Some(w);
+                    }
+                }
+                Verdict::Copied { .. } => {
+                    rec.score *= 1.0 - pen.copy;
+                    negative = true;
+                    if selected.contains(&u) {
+                        rec.last_evaluated = Some(w);
+                    }
+                }
+                Verdict::Inactive => rec.score *= 1.0 - pen.inactive,
+            }
+            if !matches!(v, Verdict::Idle | Verdict::Inactive) {
+                if negative {
+                    rec.negative_streak += 1;
+                } else {
+                    rec.negative_streak = 0;
+                }
+                rec.excluded = rec.negative_streak >= pen.negative_streak;
+            }
+            if !rec.score.is_finite() {
+                rec.score = 0.0;
+            }
+            reports.insert(u, PeerReport { verdict: *v, score: rec.score, ordinal: rec.rating.ordinal(), excluded: rec.excluded });
+        }
+        self.last_window = Some(w);
+        let aggregated: Vec<Uid> =
+            plan.gather.iter().copied().filter(|u| !matches!(verdicts.get(u), Some(Verdict::Invalid))).collect();
+        let weights = self.weights(params);
+        Ok(WindowReport { window: w, peers: reports, copies, aggregated, weights })
+    }
+}

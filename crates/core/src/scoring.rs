@@ -1,0 +1,321 @@
+//! The Gauntlet's per-peer measurements (SPEC §5): loss score, own-vs-random indicator and its
+//! binary moving average, and the sync score from fingerprints.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+use crate::params::RunParams;
+
+/// The four losses a validator measures for one peer (before/after applying the peer's update
+/// alone, on the peer's own assigned pool and on a random unassigned pool).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossProbe {
+    pub rand_before: f64,
+    pub rand_after: f64,
+    pub own_before: f64,
+    pub own_after: f64,
+}
+
+impl LossProbe {
+    fn check(&self) -> Result<()> {
+        for (what, v) in [
+            ("rand_before", self.rand_before),
+            ("rand_after", self.rand_after),
+            ("own_before", self.own_before),
+            ("own_after", self.own_after),
+        ] {
+            if !v.is_finite() {
+                return Err(CoreError::NonFinite { what, value: v });
+            }
+        }
+        if self.rand_before <= 0.0 || self.own_before <= 0.0 {
+            return Err(CoreError::NonFinite {
+                what: "loss before (must be > 0)",
+                value: self.rand_before.min(self.own_before),
+            });
+        }
+        Ok(())
+    }
+
+    /// `s_u = (L_rand_before − L_rand_after) / L_rand_before`.
+    pub fn loss_score(&self) -> Result<f64> {
+        self.check()?;
+        Ok((self.rand_before - self.rand_after) / self.rand_before)
+    }
+
+    /// `b_u`: +1 if the relative improvement on the peer's own data exceeds that on random data,
+    /// else −1 (a tie is −1: no proof of training on the assigned data).
+    pub fn own_vs_random(&self) -> Result<i8> {
+        self.check()?;
+        let own = (self.own_before - self.own_after) / self.own_before;
+        let rand = (self.rand_before - self.rand_after) / self.rand_before;
+        Ok(if own > rand { 1 } else { -1 })
+    }
+}
+
+/// Binary moving average of the own-vs-random indicator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bma {
+    pub value: f64,
+    /// Indicators folded in so far.
+    pub count: u32,
+}
+
+impl Bma {
+    /// `BMA ← decay·BMA + (1 − decay)·b`.
+    pub fn update(&mut self, b: i8, decay: f64) {
+        self.value = decay * self.value + (1.0 - decay) * f64::from(b.signum());
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// The factor used in the final score: `max(0, BMA)`, and 0 below `threshold` once
+    /// `count ≥ warmup`.
+    pub fn effective(&self, warmup: u32, threshold: f64) -> f64 {
+        if self.count >= warmup && self.value < threshold {
+            0.0
+        } else {
+            self.value.max(0.0)
+        }
+    }
+}
+
+/// Interquartile mean: sort, drop ⌊n/4⌋ values at each end, average the rest. Non-finite values
+/// sort as +∞ (so they are dropped first from the top). Empty input gives `None`.
+pub fn interquartile_mean(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = values.iter().map(|&x| if x.is_nan() { f64::INFINITY } else { x }).collect();
+    v.sort_by(f64::total_cmp);
+    let cut = v.len() / 4;
+    let mid = &v[cut..v.len() - cut];
+    Some(mid.iter().sum::<f64>() / mid.len() as f64)
+}
+
+/// A model fingerprint: a few values sampled at agreed positions of every parameter tensor.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub tensors: Vec<Vec<f32>>,
+}
+
+impl Fingerprint {
+    fn same_shape(&self, other: &Fingerprint) -> Result<()> {
+        if self.tensors.len() != other.tensors.len() {
+            return Err(CoreError::FingerprintShape {
+                reason: format!("{} tensors vs {}", self.tensors.len(), other.tensors.len()),
+            });
+        }
+        for (i, (a, b)) in self.tensors.iter().zip(&other.tensors).enumerate() {
+            if a.len() != b.len() {
+                return Err(CoreError::FingerprintShape {
+                    reason: format!("tensor {i}: {} values vs {}", a.len(), b.len()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Mean absolute difference per tensor.
+    fn mean_abs_diff(&self, other: &Fingerprint) -> Vec<f64> {
+        self.tensors
+            .iter()
+            .zip(&other.tensors)
+            .map(|(a, b)| {
+                if a.is_empty() {
+                    return 0.0;
+                }
+                a.iter().zip(b).map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs()).sum::<f64>() / a.len() as f64
+            })
+            .collect()
+    }
+}
+
+/// The validator's own recent fingerprints (one per outer step), giving the average per-step
+/// change of every tensor's sampled values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FingerprintHistory {
+    recent: VecDeque<Fingerprint>,
+}
+
+impl FingerprintHistory {
+    /// Appends the fingerprint after an outer step and keeps the last `keep + 1` (so `keep` steps).
+    pub fn push(&mut self, fp: Fingerprint, keep: usize) -> Result<()> {
+        if let Some(last) = self.recent.back() {
+            last.same_shape(&fp)?;
+        }
+        self.recent.push_back(fp);
+        while self.recent.len() > keep.max(1) + 1 {
+            self.recent.pop_front();
+        }
+        Ok(())
+    }
+
+    pub fn latest(&self) -> Option<&Fingerprint> {
+        self.recent.back()
+    }
+
+    /// Average per-step mean |change| of every tensor over the kept steps (`None` before two
+    /// fingerprints exist).
+    pub fn step_change(&self) -> Option<Vec<f64>> {
+        if self.recent.len() < 2 {
+            return None;
+        }
+        let steps = (self.recent.len() - 1) as f64;
+        let mut acc = vec![0.0; self.recent[0].tensors.len()];
+        for (a, b) in self.recent.iter().zip(self.recent.iter().skip(1)) {
+            for (s, d) in acc.iter_mut().zip(a.mean_abs_diff(b)) {
+                *s += d;
+            }
+        }
+        Some(acc.into_iter().map(|s| s / steps).collect())
+    }
+}
+
+/// Sync distance `x` in outer steps: interquartile mean over tensors of
+/// mean|miner − validator| / (average per-step change). A tensor whose step change is 0 counts
+/// 0 when the fingerprints agree and `cap` otherwise; non-finite miner values count `cap`.
+pub fn sync_distance(miner: &Fingerprint, validator: &Fingerprint, step_change: &[f64], cap: f64) -> Result<f64> {
+    miner.same_shape(validator)?;
+    if step_change.len() != validator.tensors.len() {
+        return Err(CoreError::FingerprintShape {
+            reason: format!("{} step changes for {} tensors", step_change.len(), validator.tensors.len()),
+        });
+    }
+    let per_tensor: Vec<f64> = miner
+        .mean_abs_diff(validator)
+        .into_iter()
+        .zip(step_change)
+        .map(|(d, &s)| {
+            if !d.is_finite() {
+                cap
+            } else if s > 0.0 && s.is_finite() {
+                (d / s).min(cap)
+            } else if d == 0.0 {
+                0.0
+            } else {
+                cap
+            }
+        })
+        .collect();
+    Ok(interquartile_mean(&per_tensor).unwrap_or(0.0))
+}
+
+/// `sync = max(0, 1 − min(x, max)/max)^exponent` ((ref) max 3, exponent 2.5).
+pub fn sync_score(x: f64, params: &RunParams) -> f64 {
+    let m = params.sync_max_steps;
+    let x = if x.is_nan() { m } else { x.max(0.0) };
+    (1.0 - x.min(m) / m).max(0.0).powf(params.sync_exponent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(rb: f64, ra: f64, ob: f64, oa: f64) -> LossProbe {
+        LossProbe { rand_before: rb, rand_after: ra, own_before: ob, own_after: oa }
+    }
+
+    #[test]
+    fn loss_score_is_relative_improvement() {
+        assert!((probe(4.0, 3.0, 4.0, 3.0).loss_score().unwrap() - 0.25).abs() < 1e-12);
+        assert!(probe(4.0, 4.4, 4.0, 3.0).loss_score().unwrap() < 0.0);
+        assert!(matches!(probe(f64::NAN, 3.0, 4.0, 3.0).loss_score(), Err(CoreError::NonFinite { .. })));
+        assert!(probe(0.0, 0.0, 4.0, 3.0).loss_score().is_err());
+    }
+
+    #[test]
+    fn indicator_compares_relative_improvements() {
+        // own improves 25%, random 10%.
+        assert_eq!(probe(10.0, 9.0, 4.0, 3.0).own_vs_random().unwrap(), 1);
+        // own improves 5%, random 10%.
+        assert_eq!(probe(10.0, 9.0, 4.0, 3.8).own_vs_random().unwrap(), -1);
+        // equal: no proof.
+        assert_eq!(probe(10.0, 9.0, 5.0, 4.5).own_vs_random().unwrap(), -1);
+    }
+
+    #[test]
+    fn bma_moves_by_five_percent_and_thresholds_after_warmup() {
+        let mut b = Bma::default();
+        b.update(1, 0.95);
+        assert!((b.value - 0.05).abs() < 1e-12);
+        assert!((b.effective(10, 0.10) - 0.05).abs() < 1e-12, "warm-up: below threshold still counts");
+        for _ in 0..9 {
+            b.update(1, 0.95);
+        }
+        // 1 − 0.95^10 = 0.401…
+        assert!((b.value - (1.0 - 0.95f64.powi(10))).abs() < 1e-12);
+        assert_eq!(b.effective(10, 0.10), b.value);
+        let mut n = Bma::default();
+        for _ in 0..10 {
+            n.update(-1, 0.95);
+        }
+        assert!(n.value < 0.0);
+        assert_eq!(n.effective(10, 0.10), 0.0);
+        let small = Bma { value: 0.09, count: 10 };
+        assert_eq!(small.effective(10, 0.10), 0.0);
+        let small_warm = Bma { value: 0.09, count: 9 };
+        assert_eq!(small_warm.effective(10, 0.10), 0.09);
+    }
+
+    #[test]
+    fn iqm_drops_quartiles() {
+        assert_eq!(interquartile_mean(&[]), None);
+        assert_eq!(interquartile_mean(&[5.0]), Some(5.0));
+        assert_eq!(interquartile_mean(&[1.0, 2.0, 3.0]), Some(2.0));
+        // n = 8: sorted −50,1,…,6,100; drop 2 each side → mean(2,3,4,5) = 3.5, outliers ignored.
+        assert_eq!(interquartile_mean(&[100.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -50.0]), Some(3.5));
+        assert_eq!(interquartile_mean(&[1.0, 2.0, 3.0, f64::NAN]), Some(2.5));
+    }
+
+    #[test]
+    fn sync_score_curve() {
+        let p = RunParams::reference();
+        assert_eq!(sync_score(0.0, &p), 1.0);
+        assert_eq!(sync_score(3.0, &p), 0.0);
+        assert_eq!(sync_score(10.0, &p), 0.0);
+        assert!((sync_score(1.0, &p) - (2.0f64 / 3.0).powf(2.5)).abs() < 1e-12);
+        assert_eq!(sync_score(f64::NAN, &p), 0.0);
+        assert_eq!(sync_score(-1.0, &p), 1.0);
+    }
+
+    fn fp(v: &[&[f32]]) -> Fingerprint {
+        Fingerprint { tensors: v.iter().map(|t| t.to_vec()).collect() }
+    }
+
+    #[test]
+    fn history_averages_step_change() {
+        let mut h = FingerprintHistory::default();
+        assert_eq!(h.step_change(), None);
+        h.push(fp(&[&[0.0, 0.0], &[1.0]]), 2).unwrap();
+        h.push(fp(&[&[0.1, 0.1], &[1.0]]), 2).unwrap();
+        h.push(fp(&[&[0.4, 0.4], &[1.0]]), 2).unwrap();
+        let s = h.step_change().unwrap();
+        assert!((s[0] - 0.2).abs() < 1e-6 && s[1] == 0.0);
+        h.push(fp(&[&[0.5, 0.5], &[1.0]]), 2).unwrap();
+        let s = h.step_change().unwrap();
+        assert!((s[0] - 0.2).abs() < 1e-6, "window of 2 steps: (0.3 + 0.1)/2");
+        assert!(h.push(fp(&[&[0.5]]), 2).is_err());
+    }
+
+    #[test]
+    fn sync_distance_in_steps() {
+        let v = fp(&[&[1.0, 1.0], &[2.0], &[3.0], &[4.0]]);
+        let step = [0.1, 0.1, 0.1, 0.1];
+        assert_eq!(sync_distance(&v, &v, &step, 3.0).unwrap(), 0.0);
+        // One step behind in every tensor.
+        let m = fp(&[&[0.9, 0.9], &[1.9], &[2.9], &[3.9]]);
+        assert!((sync_distance(&m, &v, &step, 3.0).unwrap() - 1.0).abs() < 1e-5);
+        // A garbage tensor is an outlier the IQM drops.
+        let m2 = fp(&[&[0.9, 0.9], &[1.9], &[2.9], &[f32::NAN]]);
+        let x = sync_distance(&m2, &v, &step, 3.0).unwrap();
+        assert!(x < 2.0, "{x}");
+        // Zero step change: equal → 0, different → cap.
+        let zero = [0.0; 4];
+        assert_eq!(sync_distance(&v, &v, &zero, 3.0).unwrap(), 0.0);
+        assert_eq!(sync_distance(&m, &v, &zero, 3.0).unwrap(), 3.0);
+        assert!(sync_distance(&fp(&[&[1.0]]), &v, &step, 3.0).is_err());
+        assert!(sync_distance(&v, &v, &[0.1], 3.0).is_err());
+    }
+}

@@ -1,0 +1,338 @@
+//! The Gauntlet's rules, one window at a time, including the edge cases (no peers, one peer,
+//! all missing, ties) and a validator restart from serialised state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use covenant_core::gauntlet::{EvalOutcome, Gauntlet, Observations, Verdict, WindowPlan};
+use covenant_core::scoring::{Fingerprint, LossProbe};
+use covenant_core::selection::{AggregationSet, UploadIndices};
+use covenant_core::{CoreError, RunParams, Uid, Window};
+
+fn params() -> RunParams {
+    RunParams { uids_per_window: 20, ..RunParams::local() }
+}
+
+fn on_time(p: &RunParams, w: Window) -> u64 {
+    p.upload_interval(w).0 + 1
+}
+
+fn reg(uids: &[Uid]) -> BTreeSet<Uid> {
+    uids.iter().copied().collect()
+}
+
+fn agg(primary: &[Uid], reserves: &[Uid]) -> AggregationSet {
+    AggregationSet { primary: primary.to_vec(), reserves: reserves.to_vec() }
+}
+
+/// Honest: 2% better on random data, 4% on its own.
+fn honest() -> EvalOutcome {
+    EvalOutcome::Measured { probe: LossProbe { rand_before: 5.0, rand_after: 4.9, own_before: 5.0, own_after: 4.8 }, fingerprint: None }
+}
+
+/// Improves by `gain` on random data and 2 × gain on its own.
+fn gain(g: f64) -> EvalOutcome {
+    EvalOutcome::Measured {
+        probe: LossProbe { rand_before: 5.0, rand_after: 5.0 * (1.0 - g), own_before: 5.0, own_after: 5.0 * (1.0 - 2.0 * g) },
+        fingerprint: None,
+    }
+}
+
+/// A free-rider: uploads noise that barely helps, as much on its own data as on random data
+/// (indicator −1).
+fn free_rider() -> EvalOutcome {
+    EvalOutcome::Measured { probe: LossProbe { rand_before: 5.0, rand_after: 4.999, own_before: 5.0, own_after: 4.999 }, fingerprint: None }
+}
+
+struct Net {
+    p: RunParams,
+    g: Gauntlet,
+    w: Window,
+}
+
+impl Net {
+    fn new() -> Self {
+        Self { p: params(), g: Gauntlet::new(7), w: 0 }
+    }
+
+    /// Runs one window: everybody in `uploaders` uploads on time; `outcome` gives the measurement
+    /// of each evaluated peer.
+    fn window(
+        &mut self,
+        registered: &[Uid],
+        a: AggregationSet,
+        uploaders: &[Uid],
+        outcome: impl Fn(Uid) -> EvalOutcome,
+    ) -> (WindowPlan, covenant_core::WindowReport) {
+        let t = on_time(&self.p, self.w);
+        let uploads: BTreeMap<Uid, u64> = uploaders.iter().map(|&u| (u, t)).collect();
+        let plan = self.g.plan(&self.p, self.w, &reg(registered), a, &uploads).unwrap();
+        let obs = Observations { outcomes: plan.evaluate.iter().map(|&u| (u, outcome(u))).collect(), ..Default::default() };
+        let rep = self.g.finish(&self.p, &plan, obs).unwrap();
+        self.w += 1;
+        (plan, rep)
+    }
+}
+
+#[test]
+fn no_peers_is_a_quiet_window() {
+    let mut n = Net::new();
+    let (plan, rep) = n.window(&[], agg(&[], &[]), &[], |_| honest());
+    assert!(plan.evaluate.is_empty() && plan.gather.is_empty());
+    assert!(rep.peers.is_empty() && rep.weights.is_empty() && rep.aggregated.is_empty());
+}
+
+#[test]
+fn one_honest_peer_earns_all_weight() {
+    let mut n = Net::new();
+    for _ in 0..5 {
+        let (plan, rep) = n.window(&[3], agg(&[3], &[]), &[3], |_| honest());
+        assert_eq!(plan.evaluate, vec![3]);
+        assert_eq!(rep.aggregated, vec![3]);
+    }
+    let w = n.g.weights(&n.p);
+    assert!((w.get(3) - 1.0).abs() < 1e-12, "{w:?}");
+    assert!(n.g.peers[&3].rating.ordinal() > 0.0, "beats the do-nothing baseline");
+}
+
+#[test]
+fn lone_peer_without_baseline_gains_no_rating() {
+    let mut n = Net::new();
+    n.p.rating_baseline = false;
+    for _ in 0..5 {
+        n.window(&[3], agg(&[3], &[]), &[3], |_| honest());
+    }
+    assert!(n.g.peers[&3].rating.ordinal() <= 0.0);
+    assert!(n.g.weights(&n.p).is_empty());
+}
+
+#[test]
+fn better_improvement_earns_more_and_free_riders_nothing() {
+    let mut n = Net::new();
+    let peers: Vec<Uid> = (0..6).collect();
+    for _ in 0..12 {
+        n.window(&peers, agg(&peers, &[]), &peers, |u| match u {
+            0 => gain(0.03),
+            1 => gain(0.02),
+            2 => gain(0.01),
+            _ => free_rider(),
+        });
+    }
+    let w = n.g.weights(&n.p);
+    assert!(w.get(0) > w.get(1) && w.get(1) > w.get(2) && w.get(2) > 0.0, "{w:?}");
+    for u in 3..6 {
+        assert_eq!(w.get(u), 0.0, "free-rider {u}");
+        assert!(n.g.peers[&u].bma.value < 0.0);
+    }
+}
+
+#[test]
+fn ties_rate_equally_and_split_by_uid() {
+    let mut n = Net::new();
+    for _ in 0..3 {
+        n.window(&[4, 9], agg(&[4, 9], &[]), &[4, 9], |_| honest());
+    }
+    let (a, b) = (&n.g.peers[&4], &n.g.peers[&9]);
+    assert_eq!(a.rating, b.rating);
+    assert_eq!(a.score, b.score);
+    let w = n.g.weights(&n.p);
+    assert!(w.get(4) > w.get(9) && w.get(9) > 0.0);
+}
+
+#[test]
+fn all_missing_penalises_escalating_and_gathers_nothing() {
+    let mut n = Net::new();
+    let peers = [1, 2, 3];
+    for _ in 0..3 {
+        n.window(&peers, agg(&peers, &[]), &peers, |_| honest());
+    }
+    let s0 = n.g.peers[&1].score;
+    assert!(s0 > 0.0);
+    let (plan, rep) = n.window(&peers, agg(&peers, &[]), &[], |_| honest());
+    assert!(plan.gather.is_empty() && plan.evaluate.is_empty() && rep.aggregated.is_empty());
+    assert_eq!(rep.peers[&1].verdict, Verdict::Missing { streak: 1 });
+    let s1 = n.g.peers[&1].score;
+    assert!((s1 - s0 * 0.25).abs() < 1e-12);
+    n.window(&peers, agg(&peers, &[]), &[], |_| honest());
+    let s2 = n.g.peers[&1].score;
+    assert!((s2 - s1 * 0.0625).abs() < 1e-12, "second miss in a row costs (1 − 0.75)^2");
+    n.window(&peers, agg(&peers, &[]), &[], |_| honest());
+    assert!(n.g.peers[&1].excluded, "three negatives in a row");
+    assert!(n.g.weights(&n.p).is_empty());
+}
+
+#[test]
+fn inactive_peers_decay_25_percent_per_window() {
+    let mut n = Net::new();
+    let peers = [1, 2];
+    for _ in 0..3 {
+        n.window(&peers, agg(&peers, &[]), &peers, |_| honest());
+    }
+    let s0 = n.g.peers[&2].score;
+    // Peer 2 no longer expected (not a primary) and uploads nothing.
+    let (_, rep) = n.window(&peers, agg(&[1], &[]), &[1], |_| honest());
+    assert_eq!(rep.peers[&2].verdict, Verdict::Inactive);
+    assert!((n.g.peers[&2].score - 0.75 * s0).abs() < 1e-12);
+    n.window(&peers, agg(&[1], &[]), &[1], |_| honest());
+    assert!((n.g.peers[&2].score - 0.75 * 0.75 * s0).abs() < 1e-12);
+    assert!(!n.g.peers[&2].excluded, "inactivity decays, it does not exclude");
+}
+
+#[test]
+fn reserves_replace_missing_primaries_and_late_uploads_are_skipped() {
+    let p = params();
+    let mut g = Gauntlet::new(1);
+    let (open, close) = p.upload_interval(0);
+    let uploads: BTreeMap<Uid, u64> = [(1, open), (2, close + 1), (3, open - 1), (10, close), (11, open)].into();
+    let plan = g.plan(&p, 0, &reg(&[1, 2, 3, 4, 10, 11]), agg(&[1, 2, 3, 4], &[10, 11]), &uploads).unwrap();
+    assert_eq!(plan.accepted, reg(&[1, 10, 11]));
+    assert_eq!(plan.gather, vec![1, 10, 11]);
+    let obs = Observations { outcomes: plan.evaluate.iter().map(|&u| (u, honest())).collect(), ..Default::default() };
+    let rep = g.finish(&p, &plan, obs).unwrap();
+    for u in [2, 3, 4] {
+        assert_eq!(rep.peers[&u].verdict, Verdict::Missing { streak: 1 }, "uid {u}: late, early, missing");
+    }
+}
+
+#[test]
+fn copier_is_blamed_and_original_is_not() {
+    let p = params();
+    let mut g = Gauntlet::new(1);
+    let (open, _) = p.upload_interval(0);
+    let uploads: BTreeMap<Uid, u64> = [(1, open + 10), (2, open + 500), (3, open + 20)].into();
+    let plan = g.plan(&p, 0, &reg(&[1, 2, 3]), agg(&[1, 2, 3], &[]), &uploads).unwrap();
+    let orig: Vec<u32> = (0..64).collect();
+    let copy: Vec<u32> = (0..40).chain(5000..5024).collect();
+    let own: Vec<u32> = (100..164).collect();
+    let obs = Observations {
+        outcomes: plan.evaluate.iter().map(|&u| (u, honest())).collect(),
+        indices: vec![
+            UploadIndices { uid: 1, store_time: open + 10, indices: orig },
+            UploadIndices { uid: 2, store_time: open + 500, indices: copy },
+            UploadIndices { uid: 3, store_time: open + 20, indices: own },
+        ],
+        ..Default::default()
+    };
+    let rep = g.finish(&p, &plan, obs).unwrap();
+    assert!(matches!(rep.peers[&2].verdict, Verdict::Copied { original: 1, .. }));
+    assert!(matches!(rep.peers[&1].verdict, Verdict::Evaluated { .. }));
+    assert!(g.peers[&2].rating.mu < g.peers[&1].rating.mu);
+    assert_eq!(g.peers[&2].score, 0.0);
+    assert!(g.peers[&1].score > 0.0);
+}
+
+#[test]
+fn invalid_uploads_are_not_aggregated_and_enter_at_minus_99() {
+    let mut n = Net::new();
+    let peers = [1, 2];
+    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |u| {
+        if u == 2 {
+            EvalOutcome::Invalid { reason: "index out of range".into() }
+        } else {
+            honest()
+        }
+    });
+    assert_eq!(rep.aggregated, vec![1]);
+    assert_eq!(rep.peers[&2].verdict, Verdict::Invalid);
+    assert!(n.g.peers[&2].rating.mu < 25.0);
+    // All invalid: survived, nobody aggregated.
+    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |_| EvalOutcome::Invalid { reason: "bad".into() });
+    assert!(rep.aggregated.is_empty());
+    // Non-finite losses count as invalid, not as a crash.
+    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |_| EvalOutcome::Measured {
+        probe: LossProbe { rand_before: 5.0, rand_after: f64::NAN, own_before: 5.0, own_after: 4.0 },
+        fingerprint: None,
+    });
+    assert!(rep.aggregated.is_empty());
+    assert!(n.g.peers[&2].excluded, "three negatives in a row");
+    assert!(!n.g.peers[&1].excluded, "only two");
+}
+
+#[test]
+fn exclusion_after_three_negatives_and_recovery() {
+    let mut n = Net::new();
+    let peers = [1, 2];
+    let bad = |u: Uid| if u == 2 { gain(-0.01) } else { honest() };
+    for i in 0..3 {
+        n.window(&peers, agg(&peers, &[]), &peers, bad);
+        assert_eq!(n.g.peers[&2].excluded, i == 2);
+    }
+    assert_eq!(n.g.weights(&n.p).get(2), 0.0);
+    n.window(&peers, agg(&peers, &[]), &peers, |_| honest());
+    assert!(!n.g.peers[&2].excluded, "a positive evaluation ends the exclusion");
+}
+
+fn fp(v: f32) -> Fingerprint {
+    Fingerprint { tensors: vec![vec![v; 4]; 4] }
+}
+
+#[test]
+fn out_of_sync_peer_scores_less() {
+    let mut n = Net::new();
+    let peers = [1, 2];
+    // The validator's model moves by 0.1 per window.
+    for k in 0..6 {
+        let vfp = fp(k as f32 * 0.1);
+        let t = on_time(&n.p, n.w);
+        let uploads: BTreeMap<Uid, u64> = peers.iter().map(|&u| (u, t)).collect();
+        let plan = n.g.plan(&n.p, n.w, &reg(&peers), agg(&peers, &[]), &uploads).unwrap();
+        let mk = |u: Uid| {
+            let lag = if u == 2 { 2.5 } else { 0.0 };
+            EvalOutcome::Measured { probe: LossProbe { rand_before: 5.0, rand_after: 4.9, own_before: 5.0, own_after: 4.8 }, fingerprint: Some(fp((k as f32 - lag) * 0.1)) }
+        };
+        let obs = Observations { outcomes: plan.evaluate.iter().map(|&u| (u, mk(u))).collect(), own_fingerprint: Some(vfp), ..Default::default() };
+        let rep = n.g.finish(&n.p, &plan, obs).unwrap();
+        if k >= 1 {
+            let Verdict::Evaluated { sync, sync_steps, .. } = rep.peers[&2].verdict else { panic!() };
+            assert!((sync_steps.unwrap() - 2.5).abs() < 1e-3, "{sync_steps:?}");
+            assert!((sync - (1.0f64 / 6.0).powf(2.5)).abs() < 1e-3, "{sync}");
+            let Verdict::Evaluated { sync, .. } = rep.peers[&1].verdict else { panic!() };
+            assert_eq!(sync, 1.0);
+        }
+        n.w += 1;
+    }
+    let (a, b) = (&n.g.peers[&1], &n.g.peers[&2]);
+    assert_eq!(a.rating, b.rating, "same losses, same rating");
+    assert!(b.score < 0.01 * a.score, "sync {:?} and the 75% penalty", b.last_sync);
+}
+
+#[test]
+fn errors_for_out_of_order_windows_and_unselected_results() {
+    let mut n = Net::new();
+    n.window(&[1], agg(&[1], &[]), &[1], |_| honest());
+    let p = n.p.clone();
+    let err = n.g.plan(&p, 0, &reg(&[1]), agg(&[1], &[]), &BTreeMap::new()).unwrap_err();
+    assert_eq!(err, CoreError::WindowNotAdvancing { current: 0, got: 0 });
+    let plan = n.g.plan(&p, 1, &reg(&[1]), agg(&[1], &[]), &BTreeMap::new()).unwrap();
+    let before = n.g.clone();
+    let obs = Observations { outcomes: [(5, honest())].into(), ..Default::default() };
+    assert_eq!(n.g.finish(&p, &plan, obs).unwrap_err(), CoreError::NotSelected { uid: 5, window: 1 });
+    assert_eq!(n.g, before, "a rejected window changes nothing");
+}
+
+#[test]
+fn deregistered_uids_are_forgotten_and_new_ones_start_fresh() {
+    let mut n = Net::new();
+    n.window(&[1, 2], agg(&[1, 2], &[]), &[1, 2], |_| honest());
+    n.window(&[1, 3], agg(&[1], &[]), &[1, 3], |_| honest());
+    assert!(!n.g.peers.contains_key(&2));
+    assert_eq!(n.g.peers[&3].first_seen, 1);
+}
+
+#[test]
+fn restarted_validator_resumes_identically() {
+    let mut a = Net::new();
+    let peers: Vec<Uid> = (0..8).collect();
+    let out = |u: Uid| if u % 3 == 0 { free_rider() } else { gain(0.005 * u as f64) };
+    for _ in 0..5 {
+        a.window(&peers, agg(&peers[..4], &peers[4..]), &peers, out);
+    }
+    let json = serde_json::to_string(&a.g).unwrap();
+    let restored: Gauntlet = serde_json::from_str(&json).unwrap();
+    assert_eq!(restored, a.g);
+    let mut b = Net { p: a.p.clone(), g: restored, w: a.w };
+    for _ in 0..5 {
+        let (_, ra) = a.window(&peers, agg(&peers[..4], &peers[4..]), &peers, out);
+        let (_, rb) = b.window(&peers, agg(&peers[..4], &peers[4..]), &peers, out);
+        assert_eq!(ra, rb);
+    }
+}
