@@ -1,0 +1,355 @@
+//! Aggregation across peers (miners and validators identically, fp32) and the outer SGD step.
+use crate::compress::TensorPayload;
+use crate::config::CodecConfig;
+use crate::error::CodecError;
+use crate::geometry::{ModelLayout, TensorLayout};
+use crate::par::run_jobs;
+
+/// What aggregation measured for one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregateStats {
+    /// ‖v_r‖₂ of each peer's decoded values.
+    pub norms: Vec<f32>,
+    /// Lower median of `norms` (0 with no peers).
+    pub median: f32,
+    /// Clip factor min(1, M / (n_r + ε)) of each peer.
+    pub factors: Vec<f32>,
+    /// The result was not finite: the tensor was left unchanged (its update is zero).
+    pub skipped: bool,
+}
+
+/// A tensor's aggregate: the dense update plus its statistics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorAggregate {
+    pub update: Vec<f32>,
+    pub stats: AggregateStats,
+}
+
+/// Checks a payload against the geometry so that the hot loops can index without panicking.
+fn check_payload(
+    cfg: &CodecConfig,
+    t: &TensorLayout,
+    peer: usize,
+    p: &TensorPayload,
+) -> Result<(), CodecError> {
+    let g = &t.geom;
+    let bad = |reason: String| CodecError::MalformedPayload {
+        tensor: t.name.clone(),
+        peer,
+        reason,
+    };
+    if p.codes.len() != g.n_selected() {
+        return Err(bad(format!("{} codes, expected {}", p.codes.len(), g.n_selected())));
+    }
+    let want_idx = if g.sends_all() { 0 } else { g.n_selected() };
+    if p.idx.len() != want_idx {
+        return Err(bad(format!("{} indices, expected {}", p.idx.len(), want_idx)));
+    }
+    if p.lookup.len() != cfg.bins {
+        return Err(bad(format!("lookup has {} entries, expected {}", p.lookup.len(), cfg.bins)));
+    }
+    let max_code = p.codes.iter().copied().fold(0u8, u8::max);
+    if max_code as usize >= cfg.bins {
+        return Err(bad(format!("code {max_code} out of range for {} bins", cfg.bins)));
+    }
+    let max_idx = p.idx.iter().copied().fold(0u16, u16::max);
+    if !p.idx.is_empty() && max_idx as usize >= g.chunk_len {
+        return Err(bad(format!("index {max_idx} out of range for chunk length {}", g.chunk_len)));
+    }
+    Ok(())
+}
+
+/// Per-peer decoding tables (clipped decoded value per code) plus the statistics.
+struct Prepared {
+    tables: Vec<[f32; 4]>,
+    stats: AggregateStats,
+    /// An upper bound on |sum over peers| of any coordinate, in f64.
+    bound: f64,
+}
+
+fn prepare(
+    cfg: &CodecConfig,
+    t: &TensorLayout,
+    peers: &[&TensorPayload],
+) -> Result<Prepared, CodecError> {
+    for (r, p) in peers.iter().enumerate() {
+        check_payload(cfg, t, r, p)?;
+    }
+    let mut decs = Vec::with_capacity(peers.len());
+    let mut norms = Vec::with_capacity(peers.len());
+    for p in peers {
+        let mut dec = [0f32; 4];
+        for (b, &l) in p.lookup.iter().enumerate() {
+            dec[b] = l + p.shift;
+        }
+        let mut counts = [0u64; 4];
+        for &c in &p.codes {
+            counts[(c & 3) as usize] += 1;
+        }
+        let ss: f64 = (0..4)
+            .map(|b| counts[b] as f64 * (dec[b] as f64) * (dec[b] as f64))
+            .sum();
+        norms.push(ss.sqrt() as f32);
+        decs.push(dec);
+    }
+    let median = if norms.is_empty() {
+        0.0
+    } else {
+        let mut sorted = norms.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        sorted[(sorted.len() - 1) / 2]
+    };
+    let mut skipped = false;
+    let mut factors = Vec::with_capacity(peers.len());
+    let mut tables = Vec::with_capacity(peers.len());
+    let mut bound = 0f64;
+    for (dec, &n) in decs.iter().zip(&norms) {
+        let ratio = median / (n + cfg.clip_eps);
+        if ratio.is_nan() {
+            skipped = true;
+        }
+        let f = ratio.min(1.0);
+        let mut tab = [0f32; 4];
+        let mut m = 0f64;
+        for b in 0..4 {
+            tab[b] = dec[b] * f;
+            m = m.max((tab[b] as f64).abs());
+            if !tab[b].is_finite() {
+                skipped = true;
+            }
+        }
+        bound += m;
+        factors.push(f);
+        tables.push(tab);
+    }
+    Ok(Prepared {
+        tables,
+        stats: AggregateStats {
+            norms,
+            median,
+            factors,
+            skipped,
+        },
+        bound,
+    })
+}
+
+/// The core loop: per chunk, accumulate every peer's clipped values, then hand each touched
+/// coordinate's mean to `sink(position, mean)` once.
+fn accumulate(
+    t: &TensorLayout,
+    peers: &[&TensorPayload],
+    tables: &[[f32; 4]],
+    mut sink: impl FnMut(usize, f32),
+) {
+    let g = &t.geom;
+    let k = g.k;
+    let offs = g.in_chunk_offsets();
+    let mut sums = vec![0f32; g.chunk_len];
+    let mut counts = vec![0u32; g.chunk_len];
+    if g.sends_all() {
+        // Every peer selected every coordinate: plain mean over peers.
+        let count = peers.len() as f32;
+        for c in 0..g.n_chunks {
+            let (base, _, _) = g.chunk_base(c);
+            for (p, tab) in peers.iter().zip(tables) {
+                for (s, &code) in sums.iter_mut().zip(&p.codes[c * k..c * k + k]) {
+                    *s += tab[(code & 3) as usize];
+                }
+            }
+            for (j, s) in sums.iter_mut().enumerate() {
+                sink(base + offs[j] as usize, *s / count);
+                *s = 0.0;
+            }
+        }
+        return;
+    }
+    for c in 0..g.n_chunks {
+        let (base, _, _) = g.chunk_base(c);
+        let r = c * k..c * k + k;
+        for (p, tab) in peers.iter().zip(tables) {
+            for (&j, &code) in p.idx[r.clone()].iter().zip(&p.codes[r.clone()]) {
+                let j = j as usize;
+                sums[j] += tab[(code & 3) as usize];
+                counts[j] += 1;
+            }
+        }
+        for p in peers {
+            for &j in &p.idx[r.clone()] {
+                let j = j as usize;
+                let n = counts[j];
+                if n != 0 {
+                    sink(base + offs[j] as usize, sums[j] / n as f32);
+                    sums[j] = 0.0;
+                    counts[j] = 0;
+                }
+            }
+        }
+    }
+}
+
+/// Largest sum of finite values that certainly stays finite in f32 (with room for rounding).
+const SAFE_BOUND: f64 = (f32::MAX as f64) * 0.5;
+
+/// Aggregates one tensor over `peers` into the dense update `out` (zero where nobody selected;
+/// all zero when the result is non-finite and the tensor is skipped).
+pub fn aggregate_tensor(
+    cfg: &CodecConfig,
+    t: &TensorLayout,
+    peers: &[&TensorPayload],
+    out: &mut [f32],
+) -> Result<AggregateStats, CodecError> {
+    let n = t.geom.numel();
+    if out.len() != n {
+        return Err(CodecError::LengthMismatch {
+            tensor: t.name.clone(),
+            what: "update",
+            got: out.len(),
+            expected: n,
+        });
+    }
+    let mut prep = prepare(cfg, t, peers)?;
+    out.iter_mut().for_each(|v| *v = 0.0);
+    if prep.stats.skipped {
+        return Ok(prep.stats);
+    }
+    accumulate(t, peers, &prep.tables, |pos, u| out[pos] = u);
+    if prep.bound >= SAFE_BOUND && out.iter().any(|v| !v.is_finite()) {
+        out.iter_mut().for_each(|v| *v = 0.0);
+        prep.stats.skipped = true;
+    }
+    Ok(prep.stats)
+}
+
+/// Aggregates one tensor and applies the outer step `θ ← θ − lr·update` in one pass, touching
+/// only the coordinates some peer selected. A non-finite result leaves `theta` unchanged.
+pub fn aggregate_tensor_apply(
+    cfg: &CodecConfig,
+    t: &TensorLayout,
+    peers: &[&TensorPayload],
+    theta: &mut [f32],
+    lr: f32,
+) -> Result<AggregateStats, CodecError> {
+    let n = t.geom.numel();
+    if theta.len() != n {
+        return Err(CodecError::LengthMismatch {
+            tensor: t.name.clone(),
+            what: "parameters",
+            got: theta.len(),
+            expected: n,
+        });
+    }
+    let mut prep = prepare(cfg, t, peers)?;
+    if prep.stats.skipped {
+        return Ok(prep.stats);
+    }
+    let neg = -lr;
+    if prep.bound < SAFE_BOUND {
+        accumulate(t, peers, &prep.tables, |pos, u| theta[pos] += neg * u);
+    } else {
+        // Rare: values so large that the mean could overflow. Build the update, check, apply.
+        let mut update = vec![0f32; n];
+        accumulate(t, peers, &prep.tables, |pos, u| update[pos] = u);
+        if update.iter().any(|v| !v.is_finite()) {
+            prep.stats.skipped = true;
+            return Ok(prep.stats);
+        }
+        for (p, u) in theta.iter_mut().zip(&update) {
+            *p += neg * u;
+        }
+    }
+    Ok(prep.stats)
+}
+
+/// Outer SGD step `θ ← θ − lr·update` on a dense update.
+pub fn apply_outer_step(
+    tensor: &str,
+    theta: &mut [f32],
+    update: &[f32],
+    lr: f32,
+) -> Result<(), CodecError> {
+    if theta.len() != update.len() {
+        return Err(CodecError::LengthMismatch {
+            tensor: tensor.to_string(),
+            what: "update",
+            got: update.len(),
+            expected: theta.len(),
+        });
+    }
+    let neg = -lr;
+    for (p, u) in theta.iter_mut().zip(update) {
+        *p += neg * u;
+    }
+    Ok(())
+}
+
+/// Scatters one payload's decoded values into `out` (zeros elsewhere).
+pub fn decode_dense(
+    cfg: &CodecConfig,
+    t: &TensorLayout,
+    p: &TensorPayload,
+    out: &mut [f32],
+) -> Result<(), CodecError> {
+    check_payload(cfg, t, 0, p)?;
+    let g = &t.geom;
+    if out.len() != g.numel() {
+        return Err(CodecError::LengthMismatch {
+            tensor: t.name.clone(),
+            what: "output",
+            got: out.len(),
+            expected: g.numel(),
+        });
+    }
+    out.iter_mut().for_each(|v| *v = 0.0);
+    let offs = g.in_chunk_offsets();
+    let k = g.k;
+    for c in 0..g.n_chunks {
+        let (base, _, _) = g.chunk_base(c);
+        for i in 0..k {
+            let j = if g.sends_all() { i } else { p.idx[c * k + i] as usize };
+            out[base + offs[j] as usize] = p.value(c * k + i);
+        }
+    }
+    Ok(())
+}
+
+/// Aggregates every tensor over the peers and applies the outer step with `cfg.outer_lr`
+/// (or `lr` when given), in parallel over tensors. `peers[r][i]` is peer r's payload for
+/// `layout.tensors[i]`; `theta[i]` the parameters of that tensor.
+pub fn aggregate_apply_model(
+    layout: &ModelLayout,
+    peers: &[&[TensorPayload]],
+    theta: &mut [&mut [f32]],
+    lr: Option<f32>,
+) -> Result<Vec<AggregateStats>, CodecError> {
+    let n = layout.tensors.len();
+    if theta.len() != n {
+        return Err(CodecError::TensorCount {
+            what: "parameters",
+            got: theta.len(),
+            expected: n,
+        });
+    }
+    for p in peers {
+        if p.len() != n {
+            return Err(CodecError::TensorCount {
+                what: "a peer payload",
+                got: p.len(),
+                expected: n,
+            });
+        }
+    }
+    let cfg = &layout.config;
+    let lr = lr.unwrap_or(cfg.outer_lr);
+    let jobs: Vec<(usize, &mut [f32])> = theta.iter_mut().map(|e| &mut **e).enumerate().collect();
+    let results = run_jobs(
+        cfg.worker_threads(),
+        jobs,
+        |(i, _)| layout.tensors[*i].geom.numel(),
+        |(i, th)| {
+            let ps: Vec<&TensorPayload> = peers.iter().map(|p| &p[i]).collect();
+            aggregate_tensor_apply(cfg, &layout.tensors[i], &ps, th, lr)
+        },
+    );
+    results.into_iter().collect()
+}
