@@ -1,0 +1,475 @@
+//! A virtual-clock simulator: the core's rules at scale with synthetic peers (no model).
+//!
+//! Every peer has a hidden quality and a behaviour; the simulator draws what a validator would
+//! measure from them and drives real [`Validator`] state machines (and a few [`Miner`] ones, to
+//! check that miners and validators agree on every gather set) through virtual windows. Times
+//! are computed from the run parameters, never waited for, so 1,000 peers × 100 windows take a
+//! fraction of a second.
+//!
+//! The synthetic world, per window (losses relative to the current global loss `L`):
+//! - honest: true improvement `s = 0.01 × quality` on random data (quality ~ U(0.5, 1.5)), and
+//!   50% more on its own assigned data; uploads early in the grace period; 20% join late (after
+//!   null windows).
+//! - free-rider: uploads noise: `s = −0.0005`, no extra gain on its own data.
+//! - copycat: waits, copies the best-weighted peer's upload (70% of its indices), uploads late in
+//!   the grace period: same `s` as its victim, no extra gain on its own data.
+//! - late: an honest trainer whose upload lands after the grace period 80% of the time.
+//! - offline: honest until it leaves for good at a random window.
+//!
+//! Every measurement adds Gaussian noise (σ = 0.0002 + 10% of the true change) as if from 8
+//! evaluation sequences.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::gauntlet::{EvalOutcome, Gauntlet, Observations};
+use crate::machine::{ChainView, Miner, MinerAction, MinerEvent, Validator, ValidatorAction, ValidatorEvent};
+use crate::params::RunParams;
+use crate::rng::{derive_seed, SplitMix64};
+use crate::scoring::{Fingerprint, LossProbe};
+use crate::selection::{aggregation_set, consensus_weights, UploadIndices};
+use crate::{Millis, Uid, Window};
+
+/// How a synthetic peer behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Behaviour {
+    Honest,
+    FreeRider,
+    Copycat,
+    Late,
+    Offline,
+}
+
+impl Behaviour {
+    pub const ALL: [Behaviour; 5] = [Behaviour::Honest, Behaviour::FreeRider, Behaviour::Copycat, Behaviour::Late, Behaviour::Offline];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Behaviour::Honest => "honest",
+            Behaviour::FreeRider => "free-rider",
+            Behaviour::Copycat => "copycat",
+            Behaviour::Late => "late",
+            Behaviour::Offline => "offline",
+        }
+    }
+}
+
+/// Fractions of each behaviour (normalised; the rest of rounding goes to honest).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Mix {
+    pub honest: f64,
+    pub free_rider: f64,
+    pub copycat: f64,
+    pub late: f64,
+    pub offline: f64,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Self { honest: 0.6, free_rider: 0.1, copycat: 0.1, late: 0.1, offline: 0.1 }
+    }
+}
+
+/// Simulation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimConfig {
+    pub peers: usize,
+    pub windows: u64,
+    pub seed: u64,
+    /// Validators, equal stake, each with its own evaluation rotation.
+    pub validators: usize,
+    pub mix: Mix,
+    pub params: RunParams,
+    /// Miners run through the full [`Miner`] state machine to cross-check gather sets.
+    pub checked_miners: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self { peers: 1000, windows: 100, seed: 0, validators: 1, mix: Mix::default(), params: RunParams::reference(), checked_miners: 4 }
+    }
+}
+
+/// Per-behaviour results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BehaviourRow {
+    pub behaviour: Behaviour,
+    pub peers: usize,
+    /// Evaluations by validator 0, per peer.
+    pub evaluations_per_peer: f64,
+    /// Share of all aggregation slots (validator 0's aggregated peers, all windows).
+    pub aggregated_share: f64,
+    /// Share of all consensus weight paid out over all windows.
+    pub paid_share: f64,
+    /// Share of the consensus weight in the last window.
+    pub final_weight_share: f64,
+    /// Peers of this behaviour in the last window's top G / reserves.
+    pub final_top: usize,
+    pub final_reserves: usize,
+    /// Times a peer of this behaviour was blamed for copying (validator 0).
+    pub blamed_copies: u64,
+}
+
+/// The outcome of a simulation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimReport {
+    pub config: SimConfig,
+    pub rows: Vec<BehaviourRow>,
+    /// Synthetic global loss at the start and end.
+    pub loss_start: f64,
+    pub loss_end: f64,
+    /// Windows in which nothing was aggregated.
+    pub empty_windows: u64,
+    /// Gather sets compared between miner and validator state machines, and mismatches.
+    pub gather_checks: u64,
+    pub gather_mismatches: u64,
+}
+
+impl SimReport {
+    pub fn row(&self, b: Behaviour) -> Option<&BehaviourRow> {
+        self.rows.iter().find(|r| r.behaviour == b)
+    }
+}
+
+impl fmt::Display for SimReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        writeln!(
+            f,
+            "{} peers, {} windows, {} validator(s), seed {}; G = {}, reserves = {}, {} evaluations per validator per window",
+            c.peers, c.windows, c.validators, c.seed, c.params.aggregation_size, c.params.reserves, c.params.uids_per_window
+        )?;
+        writeln!(
+            f,
+            "{:<11} {:>6} {:>10} {:>11} {:>9} {:>10} {:>6} {:>8} {:>7}",
+            "behaviour", "peers", "evals/peer", "aggregated", "paid", "final wt", "top G", "reserve", "copies"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:<11} {:>6} {:>10.2} {:>10.1}% {:>8.1}% {:>9.1}% {:>6} {:>8} {:>7}",
+                r.behaviour.name(),
+                r.peers,
+                r.evaluations_per_peer,
+                100.0 * r.aggregated_share,
+                100.0 * r.paid_share,
+                100.0 * r.final_weight_share,
+                r.final_top,
+                r.final_reserves,
+                r.blamed_copies
+            )?;
+        }
+        writeln!(f, "synthetic loss {:.3} -> {:.3}; windows with nothing aggregated: {}", self.loss_start, self.loss_end, self.empty_windows)?;
+        write!(f, "miner/validator gather sets compared: {}, mismatches: {}", self.gather_checks, self.gather_mismatches)
+    }
+}
+
+struct Peer {
+    uid: Uid,
+    behaviour: Behaviour,
+    quality: f64,
+    /// First window it is registered and trains in.
+    joined: Window,
+    /// First window it is gone (no more training or uploads).
+    leaves: Window,
+}
+
+impl Peer {
+    fn online(&self, w: Window) -> bool {
+        w >= self.joined && w < self.leaves
+    }
+}
+
+/// Measurement noise of a relative loss change: a floor plus 10% of the change (a bigger update
+/// moves the loss of 8 sequences more unevenly).
+fn noise(truth: f64) -> f64 {
+    0.0002 + 0.1 * truth.abs()
+}
+const FP_TENSORS: usize = 8;
+const FP_VALUES: usize = 8;
+const INDEX_SPACE: u64 = 1 << 20;
+const INDICES: usize = 64;
+
+fn assign(cfg: &SimConfig, rng: &mut SplitMix64) -> Vec<Peer> {
+    let m = cfg.mix;
+    let total = m.honest + m.free_rider + m.copycat + m.late + m.offline;
+    let fracs = [m.honest, m.free_rider, m.copycat, m.late, m.offline].map(|x| if total > 0.0 { x / total } else { 0.0 });
+    let mut counts: Vec<usize> = fracs.iter().map(|f| (f * cfg.peers as f64).floor() as usize).collect();
+    counts[0] += cfg.peers - counts.iter().sum::<usize>();
+    let mut kinds: Vec<Behaviour> = Vec::with_capacity(cfg.peers);
+    for (b, &n) in Behaviour::ALL.iter().zip(&counts) {
+        kinds.extend(std::iter::repeat_n(*b, n));
+    }
+    // Shuffle so uids say nothing about behaviour.
+    for i in (1..kinds.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        kinds.swap(i, j);
+    }
+    let w = cfg.windows.max(1);
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, behaviour)| {
+            let quality = 0.5 + rng.next_f64();
+            let joined = if behaviour == Behaviour::Honest && rng.chance(0.2) { 1 + rng.below(w / 2 + 1) } else { 0 };
+            let leaves = if behaviour == Behaviour::Offline { 5 + rng.below(w * 6 / 10 + 1) } else { u64::MAX };
+            Peer { uid: i as Uid, behaviour, quality, joined, leaves }
+        })
+        .collect()
+}
+
+fn random_indices(seed: u64) -> Vec<u32> {
+    let mut r = SplitMix64::new(seed);
+    let mut v: Vec<u32> = (0..INDICES).map(|_| r.below(INDEX_SPACE) as u32).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Runs a simulation.
+pub fn run(cfg: &SimConfig) -> Result<SimReport> {
+    let p = &cfg.params;
+    p.validate()?;
+    let mut rng = SplitMix64::new(derive_seed(cfg.seed, &[0x5111]));
+    let peers = assign(cfg, &mut rng);
+    let by_uid: BTreeMap<Uid, &Peer> = peers.iter().map(|x| (x.uid, x)).collect();
+    let run_seed = derive_seed(cfg.seed, &[0x5EED]);
+
+    let mut validators: Vec<Validator> = (0..cfg.validators.max(1))
+        .map(|v| Validator::new(p.clone(), run_seed, Gauntlet::new(derive_seed(cfg.seed, &[0x7A11, v as u64]))))
+        .collect::<Result<_>>()?;
+    let mut vweights: Vec<BTreeMap<Uid, f64>> = vec![BTreeMap::new(); validators.len()];
+    let checked: Vec<Uid> = peers.iter().filter(|x| x.behaviour == Behaviour::Honest && x.joined == 0).take(cfg.checked_miners).map(|x| x.uid).collect();
+    let mut miners: Vec<Miner> = checked.iter().map(|&u| Miner::new(p.clone(), run_seed, u, 0)).collect::<Result<_>>()?;
+
+    // Validator fingerprint random walk.
+    let mut vfp = Fingerprint { tensors: vec![vec![0.0f32; FP_VALUES]; FP_TENSORS] };
+    let mut loss = 10.0f64;
+    let loss_start = loss;
+    let mut empty_windows = 0;
+    let (mut gather_checks, mut gather_mismatches) = (0u64, 0u64);
+
+    let mut aggregated_slots: BTreeMap<Behaviour, u64> = BTreeMap::new();
+    let mut total_slots = 0u64;
+    let mut paid: BTreeMap<Behaviour, f64> = BTreeMap::new();
+    let mut paid_total = 0.0;
+    let mut evals: BTreeMap<Behaviour, u64> = BTreeMap::new();
+    let mut blamed: BTreeMap<Behaviour, u64> = BTreeMap::new();
+    let mut consensus = BTreeMap::new();
+    // True relative improvement of each peer's window-w upload.
+    let mut prev_truth: BTreeMap<Uid, f64> = BTreeMap::new();
+    let mut prev_copy_of: BTreeMap<Uid, Uid> = BTreeMap::new();
+
+    for w in 0..=cfg.windows {
+        let registered: BTreeSet<Uid> = peers.iter().filter(|x| x.joined <= w).map(|x| x.uid).collect();
+        consensus = {
+            let votes: Vec<(f64, &BTreeMap<Uid, f64>)> = vweights.iter().map(|m| (1.0, m)).collect();
+            consensus_weights(&votes)
+        };
+        if w > 0 {
+            for (b, share) in consensus.iter().map(|(u, x)| (by_uid[u].behaviour, *x)) {
+                *paid.entry(b).or_default() += share;
+                paid_total += share;
+            }
+        }
+        let chain = ChainView { registered: registered.clone(), consensus: consensus.clone() };
+
+        let mut listed: Option<Window> = None;
+        for v in validators.iter_mut() {
+            for a in v.handle(ValidatorEvent::WindowStarted { window: w, chain: chain.clone() })? {
+                if let ValidatorAction::ListUploadsAt { window, .. } = a {
+                    listed = Some(window);
+                }
+            }
+        }
+        let mut miner_lists = Vec::new();
+        for m in miners.iter_mut() {
+            for a in m.handle(MinerEvent::WindowStarted { window: w, chain: chain.clone() })? {
+                if let MinerAction::ListUploadsAt { window, .. } = a {
+                    miner_lists.push(window);
+                }
+            }
+        }
+
+        // The window-(w−1) uploads, with the truths drawn when they were trained.
+        if let Some(lw) = listed {
+            let (open, _close) = p.upload_interval(lw);
+            let grace = p.grace_ms;
+            let mut wr = SplitMix64::new(derive_seed(cfg.seed, &[0x0B5, lw]));
+            let mut uploads: BTreeMap<Uid, Millis> = BTreeMap::new();
+            for (&u, _) in &prev_truth {
+                let x = by_uid[&u];
+                if !x.online(w) {
+                    continue; // left before uploading
+                }
+                let t = match x.behaviour {
+                    Behaviour::Copycat => open + grace / 2 + wr.below(grace / 2 + 1),
+                    Behaviour::Late if wr.chance(0.8) => open + grace + 1 + wr.below(30_000),
+                    _ => open + wr.below(grace * 3 / 10 + 1),
+                };
+                uploads.insert(u, t);
+            }
+            // Miner state machines gather; their sets are compared with validator 0's below.
+            let mut miner_gathers: Vec<Vec<Uid>> = Vec::new();
+            for m in miners.iter_mut() {
+                if miner_lists.contains(&lw) {
+                    for a in m.handle(MinerEvent::UploadsListed { window: lw, uploads: uploads.clone() })? {
+                        if let MinerAction::Gather { peers, .. } = a {
+                            m.handle(MinerEvent::Gathered { window: lw, valid: peers.clone() })?;
+                            miner_gathers.push(peers);
+                        }
+                    }
+                }
+            }
+            // Fingerprint of the validators' model after the previous outer step.
+            let mut fr = SplitMix64::new(derive_seed(cfg.seed, &[0xF1, lw]));
+            let step = 0.01f32;
+            for t in vfp.tensors.iter_mut() {
+                for x in t.iter_mut() {
+                    *x += step * fr.normal() as f32;
+                }
+            }
+            for (vi, v) in validators.iter_mut().enumerate() {
+                let acts = v.handle(ValidatorEvent::UploadsListed { window: lw, uploads: uploads.clone() })?;
+                let Some(ValidatorAction::GatherAndEvaluate { plan, downloads, .. }) = acts.into_iter().next() else { continue };
+                if vi == 0 {
+                    for gs in miner_gathers.drain(..) {
+                        gather_checks += 1;
+                        if gs != plan.gather {
+                            gather_mismatches += 1;
+                        }
+                    }
+                }
+                let mut mr = SplitMix64::new(derive_seed(cfg.seed, &[0xE7, lw, vi as u64]));
+                let mut obs = Observations { own_fingerprint: Some(vfp.clone()), ..Default::default() };
+                for &u in &downloads {
+                    let idx_seed = derive_seed(cfg.seed, &[0x1D, lw, u as u64]);
+                    let indices = match prev_copy_of.get(&u) {
+                        Some(&victim) => {
+                            let mut a = random_indices(derive_seed(cfg.seed, &[0x1D, lw, victim as u64]));
+                            let r = random_indices(idx_seed);
+                            let keep = a.len() * 7 / 10;
+                            a.truncate(keep);
+                            a.extend_from_slice(&r[..r.len() - keep.min(r.len())]);
+                            a
+                        }
+                        None => random_indices(idx_seed),
+                    };
+                    obs.indices.push(UploadIndices { uid: u, store_time: uploads[&u], indices });
+                }
+                for &u in &plan.evaluate {
+                    let x = by_uid[&u];
+                    let truth = prev_truth.get(&u).copied().unwrap_or(0.0);
+                    let trained_own = matches!(x.behaviour, Behaviour::Honest | Behaviour::Late | Behaviour::Offline);
+                    let s = truth + noise(truth) * mr.normal();
+                    let own = truth * if trained_own { 1.5 } else { 1.0 } + noise(truth) * mr.normal();
+                    let probe = LossProbe { rand_before: loss, rand_after: loss * (1.0 - s), own_before: loss * 1.02, own_after: loss * 1.02 * (1.0 - own) };
+                    let mut mfp = vfp.clone();
+                    for t in mfp.tensors.iter_mut() {
+                        for v in t.iter_mut() {
+                            *v += 0.2 * step * mr.normal() as f32;
+                        }
+                    }
+                    obs.outcomes.insert(u, EvalOutcome::Measured { probe, fingerprint: Some(mfp) });
+                    if vi == 0 {
+                        *evals.entry(x.behaviour).or_default() += 1;
+                    }
+                }
+                for a in v.handle(ValidatorEvent::Observed { window: lw, observations: obs })? {
+                    match a {
+                        ValidatorAction::SetWeights { weights, .. } => vweights[vi] = weights.per_uid,
+                        ValidatorAction::Report(rep) if vi == 0 => {
+                            if rep.aggregated.is_empty() {
+                                empty_windows += 1;
+                            }
+                            let mut step_gain = 0.0;
+                            for u in &rep.aggregated {
+                                *aggregated_slots.entry(by_uid[u].behaviour).or_default() += 1;
+                                total_slots += 1;
+                                step_gain += prev_truth.get(u).copied().unwrap_or(0.0);
+                            }
+                            if !rep.aggregated.is_empty() {
+                                loss *= 1.0 - (step_gain / rep.aggregated.len() as f64).clamp(-0.5, 0.5);
+                            }
+                            let mut seen = BTreeSet::new();
+                            for c in &rep.copies {
+                                if seen.insert(c.copier) {
+                                    *blamed.entry(by_uid[&c.copier].behaviour).or_default() += 1;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+
+        if w == cfg.windows {
+            break;
+        }
+        // Train window w: draw each online peer's true improvement.
+        let set_w = aggregation_set(&consensus, &registered, p.aggregation_size, p.reserves, run_seed, w);
+        let mut truth = BTreeMap::new();
+        let mut copy_of = BTreeMap::new();
+        let mut tr = SplitMix64::new(derive_seed(cfg.seed, &[0x7A, w]));
+        let honest_like: Vec<Uid> = peers
+            .iter()
+            .filter(|x| x.online(w) && matches!(x.behaviour, Behaviour::Honest | Behaviour::Offline) && !p.is_null_window(x.joined, w))
+            .map(|x| x.uid)
+            .collect();
+        for x in peers.iter().filter(|x| x.online(w)) {
+            let null = p.is_null_window(x.joined, w) && x.joined > 0;
+            let s = match x.behaviour {
+                _ if null => 0.0,
+                Behaviour::Honest | Behaviour::Late | Behaviour::Offline => 0.01 * x.quality,
+                Behaviour::FreeRider => -0.0005,
+                Behaviour::Copycat => {
+                    // Copy the best-weighted honest-looking primary, else a random honest peer.
+                    let victim = set_w
+                        .primary
+                        .iter()
+                        .copied()
+                        .find(|v| *v != x.uid && honest_like.binary_search(v).is_ok())
+                        .or_else(|| (!honest_like.is_empty()).then(|| honest_like[tr.below(honest_like.len() as u64) as usize]));
+                    match victim {
+                        Some(v) => {
+                            copy_of.insert(x.uid, v);
+                            0.01 * by_uid[&v].quality
+                        }
+                        None => 0.0,
+                    }
+                }
+            };
+            truth.insert(x.uid, s);
+        }
+        prev_truth = truth;
+        prev_copy_of = copy_of;
+    }
+
+    // Final tallies from the last consensus.
+    let last = consensus;
+    let mut ranked: Vec<(Uid, f64)> = last.iter().map(|(&u, &x)| (u, x)).collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let g = p.aggregation_size;
+    let rows = Behaviour::ALL
+        .iter()
+        .map(|&b| {
+            let n = peers.iter().filter(|x| x.behaviour == b).count();
+            BehaviourRow {
+                behaviour: b,
+                peers: n,
+                evaluations_per_peer: if n == 0 { 0.0 } else { evals.get(&b).copied().unwrap_or(0) as f64 / n as f64 },
+                aggregated_share: if total_slots == 0 { 0.0 } else { aggregated_slots.get(&b).copied().unwrap_or(0) as f64 / total_slots as f64 },
+                paid_share: if paid_total == 0.0 { 0.0 } else { paid.get(&b).copied().unwrap_or(0.0) / paid_total },
+                final_weight_share: 0.0 + last.iter().filter(|(u, _)| by_uid[u].behaviour == b).map(|(_, x)| x).sum::<f64>(),
+                final_top: ranked.iter().take(g).filter(|(u, _)| by_uid[u].behaviour == b).count(),
+                final_reserves: ranked.iter().skip(g).take(p.reserves).filter(|(u, _)| by_uid[u].behaviour == b).count(),
+                blamed_copies: blamed.get(&b).copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    Ok(SimReport { config: cfg.clone(), rows, loss_start, loss_end: loss, empty_windows, gather_checks, gather_mismatches })
+}
