@@ -15,6 +15,8 @@ mod aggregate;
 mod compress;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod geometry;
 pub mod pack;
 mod par;
@@ -30,6 +32,6 @@ pub use config::CodecConfig;
 pub use error::CodecError;
 pub use geometry::{largest_divisor_at_most, Layout, ModelLayout, TensorGeometry, TensorLayout};
 pub use wire::{
-    decode, encode, DecodeLimits, EncodeOptions, ExpectedModel, IndexCoding, Payload,
+    decode, encode, max_encoded_len, DecodeLimits, EncodeOptions, ExpectedModel, IndexCoding, Payload,
     PayloadHeader, WireError,
 };
