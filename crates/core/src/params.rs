@@ -248,7 +248,7 @@ impl RunParams {
         if self.sync_history == 0 {
             return bad("sync_history", "must be > 0");
         }
-        if !(self.sync_max_steps > 0.0) || !self.sync_exponent.is_finite() || self.sync_exponent <= 0.0 {
+        if self.sync_max_steps.is_nan() || self.sync_max_steps <= 0.0 || !self.sync_exponent.is_finite() || self.sync_exponent <= 0.0 {
             return bad("sync_max_steps/sync_exponent", "must be positive and finite");
         }
         frac("bma_decay", self.bma_decay)?;
@@ -269,11 +269,11 @@ impl RunParams {
         if (w.top_share + w.reserve_share - 1.0).abs() > 1e-9 {
             return bad("weights", "top_share + reserve_share must be 1");
         }
-        if !(w.top_ratio >= 1.0) {
+        if w.top_ratio.is_nan() || w.top_ratio < 1.0 {
             return bad("weights.top_ratio", "must be ≥ 1");
         }
         let o = &self.openskill;
-        if !(o.sigma > 0.0 && o.beta > 0.0 && o.tau >= 0.0 && o.kappa > 0.0) || !o.mu.is_finite() {
+        if !(o.sigma > 0.0 && o.beta > 0.0 && o.tau >= 0.0 && o.kappa > 0.0 && o.mu.is_finite()) {
             return bad("openskill", "σ, β, κ must be > 0, τ ≥ 0, μ finite");
         }
         for (f, v) in [("outer_lr.start", self.outer_lr.start), ("outer_lr.end", self.outer_lr.end), ("eval_lr_factor", self.eval_lr_factor)] {

@@ -300,7 +300,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
             let grace = p.grace_ms;
             let mut wr = SplitMix64::new(derive_seed(cfg.seed, &[0x0B5, lw]));
             let mut uploads: BTreeMap<Uid, Millis> = BTreeMap::new();
-            for (&u, _) in &prev_truth {
+            for &u in prev_truth.keys() {
                 let x = by_uid[&u];
                 if !x.online(w) {
                     continue; // left before uploading

@@ -322,7 +322,7 @@ fn deregistered_uids_are_forgotten_and_new_ones_start_fresh() {
 fn restarted_validator_resumes_identically() {
     let mut a = Net::new();
     let peers: Vec<Uid> = (0..8).collect();
-    let out = |u: Uid| if u % 3 == 0 { free_rider() } else { gain(0.005 * u as f64) };
+    let out = |u: Uid| if matches!(u % 3, 0) { free_rider() } else { gain(0.005 * u as f64) };
     for _ in 0..5 {
         a.window(&peers, agg(&peers[..4], &peers[4..]), &peers, out);
     }
