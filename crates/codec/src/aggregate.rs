@@ -142,6 +142,9 @@ fn accumulate(
     tables: &[[f32; 4]],
     mut sink: impl FnMut(usize, f32),
 ) {
+    if peers.is_empty() {
+        return; // nobody selected anything: the update is zero
+    }
     let g = &t.geom;
     let k = g.k;
     let offs = g.in_chunk_offsets();
