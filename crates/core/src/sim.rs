@@ -85,11 +85,14 @@ pub struct SimConfig {
     pub params: RunParams,
     /// Miners run through the full [`Miner`] state machine to cross-check gather sets.
     pub checked_miners: usize,
+    /// All validators seed their evaluation rotation alike (they then mostly evaluate the same
+    /// peers, which the median consensus needs to see agreement); otherwise each has its own.
+    pub shared_rotation: bool,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { peers: 1000, windows: 100, seed: 0, validators: 1, mix: Mix::default(), params: RunParams::reference(), checked_miners: 4 }
+        Self { peers: 1000, windows: 100, seed: 0, validators: 1, mix: Mix::default(), params: RunParams::reference(), checked_miners: 4, shared_rotation: false }
     }
 }
 
@@ -239,7 +242,10 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
     let run_seed = derive_seed(cfg.seed, &[0x5EED]);
 
     let mut validators: Vec<Validator> = (0..cfg.validators.max(1))
-        .map(|v| Validator::new(p.clone(), run_seed, Gauntlet::new(derive_seed(cfg.seed, &[0x7A11, v as u64]))))
+        .map(|v| {
+            let vseed = derive_seed(cfg.seed, &[0x7A11, if cfg.shared_rotation { 0 } else { v as u64 }]);
+            Validator::new(p.clone(), run_seed, Gauntlet::new(vseed))
+        })
         .collect::<Result<_>>()?;
     let mut vweights: Vec<BTreeMap<Uid, f64>> = vec![BTreeMap::new(); validators.len()];
     let checked: Vec<Uid> = peers.iter().filter(|x| x.behaviour == Behaviour::Honest && x.joined == 0).take(cfg.checked_miners).map(|x| x.uid).collect();

@@ -31,6 +31,10 @@ pub struct Args {
     /// Aggregation set size G (the top G by consensus weight).
     #[arg(long, default_value_t = 20)]
     pub aggregation_size: usize,
+    /// All validators seed their evaluation rotation alike, so they mostly evaluate the same
+    /// peers (helps the median consensus agree when peers far outnumber evaluations).
+    #[arg(long)]
+    pub shared_rotation: bool,
     /// Fraction of free-riders (upload noise).
     #[arg(long, default_value_t = 0.1)]
     pub free_riders: f64,
@@ -60,6 +64,7 @@ pub fn run(a: Args) -> Result<()> {
         validators: a.validators,
         mix: Mix { honest: 1.0 - bad, free_rider: a.free_riders, copycat: a.copycats, late: a.late, offline: a.offline },
         params,
+        shared_rotation: a.shared_rotation,
         ..SimConfig::default()
     };
     let t = Instant::now();
