@@ -29,6 +29,8 @@ enum Command {
     /// Benchmarks that print figures (training throughput, ...).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Simulate the protocol with synthetic peers on a virtual clock (who gets aggregated and paid).
+    Simulate(cmd::simulate::Args),
 }
 
 fn main() {
@@ -39,6 +41,7 @@ fn main() {
         Command::Model(c) => cmd::model::run(c),
         Command::Data(c) => cmd::data::run(c),
         Command::Bench(c) => cmd::bench::run(c),
+        Command::Simulate(a) => cmd::simulate::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
