@@ -23,6 +23,8 @@ fn honest_peers_earn_and_free_riders_and_copycats_do_not() {
             assert!(row.paid_share < 0.02, "{:?} seed {seed}\n{r}", row.behaviour);
             assert!(row.final_weight_share < 1e-9, "{:?} seed {seed}\n{r}", row.behaviour);
         }
+        let offline = r.row(Behaviour::Offline).unwrap();
+        assert!(offline.final_weight_share < 1e-9, "peers that left stop being paid\n{r}");
         assert!(copy.blamed_copies > 0, "copycats are caught\n{r}");
         assert_eq!(honest.blamed_copies, 0, "no honest peer is blamed\n{r}");
         assert!(r.gather_checks > 0 && r.gather_mismatches == 0, "{r}");
