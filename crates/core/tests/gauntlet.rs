@@ -336,3 +336,51 @@ fn restarted_validator_resumes_identically() {
         assert_eq!(ra, rb);
     }
 }
+
+/// Garbage in (non-finite and extreme losses, malformed fingerprints, timestamps anywhere,
+/// peers coming and going): no panic, weights stay a distribution, scores stay finite.
+#[test]
+fn random_garbage_never_panics_and_weights_stay_normalised() {
+    use covenant_core::rng::SplitMix64;
+    let p = RunParams { uids_per_window: 8, aggregation_size: 5, reserves: 3, ..RunParams::local() };
+    let mut g = Gauntlet::new(3);
+    let mut r = SplitMix64::new(99);
+    let weird = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -1.0, 1e300, 1e-300, 5.0, 4.9];
+    for w in 0..200u64 {
+        let registered: BTreeSet<Uid> = (0..30).filter(|_| r.chance(0.7)).collect();
+        let (open, close) = p.upload_interval(w);
+        let mut uploads: BTreeMap<Uid, u64> = BTreeMap::new();
+        for &u in &registered {
+            if r.chance(0.8) {
+                uploads.insert(u, open.saturating_sub(2_000) + r.below(close - open + 4_000));
+            }
+        }
+        let primary: Vec<Uid> = (0..40).filter(|_| r.chance(0.15)).collect();
+        let plan = g.plan(&p, w, &registered, agg(&primary, &[1, 2, 3]), &uploads).unwrap();
+        let mut pick = || weird[r.below(weird.len() as u64) as usize];
+        let mut obs = Observations::default();
+        for &u in &plan.evaluate {
+            let o = match u % 4 {
+                0 => EvalOutcome::Measured {
+                    probe: LossProbe { rand_before: pick(), rand_after: pick(), own_before: pick(), own_after: pick() },
+                    fingerprint: Some(Fingerprint { tensors: vec![vec![f32::NAN; (u % 3) as usize]; (u % 5) as usize] }),
+                },
+                1 => EvalOutcome::Invalid { reason: "garbage".into() },
+                2 => EvalOutcome::Unavailable,
+                _ => honest(),
+            };
+            obs.outcomes.insert(u, o);
+        }
+        obs.own_fingerprint = Some(Fingerprint { tensors: vec![vec![w as f32; 4]; 4] });
+        obs.indices = plan
+            .downloads()
+            .iter()
+            .map(|&u| UploadIndices { uid: u, store_time: uploads.get(&u).copied().unwrap_or(0), indices: (0..16).map(|i| i * (u % 3 + 1)).collect() })
+            .collect();
+        let rep = g.finish(&p, &plan, obs).unwrap();
+        let total: f64 = rep.weights.per_uid.values().sum::<f64>() + rep.weights.burn;
+        assert!(rep.weights.is_empty() || (total - 1.0).abs() < 1e-9, "window {w}: {total}");
+        assert!(rep.weights.per_uid.values().all(|x| x.is_finite() && *x >= 0.0));
+        assert!(g.peers.values().all(|x| x.score.is_finite() && x.rating.mu.is_finite() && x.rating.sigma > 0.0));
+    }
+}
