@@ -59,6 +59,18 @@ fn check_payload(
     Ok(())
 }
 
+/// Number of codes 0..3, counted in 16-bit lanes of a u64 (no store-forwarding chains).
+fn code_histogram(codes: &[u8]) -> [u64; 4] {
+    let mut total = [0u64; 4];
+    for block in codes.chunks(65535) {
+        let packed: u64 = block.iter().fold(0u64, |a, &c| a + (1u64 << (16 * (c & 3) as u32)));
+        for (b, t) in total.iter_mut().enumerate() {
+            *t += (packed >> (16 * b)) & 0xFFFF;
+        }
+    }
+    total
+}
+
 /// Per-peer decoding tables (clipped decoded value per code) plus the statistics.
 struct Prepared {
     tables: Vec<[f32; 4]>,
@@ -82,10 +94,7 @@ fn prepare(
         for (b, &l) in p.lookup.iter().enumerate() {
             dec[b] = l + p.shift;
         }
-        let mut counts = [0u64; 4];
-        for &c in &p.codes {
-            counts[(c & 3) as usize] += 1;
-        }
+        let counts = code_histogram(&p.codes);
         let ss: f64 = (0..4)
             .map(|b| counts[b] as f64 * (dec[b] as f64) * (dec[b] as f64))
             .sum();

@@ -1,7 +1,7 @@
 //! Miner side: error feedback, per-chunk top-k, 2-bit quantisation, subtraction of what is sent.
 use crate::config::CodecConfig;
 use crate::error::CodecError;
-use crate::geometry::{ModelLayout, TensorLayout};
+use crate::geometry::{Layout, ModelLayout, TensorLayout};
 use crate::par::run_jobs;
 
 /// One tensor's compressed pseudo-gradient, unpacked (the wire format packs it).
@@ -79,63 +79,124 @@ impl DeltaSource<'_> {
 #[derive(Default)]
 struct Scratch {
     tile: Vec<f32>,
-    cand: Vec<u32>,
-    hist: Vec<u32>,
+    cand_idx: Vec<u16>,
+    cand_key: Vec<u32>,
+    sel_key: Vec<u32>,
 }
 
+/// Magnitude as an order-preserving integer key (|v| bits; NaN sorts above +inf).
 #[inline(always)]
 fn key(v: f32) -> u32 {
     v.to_bits() & 0x7fff_ffff
 }
 
-/// Appends to `out_idx`/`out_val` the `k` entries of `tile` with the largest magnitude, in ascending
-/// index order. Ties at the k-th magnitude keep the lowest indices. `hist` is the 256-bucket
-/// histogram of the magnitudes' exponent bits (key >> 23).
+#[inline]
+fn count_ge(tile: &[f32], t: u32) -> usize {
+    tile.iter().fold(0u32, |a, &v| a + (key(v) >= t) as u32) as usize
+}
+
+/// Appends to `out_idx`/`out_val` the `k` entries of `tile` with the largest magnitude, in
+/// ascending index order; ties at the k-th magnitude keep the lowest indices.
+///
+/// Threshold search instead of a sort: counting the values above a threshold is one vectorised
+/// pass over the L1-resident chunk. `guess` carries the previous chunk's threshold (chunks of a
+/// tensor have similar distributions), so one or two counting passes usually bracket between k
+/// and 4k candidates; only those are collected and partially sorted.
 fn select_topk(
     tile: &[f32],
-    hist: &[u32],
     k: usize,
-    cand: &mut Vec<u32>,
+    guess: &mut u32,
+    s_idx: &mut Vec<u16>,
+    s_key: &mut Vec<u32>,
+    s_sel: &mut Vec<u32>,
     out_idx: &mut Vec<u16>,
     out_val: &mut Vec<f32>,
 ) {
-    // Bucket holding the k-th largest magnitude.
-    let mut above = 0usize;
-    let mut bucket = 0u32;
-    for b in (0..256usize).rev() {
-        let h = hist[b] as usize;
-        if above + h >= k {
-            bucket = b as u32;
+    let len = tile.len();
+    let cap = (4 * k).max(k + 16).min(len);
+    // Invariant: count_ge(lo) >= k (lo = 0 counts everything), count_ge(hi) < k.
+    let (mut lo, mut hi) = (0u32, u32::MAX);
+    let (mut have_lo, mut have_hi) = (false, false);
+    let mut step: u32 = 1 << 21; // ≈ ×1.19 in magnitude
+    let mut t = *guess;
+    loop {
+        let c = count_ge(tile, t);
+        if c < k {
+            hi = t;
+            have_hi = true;
+        } else if c > cap {
+            lo = t;
+            have_lo = true;
+        } else {
             break;
         }
-        above += h;
+        if hi - lo <= 1 {
+            t = lo; // heavy ties: take everything at or above lo
+            break;
+        }
+        t = if have_lo && have_hi {
+            lo + (hi - lo) / 2
+        } else if c < k {
+            let n = t.saturating_sub(step);
+            if n <= lo { lo + (t - lo) / 2 } else { n }
+        } else {
+            let n = t.saturating_add(step);
+            if n >= hi { t + (hi - t) / 2 } else { n }
+        };
+        step = step.saturating_mul(2);
     }
-    let need = k - above;
-    cand.clear();
-    for &v in tile {
-        let kv = key(v);
-        if kv >> 23 == bucket {
-            cand.push(kv);
+    // Collect candidates (key >= t) in index order, 16 lanes at a time.
+    s_idx.clear();
+    s_key.clear();
+    for (b, blk) in tile.chunks(16).enumerate() {
+        let mut m: u32 = 0;
+        for (i, &v) in blk.iter().enumerate() {
+            m |= ((key(v) >= t) as u32) << i;
+        }
+        while m != 0 {
+            let j = b * 16 + m.trailing_zeros() as usize;
+            s_idx.push(j as u16);
+            s_key.push(key(tile[j]));
+            m &= m - 1;
         }
     }
-    if cand.is_empty() {
-        return; // unreachable: the bucket holds at least `need` ≥ 1 values
+    if s_idx.len() < k {
+        return; // unreachable: count_ge(t) >= k
     }
-    // `need` ≥ 1 and ≤ cand.len() by construction of the bucket.
-    let need = need.clamp(1, cand.len());
-    let (_, nth, _) = cand.select_nth_unstable_by(need - 1, |a, b| b.cmp(a));
-    let t = *nth;
-    let greater = above + cand.iter().filter(|&&x| x > t).count();
-    let mut ties = k.saturating_sub(greater);
-    for (j, &v) in tile.iter().enumerate() {
-        let kv = key(v);
-        if kv > t {
-            out_idx.push(j as u16);
-            out_val.push(v);
-        } else if kv == t && ties > 0 {
-            ties -= 1;
-            out_idx.push(j as u16);
-            out_val.push(v);
+    // The k-th largest key among the candidates.
+    s_sel.clear();
+    s_sel.extend_from_slice(s_key);
+    let (_, nth, _) = s_sel.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    let kth = *nth;
+    let greater = s_key.iter().filter(|&&x| x > kth).count();
+    let mut ties = k - greater;
+    for (&j, &kv) in s_idx.iter().zip(s_key.iter()) {
+        if kv > kth || (kv == kth && ties > 0) {
+            if kv == kth {
+                ties -= 1;
+            }
+            out_idx.push(j);
+            out_val.push(tile[j as usize]);
+        }
+    }
+    // Next chunk: start a little below this threshold (≈ ×0.92) so the first count brackets.
+    *guess = kth.saturating_sub(1 << 20);
+}
+
+/// `e ← β·e + Δ` over `range`.
+#[inline]
+fn ef_update(beta: f32, e: &mut [f32], delta: &DeltaSource<'_>, range: std::ops::Range<usize>) {
+    let e = &mut e[range.clone()];
+    match *delta {
+        DeltaSource::Delta(d) => {
+            for (e, &d) in e.iter_mut().zip(&d[range]) {
+                *e = beta * *e + d;
+            }
+        }
+        DeltaSource::Diff { before, after } => {
+            for ((e, &b), &a) in e.iter_mut().zip(&before[range.clone()]).zip(&after[range]) {
+                *e = beta * *e + (b - a);
+            }
         }
     }
 }
@@ -239,47 +300,51 @@ fn compress_with(
     let mut vals: Vec<f32> = Vec::with_capacity(g.n_selected());
     s.tile.clear();
     s.tile.resize(g.chunk_len, 0.0);
-    s.hist.clear();
-    s.hist.resize(256, 0);
+    let k = g.k;
+    let mut guess: u32 = 0;
+    let mut first = true;
 
-    // Phase 1: error feedback and selection, chunk by chunk (the chunk's tile stays in L1).
-    for c in 0..g.n_chunks {
-        let (base, stride, w) = g.chunk_base(c);
-        let rows = g.chunk_len / w;
-        for r in 0..rows {
-            let o = base + r * stride;
-            let erow = &mut ef[o..o + w];
-            let trow = &mut s.tile[r * w..r * w + w];
-            match delta {
-                DeltaSource::Delta(d) => {
-                    for ((e, t), &d) in erow.iter_mut().zip(trow.iter_mut()).zip(&d[o..o + w]) {
-                        let v = beta * *e + d;
-                        *e = v;
-                        *t = v;
-                    }
+    // Phase 1: error feedback over a band of whole rows (contiguous, streaming), then selection
+    // tile by tile from the band while it is still in cache.
+    let (band_len, tiles_per_band) = match g.layout {
+        Layout::Vector { len, w } => (len, len / w),
+        Layout::Matrix { cols, h, w, .. } => (h * cols, cols / w),
+    };
+    let n_bands = n / band_len;
+    for band in 0..n_bands {
+        ef_update(beta, ef, &delta, band * band_len..(band + 1) * band_len);
+        for tb in 0..tiles_per_band {
+            let c = band * tiles_per_band + tb;
+            let (base, stride, w) = g.chunk_base(c);
+            let tile: &[f32] = if stride == w {
+                &ef[base..base + g.chunk_len]
+            } else {
+                for r in 0..g.chunk_len / w {
+                    let o = base + r * stride;
+                    s.tile[r * w..r * w + w].copy_from_slice(&ef[o..o + w]);
                 }
-                DeltaSource::Diff { before, after } => {
-                    for (((e, t), &b), &a) in erow
-                        .iter_mut()
-                        .zip(trow.iter_mut())
-                        .zip(&before[o..o + w])
-                        .zip(&after[o..o + w])
-                    {
-                        let v = beta * *e + (b - a);
-                        *e = v;
-                        *t = v;
-                    }
-                }
+                &s.tile
+            };
+            if all {
+                vals.extend_from_slice(tile);
+                continue;
             }
-        }
-        if all {
-            vals.extend_from_slice(&s.tile);
-        } else {
-            s.hist.iter_mut().for_each(|h| *h = 0);
-            for &v in &s.tile {
-                s.hist[(key(v) >> 23) as usize] += 1;
+            if first {
+                // Initial guess from the chunk's RMS; later chunks start from the last threshold.
+                let ss: f32 = tile.iter().map(|v| v * v).sum();
+                guess = key((ss / tile.len() as f32).sqrt() * 2.0);
+                first = false;
             }
-            select_topk(&s.tile, &s.hist, g.k, &mut s.cand, &mut idx, &mut vals);
+            select_topk(
+                tile,
+                k,
+                &mut guess,
+                &mut s.cand_idx,
+                &mut s.cand_key,
+                &mut s.sel_key,
+                &mut idx,
+                &mut vals,
+            );
         }
     }
 
@@ -307,23 +372,17 @@ fn compress_with(
     for (b, l) in lookup.iter().enumerate() {
         dec[b] = l + q.shift;
     }
-    let k = g.k;
+    let offs = g.in_chunk_offsets();
     for c in 0..g.n_chunks {
-        let (base, stride, w) = g.chunk_base(c);
+        let (base, _, _) = g.chunk_base(c);
         let cc = &codes[c * k..c * k + k];
         if all {
-            for r in 0..g.chunk_len / w {
-                let o = base + r * stride;
-                for (e, &code) in ef[o..o + w].iter_mut().zip(&cc[r * w..r * w + w]) {
-                    *e -= dec[code as usize];
-                }
+            for (&o, &code) in offs.iter().zip(cc) {
+                ef[base + o as usize] -= dec[code as usize];
             }
         } else {
-            let ci = &idx[c * k..c * k + k];
-            for (&j, &code) in ci.iter().zip(cc) {
-                let j = j as usize;
-                let pos = base + (j / w) * stride + j % w;
-                ef[pos] -= dec[code as usize];
+            for (&j, &code) in idx[c * k..c * k + k].iter().zip(cc) {
+                ef[base + offs[j as usize] as usize] -= dec[code as usize];
             }
         }
     }

@@ -264,3 +264,27 @@ fn zero_payload_decodes_to_zero() {
         assert!(out.iter().all(|&v| v == 0.0), "{}", t.name);
     }
 }
+
+#[test]
+fn selection_with_heavy_ties_keeps_k_lowest_indices() {
+    let l = ModelLayout::new(CodecConfig::default(), [("w", &[128usize, 128][..])]).unwrap();
+    let t = &l.tensors[0];
+    let n = t.geom.numel();
+    for fill in [0.0f32, 1.0, -3.5] {
+        let mut ef = vec![0f32; n];
+        let d = vec![fill; n];
+        let p = compress_tensor(&l.config, t, &mut ef, DeltaSource::Delta(&d)).unwrap();
+        assert_eq!(p.idx.len(), t.geom.n_selected());
+        for c in 0..t.geom.n_chunks {
+            let want: Vec<u16> = (0..64).collect();
+            assert_eq!(&p.idx[c * 64..(c + 1) * 64], &want[..], "fill {fill} chunk {c}");
+        }
+    }
+    // a few large values among ties: they are always selected
+    let mut d = vec![1.0f32; n];
+    d[5] = 9.0;
+    d[128 * 3 + 7] = -9.0; // row 3, col 7 → chunk 0, in-chunk index 3·64 + 7
+    let mut ef = vec![0f32; n];
+    let p = compress_tensor(&l.config, t, &mut ef, DeltaSource::Delta(&d)).unwrap();
+    assert!(p.idx[..64].contains(&5) && p.idx[..64].contains(&(3 * 64 + 7)));
+}
