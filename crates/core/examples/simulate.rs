@@ -2,7 +2,10 @@
 //! (the same as `covenant simulate`).
 
 fn main() {
-    let a: Vec<u64> = std::env::args().skip(1).map(|x| x.parse().expect("numbers")).collect();
+    let a: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|x| x.parse().expect("numbers"))
+        .collect();
     let cfg = covenant_core::sim::SimConfig {
         peers: a.first().copied().unwrap_or(1000) as usize,
         windows: a.get(1).copied().unwrap_or(100),

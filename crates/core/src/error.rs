@@ -16,7 +16,10 @@ pub enum CoreError {
     WindowNotAdvancing { current: Window, got: Window },
     /// An event that the state machine does not expect in its current phase.
     #[error("unexpected event {event} in phase {phase}")]
-    UnexpectedEvent { event: &'static str, phase: &'static str },
+    UnexpectedEvent {
+        event: &'static str,
+        phase: &'static str,
+    },
     /// A result names a uid that was not asked for.
     #[error("result for uid {uid}, which was not selected for evaluation in window {window}")]
     NotSelected { uid: Uid, window: Window },

@@ -21,7 +21,9 @@ use crate::error::{CoreError, Result};
 use crate::openskill::{rate, Rating};
 use crate::params::RunParams;
 use crate::scoring::{sync_distance, sync_score, Bma, Fingerprint, FingerprintHistory, LossProbe};
-use crate::selection::{detect_copies, select_for_evaluation, AggregationSet, Copy, EvalCandidate, UploadIndices};
+use crate::selection::{
+    detect_copies, select_for_evaluation, AggregationSet, Copy, EvalCandidate, UploadIndices,
+};
 use crate::weights::{compute_weights, Weights};
 use crate::window::UploadTiming;
 use crate::{Millis, Uid, Window};
@@ -121,7 +123,12 @@ pub struct Observations {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Verdict {
     /// Evaluated: loss score, indicator, sync distance (if measurable).
-    Evaluated { loss_score: f64, indicator: i8, sync: f64, sync_steps: Option<f64> },
+    Evaluated {
+        loss_score: f64,
+        indicator: i8,
+        sync: f64,
+        sync_steps: Option<f64>,
+    },
     /// Uploaded on time, not evaluated this window: score kept.
     Idle,
     /// Expected (aggregation primary or selected) but missing, late or early.
@@ -168,7 +175,12 @@ impl Gauntlet {
     /// A fresh validator. `seed` feeds the evaluation rotation; validators should use different
     /// seeds so that together they cover more peers.
     pub fn new(seed: u64) -> Self {
-        Self { seed, last_window: None, peers: BTreeMap::new(), history: FingerprintHistory::default() }
+        Self {
+            seed,
+            last_window: None,
+            peers: BTreeMap::new(),
+            history: FingerprintHistory::default(),
+        }
     }
 
     /// Forgets a uid (deregistered, or its slot taken by a new key).
@@ -178,12 +190,21 @@ impl Gauntlet {
 
     /// Current final scores of non-excluded peers.
     pub fn scores(&self) -> BTreeMap<Uid, f64> {
-        self.peers.iter().filter(|(_, r)| !r.excluded).map(|(&u, r)| (u, r.score)).collect()
+        self.peers
+            .iter()
+            .filter(|(_, r)| !r.excluded)
+            .map(|(&u, r)| (u, r.score))
+            .collect()
     }
 
     /// Current weights from the stored scores.
     pub fn weights(&self, params: &RunParams) -> Weights {
-        compute_weights(&self.scores(), params.aggregation_size, params.reserves, &params.weights)
+        compute_weights(
+            &self.scores(),
+            params.aggregation_size,
+            params.reserves,
+            &params.weights,
+        )
     }
 
     /// Step 1: plans window `w`. `registered`: uids registered at the window's start;
@@ -200,39 +221,83 @@ impl Gauntlet {
     ) -> Result<WindowPlan> {
         if let Some(last) = self.last_window {
             if w <= last {
-                return Err(CoreError::WindowNotAdvancing { current: last, got: w });
+                return Err(CoreError::WindowNotAdvancing {
+                    current: last,
+                    got: w,
+                });
             }
         }
         self.peers.retain(|u, _| registered.contains(u));
         for &u in registered {
-            self.peers.entry(u).or_insert_with(|| PeerRecord::new(params, w));
+            self.peers
+                .entry(u)
+                .or_insert_with(|| PeerRecord::new(params, w));
         }
-        let timing: BTreeMap<Uid, UploadTiming> =
-            registered.iter().map(|&u| (u, params.classify_upload(w, uploads.get(&u).copied()))).collect();
-        let accepted: BTreeSet<Uid> = timing.iter().filter(|(_, t)| t.accepted()).map(|(&u, _)| u).collect();
+        let timing: BTreeMap<Uid, UploadTiming> = registered
+            .iter()
+            .map(|&u| (u, params.classify_upload(w, uploads.get(&u).copied())))
+            .collect();
+        let accepted: BTreeSet<Uid> = timing
+            .iter()
+            .filter(|(_, t)| t.accepted())
+            .map(|(&u, _)| u)
+            .collect();
         let aggregation = AggregationSet {
-            primary: aggregation.primary.into_iter().filter(|u| registered.contains(u)).collect(),
-            reserves: aggregation.reserves.into_iter().filter(|u| registered.contains(u)).collect(),
+            primary: aggregation
+                .primary
+                .into_iter()
+                .filter(|u| registered.contains(u))
+                .collect(),
+            reserves: aggregation
+                .reserves
+                .into_iter()
+                .filter(|u| registered.contains(u))
+                .collect(),
         };
         let gather = aggregation.gather(&accepted);
         let candidates: Vec<EvalCandidate> = accepted
             .iter()
             .map(|&u| {
                 let r = &self.peers[&u];
-                EvalCandidate { uid: u, ordinal: r.rating.ordinal(), last_evaluated: r.last_evaluated }
+                EvalCandidate {
+                    uid: u,
+                    ordinal: r.rating.ordinal(),
+                    last_evaluated: r.last_evaluated,
+                }
             })
             .collect();
-        let evaluate = select_for_evaluation(&candidates, w, params.uids_per_window, params.eval_bins, self.seed);
-        Ok(WindowPlan { window: w, aggregation, timing, accepted, gather, evaluate })
+        let evaluate = select_for_evaluation(
+            &candidates,
+            w,
+            params.uids_per_window,
+            params.eval_bins,
+            self.seed,
+        );
+        Ok(WindowPlan {
+            window: w,
+            aggregation,
+            timing,
+            accepted,
+            gather,
+            evaluate,
+        })
     }
 
     /// Step 3: applies the window's observations. Errors (nothing changed) if the plan is not for
     /// the next window or an outcome names a uid that was not selected.
-    pub fn finish(&mut self, params: &RunParams, plan: &WindowPlan, obs: Observations) -> Result<WindowReport> {
+    pub fn finish(
+        &mut self,
+        params: &RunParams,
+        plan: &WindowPlan,
+        obs: Observations,
+    ) -> Result<WindowReport> {
         let w = plan.window;
         if let Some(last) = self.last_window {
             if w <= last {
-                return Err(CoreError::WindowNotAdvancing { current: last, got: w });
+                return Err(CoreError::WindowNotAdvancing {
+                    current: last,
+                    got: w,
+                });
             }
         }
         let selected: BTreeSet<Uid> = plan.evaluate.iter().copied().collect();
@@ -256,7 +321,13 @@ impl Gauntlet {
         }
 
         // Verdicts.
-        let expected: BTreeSet<Uid> = plan.aggregation.primary.iter().copied().chain(selected.iter().copied()).collect();
+        let expected: BTreeSet<Uid> = plan
+            .aggregation
+            .primary
+            .iter()
+            .copied()
+            .chain(selected.iter().copied())
+            .collect();
         let mut verdicts: BTreeMap<Uid, Verdict> = BTreeMap::new();
         let mut match_players: Vec<Uid> = Vec::new();
         let mut match_scores: Vec<f64> = Vec::new();
@@ -268,23 +339,37 @@ impl Gauntlet {
                 Verdict::Invalid
             } else if selected.contains(&u) {
                 match obs.outcomes.get(&u) {
-                    Some(EvalOutcome::Measured { probe, fingerprint }) => match (probe.loss_score(), probe.own_vs_random()) {
-                        (Ok(s), Ok(b)) => {
-                            let steps = match (fingerprint, history.latest(), &step_change) {
-                                (Some(m), Some(v), Some(sc)) => Some(sync_distance(m, v, sc, params.sync_max_steps).unwrap_or(params.sync_max_steps)),
-                                (None, Some(_), Some(_)) => Some(params.sync_max_steps),
-                                _ => None,
-                            };
-                            let sync = steps.map_or(1.0, |x| sync_score(x, params));
-                            Verdict::Evaluated { loss_score: s, indicator: b, sync, sync_steps: steps }
+                    Some(EvalOutcome::Measured { probe, fingerprint }) => {
+                        match (probe.loss_score(), probe.own_vs_random()) {
+                            (Ok(s), Ok(b)) => {
+                                let steps = match (fingerprint, history.latest(), &step_change) {
+                                    (Some(m), Some(v), Some(sc)) => Some(
+                                        sync_distance(m, v, sc, params.sync_max_steps)
+                                            .unwrap_or(params.sync_max_steps),
+                                    ),
+                                    (None, Some(_), Some(_)) => Some(params.sync_max_steps),
+                                    _ => None,
+                                };
+                                let sync = steps.map_or(1.0, |x| sync_score(x, params));
+                                Verdict::Evaluated {
+                                    loss_score: s,
+                                    indicator: b,
+                                    sync,
+                                    sync_steps: steps,
+                                }
+                            }
+                            _ => Verdict::Invalid,
                         }
-                        _ => Verdict::Invalid,
-                    },
+                    }
                     Some(EvalOutcome::Invalid { .. }) => Verdict::Invalid,
-                    Some(EvalOutcome::Unavailable) | None => Verdict::Missing { streak: rec.missing_streak + 1 },
+                    Some(EvalOutcome::Unavailable) | None => Verdict::Missing {
+                        streak: rec.missing_streak + 1,
+                    },
                 }
             } else if !accepted && expected.contains(&u) {
-                Verdict::Missing { streak: rec.missing_streak + 1 }
+                Verdict::Missing {
+                    streak: rec.missing_streak + 1,
+                }
             } else if !accepted {
                 Verdict::Inactive
             } else {
@@ -295,7 +380,9 @@ impl Gauntlet {
                     match_players.push(u);
                     match_scores.push(loss_score);
                 }
-                Verdict::Missing { .. } | Verdict::Invalid | Verdict::Copied { .. } if expected.contains(&u) => {
+                Verdict::Missing { .. } | Verdict::Invalid | Verdict::Copied { .. }
+                    if expected.contains(&u) =>
+                {
                     match_players.push(u);
                     match_scores.push(params.missing_match_score);
                 }
@@ -322,7 +409,12 @@ impl Gauntlet {
             let rec = self.peers.get_mut(&u).expect("verdict for a peer");
             let mut negative = false;
             match *v {
-                Verdict::Evaluated { loss_score, indicator, sync, sync_steps } => {
+                Verdict::Evaluated {
+                    loss_score,
+                    indicator,
+                    sync,
+                    sync_steps,
+                } => {
                     rec.bma.update(indicator, params.bma_decay);
                     rec.evaluations += 1;
                     rec.last_evaluated = Some(w);
@@ -331,7 +423,10 @@ impl Gauntlet {
                     rec.missing_streak = 0;
                     let oos = sync_steps.is_some_and(|x| x > pen.out_of_sync_steps);
                     let oos_factor = if oos { 1.0 - pen.out_of_sync } else { 1.0 };
-                    rec.score = rec.rating.ordinal() * rec.bma.effective(params.bma_warmup, params.bma_threshold) * sync * oos_factor;
+                    rec.score = rec.rating.ordinal()
+                        * rec.bma.effective(params.bma_warmup, params.bma_threshold)
+                        * sync
+                        * oos_factor;
                     negative = loss_score <= 0.0;
                 }
                 Verdict::Idle => rec.missing_streak = 0,
@@ -370,12 +465,30 @@ impl Gauntlet {
             if !rec.score.is_finite() {
                 rec.score = 0.0;
             }
-            reports.insert(u, PeerReport { verdict: *v, score: rec.score, ordinal: rec.rating.ordinal(), excluded: rec.excluded });
+            reports.insert(
+                u,
+                PeerReport {
+                    verdict: *v,
+                    score: rec.score,
+                    ordinal: rec.rating.ordinal(),
+                    excluded: rec.excluded,
+                },
+            );
         }
         self.last_window = Some(w);
-        let aggregated: Vec<Uid> =
-            plan.gather.iter().copied().filter(|u| !matches!(verdicts.get(u), Some(Verdict::Invalid))).collect();
+        let aggregated: Vec<Uid> = plan
+            .gather
+            .iter()
+            .copied()
+            .filter(|u| !matches!(verdicts.get(u), Some(Verdict::Invalid)))
+            .collect();
         let weights = self.weights(params);
-        Ok(WindowReport { window: w, peers: reports, copies, aggregated, weights })
+        Ok(WindowReport {
+            window: w,
+            peers: reports,
+            copies,
+            aggregated,
+            weights,
+        })
     }
 }

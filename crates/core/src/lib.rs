@@ -28,7 +28,9 @@ pub type Block = u64;
 pub type Millis = u64;
 
 pub use error::{CoreError, Result};
-pub use gauntlet::{EvalOutcome, Gauntlet, Observations, PeerRecord, PeerReport, Verdict, WindowPlan, WindowReport};
+pub use gauntlet::{
+    EvalOutcome, Gauntlet, Observations, PeerRecord, PeerReport, Verdict, WindowPlan, WindowReport,
+};
 pub use openskill::Rating;
 pub use params::RunParams;
 pub use scoring::{Fingerprint, LossProbe};

@@ -44,7 +44,14 @@ struct SetBook {
 
 impl SetBook {
     fn record(&mut self, params: &RunParams, seed: u64, w: Window, chain: &ChainView) {
-        let set = aggregation_set(&chain.consensus, &chain.registered, params.aggregation_size, params.reserves, seed, w);
+        let set = aggregation_set(
+            &chain.consensus,
+            &chain.registered,
+            params.aggregation_size,
+            params.reserves,
+            seed,
+            w,
+        );
         self.sets.insert(w, (set, chain.registered.clone()));
         // Keep w and w − 1 only.
         self.sets.retain(|&k, _| k + 1 >= w);
@@ -52,7 +59,10 @@ impl SetBook {
 
     fn get(&self, w: Window) -> Result<&(AggregationSet, BTreeSet<Uid>)> {
         let current = self.sets.keys().next_back().copied().unwrap_or(0);
-        self.sets.get(&w).ok_or(CoreError::WrongWindow { expected: current.saturating_sub(1), got: w })
+        self.sets.get(&w).ok_or(CoreError::WrongWindow {
+            expected: current.saturating_sub(1),
+            got: w,
+        })
     }
 }
 
@@ -72,7 +82,10 @@ pub enum MinerEvent {
     /// The chain reached the first block of `window`.
     WindowStarted { window: Window, chain: ChainView },
     /// Store timestamps of the uploads found for `window` after its grace period.
-    UploadsListed { window: Window, uploads: BTreeMap<Uid, Millis> },
+    UploadsListed {
+        window: Window,
+        uploads: BTreeMap<Uid, Millis>,
+    },
     /// The gathered uploads of `window` that downloaded and validated.
     Gathered { window: Window, valid: Vec<Uid> },
 }
@@ -82,16 +95,28 @@ pub enum MinerEvent {
 pub enum MinerAction {
     /// Run `inner_steps` inner steps on the window's assigned data; a null window runs none and
     /// keeps the error feedback at zero.
-    Train { window: Window, null: bool, inner_steps: u32 },
+    Train {
+        window: Window,
+        null: bool,
+        inner_steps: u32,
+    },
     /// Compress and upload the window's pseudo-gradient (a zero update if `zero`), so that the
     /// store's timestamp is before `deadline`.
-    Upload { window: Window, zero: bool, deadline: Millis },
+    Upload {
+        window: Window,
+        zero: bool,
+        deadline: Millis,
+    },
     /// List the window's uploads (with store timestamps) at `at`, when its grace period ends.
     ListUploadsAt { window: Window, at: Millis },
     /// Download and validate these peers' uploads of `window`.
     Gather { window: Window, peers: Vec<Uid> },
     /// Aggregate these peers' uploads (in this order) and step θ ← θ − lr·update.
-    ApplyOuterStep { window: Window, peers: Vec<Uid>, lr: f64 },
+    ApplyOuterStep {
+        window: Window,
+        peers: Vec<Uid>,
+        lr: f64,
+    },
 }
 
 /// A miner's per-window logic.
@@ -111,7 +136,15 @@ impl Miner {
     /// `seed` is the run's public seed (the same for everybody: it fills aggregation sets).
     pub fn new(params: RunParams, seed: u64, uid: Uid, joined: Window) -> Result<Self> {
         params.validate()?;
-        Ok(Self { params, seed, uid, joined, current: None, trained: None, book: SetBook::default() })
+        Ok(Self {
+            params,
+            seed,
+            uid,
+            joined,
+            current: None,
+            trained: None,
+            book: SetBook::default(),
+        })
     }
 
     pub fn current_window(&self) -> Option<Window> {
@@ -127,15 +160,26 @@ impl Miner {
                 let mut out = Vec::new();
                 if let Some((tw, null)) = self.trained.take() {
                     if tw + 1 == w {
-                        out.push(MinerAction::Upload { window: tw, zero: null, deadline: p.upload_interval(tw).1 });
+                        out.push(MinerAction::Upload {
+                            window: tw,
+                            zero: null,
+                            deadline: p.upload_interval(tw).1,
+                        });
                     }
                 }
                 if w > 0 && self.book.sets.contains_key(&(w - 1)) {
-                    out.push(MinerAction::ListUploadsAt { window: w - 1, at: p.gather_time(w - 1) });
+                    out.push(MinerAction::ListUploadsAt {
+                        window: w - 1,
+                        at: p.gather_time(w - 1),
+                    });
                 }
                 if w >= self.joined {
                     let null = p.is_null_window(self.joined, w);
-                    out.push(MinerAction::Train { window: w, null, inner_steps: if null { 0 } else { p.inner_steps } });
+                    out.push(MinerAction::Train {
+                        window: w,
+                        null,
+                        inner_steps: if null { 0 } else { p.inner_steps },
+                    });
                     self.trained = Some((w, null));
                 }
                 Ok(out)
@@ -144,17 +188,26 @@ impl Miner {
                 let (set, registered) = self.book.get(window)?;
                 let accepted: BTreeSet<Uid> = uploads
                     .iter()
-                    .filter(|(u, &t)| registered.contains(u) && p.classify_upload(window, Some(t)).accepted())
+                    .filter(|(u, &t)| {
+                        registered.contains(u) && p.classify_upload(window, Some(t)).accepted()
+                    })
                     .map(|(&u, _)| u)
                     .collect();
-                Ok(vec![MinerAction::Gather { window, peers: set.gather(&accepted) }])
+                Ok(vec![MinerAction::Gather {
+                    window,
+                    peers: set.gather(&accepted),
+                }])
             }
             MinerEvent::Gathered { window, mut valid } => {
                 self.book.get(window)?;
                 self.book.sets.remove(&window);
                 valid.sort_unstable();
                 valid.dedup();
-                Ok(vec![MinerAction::ApplyOuterStep { window, peers: valid, lr: p.outer_lr_at(window) }])
+                Ok(vec![MinerAction::ApplyOuterStep {
+                    window,
+                    peers: valid,
+                    lr: p.outer_lr_at(window),
+                }])
             }
         }
     }
@@ -163,21 +216,44 @@ impl Miner {
 /// What happened, as seen by a validator's runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ValidatorEvent {
-    WindowStarted { window: Window, chain: ChainView },
-    UploadsListed { window: Window, uploads: BTreeMap<Uid, Millis> },
+    WindowStarted {
+        window: Window,
+        chain: ChainView,
+    },
+    UploadsListed {
+        window: Window,
+        uploads: BTreeMap<Uid, Millis>,
+    },
     /// Measurements of the window planned by the last `GatherAndEvaluate`.
-    Observed { window: Window, observations: Observations },
+    Observed {
+        window: Window,
+        observations: Observations,
+    },
 }
 
 /// What a validator's runtime must do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ValidatorAction {
-    ListUploadsAt { window: Window, at: Millis },
+    ListUploadsAt {
+        window: Window,
+        at: Millis,
+    },
     /// Download `downloads`, validate them, and for every uid in `evaluate` measure the four
     /// losses with the update applied alone at `eval_lr` (α × eval_lr_factor), restoring after.
-    GatherAndEvaluate { plan: Box<WindowPlan>, downloads: Vec<Uid>, eval_lr: f64 },
-    ApplyOuterStep { window: Window, peers: Vec<Uid>, lr: f64 },
-    SetWeights { window: Window, weights: Weights },
+    GatherAndEvaluate {
+        plan: Box<WindowPlan>,
+        downloads: Vec<Uid>,
+        eval_lr: f64,
+    },
+    ApplyOuterStep {
+        window: Window,
+        peers: Vec<Uid>,
+        lr: f64,
+    },
+    SetWeights {
+        window: Window,
+        weights: Weights,
+    },
     /// Serialise [`Validator::gauntlet`] now (it changed).
     PersistState,
     /// For logs and dashboards.
@@ -199,7 +275,14 @@ impl Validator {
     /// `gauntlet` is a fresh [`Gauntlet::new`] or one restored after a restart.
     pub fn new(params: RunParams, run_seed: u64, gauntlet: Gauntlet) -> Result<Self> {
         params.validate()?;
-        Ok(Self { params, run_seed, gauntlet, current: None, book: SetBook::default(), pending: None })
+        Ok(Self {
+            params,
+            run_seed,
+            gauntlet,
+            current: None,
+            book: SetBook::default(),
+            pending: None,
+        })
     }
 
     pub fn handle(&mut self, ev: ValidatorEvent) -> Result<Vec<ValidatorAction>> {
@@ -210,7 +293,10 @@ impl Validator {
                 self.book.record(p, self.run_seed, w, &chain);
                 let mut out = Vec::new();
                 if w > 0 && self.book.sets.contains_key(&(w - 1)) {
-                    out.push(ValidatorAction::ListUploadsAt { window: w - 1, at: p.gather_time(w - 1) });
+                    out.push(ValidatorAction::ListUploadsAt {
+                        window: w - 1,
+                        at: p.gather_time(w - 1),
+                    });
                 }
                 Ok(out)
             }
@@ -220,21 +306,41 @@ impl Validator {
                 let downloads = plan.downloads();
                 self.pending = Some(plan.clone());
                 let eval_lr = p.outer_lr_at(window) * p.eval_lr_factor;
-                Ok(vec![ValidatorAction::GatherAndEvaluate { plan: Box::new(plan), downloads, eval_lr }])
+                Ok(vec![ValidatorAction::GatherAndEvaluate {
+                    plan: Box::new(plan),
+                    downloads,
+                    eval_lr,
+                }])
             }
-            ValidatorEvent::Observed { window, observations } => {
+            ValidatorEvent::Observed {
+                window,
+                observations,
+            } => {
                 let Some(plan) = self.pending.as_ref() else {
-                    return Err(CoreError::UnexpectedEvent { event: "Observed", phase: "no window planned" });
+                    return Err(CoreError::UnexpectedEvent {
+                        event: "Observed",
+                        phase: "no window planned",
+                    });
                 };
                 if plan.window != window {
-                    return Err(CoreError::WrongWindow { expected: plan.window, got: window });
+                    return Err(CoreError::WrongWindow {
+                        expected: plan.window,
+                        got: window,
+                    });
                 }
                 let report = self.gauntlet.finish(p, plan, observations)?;
                 self.pending = None;
                 self.book.sets.remove(&window);
                 Ok(vec![
-                    ValidatorAction::ApplyOuterStep { window, peers: report.aggregated.clone(), lr: p.outer_lr_at(window) },
-                    ValidatorAction::SetWeights { window, weights: report.weights.clone() },
+                    ValidatorAction::ApplyOuterStep {
+                        window,
+                        peers: report.aggregated.clone(),
+                        lr: p.outer_lr_at(window),
+                    },
+                    ValidatorAction::SetWeights {
+                        window,
+                        weights: report.weights.clone(),
+                    },
                     ValidatorAction::PersistState,
                     ValidatorAction::Report(Box::new(report)),
                 ])
@@ -250,55 +356,156 @@ mod tests {
     use crate::scoring::LossProbe;
 
     fn chain(uids: &[Uid]) -> ChainView {
-        ChainView { registered: uids.iter().copied().collect(), consensus: BTreeMap::new() }
+        ChainView {
+            registered: uids.iter().copied().collect(),
+            consensus: BTreeMap::new(),
+        }
     }
 
     #[test]
     fn miner_joins_with_a_null_window_then_trains_uploads_gathers_steps() {
-        let p = RunParams { null_windows: 1, ..RunParams::local() };
+        let p = RunParams {
+            null_windows: 1,
+            ..RunParams::local()
+        };
         let mut m = Miner::new(p.clone(), 1, 3, 5).unwrap();
-        let a = m.handle(MinerEvent::WindowStarted { window: 5, chain: chain(&[1, 2, 3]) }).unwrap();
-        assert_eq!(a, vec![MinerAction::Train { window: 5, null: true, inner_steps: 0 }], "no gather of a window it never saw");
-        let a = m.handle(MinerEvent::WindowStarted { window: 6, chain: chain(&[1, 2, 3]) }).unwrap();
+        let a = m
+            .handle(MinerEvent::WindowStarted {
+                window: 5,
+                chain: chain(&[1, 2, 3]),
+            })
+            .unwrap();
+        assert_eq!(
+            a,
+            vec![MinerAction::Train {
+                window: 5,
+                null: true,
+                inner_steps: 0
+            }],
+            "no gather of a window it never saw"
+        );
+        let a = m
+            .handle(MinerEvent::WindowStarted {
+                window: 6,
+                chain: chain(&[1, 2, 3]),
+            })
+            .unwrap();
         assert_eq!(
             a,
             vec![
-                MinerAction::Upload { window: 5, zero: true, deadline: p.upload_interval(5).1 },
-                MinerAction::ListUploadsAt { window: 5, at: p.gather_time(5) },
-                MinerAction::Train { window: 6, null: false, inner_steps: p.inner_steps },
+                MinerAction::Upload {
+                    window: 5,
+                    zero: true,
+                    deadline: p.upload_interval(5).1
+                },
+                MinerAction::ListUploadsAt {
+                    window: 5,
+                    at: p.gather_time(5)
+                },
+                MinerAction::Train {
+                    window: 6,
+                    null: false,
+                    inner_steps: p.inner_steps
+                },
             ]
         );
         let (open, close) = p.upload_interval(5);
-        let uploads: BTreeMap<Uid, Millis> = [(1, open), (2, close + 1), (3, close), (9, open)].into();
-        let a = m.handle(MinerEvent::UploadsListed { window: 5, uploads }).unwrap();
-        assert_eq!(a, vec![MinerAction::Gather { window: 5, peers: vec![1, 3] }], "late and unregistered skipped");
-        let a = m.handle(MinerEvent::Gathered { window: 5, valid: vec![3, 1, 3] }).unwrap();
-        assert_eq!(a, vec![MinerAction::ApplyOuterStep { window: 5, peers: vec![1, 3], lr: p.outer_lr_at(5) }]);
-        assert!(m.handle(MinerEvent::Gathered { window: 5, valid: vec![] }).is_err(), "gathered twice");
+        let uploads: BTreeMap<Uid, Millis> =
+            [(1, open), (2, close + 1), (3, close), (9, open)].into();
+        let a = m
+            .handle(MinerEvent::UploadsListed { window: 5, uploads })
+            .unwrap();
+        assert_eq!(
+            a,
+            vec![MinerAction::Gather {
+                window: 5,
+                peers: vec![1, 3]
+            }],
+            "late and unregistered skipped"
+        );
+        let a = m
+            .handle(MinerEvent::Gathered {
+                window: 5,
+                valid: vec![3, 1, 3],
+            })
+            .unwrap();
+        assert_eq!(
+            a,
+            vec![MinerAction::ApplyOuterStep {
+                window: 5,
+                peers: vec![1, 3],
+                lr: p.outer_lr_at(5)
+            }]
+        );
+        assert!(
+            m.handle(MinerEvent::Gathered {
+                window: 5,
+                valid: vec![]
+            })
+            .is_err(),
+            "gathered twice"
+        );
     }
 
     #[test]
     fn miner_rejects_stale_windows_and_survives_skips() {
         let mut m = Miner::new(RunParams::local(), 1, 0, 0).unwrap();
-        m.handle(MinerEvent::WindowStarted { window: 0, chain: chain(&[0]) }).unwrap();
+        m.handle(MinerEvent::WindowStarted {
+            window: 0,
+            chain: chain(&[0]),
+        })
+        .unwrap();
         assert_eq!(
-            m.handle(MinerEvent::WindowStarted { window: 0, chain: chain(&[0]) }).unwrap_err(),
+            m.handle(MinerEvent::WindowStarted {
+                window: 0,
+                chain: chain(&[0])
+            })
+            .unwrap_err(),
             CoreError::WindowNotAdvancing { current: 0, got: 0 }
         );
         // Skipping window 1 (the runtime stalled): no upload of window 0 is late-scheduled.
-        let a = m.handle(MinerEvent::WindowStarted { window: 2, chain: chain(&[0]) }).unwrap();
+        let a = m
+            .handle(MinerEvent::WindowStarted {
+                window: 2,
+                chain: chain(&[0]),
+            })
+            .unwrap();
         assert!(a.iter().all(|x| !matches!(x, MinerAction::Upload { .. })));
-        assert!(m.handle(MinerEvent::UploadsListed { window: 0, uploads: BTreeMap::new() }).is_err());
+        assert!(m
+            .handle(MinerEvent::UploadsListed {
+                window: 0,
+                uploads: BTreeMap::new()
+            })
+            .is_err());
     }
 
     #[test]
     fn miner_with_no_peers_gathers_nothing() {
         let p = RunParams::local();
         let mut m = Miner::new(p, 1, 0, 0).unwrap();
-        m.handle(MinerEvent::WindowStarted { window: 0, chain: chain(&[]) }).unwrap();
-        m.handle(MinerEvent::WindowStarted { window: 1, chain: chain(&[]) }).unwrap();
-        let a = m.handle(MinerEvent::UploadsListed { window: 0, uploads: BTreeMap::new() }).unwrap();
-        assert_eq!(a, vec![MinerAction::Gather { window: 0, peers: vec![] }]);
+        m.handle(MinerEvent::WindowStarted {
+            window: 0,
+            chain: chain(&[]),
+        })
+        .unwrap();
+        m.handle(MinerEvent::WindowStarted {
+            window: 1,
+            chain: chain(&[]),
+        })
+        .unwrap();
+        let a = m
+            .handle(MinerEvent::UploadsListed {
+                window: 0,
+                uploads: BTreeMap::new(),
+            })
+            .unwrap();
+        assert_eq!(
+            a,
+            vec![MinerAction::Gather {
+                window: 0,
+                peers: vec![]
+            }]
+        );
     }
 
     #[test]
@@ -307,34 +514,115 @@ mod tests {
         let mut v = Validator::new(p.clone(), 1, Gauntlet::new(5)).unwrap();
         let mut m = Miner::new(p.clone(), 1, 1, 0).unwrap();
         let c = chain(&[1, 2, 3]);
-        assert!(v.handle(ValidatorEvent::WindowStarted { window: 0, chain: c.clone() }).unwrap().is_empty());
-        m.handle(MinerEvent::WindowStarted { window: 0, chain: c.clone() }).unwrap();
-        let a = v.handle(ValidatorEvent::WindowStarted { window: 1, chain: c.clone() }).unwrap();
-        assert_eq!(a, vec![ValidatorAction::ListUploadsAt { window: 0, at: p.gather_time(0) }]);
-        m.handle(MinerEvent::WindowStarted { window: 1, chain: c.clone() }).unwrap();
+        assert!(v
+            .handle(ValidatorEvent::WindowStarted {
+                window: 0,
+                chain: c.clone()
+            })
+            .unwrap()
+            .is_empty());
+        m.handle(MinerEvent::WindowStarted {
+            window: 0,
+            chain: c.clone(),
+        })
+        .unwrap();
+        let a = v
+            .handle(ValidatorEvent::WindowStarted {
+                window: 1,
+                chain: c.clone(),
+            })
+            .unwrap();
+        assert_eq!(
+            a,
+            vec![ValidatorAction::ListUploadsAt {
+                window: 0,
+                at: p.gather_time(0)
+            }]
+        );
+        m.handle(MinerEvent::WindowStarted {
+            window: 1,
+            chain: c.clone(),
+        })
+        .unwrap();
         let t = p.upload_interval(0).0;
         let uploads: BTreeMap<Uid, Millis> = [(1, t), (2, t)].into();
-        let a = v.handle(ValidatorEvent::UploadsListed { window: 0, uploads: uploads.clone() }).unwrap();
-        let ValidatorAction::GatherAndEvaluate { plan, downloads, eval_lr } = &a[0] else { panic!("{a:?}") };
+        let a = v
+            .handle(ValidatorEvent::UploadsListed {
+                window: 0,
+                uploads: uploads.clone(),
+            })
+            .unwrap();
+        let ValidatorAction::GatherAndEvaluate {
+            plan,
+            downloads,
+            eval_lr,
+        } = &a[0]
+        else {
+            panic!("{a:?}")
+        };
         assert_eq!(downloads, &vec![1, 2]);
         assert!((eval_lr - p.outer_lr_at(0) * 0.2).abs() < 1e-12);
-        let ma = m.handle(MinerEvent::UploadsListed { window: 0, uploads }).unwrap();
-        assert_eq!(ma, vec![MinerAction::Gather { window: 0, peers: plan.gather.clone() }], "same set");
-        let probe = LossProbe { rand_before: 5.0, rand_after: 4.9, own_before: 5.0, own_after: 4.8 };
+        let ma = m
+            .handle(MinerEvent::UploadsListed { window: 0, uploads })
+            .unwrap();
+        assert_eq!(
+            ma,
+            vec![MinerAction::Gather {
+                window: 0,
+                peers: plan.gather.clone()
+            }],
+            "same set"
+        );
+        let probe = LossProbe {
+            rand_before: 5.0,
+            rand_after: 4.9,
+            own_before: 5.0,
+            own_after: 4.8,
+        };
         let obs = Observations {
-            outcomes: plan.evaluate.iter().map(|&u| (u, EvalOutcome::Measured { probe, fingerprint: None })).collect(),
+            outcomes: plan
+                .evaluate
+                .iter()
+                .map(|&u| {
+                    (
+                        u,
+                        EvalOutcome::Measured {
+                            probe,
+                            fingerprint: None,
+                        },
+                    )
+                })
+                .collect(),
             ..Default::default()
         };
         assert!(matches!(
-            v.handle(ValidatorEvent::Observed { window: 7, observations: obs.clone() }),
-            Err(CoreError::WrongWindow { expected: 0, got: 7 })
+            v.handle(ValidatorEvent::Observed {
+                window: 7,
+                observations: obs.clone()
+            }),
+            Err(CoreError::WrongWindow {
+                expected: 0,
+                got: 7
+            })
         ));
-        let a = v.handle(ValidatorEvent::Observed { window: 0, observations: obs.clone() }).unwrap();
-        assert!(matches!(&a[0], ValidatorAction::ApplyOuterStep { peers, .. } if peers == &vec![1, 2]));
-        assert!(matches!(&a[1], ValidatorAction::SetWeights { weights, .. } if weights.get(1) > 0.0 && weights.get(3) == 0.0));
+        let a = v
+            .handle(ValidatorEvent::Observed {
+                window: 0,
+                observations: obs.clone(),
+            })
+            .unwrap();
+        assert!(
+            matches!(&a[0], ValidatorAction::ApplyOuterStep { peers, .. } if peers == &vec![1, 2])
+        );
+        assert!(
+            matches!(&a[1], ValidatorAction::SetWeights { weights, .. } if weights.get(1) > 0.0 && weights.get(3) == 0.0)
+        );
         assert_eq!(a[2], ValidatorAction::PersistState);
         assert!(matches!(
-            v.handle(ValidatorEvent::Observed { window: 0, observations: obs }),
+            v.handle(ValidatorEvent::Observed {
+                window: 0,
+                observations: obs
+            }),
             Err(CoreError::UnexpectedEvent { .. })
         ));
     }

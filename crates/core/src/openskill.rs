@@ -29,7 +29,10 @@ pub struct Rating {
 impl Rating {
     /// A new player's rating.
     pub fn new(p: &OpenSkillParams) -> Self {
-        Self { mu: p.mu, sigma: p.sigma }
+        Self {
+            mu: p.mu,
+            sigma: p.sigma,
+        }
     }
 
     /// The conservative skill estimate μ − 3σ (0 for a new player with the defaults).
@@ -78,18 +81,26 @@ pub fn rate_ranked(p: &OpenSkillParams, players: &[Rating], ranks: &[usize]) -> 
         return players
             .iter()
             .zip(&sig2)
-            .map(|(r, s2)| Rating { mu: r.mu, sigma: s2.sqrt() })
+            .map(|(r, s2)| Rating {
+                mu: r.mu,
+                sigma: s2.sqrt(),
+            })
             .collect();
     }
     let beta2 = p.beta * p.beta;
     let c = sig2.iter().map(|s2| s2 + beta2).sum::<f64>().sqrt();
     // exp(μ/c) can overflow for extreme μ; subtracting the maximum leaves every p_iq unchanged.
-    let mmax = players.iter().map(|r| r.mu).fold(f64::NEG_INFINITY, f64::max);
+    let mmax = players
+        .iter()
+        .map(|r| r.mu)
+        .fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = players.iter().map(|r| ((r.mu - mmax) / c).exp()).collect();
     let q_sum: Vec<f64> = (0..n)
         .map(|q| (0..n).filter(|&s| ranks[s] >= ranks[q]).map(|s| e[s]).sum())
         .collect();
-    let a: Vec<f64> = (0..n).map(|q| (0..n).filter(|&s| ranks[s] == ranks[q]).count() as f64).collect();
+    let a: Vec<f64> = (0..n)
+        .map(|q| (0..n).filter(|&s| ranks[s] == ranks[q]).count() as f64)
+        .collect();
 
     (0..n)
         .map(|i| {
@@ -104,7 +115,10 @@ pub fn rate_ranked(p: &OpenSkillParams, players: &[Rating], ranks: &[usize]) -> 
             let gamma = s2.sqrt() / c;
             let mu = players[i].mu + s2 / c * omega;
             let shrink = (1.0 - gamma * s2 / (c * c) * delta).max(p.kappa);
-            Rating { mu, sigma: s2.sqrt() * shrink.sqrt() }
+            Rating {
+                mu,
+                sigma: s2.sqrt() * shrink.sqrt(),
+            }
         })
         .collect()
 }
@@ -191,15 +205,28 @@ mod tests {
     #[test]
     fn one_and_zero_players() {
         assert!(rate(&p(), &[], &[]).is_empty());
-        let r = rate(&p(), &[Rating { mu: 30.0, sigma: 2.0 }], &[1.0]);
+        let r = rate(
+            &p(),
+            &[Rating {
+                mu: 30.0,
+                sigma: 2.0,
+            }],
+            &[1.0],
+        );
         close(r[0].mu, 30.0);
         close(r[0].sigma, (4.0f64 + 0.01).sqrt());
     }
 
     #[test]
     fn upset_moves_more_than_expected_win_and_input_order_does_not_matter() {
-        let strong = Rating { mu: 35.0, sigma: 3.0 };
-        let weak = Rating { mu: 15.0, sigma: 3.0 };
+        let strong = Rating {
+            mu: 35.0,
+            sigma: 3.0,
+        };
+        let weak = Rating {
+            mu: 15.0,
+            sigma: 3.0,
+        };
         let expected = rate(&p(), &[strong, weak], &[1.0, 0.0]);
         let upset = rate(&p(), &[strong, weak], &[0.0, 1.0]);
         assert!(upset[1].mu - weak.mu > expected[0].mu - strong.mu);
@@ -210,8 +237,23 @@ mod tests {
 
     #[test]
     fn extreme_mu_does_not_overflow() {
-        let r = rate(&p(), &[Rating { mu: 1e6, sigma: 1.0 }, Rating { mu: -1e6, sigma: 1.0 }], &[0.0, 1.0]);
-        assert!(r.iter().all(|x| x.mu.is_finite() && x.sigma.is_finite() && x.sigma > 0.0));
+        let r = rate(
+            &p(),
+            &[
+                Rating {
+                    mu: 1e6,
+                    sigma: 1.0,
+                },
+                Rating {
+                    mu: -1e6,
+                    sigma: 1.0,
+                },
+            ],
+            &[0.0, 1.0],
+        );
+        assert!(r
+            .iter()
+            .all(|x| x.mu.is_finite() && x.sigma.is_finite() && x.sigma > 0.0));
     }
 
     #[test]

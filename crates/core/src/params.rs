@@ -22,7 +22,13 @@ pub struct OpenSkillParams {
 
 impl Default for OpenSkillParams {
     fn default() -> Self {
-        Self { mu: 25.0, sigma: 25.0 / 3.0, beta: 7.0, tau: 0.1, kappa: 1e-4 }
+        Self {
+            mu: 25.0,
+            sigma: 25.0 / 3.0,
+            beta: 7.0,
+            tau: 0.1,
+            kappa: 1e-4,
+        }
     }
 }
 
@@ -75,7 +81,11 @@ pub struct OuterLr {
 
 impl Default for OuterLr {
     fn default() -> Self {
-        Self { start: 1.0, end: 0.4, decay_windows: 3000 }
+        Self {
+            start: 1.0,
+            end: 0.4,
+            decay_windows: 3000,
+        }
     }
 }
 
@@ -107,7 +117,13 @@ pub struct WeightParams {
 
 impl Default for WeightParams {
     fn default() -> Self {
-        Self { top_share: 0.75, top_ratio: 2.0, reserve_share: 0.25, reserve_decay: 0.5, burn: 0.0 }
+        Self {
+            top_share: 0.75,
+            top_ratio: 2.0,
+            reserve_share: 0.25,
+            reserve_decay: 0.5,
+            burn: 0.0,
+        }
     }
 }
 
@@ -222,7 +238,10 @@ impl RunParams {
     /// Checks every field; call once on parameters read from outside.
     pub fn validate(&self) -> Result<()> {
         fn bad(field: &'static str, reason: impl Into<String>) -> Result<()> {
-            Err(CoreError::InvalidParams { field, reason: reason.into() })
+            Err(CoreError::InvalidParams {
+                field,
+                reason: reason.into(),
+            })
         }
         fn frac(field: &'static str, v: f64) -> Result<()> {
             if !(0.0..=1.0).contains(&v) {
@@ -237,7 +256,14 @@ impl RunParams {
             return bad("block_time_ms", "must be > 0");
         }
         if self.grace_ms >= self.window_ms() {
-            return bad("grace_ms", format!("{} must be shorter than a window ({} ms)", self.grace_ms, self.window_ms()));
+            return bad(
+                "grace_ms",
+                format!(
+                    "{} must be shorter than a window ({} ms)",
+                    self.grace_ms,
+                    self.window_ms()
+                ),
+            );
         }
         if self.aggregation_size == 0 {
             return bad("aggregation_size", "must be > 0");
@@ -248,8 +274,15 @@ impl RunParams {
         if self.sync_history == 0 {
             return bad("sync_history", "must be > 0");
         }
-        if self.sync_max_steps.is_nan() || self.sync_max_steps <= 0.0 || !self.sync_exponent.is_finite() || self.sync_exponent <= 0.0 {
-            return bad("sync_max_steps/sync_exponent", "must be positive and finite");
+        if self.sync_max_steps.is_nan()
+            || self.sync_max_steps <= 0.0
+            || !self.sync_exponent.is_finite()
+            || self.sync_exponent <= 0.0
+        {
+            return bad(
+                "sync_max_steps/sync_exponent",
+                "must be positive and finite",
+            );
         }
         frac("bma_decay", self.bma_decay)?;
         frac("bma_threshold", self.bma_threshold)?;
@@ -276,7 +309,11 @@ impl RunParams {
         if !(o.sigma > 0.0 && o.beta > 0.0 && o.tau >= 0.0 && o.kappa > 0.0 && o.mu.is_finite()) {
             return bad("openskill", "σ, β, κ must be > 0, τ ≥ 0, μ finite");
         }
-        for (f, v) in [("outer_lr.start", self.outer_lr.start), ("outer_lr.end", self.outer_lr.end), ("eval_lr_factor", self.eval_lr_factor)] {
+        for (f, v) in [
+            ("outer_lr.start", self.outer_lr.start),
+            ("outer_lr.end", self.outer_lr.end),
+            ("eval_lr_factor", self.eval_lr_factor),
+        ] {
             if !v.is_finite() || v < 0.0 {
                 return bad(f, format!("{v} must be finite and ≥ 0"));
             }
@@ -294,7 +331,10 @@ mod tests {
         let p = RunParams::reference();
         p.validate().unwrap();
         assert_eq!(p.window_ms(), 115 * 12_000);
-        assert_eq!((p.aggregation_size, p.reserves, p.uids_per_window), (20, 10, 20));
+        assert_eq!(
+            (p.aggregation_size, p.reserves, p.uids_per_window),
+            (20, 10, 20)
+        );
         assert_eq!(p.openskill.beta, 7.0);
         RunParams::local().validate().unwrap();
     }
@@ -303,10 +343,22 @@ mod tests {
     fn validate_rejects_bad_fields() {
         let mut p = RunParams::reference();
         p.blocks_per_window = 0;
-        assert!(matches!(p.validate(), Err(CoreError::InvalidParams { field: "blocks_per_window", .. })));
+        assert!(matches!(
+            p.validate(),
+            Err(CoreError::InvalidParams {
+                field: "blocks_per_window",
+                ..
+            })
+        ));
         let mut p = RunParams::reference();
         p.grace_ms = p.window_ms();
-        assert!(matches!(p.validate(), Err(CoreError::InvalidParams { field: "grace_ms", .. })));
+        assert!(matches!(
+            p.validate(),
+            Err(CoreError::InvalidParams {
+                field: "grace_ms",
+                ..
+            })
+        ));
         let mut p = RunParams::reference();
         p.weights.top_share = 0.5;
         assert!(p.validate().is_err());
@@ -320,12 +372,20 @@ mod tests {
 
     #[test]
     fn outer_lr_is_linear_then_flat() {
-        let s = OuterLr { start: 1.0, end: 0.4, decay_windows: 100 };
+        let s = OuterLr {
+            start: 1.0,
+            end: 0.4,
+            decay_windows: 100,
+        };
         assert_eq!(s.at(0), 1.0);
         assert!((s.at(50) - 0.7).abs() < 1e-12);
         assert_eq!(s.at(100), 0.4);
         assert_eq!(s.at(10_000), 0.4);
-        let c = OuterLr { start: 1.0, end: 0.5, decay_windows: 0 };
+        let c = OuterLr {
+            start: 1.0,
+            end: 0.5,
+            decay_windows: 0,
+        };
         assert_eq!(c.at(0), 0.5);
     }
 }

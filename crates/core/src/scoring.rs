@@ -87,7 +87,10 @@ pub fn interquartile_mean(values: &[f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
-    let mut v: Vec<f64> = values.iter().map(|&x| if x.is_nan() { f64::INFINITY } else { x }).collect();
+    let mut v: Vec<f64> = values
+        .iter()
+        .map(|&x| if x.is_nan() { f64::INFINITY } else { x })
+        .collect();
     v.sort_by(f64::total_cmp);
     let cut = v.len() / 4;
     let mid = &v[cut..v.len() - cut];
@@ -126,7 +129,11 @@ impl Fingerprint {
                 if a.is_empty() {
                     return 0.0;
                 }
-                a.iter().zip(b).map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs()).sum::<f64>() / a.len() as f64
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs())
+                    .sum::<f64>()
+                    / a.len() as f64
             })
             .collect()
     }
@@ -176,11 +183,20 @@ impl FingerprintHistory {
 /// Sync distance `x` in outer steps: interquartile mean over tensors of
 /// mean|miner − validator| / (average per-step change). A tensor whose step change is 0 counts
 /// 0 when the fingerprints agree and `cap` otherwise; non-finite miner values count `cap`.
-pub fn sync_distance(miner: &Fingerprint, validator: &Fingerprint, step_change: &[f64], cap: f64) -> Result<f64> {
+pub fn sync_distance(
+    miner: &Fingerprint,
+    validator: &Fingerprint,
+    step_change: &[f64],
+    cap: f64,
+) -> Result<f64> {
     miner.same_shape(validator)?;
     if step_change.len() != validator.tensors.len() {
         return Err(CoreError::FingerprintShape {
-            reason: format!("{} step changes for {} tensors", step_change.len(), validator.tensors.len()),
+            reason: format!(
+                "{} step changes for {} tensors",
+                step_change.len(),
+                validator.tensors.len()
+            ),
         });
     }
     let per_tensor: Vec<f64> = miner
@@ -214,14 +230,22 @@ mod tests {
     use super::*;
 
     fn probe(rb: f64, ra: f64, ob: f64, oa: f64) -> LossProbe {
-        LossProbe { rand_before: rb, rand_after: ra, own_before: ob, own_after: oa }
+        LossProbe {
+            rand_before: rb,
+            rand_after: ra,
+            own_before: ob,
+            own_after: oa,
+        }
     }
 
     #[test]
     fn loss_score_is_relative_improvement() {
         assert!((probe(4.0, 3.0, 4.0, 3.0).loss_score().unwrap() - 0.25).abs() < 1e-12);
         assert!(probe(4.0, 4.4, 4.0, 3.0).loss_score().unwrap() < 0.0);
-        assert!(matches!(probe(f64::NAN, 3.0, 4.0, 3.0).loss_score(), Err(CoreError::NonFinite { .. })));
+        assert!(matches!(
+            probe(f64::NAN, 3.0, 4.0, 3.0).loss_score(),
+            Err(CoreError::NonFinite { .. })
+        ));
         assert!(probe(0.0, 0.0, 4.0, 3.0).loss_score().is_err());
     }
 
@@ -240,7 +264,10 @@ mod tests {
         let mut b = Bma::default();
         b.update(1, 0.95);
         assert!((b.value - 0.05).abs() < 1e-12);
-        assert!((b.effective(10, 0.10) - 0.05).abs() < 1e-12, "warm-up: below threshold still counts");
+        assert!(
+            (b.effective(10, 0.10) - 0.05).abs() < 1e-12,
+            "warm-up: below threshold still counts"
+        );
         for _ in 0..9 {
             b.update(1, 0.95);
         }
@@ -253,9 +280,15 @@ mod tests {
         }
         assert!(n.value < 0.0);
         assert_eq!(n.effective(10, 0.10), 0.0);
-        let small = Bma { value: 0.09, count: 10 };
+        let small = Bma {
+            value: 0.09,
+            count: 10,
+        };
         assert_eq!(small.effective(10, 0.10), 0.0);
-        let small_warm = Bma { value: 0.09, count: 9 };
+        let small_warm = Bma {
+            value: 0.09,
+            count: 9,
+        };
         assert_eq!(small_warm.effective(10, 0.10), 0.09);
     }
 
@@ -265,7 +298,10 @@ mod tests {
         assert_eq!(interquartile_mean(&[5.0]), Some(5.0));
         assert_eq!(interquartile_mean(&[1.0, 2.0, 3.0]), Some(2.0));
         // n = 8: sorted −50,1,…,6,100; drop 2 each side → mean(2,3,4,5) = 3.5, outliers ignored.
-        assert_eq!(interquartile_mean(&[100.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -50.0]), Some(3.5));
+        assert_eq!(
+            interquartile_mean(&[100.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -50.0]),
+            Some(3.5)
+        );
         assert_eq!(interquartile_mean(&[1.0, 2.0, 3.0, f64::NAN]), Some(2.5));
     }
 
@@ -281,7 +317,9 @@ mod tests {
     }
 
     fn fp(v: &[&[f32]]) -> Fingerprint {
-        Fingerprint { tensors: v.iter().map(|t| t.to_vec()).collect() }
+        Fingerprint {
+            tensors: v.iter().map(|t| t.to_vec()).collect(),
+        }
     }
 
     #[test]
@@ -295,7 +333,10 @@ mod tests {
         assert!((s[0] - 0.2).abs() < 1e-6 && s[1] == 0.0);
         h.push(fp(&[&[0.5, 0.5], &[1.0]]), 2).unwrap();
         let s = h.step_change().unwrap();
-        assert!((s[0] - 0.2).abs() < 1e-6, "window of 2 steps: (0.3 + 0.1)/2");
+        assert!(
+            (s[0] - 0.2).abs() < 1e-6,
+            "window of 2 steps: (0.3 + 0.1)/2"
+        );
         assert!(h.push(fp(&[&[0.5]]), 2).is_err());
     }
 

@@ -30,9 +30,20 @@ impl AggregationSet {
     /// accepted reserves in order, to at most `primary.len()` peers. Sorted by uid, so every
     /// replica sums in the same order.
     pub fn gather(&self, accepted: &BTreeSet<Uid>) -> Vec<Uid> {
-        let mut out: Vec<Uid> = self.primary.iter().copied().filter(|u| accepted.contains(u)).collect();
+        let mut out: Vec<Uid> = self
+            .primary
+            .iter()
+            .copied()
+            .filter(|u| accepted.contains(u))
+            .collect();
         let missing = self.primary.len() - out.len();
-        out.extend(self.reserves.iter().copied().filter(|u| accepted.contains(u)).take(missing));
+        out.extend(
+            self.reserves
+                .iter()
+                .copied()
+                .filter(|u| accepted.contains(u))
+                .take(missing),
+        );
         out.sort_unstable();
         out
     }
@@ -61,7 +72,11 @@ pub fn aggregation_set(
     let need = (g + reserves).saturating_sub(order.len());
     if need > 0 {
         let have: BTreeSet<Uid> = order.iter().copied().collect();
-        let mut rest: Vec<Uid> = eligible.iter().copied().filter(|u| !have.contains(u)).collect();
+        let mut rest: Vec<Uid> = eligible
+            .iter()
+            .copied()
+            .filter(|u| !have.contains(u))
+            .collect();
         let mut rng = SplitMix64::new(derive_seed(seed, &[TAG_FILL, w]));
         // Partial Fisher–Yates: only the first `need` positions are drawn.
         let take = need.min(rest.len());
@@ -80,14 +95,25 @@ pub fn aggregation_set(
 /// weights the validators gave it (the lower median at an exact split), then normalised to sum 1.
 /// Validators with zero or non-finite stake are ignored. No votes: empty.
 pub fn consensus_weights(votes: &[(f64, &BTreeMap<Uid, f64>)]) -> BTreeMap<Uid, f64> {
-    let votes: Vec<_> = votes.iter().filter(|(s, _)| *s > 0.0 && s.is_finite()).collect();
+    let votes: Vec<_> = votes
+        .iter()
+        .filter(|(s, _)| *s > 0.0 && s.is_finite())
+        .collect();
     let total: f64 = votes.iter().map(|(s, _)| s).sum();
     let uids: BTreeSet<Uid> = votes.iter().flat_map(|(_, w)| w.keys().copied()).collect();
     let mut out = BTreeMap::new();
     for u in uids {
         let mut vals: Vec<(f64, f64)> = votes
             .iter()
-            .map(|(s, w)| (w.get(&u).copied().filter(|x| x.is_finite() && *x > 0.0).unwrap_or(0.0), *s))
+            .map(|(s, w)| {
+                (
+                    w.get(&u)
+                        .copied()
+                        .filter(|x| x.is_finite() && *x > 0.0)
+                        .unwrap_or(0.0),
+                    *s,
+                )
+            })
             .collect();
         vals.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut acc = 0.0;
@@ -125,7 +151,13 @@ pub struct EvalCandidate {
 /// remainder, ties to the better bin); inside a bin peers are drawn without replacement with
 /// weight `1 + windows since last evaluated` (never evaluated: `2 + w`), so nobody starves and
 /// every rating level is looked at every window. Result sorted by uid.
-pub fn select_for_evaluation(candidates: &[EvalCandidate], w: Window, n: usize, bins: usize, seed: u64) -> Vec<Uid> {
+pub fn select_for_evaluation(
+    candidates: &[EvalCandidate],
+    w: Window,
+    n: usize,
+    bins: usize,
+    seed: u64,
+) -> Vec<Uid> {
     if n == 0 || candidates.is_empty() {
         return Vec::new();
     }
@@ -139,11 +171,17 @@ pub fn select_for_evaluation(candidates: &[EvalCandidate], w: Window, n: usize, 
     sorted.sort_by(|a, b| b.ordinal.total_cmp(&a.ordinal).then(a.uid.cmp(&b.uid)));
     let bins = bins.clamp(1, sorted.len());
     let len = sorted.len();
-    let bounds: Vec<(usize, usize)> = (0..bins).map(|b| (b * len / bins, (b + 1) * len / bins)).collect();
+    let bounds: Vec<(usize, usize)> = (0..bins)
+        .map(|b| (b * len / bins, (b + 1) * len / bins))
+        .collect();
     // Largest-remainder quotas.
     let mut quotas: Vec<usize> = bounds.iter().map(|(s, e)| (e - s) * n / len).collect();
     let mut left = n - quotas.iter().sum::<usize>();
-    let mut rems: Vec<(usize, usize)> = bounds.iter().enumerate().map(|(b, (s, e))| ((e - s) * n % len, b)).collect();
+    let mut rems: Vec<(usize, usize)> = bounds
+        .iter()
+        .enumerate()
+        .map(|(b, (s, e))| ((e - s) * n % len, b))
+        .collect();
     rems.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     for (_, b) in rems {
         if left == 0 {
@@ -250,11 +288,27 @@ pub fn detect_copies(uploads: &[UploadIndices], threshold: f64) -> Vec<Copy> {
             }
             use std::cmp::Ordering::*;
             match a.store_time.cmp(&b.store_time) {
-                Less => out.push(Copy { copier: b.uid, original: a.uid, overlap: ov }),
-                Greater => out.push(Copy { copier: a.uid, original: b.uid, overlap: ov }),
+                Less => out.push(Copy {
+                    copier: b.uid,
+                    original: a.uid,
+                    overlap: ov,
+                }),
+                Greater => out.push(Copy {
+                    copier: a.uid,
+                    original: b.uid,
+                    overlap: ov,
+                }),
                 Equal => {
-                    out.push(Copy { copier: a.uid, original: b.uid, overlap: ov });
-                    out.push(Copy { copier: b.uid, original: a.uid, overlap: ov });
+                    out.push(Copy {
+                        copier: a.uid,
+                        original: b.uid,
+                        overlap: ov,
+                    });
+                    out.push(Copy {
+                        copier: b.uid,
+                        original: a.uid,
+                        overlap: ov,
+                    });
                 }
             }
         }
@@ -289,8 +343,16 @@ mod tests {
         assert_eq!(a.reserves.len(), 3);
         let all: BTreeSet<Uid> = a.all().collect();
         assert_eq!(all.len(), 8, "no duplicates");
-        assert_eq!(a, aggregation_set(&cw, &elig, 5, 3, 9, 4), "same inputs, same set");
-        assert_ne!(a, aggregation_set(&cw, &elig, 5, 3, 9, 5), "another window, another fill");
+        assert_eq!(
+            a,
+            aggregation_set(&cw, &elig, 5, 3, 9, 4),
+            "same inputs, same set"
+        );
+        assert_ne!(
+            a,
+            aggregation_set(&cw, &elig, 5, 3, 9, 5),
+            "another window, another fill"
+        );
     }
 
     #[test]
@@ -302,17 +364,27 @@ mod tests {
         assert!(one.reserves.is_empty());
         // Deregistered peers with weight are ignored.
         let cw: BTreeMap<Uid, f64> = [(1, 0.5), (2, 0.5)].into();
-        assert_eq!(aggregation_set(&cw, &set(&[2]), 2, 0, 0, 0).primary, vec![2]);
+        assert_eq!(
+            aggregation_set(&cw, &set(&[2]), 2, 0, 0, 0).primary,
+            vec![2]
+        );
     }
 
     #[test]
     fn reserves_replace_missing_primaries_in_order() {
-        let a = AggregationSet { primary: vec![1, 2, 3], reserves: vec![10, 11, 12] };
+        let a = AggregationSet {
+            primary: vec![1, 2, 3],
+            reserves: vec![10, 11, 12],
+        };
         assert_eq!(a.gather(&set(&[1, 2, 3, 10])), vec![1, 2, 3]);
         assert_eq!(a.gather(&set(&[1, 3, 11, 12])), vec![1, 3, 11]);
         assert_eq!(a.gather(&set(&[12])), vec![12]);
         assert!(a.gather(&set(&[])).is_empty(), "all missing");
-        assert_eq!(a.gather(&set(&[10, 11, 12, 99])), vec![10, 11, 12], "outsiders never gathered");
+        assert_eq!(
+            a.gather(&set(&[10, 11, 12, 99])),
+            vec![10, 11, 12],
+            "outsiders never gathered"
+        );
     }
 
     #[test]
@@ -328,11 +400,20 @@ mod tests {
         assert!(consensus_weights(&[]).is_empty());
         let single = consensus_weights(&[(1.0, &a)]);
         assert!((single[&1] - 0.9).abs() < 1e-12);
-        assert!(consensus_weights(&[(0.0, &a)]).is_empty(), "no stake, no say");
+        assert!(
+            consensus_weights(&[(0.0, &a)]).is_empty(),
+            "no stake, no say"
+        );
     }
 
     fn cands(n: u32) -> Vec<EvalCandidate> {
-        (0..n).map(|u| EvalCandidate { uid: u, ordinal: u as f64, last_evaluated: None }).collect()
+        (0..n)
+            .map(|u| EvalCandidate {
+                uid: u,
+                ordinal: u as f64,
+                last_evaluated: None,
+            })
+            .collect()
     }
 
     #[test]
@@ -353,8 +434,15 @@ mod tests {
         assert!(select_for_evaluation(&[], 0, 20, 5, 0).is_empty());
         assert!(select_for_evaluation(&cands(5), 0, 0, 5, 0).is_empty());
         assert_eq!(select_for_evaluation(&cands(1), 0, 20, 5, 0), vec![0]);
-        assert_eq!(select_for_evaluation(&cands(5), 0, 20, 5, 0), vec![0, 1, 2, 3, 4]);
-        assert_eq!(select_for_evaluation(&cands(30), 0, 7, 100, 0).len(), 7, "more bins than quota");
+        assert_eq!(
+            select_for_evaluation(&cands(5), 0, 20, 5, 0),
+            vec![0, 1, 2, 3, 4]
+        );
+        assert_eq!(
+            select_for_evaluation(&cands(30), 0, 7, 100, 0).len(),
+            7,
+            "more bins than quota"
+        );
     }
 
     #[test]
@@ -382,16 +470,31 @@ mod tests {
     fn overlap_counts_common_indices() {
         assert_eq!(index_overlap(&[1, 2, 3, 4], &[3, 4, 5, 6]), 0.5);
         assert_eq!(index_overlap(&[], &[1]), 0.0);
-        assert_eq!(index_overlap(&[4, 3, 3], &[3, 4, 9, 10]), 1.0, "dedup, smaller set");
+        assert_eq!(
+            index_overlap(&[4, 3, 3], &[3, 4, 9, 10]),
+            1.0,
+            "dedup, smaller set"
+        );
     }
 
     #[test]
     fn copies_blame_the_later_uploader() {
-        let up = |uid, t, idx: Vec<u32>| UploadIndices { uid, store_time: t, indices: idx };
+        let up = |uid, t, idx: Vec<u32>| UploadIndices {
+            uid,
+            store_time: t,
+            indices: idx,
+        };
         let orig: Vec<u32> = (0..100).collect();
         let copy: Vec<u32> = (0..40).chain(1000..1060).collect(); // 40% overlap
         let near: Vec<u32> = (0..39).chain(2000..2061).collect(); // 39%
-        let c = detect_copies(&[up(5, 200, copy.clone()), up(1, 100, orig.clone()), up(7, 300, near)], 0.40);
+        let c = detect_copies(
+            &[
+                up(5, 200, copy.clone()),
+                up(1, 100, orig.clone()),
+                up(7, 300, near),
+            ],
+            0.40,
+        );
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].copier, c[0].original), (5, 1));
         let tie = detect_copies(&[up(1, 100, orig.clone()), up(2, 100, orig)], 0.40);

@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::gauntlet::{EvalOutcome, Gauntlet, Observations};
-use crate::machine::{ChainView, Miner, MinerAction, MinerEvent, Validator, ValidatorAction, ValidatorEvent};
+use crate::machine::{
+    ChainView, Miner, MinerAction, MinerEvent, Validator, ValidatorAction, ValidatorEvent,
+};
 use crate::params::RunParams;
 use crate::rng::{derive_seed, SplitMix64};
 use crate::scoring::{Fingerprint, LossProbe};
@@ -44,7 +46,13 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
-    pub const ALL: [Behaviour; 5] = [Behaviour::Honest, Behaviour::FreeRider, Behaviour::Copycat, Behaviour::Late, Behaviour::Offline];
+    pub const ALL: [Behaviour; 5] = [
+        Behaviour::Honest,
+        Behaviour::FreeRider,
+        Behaviour::Copycat,
+        Behaviour::Late,
+        Behaviour::Offline,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -69,7 +77,13 @@ pub struct Mix {
 
 impl Default for Mix {
     fn default() -> Self {
-        Self { honest: 0.6, free_rider: 0.1, copycat: 0.1, late: 0.1, offline: 0.1 }
+        Self {
+            honest: 0.6,
+            free_rider: 0.1,
+            copycat: 0.1,
+            late: 0.1,
+            offline: 0.1,
+        }
     }
 }
 
@@ -92,7 +106,16 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { peers: 1000, windows: 100, seed: 0, validators: 1, mix: Mix::default(), params: RunParams::reference(), checked_miners: 4, shared_rotation: false }
+        Self {
+            peers: 1000,
+            windows: 100,
+            seed: 0,
+            validators: 1,
+            mix: Mix::default(),
+            params: RunParams::reference(),
+            checked_miners: 4,
+            shared_rotation: false,
+        }
     }
 }
 
@@ -148,7 +171,15 @@ impl fmt::Display for SimReport {
         writeln!(
             f,
             "{:<11} {:>6} {:>10} {:>11} {:>9} {:>10} {:>6} {:>8} {:>7}",
-            "behaviour", "peers", "evals/peer", "aggregated", "paid", "final wt", "top G", "reserve", "copies"
+            "behaviour",
+            "peers",
+            "evals/peer",
+            "aggregated",
+            "paid",
+            "final wt",
+            "top G",
+            "reserve",
+            "copies"
         )?;
         for r in &self.rows {
             writeln!(
@@ -165,8 +196,16 @@ impl fmt::Display for SimReport {
                 r.blamed_copies
             )?;
         }
-        writeln!(f, "synthetic loss {:.3} -> {:.3}; windows with nothing aggregated: {}", self.loss_start, self.loss_end, self.empty_windows)?;
-        write!(f, "miner/validator gather sets compared: {}, mismatches: {}", self.gather_checks, self.gather_mismatches)
+        writeln!(
+            f,
+            "synthetic loss {:.3} -> {:.3}; windows with nothing aggregated: {}",
+            self.loss_start, self.loss_end, self.empty_windows
+        )?;
+        write!(
+            f,
+            "miner/validator gather sets compared: {}, mismatches: {}",
+            self.gather_checks, self.gather_mismatches
+        )
     }
 }
 
@@ -199,8 +238,17 @@ const INDICES: usize = 64;
 fn assign(cfg: &SimConfig, rng: &mut SplitMix64) -> Vec<Peer> {
     let m = cfg.mix;
     let total = m.honest + m.free_rider + m.copycat + m.late + m.offline;
-    let fracs = [m.honest, m.free_rider, m.copycat, m.late, m.offline].map(|x| if total > 0.0 { x / total } else { 0.0 });
-    let mut counts: Vec<usize> = fracs.iter().map(|f| (f * cfg.peers as f64).floor() as usize).collect();
+    let fracs = [m.honest, m.free_rider, m.copycat, m.late, m.offline].map(|x| {
+        if total > 0.0 {
+            x / total
+        } else {
+            0.0
+        }
+    });
+    let mut counts: Vec<usize> = fracs
+        .iter()
+        .map(|f| (f * cfg.peers as f64).floor() as usize)
+        .collect();
     counts[0] += cfg.peers - counts.iter().sum::<usize>();
     let mut kinds: Vec<Behaviour> = Vec::with_capacity(cfg.peers);
     for (b, &n) in Behaviour::ALL.iter().zip(&counts) {
@@ -217,9 +265,23 @@ fn assign(cfg: &SimConfig, rng: &mut SplitMix64) -> Vec<Peer> {
         .enumerate()
         .map(|(i, behaviour)| {
             let quality = 0.5 + rng.next_f64();
-            let joined = if behaviour == Behaviour::Honest && rng.chance(0.2) { 1 + rng.below(w / 2 + 1) } else { 0 };
-            let leaves = if behaviour == Behaviour::Offline { 5 + rng.below(w * 6 / 10 + 1) } else { u64::MAX };
-            Peer { uid: i as Uid, behaviour, quality, joined, leaves }
+            let joined = if behaviour == Behaviour::Honest && rng.chance(0.2) {
+                1 + rng.below(w / 2 + 1)
+            } else {
+                0
+            };
+            let leaves = if behaviour == Behaviour::Offline {
+                5 + rng.below(w * 6 / 10 + 1)
+            } else {
+                u64::MAX
+            };
+            Peer {
+                uid: i as Uid,
+                behaviour,
+                quality,
+                joined,
+                leaves,
+            }
         })
         .collect()
 }
@@ -243,16 +305,29 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
 
     let mut validators: Vec<Validator> = (0..cfg.validators.max(1))
         .map(|v| {
-            let vseed = derive_seed(cfg.seed, &[0x7A11, if cfg.shared_rotation { 0 } else { v as u64 }]);
+            let vseed = derive_seed(
+                cfg.seed,
+                &[0x7A11, if cfg.shared_rotation { 0 } else { v as u64 }],
+            );
             Validator::new(p.clone(), run_seed, Gauntlet::new(vseed))
         })
         .collect::<Result<_>>()?;
     let mut vweights: Vec<BTreeMap<Uid, f64>> = vec![BTreeMap::new(); validators.len()];
-    let checked: Vec<Uid> = peers.iter().filter(|x| x.behaviour == Behaviour::Honest && x.joined == 0).take(cfg.checked_miners).map(|x| x.uid).collect();
-    let mut miners: Vec<Miner> = checked.iter().map(|&u| Miner::new(p.clone(), run_seed, u, 0)).collect::<Result<_>>()?;
+    let checked: Vec<Uid> = peers
+        .iter()
+        .filter(|x| x.behaviour == Behaviour::Honest && x.joined == 0)
+        .take(cfg.checked_miners)
+        .map(|x| x.uid)
+        .collect();
+    let mut miners: Vec<Miner> = checked
+        .iter()
+        .map(|&u| Miner::new(p.clone(), run_seed, u, 0))
+        .collect::<Result<_>>()?;
 
     // Validator fingerprint random walk.
-    let mut vfp = Fingerprint { tensors: vec![vec![0.0f32; FP_VALUES]; FP_TENSORS] };
+    let mut vfp = Fingerprint {
+        tensors: vec![vec![0.0f32; FP_VALUES]; FP_TENSORS],
+    };
     let mut loss = 10.0f64;
     let loss_start = loss;
     let mut empty_windows = 0;
@@ -270,9 +345,14 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
     let mut prev_copy_of: BTreeMap<Uid, Uid> = BTreeMap::new();
 
     for w in 0..=cfg.windows {
-        let registered: BTreeSet<Uid> = peers.iter().filter(|x| x.joined <= w).map(|x| x.uid).collect();
+        let registered: BTreeSet<Uid> = peers
+            .iter()
+            .filter(|x| x.joined <= w)
+            .map(|x| x.uid)
+            .collect();
         consensus = {
-            let votes: Vec<(f64, &BTreeMap<Uid, f64>)> = vweights.iter().map(|m| (1.0, m)).collect();
+            let votes: Vec<(f64, &BTreeMap<Uid, f64>)> =
+                vweights.iter().map(|m| (1.0, m)).collect();
             consensus_weights(&votes)
         };
         if w > 0 {
@@ -281,11 +361,17 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                 paid_total += share;
             }
         }
-        let chain = ChainView { registered: registered.clone(), consensus: consensus.clone() };
+        let chain = ChainView {
+            registered: registered.clone(),
+            consensus: consensus.clone(),
+        };
 
         let mut listed: Option<Window> = None;
         for v in validators.iter_mut() {
-            for a in v.handle(ValidatorEvent::WindowStarted { window: w, chain: chain.clone() })? {
+            for a in v.handle(ValidatorEvent::WindowStarted {
+                window: w,
+                chain: chain.clone(),
+            })? {
                 if let ValidatorAction::ListUploadsAt { window, .. } = a {
                     listed = Some(window);
                 }
@@ -293,7 +379,10 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
         }
         let mut miner_lists = Vec::new();
         for m in miners.iter_mut() {
-            for a in m.handle(MinerEvent::WindowStarted { window: w, chain: chain.clone() })? {
+            for a in m.handle(MinerEvent::WindowStarted {
+                window: w,
+                chain: chain.clone(),
+            })? {
                 if let MinerAction::ListUploadsAt { window, .. } = a {
                     miner_lists.push(window);
                 }
@@ -322,9 +411,15 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
             let mut miner_gathers: Vec<Vec<Uid>> = Vec::new();
             for m in miners.iter_mut() {
                 if miner_lists.contains(&lw) {
-                    for a in m.handle(MinerEvent::UploadsListed { window: lw, uploads: uploads.clone() })? {
+                    for a in m.handle(MinerEvent::UploadsListed {
+                        window: lw,
+                        uploads: uploads.clone(),
+                    })? {
                         if let MinerAction::Gather { peers, .. } = a {
-                            m.handle(MinerEvent::Gathered { window: lw, valid: peers.clone() })?;
+                            m.handle(MinerEvent::Gathered {
+                                window: lw,
+                                valid: peers.clone(),
+                            })?;
                             miner_gathers.push(peers);
                         }
                     }
@@ -339,8 +434,16 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                 }
             }
             for (vi, v) in validators.iter_mut().enumerate() {
-                let acts = v.handle(ValidatorEvent::UploadsListed { window: lw, uploads: uploads.clone() })?;
-                let Some(ValidatorAction::GatherAndEvaluate { plan, downloads, .. }) = acts.into_iter().next() else { continue };
+                let acts = v.handle(ValidatorEvent::UploadsListed {
+                    window: lw,
+                    uploads: uploads.clone(),
+                })?;
+                let Some(ValidatorAction::GatherAndEvaluate {
+                    plan, downloads, ..
+                }) = acts.into_iter().next()
+                else {
+                    continue;
+                };
                 if vi == 0 {
                     for gs in miner_gathers.drain(..) {
                         gather_checks += 1;
@@ -350,12 +453,16 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                     }
                 }
                 let mut mr = SplitMix64::new(derive_seed(cfg.seed, &[0xE7, lw, vi as u64]));
-                let mut obs = Observations { own_fingerprint: Some(vfp.clone()), ..Default::default() };
+                let mut obs = Observations {
+                    own_fingerprint: Some(vfp.clone()),
+                    ..Default::default()
+                };
                 for &u in &downloads {
                     let idx_seed = derive_seed(cfg.seed, &[0x1D, lw, u as u64]);
                     let indices = match prev_copy_of.get(&u) {
                         Some(&victim) => {
-                            let mut a = random_indices(derive_seed(cfg.seed, &[0x1D, lw, victim as u64]));
+                            let mut a =
+                                random_indices(derive_seed(cfg.seed, &[0x1D, lw, victim as u64]));
                             let r = random_indices(idx_seed);
                             let keep = a.len() * 7 / 10;
                             a.truncate(keep);
@@ -364,29 +471,53 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                         }
                         None => random_indices(idx_seed),
                     };
-                    obs.indices.push(UploadIndices { uid: u, store_time: uploads[&u], indices });
+                    obs.indices.push(UploadIndices {
+                        uid: u,
+                        store_time: uploads[&u],
+                        indices,
+                    });
                 }
                 for &u in &plan.evaluate {
                     let x = by_uid[&u];
                     let truth = prev_truth.get(&u).copied().unwrap_or(0.0);
-                    let trained_own = matches!(x.behaviour, Behaviour::Honest | Behaviour::Late | Behaviour::Offline);
+                    let trained_own = matches!(
+                        x.behaviour,
+                        Behaviour::Honest | Behaviour::Late | Behaviour::Offline
+                    );
                     let s = truth + noise(truth) * mr.normal();
-                    let own = truth * if trained_own { 1.5 } else { 1.0 } + noise(truth) * mr.normal();
-                    let probe = LossProbe { rand_before: loss, rand_after: loss * (1.0 - s), own_before: loss * 1.02, own_after: loss * 1.02 * (1.0 - own) };
+                    let own =
+                        truth * if trained_own { 1.5 } else { 1.0 } + noise(truth) * mr.normal();
+                    let probe = LossProbe {
+                        rand_before: loss,
+                        rand_after: loss * (1.0 - s),
+                        own_before: loss * 1.02,
+                        own_after: loss * 1.02 * (1.0 - own),
+                    };
                     let mut mfp = vfp.clone();
                     for t in mfp.tensors.iter_mut() {
                         for v in t.iter_mut() {
                             *v += 0.2 * step * mr.normal() as f32;
                         }
                     }
-                    obs.outcomes.insert(u, EvalOutcome::Measured { probe, fingerprint: Some(mfp) });
+                    obs.outcomes.insert(
+                        u,
+                        EvalOutcome::Measured {
+                            probe,
+                            fingerprint: Some(mfp),
+                        },
+                    );
                     if vi == 0 {
                         *evals.entry(x.behaviour).or_default() += 1;
                     }
                 }
-                for a in v.handle(ValidatorEvent::Observed { window: lw, observations: obs })? {
+                for a in v.handle(ValidatorEvent::Observed {
+                    window: lw,
+                    observations: obs,
+                })? {
                     match a {
-                        ValidatorAction::SetWeights { weights, .. } => vweights[vi] = weights.per_uid,
+                        ValidatorAction::SetWeights { weights, .. } => {
+                            vweights[vi] = weights.per_uid
+                        }
                         ValidatorAction::Report(rep) if vi == 0 => {
                             if rep.aggregated.is_empty() {
                                 empty_windows += 1;
@@ -398,7 +529,8 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                                 step_gain += prev_truth.get(u).copied().unwrap_or(0.0);
                             }
                             if !rep.aggregated.is_empty() {
-                                loss *= 1.0 - (step_gain / rep.aggregated.len() as f64).clamp(-0.5, 0.5);
+                                loss *= 1.0
+                                    - (step_gain / rep.aggregated.len() as f64).clamp(-0.5, 0.5);
                             }
                             let mut seen = BTreeSet::new();
                             for c in &rep.copies {
@@ -417,13 +549,24 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
             break;
         }
         // Train window w: draw each online peer's true improvement.
-        let set_w = aggregation_set(&consensus, &registered, p.aggregation_size, p.reserves, run_seed, w);
+        let set_w = aggregation_set(
+            &consensus,
+            &registered,
+            p.aggregation_size,
+            p.reserves,
+            run_seed,
+            w,
+        );
         let mut truth = BTreeMap::new();
         let mut copy_of = BTreeMap::new();
         let mut tr = SplitMix64::new(derive_seed(cfg.seed, &[0x7A, w]));
         let honest_like: Vec<Uid> = peers
             .iter()
-            .filter(|x| x.online(w) && matches!(x.behaviour, Behaviour::Honest | Behaviour::Offline) && !p.is_null_window(x.joined, w))
+            .filter(|x| {
+                x.online(w)
+                    && matches!(x.behaviour, Behaviour::Honest | Behaviour::Offline)
+                    && !p.is_null_window(x.joined, w)
+            })
             .map(|x| x.uid)
             .collect();
         for x in peers.iter().filter(|x| x.online(w)) {
@@ -439,7 +582,10 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                         .iter()
                         .copied()
                         .find(|v| *v != x.uid && honest_like.binary_search(v).is_ok())
-                        .or_else(|| (!honest_like.is_empty()).then(|| honest_like[tr.below(honest_like.len() as u64) as usize]));
+                        .or_else(|| {
+                            (!honest_like.is_empty())
+                                .then(|| honest_like[tr.below(honest_like.len() as u64) as usize])
+                        });
                     match victim {
                         Some(v) => {
                             copy_of.insert(x.uid, v);
@@ -467,15 +613,49 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
             BehaviourRow {
                 behaviour: b,
                 peers: n,
-                evaluations_per_peer: if n == 0 { 0.0 } else { evals.get(&b).copied().unwrap_or(0) as f64 / n as f64 },
-                aggregated_share: if total_slots == 0 { 0.0 } else { aggregated_slots.get(&b).copied().unwrap_or(0) as f64 / total_slots as f64 },
-                paid_share: if paid_total == 0.0 { 0.0 } else { paid.get(&b).copied().unwrap_or(0.0) / paid_total },
-                final_weight_share: 0.0 + last.iter().filter(|(u, _)| by_uid[u].behaviour == b).map(|(_, x)| x).sum::<f64>(),
-                final_top: ranked.iter().take(g).filter(|(u, _)| by_uid[u].behaviour == b).count(),
-                final_reserves: ranked.iter().skip(g).take(p.reserves).filter(|(u, _)| by_uid[u].behaviour == b).count(),
+                evaluations_per_peer: if n == 0 {
+                    0.0
+                } else {
+                    evals.get(&b).copied().unwrap_or(0) as f64 / n as f64
+                },
+                aggregated_share: if total_slots == 0 {
+                    0.0
+                } else {
+                    aggregated_slots.get(&b).copied().unwrap_or(0) as f64 / total_slots as f64
+                },
+                paid_share: if paid_total == 0.0 {
+                    0.0
+                } else {
+                    paid.get(&b).copied().unwrap_or(0.0) / paid_total
+                },
+                final_weight_share: 0.0
+                    + last
+                        .iter()
+                        .filter(|(u, _)| by_uid[u].behaviour == b)
+                        .map(|(_, x)| x)
+                        .sum::<f64>(),
+                final_top: ranked
+                    .iter()
+                    .take(g)
+                    .filter(|(u, _)| by_uid[u].behaviour == b)
+                    .count(),
+                final_reserves: ranked
+                    .iter()
+                    .skip(g)
+                    .take(p.reserves)
+                    .filter(|(u, _)| by_uid[u].behaviour == b)
+                    .count(),
                 blamed_copies: blamed.get(&b).copied().unwrap_or(0),
             }
         })
         .collect();
-    Ok(SimReport { config: cfg.clone(), rows, loss_start, loss_end: loss, empty_windows, gather_checks, gather_mismatches })
+    Ok(SimReport {
+        config: cfg.clone(),
+        rows,
+        loss_start,
+        loss_end: loss,
+        empty_windows,
+        gather_checks,
+        gather_mismatches,
+    })
 }

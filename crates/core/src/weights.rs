@@ -34,20 +34,33 @@ impl Weights {
 
 /// Ranks uids by score (descending, ties by uid), keeping positive finite scores only.
 pub fn rank_by_score(scores: &BTreeMap<Uid, f64>) -> Vec<(Uid, f64)> {
-    let mut r: Vec<(Uid, f64)> = scores.iter().filter(|(_, s)| s.is_finite() && **s > 0.0).map(|(&u, &s)| (u, s)).collect();
+    let mut r: Vec<(Uid, f64)> = scores
+        .iter()
+        .filter(|(_, s)| s.is_finite() && **s > 0.0)
+        .map(|(&u, &s)| (u, s))
+        .collect();
     r.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     r
 }
 
 /// Computes weights from final scores for an aggregation size `g` and `reserves` reserves.
-pub fn compute_weights(scores: &BTreeMap<Uid, f64>, g: usize, reserves: usize, p: &WeightParams) -> Weights {
+pub fn compute_weights(
+    scores: &BTreeMap<Uid, f64>,
+    g: usize,
+    reserves: usize,
+    p: &WeightParams,
+) -> Weights {
     let ranked = rank_by_score(scores);
     let n_top = ranked.len().min(g);
     if n_top == 0 {
         return Weights::default();
     }
     let res = &ranked[n_top..ranked.len().min(n_top + reserves)];
-    let (top_share, res_share) = if res.is_empty() { (1.0, 0.0) } else { (p.top_share, p.reserve_share) };
+    let (top_share, res_share) = if res.is_empty() {
+        (1.0, 0.0)
+    } else {
+        (p.top_share, p.reserve_share)
+    };
     let pay = 1.0 - p.burn;
 
     let profile = |r: usize| -> f64 {
@@ -64,9 +77,15 @@ pub fn compute_weights(scores: &BTreeMap<Uid, f64>, g: usize, reserves: usize, p
     }
     let res_sum: f64 = (0..res.len()).map(|i| p.reserve_decay.powi(i as i32)).sum();
     for (i, (u, _)) in res.iter().enumerate() {
-        per_uid.insert(*u, pay * res_share * p.reserve_decay.powi(i as i32) / res_sum);
+        per_uid.insert(
+            *u,
+            pay * res_share * p.reserve_decay.powi(i as i32) / res_sum,
+        );
     }
-    Weights { per_uid, burn: p.burn }
+    Weights {
+        per_uid,
+        burn: p.burn,
+    }
 }
 
 #[cfg(test)]
@@ -90,8 +109,14 @@ mod tests {
         let top: f64 = (0..20).map(|u| w.get(u)).sum();
         let res: f64 = (20..30).map(|u| w.get(u)).sum();
         assert!((top - 0.75).abs() < 1e-12 && (res - 0.25).abs() < 1e-12);
-        assert!((w.get(0) / w.get(19) - 2.0).abs() < 1e-12, "rank 1 = 2 × rank G");
-        assert!((w.get(20) / w.get(21) - 2.0).abs() < 1e-12, "reserves halve");
+        assert!(
+            (w.get(0) / w.get(19) - 2.0).abs() < 1e-12,
+            "rank 1 = 2 × rank G"
+        );
+        assert!(
+            (w.get(20) / w.get(21) - 2.0).abs() < 1e-12,
+            "reserves halve"
+        );
         assert_eq!(w.get(30), 0.0, "beyond reserves: nothing");
         // Linear: equal steps between consecutive ranks.
         let d1 = w.get(0) - w.get(1);
@@ -101,7 +126,10 @@ mod tests {
 
     #[test]
     fn burn_scales_everything() {
-        let p = WeightParams { burn: 0.5, ..Default::default() };
+        let p = WeightParams {
+            burn: 0.5,
+            ..Default::default()
+        };
         let s: BTreeMap<Uid, f64> = (0..40u32).map(|u| (u, 1.0 + u as f64)).collect();
         let w = compute_weights(&s, 20, 10, &p);
         assert!((total(&w) - 1.0).abs() < 1e-12);
@@ -111,8 +139,14 @@ mod tests {
     #[test]
     fn edge_cases() {
         let p = WeightParams::default();
-        assert!(compute_weights(&BTreeMap::new(), 20, 10, &p).is_empty(), "no peers");
-        assert!(compute_weights(&scores(&[(1, 0.0), (2, -3.0), (3, f64::NAN)]), 20, 10, &p).is_empty(), "nobody positive");
+        assert!(
+            compute_weights(&BTreeMap::new(), 20, 10, &p).is_empty(),
+            "no peers"
+        );
+        assert!(
+            compute_weights(&scores(&[(1, 0.0), (2, -3.0), (3, f64::NAN)]), 20, 10, &p).is_empty(),
+            "nobody positive"
+        );
         let one = compute_weights(&scores(&[(4, 0.1)]), 20, 10, &p);
         assert!((one.get(4) - 1.0).abs() < 1e-12, "one peer takes all");
         // Ties: equal scores → lower uid ranks first and gets slightly more.

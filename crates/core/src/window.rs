@@ -47,7 +47,8 @@ impl RunParams {
 
     /// Wall-clock start of block `b`.
     pub fn block_start_ms(&self, b: Block) -> Millis {
-        self.genesis_ms.saturating_add(b.saturating_mul(self.block_time_ms))
+        self.genesis_ms
+            .saturating_add(b.saturating_mul(self.block_time_ms))
     }
 
     /// Wall-clock start of window `w`.
@@ -79,7 +80,9 @@ impl RunParams {
 
     /// Classifies a window-`w` upload by the object store's timestamp (`None`: not found).
     pub fn classify_upload(&self, w: Window, store_time: Option<Millis>) -> UploadTiming {
-        let Some(t) = store_time else { return UploadTiming::Missing };
+        let Some(t) = store_time else {
+            return UploadTiming::Missing;
+        };
         let (open, close) = self.upload_interval(w);
         if t < open {
             UploadTiming::Early { by_ms: open - t }
@@ -106,7 +109,10 @@ mod tests {
     use super::*;
 
     fn p() -> RunParams {
-        RunParams { genesis_ms: 1_000_000, ..RunParams::reference() }
+        RunParams {
+            genesis_ms: 1_000_000,
+            ..RunParams::reference()
+        }
     }
 
     #[test]
@@ -140,8 +146,14 @@ mod tests {
         assert_eq!(close, open + 70_000);
         assert_eq!(p.classify_upload(4, Some(open)), UploadTiming::OnTime);
         assert_eq!(p.classify_upload(4, Some(close)), UploadTiming::OnTime);
-        assert_eq!(p.classify_upload(4, Some(open - 1)), UploadTiming::Early { by_ms: 1 });
-        assert_eq!(p.classify_upload(4, Some(close + 5)), UploadTiming::Late { by_ms: 5 });
+        assert_eq!(
+            p.classify_upload(4, Some(open - 1)),
+            UploadTiming::Early { by_ms: 1 }
+        );
+        assert_eq!(
+            p.classify_upload(4, Some(close + 5)),
+            UploadTiming::Late { by_ms: 5 }
+        );
         assert_eq!(p.classify_upload(4, None), UploadTiming::Missing);
         assert!(!UploadTiming::Late { by_ms: 1 }.accepted());
         assert_eq!(p.gather_time(4), close);

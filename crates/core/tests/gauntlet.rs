@@ -9,7 +9,10 @@ use covenant_core::selection::{AggregationSet, UploadIndices};
 use covenant_core::{CoreError, RunParams, Uid, Window};
 
 fn params() -> RunParams {
-    RunParams { uids_per_window: 20, ..RunParams::local() }
+    RunParams {
+        uids_per_window: 20,
+        ..RunParams::local()
+    }
 }
 
 fn on_time(p: &RunParams, w: Window) -> u64 {
@@ -21,18 +24,34 @@ fn reg(uids: &[Uid]) -> BTreeSet<Uid> {
 }
 
 fn agg(primary: &[Uid], reserves: &[Uid]) -> AggregationSet {
-    AggregationSet { primary: primary.to_vec(), reserves: reserves.to_vec() }
+    AggregationSet {
+        primary: primary.to_vec(),
+        reserves: reserves.to_vec(),
+    }
 }
 
 /// Honest: 2% better on random data, 4% on its own.
 fn honest() -> EvalOutcome {
-    EvalOutcome::Measured { probe: LossProbe { rand_before: 5.0, rand_after: 4.9, own_before: 5.0, own_after: 4.8 }, fingerprint: None }
+    EvalOutcome::Measured {
+        probe: LossProbe {
+            rand_before: 5.0,
+            rand_after: 4.9,
+            own_before: 5.0,
+            own_after: 4.8,
+        },
+        fingerprint: None,
+    }
 }
 
 /// Improves by `gain` on random data and 2 × gain on its own.
 fn gain(g: f64) -> EvalOutcome {
     EvalOutcome::Measured {
-        probe: LossProbe { rand_before: 5.0, rand_after: 5.0 * (1.0 - g), own_before: 5.0, own_after: 5.0 * (1.0 - 2.0 * g) },
+        probe: LossProbe {
+            rand_before: 5.0,
+            rand_after: 5.0 * (1.0 - g),
+            own_before: 5.0,
+            own_after: 5.0 * (1.0 - 2.0 * g),
+        },
         fingerprint: None,
     }
 }
@@ -40,7 +59,15 @@ fn gain(g: f64) -> EvalOutcome {
 /// A free-rider: uploads noise that barely helps, as much on its own data as on random data
 /// (indicator −1).
 fn free_rider() -> EvalOutcome {
-    EvalOutcome::Measured { probe: LossProbe { rand_before: 5.0, rand_after: 4.999, own_before: 5.0, own_after: 4.999 }, fingerprint: None }
+    EvalOutcome::Measured {
+        probe: LossProbe {
+            rand_before: 5.0,
+            rand_after: 4.999,
+            own_before: 5.0,
+            own_after: 4.999,
+        },
+        fingerprint: None,
+    }
 }
 
 struct Net {
@@ -51,7 +78,11 @@ struct Net {
 
 impl Net {
     fn new() -> Self {
-        Self { p: params(), g: Gauntlet::new(7), w: 0 }
+        Self {
+            p: params(),
+            g: Gauntlet::new(7),
+            w: 0,
+        }
     }
 
     /// Runs one window: everybody in `uploaders` uploads on time; `outcome` gives the measurement
@@ -65,8 +96,14 @@ impl Net {
     ) -> (WindowPlan, covenant_core::WindowReport) {
         let t = on_time(&self.p, self.w);
         let uploads: BTreeMap<Uid, u64> = uploaders.iter().map(|&u| (u, t)).collect();
-        let plan = self.g.plan(&self.p, self.w, &reg(registered), a, &uploads).unwrap();
-        let obs = Observations { outcomes: plan.evaluate.iter().map(|&u| (u, outcome(u))).collect(), ..Default::default() };
+        let plan = self
+            .g
+            .plan(&self.p, self.w, &reg(registered), a, &uploads)
+            .unwrap();
+        let obs = Observations {
+            outcomes: plan.evaluate.iter().map(|&u| (u, outcome(u))).collect(),
+            ..Default::default()
+        };
         let rep = self.g.finish(&self.p, &plan, obs).unwrap();
         self.w += 1;
         (plan, rep)
@@ -91,7 +128,10 @@ fn one_honest_peer_earns_all_weight() {
     }
     let w = n.g.weights(&n.p);
     assert!((w.get(3) - 1.0).abs() < 1e-12, "{w:?}");
-    assert!(n.g.peers[&3].rating.ordinal() > 0.0, "beats the do-nothing baseline");
+    assert!(
+        n.g.peers[&3].rating.ordinal() > 0.0,
+        "beats the do-nothing baseline"
+    );
 }
 
 #[test]
@@ -118,7 +158,10 @@ fn better_improvement_earns_more_and_free_riders_nothing() {
         });
     }
     let w = n.g.weights(&n.p);
-    assert!(w.get(0) > w.get(1) && w.get(1) > w.get(2) && w.get(2) > 0.0, "{w:?}");
+    assert!(
+        w.get(0) > w.get(1) && w.get(1) > w.get(2) && w.get(2) > 0.0,
+        "{w:?}"
+    );
     for u in 3..6 {
         assert_eq!(w.get(u), 0.0, "free-rider {u}");
         assert!(n.g.peers[&u].bma.value < 0.0);
@@ -154,7 +197,10 @@ fn all_missing_penalises_escalating_and_gathers_nothing() {
     assert!((s1 - s0 * 0.25).abs() < 1e-12);
     n.window(&peers, agg(&peers, &[]), &[], |_| honest());
     let s2 = n.g.peers[&1].score;
-    assert!((s2 - s1 * 0.0625).abs() < 1e-12, "second miss in a row costs (1 − 0.75)^2");
+    assert!(
+        (s2 - s1 * 0.0625).abs() < 1e-12,
+        "second miss in a row costs (1 − 0.75)^2"
+    );
     n.window(&peers, agg(&peers, &[]), &[], |_| honest());
     assert!(n.g.peers[&1].excluded, "three negatives in a row");
     assert!(n.g.weights(&n.p).is_empty());
@@ -174,7 +220,10 @@ fn inactive_peers_decay_25_percent_per_window() {
     assert!((n.g.peers[&2].score - 0.75 * s0).abs() < 1e-12);
     n.window(&peers, agg(&[1], &[]), &[1], |_| honest());
     assert!((n.g.peers[&2].score - 0.75 * 0.75 * s0).abs() < 1e-12);
-    assert!(!n.g.peers[&2].excluded, "inactivity decays, it does not exclude");
+    assert!(
+        !n.g.peers[&2].excluded,
+        "inactivity decays, it does not exclude"
+    );
 }
 
 #[test]
@@ -182,14 +231,36 @@ fn reserves_replace_missing_primaries_and_late_uploads_are_skipped() {
     let p = params();
     let mut g = Gauntlet::new(1);
     let (open, close) = p.upload_interval(0);
-    let uploads: BTreeMap<Uid, u64> = [(1, open), (2, close + 1), (3, open - 1), (10, close), (11, open)].into();
-    let plan = g.plan(&p, 0, &reg(&[1, 2, 3, 4, 10, 11]), agg(&[1, 2, 3, 4], &[10, 11]), &uploads).unwrap();
+    let uploads: BTreeMap<Uid, u64> = [
+        (1, open),
+        (2, close + 1),
+        (3, open - 1),
+        (10, close),
+        (11, open),
+    ]
+    .into();
+    let plan = g
+        .plan(
+            &p,
+            0,
+            &reg(&[1, 2, 3, 4, 10, 11]),
+            agg(&[1, 2, 3, 4], &[10, 11]),
+            &uploads,
+        )
+        .unwrap();
     assert_eq!(plan.accepted, reg(&[1, 10, 11]));
     assert_eq!(plan.gather, vec![1, 10, 11]);
-    let obs = Observations { outcomes: plan.evaluate.iter().map(|&u| (u, honest())).collect(), ..Default::default() };
+    let obs = Observations {
+        outcomes: plan.evaluate.iter().map(|&u| (u, honest())).collect(),
+        ..Default::default()
+    };
     let rep = g.finish(&p, &plan, obs).unwrap();
     for u in [2, 3, 4] {
-        assert_eq!(rep.peers[&u].verdict, Verdict::Missing { streak: 1 }, "uid {u}: late, early, missing");
+        assert_eq!(
+            rep.peers[&u].verdict,
+            Verdict::Missing { streak: 1 },
+            "uid {u}: late, early, missing"
+        );
     }
 }
 
@@ -199,21 +270,38 @@ fn copier_is_blamed_and_original_is_not() {
     let mut g = Gauntlet::new(1);
     let (open, _) = p.upload_interval(0);
     let uploads: BTreeMap<Uid, u64> = [(1, open + 10), (2, open + 500), (3, open + 20)].into();
-    let plan = g.plan(&p, 0, &reg(&[1, 2, 3]), agg(&[1, 2, 3], &[]), &uploads).unwrap();
+    let plan = g
+        .plan(&p, 0, &reg(&[1, 2, 3]), agg(&[1, 2, 3], &[]), &uploads)
+        .unwrap();
     let orig: Vec<u32> = (0..64).collect();
     let copy: Vec<u32> = (0..40).chain(5000..5024).collect();
     let own: Vec<u32> = (100..164).collect();
     let obs = Observations {
         outcomes: plan.evaluate.iter().map(|&u| (u, honest())).collect(),
         indices: vec![
-            UploadIndices { uid: 1, store_time: open + 10, indices: orig },
-            UploadIndices { uid: 2, store_time: open + 500, indices: copy },
-            UploadIndices { uid: 3, store_time: open + 20, indices: own },
+            UploadIndices {
+                uid: 1,
+                store_time: open + 10,
+                indices: orig,
+            },
+            UploadIndices {
+                uid: 2,
+                store_time: open + 500,
+                indices: copy,
+            },
+            UploadIndices {
+                uid: 3,
+                store_time: open + 20,
+                indices: own,
+            },
         ],
         ..Default::default()
     };
     let rep = g.finish(&p, &plan, obs).unwrap();
-    assert!(matches!(rep.peers[&2].verdict, Verdict::Copied { original: 1, .. }));
+    assert!(matches!(
+        rep.peers[&2].verdict,
+        Verdict::Copied { original: 1, .. }
+    ));
     assert!(matches!(rep.peers[&1].verdict, Verdict::Evaluated { .. }));
     assert!(g.peers[&2].rating.mu < g.peers[&1].rating.mu);
     assert_eq!(g.peers[&2].score, 0.0);
@@ -226,7 +314,9 @@ fn invalid_uploads_are_not_aggregated_and_enter_at_minus_99() {
     let peers = [1, 2];
     let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |u| {
         if u == 2 {
-            EvalOutcome::Invalid { reason: "index out of range".into() }
+            EvalOutcome::Invalid {
+                reason: "index out of range".into(),
+            }
         } else {
             honest()
         }
@@ -235,12 +325,21 @@ fn invalid_uploads_are_not_aggregated_and_enter_at_minus_99() {
     assert_eq!(rep.peers[&2].verdict, Verdict::Invalid);
     assert!(n.g.peers[&2].rating.mu < 25.0);
     // All invalid: survived, nobody aggregated.
-    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |_| EvalOutcome::Invalid { reason: "bad".into() });
+    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |_| EvalOutcome::Invalid {
+        reason: "bad".into(),
+    });
     assert!(rep.aggregated.is_empty());
     // Non-finite losses count as invalid, not as a crash.
-    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |_| EvalOutcome::Measured {
-        probe: LossProbe { rand_before: 5.0, rand_after: f64::NAN, own_before: 5.0, own_after: 4.0 },
-        fingerprint: None,
+    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |_| {
+        EvalOutcome::Measured {
+            probe: LossProbe {
+                rand_before: 5.0,
+                rand_after: f64::NAN,
+                own_before: 5.0,
+                own_after: 4.0,
+            },
+            fingerprint: None,
+        }
     });
     assert!(rep.aggregated.is_empty());
     assert!(n.g.peers[&2].excluded, "three negatives in a row");
@@ -258,11 +357,16 @@ fn exclusion_after_three_negatives_and_recovery() {
     }
     assert_eq!(n.g.weights(&n.p).get(2), 0.0);
     n.window(&peers, agg(&peers, &[]), &peers, |_| honest());
-    assert!(!n.g.peers[&2].excluded, "a positive evaluation ends the exclusion");
+    assert!(
+        !n.g.peers[&2].excluded,
+        "a positive evaluation ends the exclusion"
+    );
 }
 
 fn fp(v: f32) -> Fingerprint {
-    Fingerprint { tensors: vec![vec![v; 4]; 4] }
+    Fingerprint {
+        tensors: vec![vec![v; 4]; 4],
+    }
 }
 
 #[test]
@@ -274,25 +378,50 @@ fn out_of_sync_peer_scores_less() {
         let vfp = fp(k as f32 * 0.1);
         let t = on_time(&n.p, n.w);
         let uploads: BTreeMap<Uid, u64> = peers.iter().map(|&u| (u, t)).collect();
-        let plan = n.g.plan(&n.p, n.w, &reg(&peers), agg(&peers, &[]), &uploads).unwrap();
+        let plan =
+            n.g.plan(&n.p, n.w, &reg(&peers), agg(&peers, &[]), &uploads)
+                .unwrap();
         let mk = |u: Uid| {
             let lag = if u == 2 { 2.5 } else { 0.0 };
-            EvalOutcome::Measured { probe: LossProbe { rand_before: 5.0, rand_after: 4.9, own_before: 5.0, own_after: 4.8 }, fingerprint: Some(fp((k as f32 - lag) * 0.1)) }
+            EvalOutcome::Measured {
+                probe: LossProbe {
+                    rand_before: 5.0,
+                    rand_after: 4.9,
+                    own_before: 5.0,
+                    own_after: 4.8,
+                },
+                fingerprint: Some(fp((k as f32 - lag) * 0.1)),
+            }
         };
-        let obs = Observations { outcomes: plan.evaluate.iter().map(|&u| (u, mk(u))).collect(), own_fingerprint: Some(vfp), ..Default::default() };
+        let obs = Observations {
+            outcomes: plan.evaluate.iter().map(|&u| (u, mk(u))).collect(),
+            own_fingerprint: Some(vfp),
+            ..Default::default()
+        };
         let rep = n.g.finish(&n.p, &plan, obs).unwrap();
         if k >= 1 {
-            let Verdict::Evaluated { sync, sync_steps, .. } = rep.peers[&2].verdict else { panic!() };
+            let Verdict::Evaluated {
+                sync, sync_steps, ..
+            } = rep.peers[&2].verdict
+            else {
+                panic!()
+            };
             assert!((sync_steps.unwrap() - 2.5).abs() < 1e-3, "{sync_steps:?}");
             assert!((sync - (1.0f64 / 6.0).powf(2.5)).abs() < 1e-3, "{sync}");
-            let Verdict::Evaluated { sync, .. } = rep.peers[&1].verdict else { panic!() };
+            let Verdict::Evaluated { sync, .. } = rep.peers[&1].verdict else {
+                panic!()
+            };
             assert_eq!(sync, 1.0);
         }
         n.w += 1;
     }
     let (a, b) = (&n.g.peers[&1], &n.g.peers[&2]);
     assert_eq!(a.rating, b.rating, "same losses, same rating");
-    assert!(b.score < 0.01 * a.score, "sync {:?} and the 75% penalty", b.last_sync);
+    assert!(
+        b.score < 0.01 * a.score,
+        "sync {:?} and the 75% penalty",
+        b.last_sync
+    );
 }
 
 #[test]
@@ -300,12 +429,22 @@ fn errors_for_out_of_order_windows_and_unselected_results() {
     let mut n = Net::new();
     n.window(&[1], agg(&[1], &[]), &[1], |_| honest());
     let p = n.p.clone();
-    let err = n.g.plan(&p, 0, &reg(&[1]), agg(&[1], &[]), &BTreeMap::new()).unwrap_err();
+    let err =
+        n.g.plan(&p, 0, &reg(&[1]), agg(&[1], &[]), &BTreeMap::new())
+            .unwrap_err();
     assert_eq!(err, CoreError::WindowNotAdvancing { current: 0, got: 0 });
-    let plan = n.g.plan(&p, 1, &reg(&[1]), agg(&[1], &[]), &BTreeMap::new()).unwrap();
+    let plan =
+        n.g.plan(&p, 1, &reg(&[1]), agg(&[1], &[]), &BTreeMap::new())
+            .unwrap();
     let before = n.g.clone();
-    let obs = Observations { outcomes: [(5, honest())].into(), ..Default::default() };
-    assert_eq!(n.g.finish(&p, &plan, obs).unwrap_err(), CoreError::NotSelected { uid: 5, window: 1 });
+    let obs = Observations {
+        outcomes: [(5, honest())].into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        n.g.finish(&p, &plan, obs).unwrap_err(),
+        CoreError::NotSelected { uid: 5, window: 1 }
+    );
     assert_eq!(n.g, before, "a rejected window changes nothing");
 }
 
@@ -322,14 +461,24 @@ fn deregistered_uids_are_forgotten_and_new_ones_start_fresh() {
 fn restarted_validator_resumes_identically() {
     let mut a = Net::new();
     let peers: Vec<Uid> = (0..8).collect();
-    let out = |u: Uid| if matches!(u % 3, 0) { free_rider() } else { gain(0.005 * u as f64) };
+    let out = |u: Uid| {
+        if matches!(u % 3, 0) {
+            free_rider()
+        } else {
+            gain(0.005 * u as f64)
+        }
+    };
     for _ in 0..5 {
         a.window(&peers, agg(&peers[..4], &peers[4..]), &peers, out);
     }
     let json = serde_json::to_string(&a.g).unwrap();
     let restored: Gauntlet = serde_json::from_str(&json).unwrap();
     assert_eq!(restored, a.g);
-    let mut b = Net { p: a.p.clone(), g: restored, w: a.w };
+    let mut b = Net {
+        p: a.p.clone(),
+        g: restored,
+        w: a.w,
+    };
     for _ in 0..5 {
         let (_, ra) = a.window(&peers, agg(&peers[..4], &peers[4..]), &peers, out);
         let (_, rb) = b.window(&peers, agg(&peers[..4], &peers[4..]), &peers, out);
@@ -342,45 +491,90 @@ fn restarted_validator_resumes_identically() {
 #[test]
 fn random_garbage_never_panics_and_weights_stay_normalised() {
     use covenant_core::rng::SplitMix64;
-    let p = RunParams { uids_per_window: 8, aggregation_size: 5, reserves: 3, ..RunParams::local() };
+    let p = RunParams {
+        uids_per_window: 8,
+        aggregation_size: 5,
+        reserves: 3,
+        ..RunParams::local()
+    };
     let mut g = Gauntlet::new(3);
     let mut r = SplitMix64::new(99);
-    let weird = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -1.0, 1e300, 1e-300, 5.0, 4.9];
+    let weird = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.0,
+        -1.0,
+        1e300,
+        1e-300,
+        5.0,
+        4.9,
+    ];
     for w in 0..200u64 {
         let registered: BTreeSet<Uid> = (0..30).filter(|_| r.chance(0.7)).collect();
         let (open, close) = p.upload_interval(w);
         let mut uploads: BTreeMap<Uid, u64> = BTreeMap::new();
         for &u in &registered {
             if r.chance(0.8) {
-                uploads.insert(u, open.saturating_sub(2_000) + r.below(close - open + 4_000));
+                uploads.insert(
+                    u,
+                    open.saturating_sub(2_000) + r.below(close - open + 4_000),
+                );
             }
         }
         let primary: Vec<Uid> = (0..40).filter(|_| r.chance(0.15)).collect();
-        let plan = g.plan(&p, w, &registered, agg(&primary, &[1, 2, 3]), &uploads).unwrap();
+        let plan = g
+            .plan(&p, w, &registered, agg(&primary, &[1, 2, 3]), &uploads)
+            .unwrap();
         let mut pick = || weird[r.below(weird.len() as u64) as usize];
         let mut obs = Observations::default();
         for &u in &plan.evaluate {
             let o = match u % 4 {
                 0 => EvalOutcome::Measured {
-                    probe: LossProbe { rand_before: pick(), rand_after: pick(), own_before: pick(), own_after: pick() },
-                    fingerprint: Some(Fingerprint { tensors: vec![vec![f32::NAN; (u % 3) as usize]; (u % 5) as usize] }),
+                    probe: LossProbe {
+                        rand_before: pick(),
+                        rand_after: pick(),
+                        own_before: pick(),
+                        own_after: pick(),
+                    },
+                    fingerprint: Some(Fingerprint {
+                        tensors: vec![vec![f32::NAN; (u % 3) as usize]; (u % 5) as usize],
+                    }),
                 },
-                1 => EvalOutcome::Invalid { reason: "garbage".into() },
+                1 => EvalOutcome::Invalid {
+                    reason: "garbage".into(),
+                },
                 2 => EvalOutcome::Unavailable,
                 _ => honest(),
             };
             obs.outcomes.insert(u, o);
         }
-        obs.own_fingerprint = Some(Fingerprint { tensors: vec![vec![w as f32; 4]; 4] });
+        obs.own_fingerprint = Some(Fingerprint {
+            tensors: vec![vec![w as f32; 4]; 4],
+        });
         obs.indices = plan
             .downloads()
             .iter()
-            .map(|&u| UploadIndices { uid: u, store_time: uploads.get(&u).copied().unwrap_or(0), indices: (0..16).map(|i| i * (u % 3 + 1)).collect() })
+            .map(|&u| UploadIndices {
+                uid: u,
+                store_time: uploads.get(&u).copied().unwrap_or(0),
+                indices: (0..16).map(|i| i * (u % 3 + 1)).collect(),
+            })
             .collect();
         let rep = g.finish(&p, &plan, obs).unwrap();
         let total: f64 = rep.weights.per_uid.values().sum::<f64>() + rep.weights.burn;
-        assert!(rep.weights.is_empty() || (total - 1.0).abs() < 1e-9, "window {w}: {total}");
-        assert!(rep.weights.per_uid.values().all(|x| x.is_finite() && *x >= 0.0));
-        assert!(g.peers.values().all(|x| x.score.is_finite() && x.rating.mu.is_finite() && x.rating.sigma > 0.0));
+        assert!(
+            rep.weights.is_empty() || (total - 1.0).abs() < 1e-9,
+            "window {w}: {total}"
+        );
+        assert!(rep
+            .weights
+            .per_uid
+            .values()
+            .all(|x| x.is_finite() && *x >= 0.0));
+        assert!(g
+            .peers
+            .values()
+            .all(|x| x.score.is_finite() && x.rating.mu.is_finite() && x.rating.sigma > 0.0));
     }
 }

@@ -5,7 +5,13 @@ use covenant_core::sim::{run, Behaviour, Mix, SimConfig};
 use covenant_core::RunParams;
 
 fn small(seed: u64, validators: usize) -> SimConfig {
-    SimConfig { peers: 150, windows: 60, seed, validators, ..Default::default() }
+    SimConfig {
+        peers: 150,
+        windows: 60,
+        seed,
+        validators,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -20,11 +26,22 @@ fn honest_peers_earn_and_free_riders_and_copycats_do_not() {
         assert!(honest.final_weight_share > 0.95, "seed {seed}\n{r}");
         assert_eq!(honest.final_top, 20, "seed {seed}\n{r}");
         for row in [free, copy, late] {
-            assert!(row.paid_share < 0.02, "{:?} seed {seed}\n{r}", row.behaviour);
-            assert!(row.final_weight_share < 1e-9, "{:?} seed {seed}\n{r}", row.behaviour);
+            assert!(
+                row.paid_share < 0.02,
+                "{:?} seed {seed}\n{r}",
+                row.behaviour
+            );
+            assert!(
+                row.final_weight_share < 1e-9,
+                "{:?} seed {seed}\n{r}",
+                row.behaviour
+            );
         }
         let offline = r.row(Behaviour::Offline).unwrap();
-        assert!(offline.final_weight_share < 1e-9, "peers that left stop being paid\n{r}");
+        assert!(
+            offline.final_weight_share < 1e-9,
+            "peers that left stop being paid\n{r}"
+        );
         assert!(copy.blamed_copies > 0, "copycats are caught\n{r}");
         assert_eq!(honest.blamed_copies, 0, "no honest peer is blamed\n{r}");
         assert!(r.gather_checks > 0 && r.gather_mismatches == 0, "{r}");
@@ -35,8 +52,14 @@ fn honest_peers_earn_and_free_riders_and_copycats_do_not() {
 #[test]
 fn several_validators_reach_the_same_verdict() {
     let r = run(&small(3, 3)).unwrap();
-    assert!(r.row(Behaviour::Honest).unwrap().final_weight_share > 0.95, "{r}");
-    assert!(r.row(Behaviour::FreeRider).unwrap().paid_share < 0.02, "{r}");
+    assert!(
+        r.row(Behaviour::Honest).unwrap().final_weight_share > 0.95,
+        "{r}"
+    );
+    assert!(
+        r.row(Behaviour::FreeRider).unwrap().paid_share < 0.02,
+        "{r}"
+    );
 }
 
 #[test]
@@ -51,27 +74,66 @@ fn same_seed_same_report_other_seed_other_report() {
 #[test]
 fn degenerate_networks_run() {
     // No peers at all.
-    let r = run(&SimConfig { peers: 0, windows: 5, ..Default::default() }).unwrap();
+    let r = run(&SimConfig {
+        peers: 0,
+        windows: 5,
+        ..Default::default()
+    })
+    .unwrap();
     assert!(r.rows.iter().all(|x| x.peers == 0 && x.paid_share == 0.0));
     assert_eq!(r.empty_windows, 5);
     // One honest peer: aggregated every window after the first and paid everything.
-    let one = SimConfig { peers: 1, windows: 10, mix: Mix { honest: 1.0, free_rider: 0.0, copycat: 0.0, late: 0.0, offline: 0.0 }, ..Default::default() };
+    let one = SimConfig {
+        peers: 1,
+        windows: 10,
+        mix: Mix {
+            honest: 1.0,
+            free_rider: 0.0,
+            copycat: 0.0,
+            late: 0.0,
+            offline: 0.0,
+        },
+        ..Default::default()
+    };
     let r = run(&one).unwrap();
     let h = r.row(Behaviour::Honest).unwrap();
     assert_eq!(h.aggregated_share, 1.0);
     assert!((h.final_weight_share - 1.0).abs() < 1e-12, "{r}");
     // Only free-riders: nobody is paid, nothing breaks.
-    let bad = SimConfig { peers: 30, windows: 20, mix: Mix { honest: 0.0, free_rider: 1.0, copycat: 0.0, late: 0.0, offline: 0.0 }, ..Default::default() };
+    let bad = SimConfig {
+        peers: 30,
+        windows: 20,
+        mix: Mix {
+            honest: 0.0,
+            free_rider: 1.0,
+            copycat: 0.0,
+            late: 0.0,
+            offline: 0.0,
+        },
+        ..Default::default()
+    };
     let r = run(&bad).unwrap();
-    assert_eq!(r.row(Behaviour::FreeRider).unwrap().final_weight_share, 0.0, "{r}");
+    assert_eq!(
+        r.row(Behaviour::FreeRider).unwrap().final_weight_share,
+        0.0,
+        "{r}"
+    );
     // Zero windows.
-    let r = run(&SimConfig { peers: 10, windows: 0, ..Default::default() }).unwrap();
+    let r = run(&SimConfig {
+        peers: 10,
+        windows: 0,
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(r.loss_end, r.loss_start);
 }
 
 #[test]
 fn invalid_params_are_an_error_not_a_panic() {
     let mut cfg = small(1, 1);
-    cfg.params = RunParams { blocks_per_window: 0, ..RunParams::reference() };
+    cfg.params = RunParams {
+        blocks_per_window: 0,
+        ..RunParams::reference()
+    };
     assert!(run(&cfg).is_err());
 }

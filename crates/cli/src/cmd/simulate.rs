@@ -51,18 +51,36 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let bad = a.free_riders + a.copycats + a.late + a.offline;
-    for (name, v) in [("free-riders", a.free_riders), ("copycats", a.copycats), ("late", a.late), ("offline", a.offline)] {
-        ensure!((0.0..=1.0).contains(&v), "--{name} must be a fraction in [0, 1], got {v}");
+    for (name, v) in [
+        ("free-riders", a.free_riders),
+        ("copycats", a.copycats),
+        ("late", a.late),
+        ("offline", a.offline),
+    ] {
+        ensure!(
+            (0.0..=1.0).contains(&v),
+            "--{name} must be a fraction in [0, 1], got {v}"
+        );
     }
     ensure!(bad <= 1.0, "behaviour fractions add up to {bad} > 1");
     ensure!(a.validators >= 1, "--validators must be at least 1");
-    let params = RunParams { uids_per_window: a.uids_per_window, aggregation_size: a.aggregation_size, ..RunParams::reference() };
+    let params = RunParams {
+        uids_per_window: a.uids_per_window,
+        aggregation_size: a.aggregation_size,
+        ..RunParams::reference()
+    };
     let cfg = SimConfig {
         peers: a.peers,
         windows: a.windows,
         seed: a.seed,
         validators: a.validators,
-        mix: Mix { honest: 1.0 - bad, free_rider: a.free_riders, copycat: a.copycats, late: a.late, offline: a.offline },
+        mix: Mix {
+            honest: 1.0 - bad,
+            free_rider: a.free_riders,
+            copycat: a.copycats,
+            late: a.late,
+            offline: a.offline,
+        },
         params,
         shared_rotation: a.shared_rotation,
         ..SimConfig::default()
