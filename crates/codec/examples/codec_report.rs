@@ -22,13 +22,36 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Process CPU time (user + system) in seconds, from /proc/self/stat (0 where unavailable).
+fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Some(rest) = s.rsplit(')').next() else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+thread_local! {
+    static CPU: std::cell::RefCell<Vec<(String, f64)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Median wall time of `runs` runs after a warm-up; also records CPU seconds per run.
 fn time<F: FnMut()>(runs: usize, mut f: F) -> f64 {
     f(); // warm-up
-    median((0..runs).map(|_| {
+    let c0 = cpu_seconds();
+    let m = median((0..runs).map(|_| {
         let t = Instant::now();
         f();
         t.elapsed().as_secs_f64()
-    }).collect())
+    }).collect());
+    let cpu = (cpu_seconds() - c0) / runs as f64;
+    CPU.with(|c| c.borrow_mut().push((String::new(), cpu)));
+    m
+}
+
+fn last_cpu(i: usize) -> f64 {
+    CPU.with(|c| c.borrow().get(i).map_or(0.0, |v| v.1))
 }
 
 fn header() -> PayloadHeader {
@@ -66,7 +89,10 @@ fn main() {
     sizes("BASELINES list", &base, &key);
 
     let n = base.numel() as f64;
-    let runs = 7;
+    let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average at start: {}", l.trim());
+    }
     // Compress: EF from θ0, θ + top-k + quantise + subtract (+ pack/hash/sign).
     let mut st = common::miner_state(&base, 1);
     let t_compress = time(runs, || {
@@ -125,21 +151,22 @@ fn main() {
     let mps = |t: f64| n / t / 1e6;
     println!("\nmemory bandwidth (read+write bytes/s): copy 1 thread {:.1} GB/s, {threads} threads {:.1} GB/s; triad 1 thread {:.1} GB/s, {threads} threads {:.1} GB/s",
         copy1 / 1e9, copy2 / 1e9, triad1 / 1e9, triad2 / 1e9);
-    println!("\n| step (BASELINES shapes, {} params) | time | M params/s | vs reference | bandwidth ceiling | fraction of ceiling |", base.numel());
-    println!("|---|---|---|---|---|---|");
-    let row = |name: &str, t: f64, reference: Option<f64>, ceil: Option<f64>| {
+    println!("\n| step (BASELINES shapes, {} params) | wall (median) | CPU per run | M params/s (wall) | vs reference | bandwidth ceiling | fraction of ceiling |", base.numel());
+    println!("|---|---|---|---|---|---|---|");
+    let row = |name: &str, t: f64, cpu: f64, reference: Option<f64>, ceil: Option<f64>| {
         println!(
-            "| {name} | {:.1} ms | {:.0} | {} | {} | {} |",
+            "| {name} | {:.1} ms | {:.1} ms | {:.0} | {} | {} | {} |",
             t * 1e3,
+            cpu * 1e3,
             mps(t),
             reference.map_or("".into(), |r| format!("{:.1}× ({r:.0})", mps(t) / r)),
             ceil.map_or("".into(), |c| format!("{c:.0} M/s")),
             ceil.map_or("".into(), |c| format!("{:.2}", mps(t) / c)),
         )
     };
-    row("compress (EF from θ0−θ, top-k, quantise, EF subtract)", t_compress, Some(REF_COMPRESS), Some(ceil_compress));
-    row("compress + 12-bit/2-bit pack + blake3 + ed25519 sign", t_compress_encode, Some(REF_COMPRESS), Some(ceil_compress));
-    row("aggregate 20 peers (norms, clip, mean, SGD apply)", t_agg, Some(REF_AGGREGATE), Some(ceil_agg));
-    row("wire decode + validate 20 payloads (signature, hash, unpack)", t_decode, None, None);
-    row("wire decode 20 + aggregate + SGD", t_decode + t_agg, Some(REF_AGGREGATE), Some(ceil_agg));
+    row("compress (EF from θ0−θ, top-k, quantise, EF subtract)", t_compress, last_cpu(0), Some(REF_COMPRESS), Some(ceil_compress));
+    row("compress + 12-bit/2-bit pack + blake3 + ed25519 sign", t_compress_encode, last_cpu(1), Some(REF_COMPRESS), Some(ceil_compress));
+    row("aggregate 20 peers (norms, clip, mean, SGD apply)", t_agg, last_cpu(2), Some(REF_AGGREGATE), Some(ceil_agg));
+    row("wire decode + validate 20 payloads (signature, hash, unpack)", t_decode, last_cpu(3), None, None);
+    row("wire decode 20 + aggregate + SGD", t_decode + t_agg, last_cpu(2) + last_cpu(3), Some(REF_AGGREGATE), Some(ceil_agg));
 }

@@ -143,60 +143,56 @@ fn prepare(
     })
 }
 
-/// The core loop: per chunk, accumulate every peer's clipped values, then hand each touched
-/// coordinate's mean to `sink(position, mean)` once.
+/// The core loop: per chunk, accumulate every peer's clipped values into an L1-resident sum and
+/// count per in-chunk position, then hand the chunk to `finish(base, stride, w, sums, counts)`,
+/// which must consume the accumulators and leave them zeroed.
 fn accumulate(
     t: &TensorLayout,
     peers: &[&TensorPayload],
     tables: &[[f32; 4]],
-    mut sink: impl FnMut(usize, f32),
+    mut finish: impl FnMut(usize, usize, usize, &mut [f32], &mut [f32]),
 ) {
-    if peers.is_empty() {
-        return; // nobody selected anything: the update is zero
-    }
     let g = &t.geom;
     let k = g.k;
-    let offs = g.in_chunk_offsets();
     let mut sums = vec![0f32; g.chunk_len];
-    let mut counts = vec![0u32; g.chunk_len];
-    if g.sends_all() {
-        // Every peer selected every coordinate: plain mean over peers.
-        let count = peers.len() as f32;
-        for c in 0..g.n_chunks {
-            let (base, _, _) = g.chunk_base(c);
-            for (p, tab) in peers.iter().zip(tables) {
-                for (s, &code) in sums.iter_mut().zip(&p.codes[c * k..c * k + k]) {
-                    *s += tab[(code & 3) as usize];
-                }
-            }
-            for (j, s) in sums.iter_mut().enumerate() {
-                sink(base + offs[j] as usize, *s / count);
-                *s = 0.0;
-            }
-        }
-        return;
-    }
+    let mut counts = vec![0f32; g.chunk_len];
     for c in 0..g.n_chunks {
-        let (base, _, _) = g.chunk_base(c);
+        let (base, stride, w) = g.chunk_base(c);
         let r = c * k..c * k + k;
         for (p, tab) in peers.iter().zip(tables) {
-            for (&j, &code) in p.idx[r.clone()].iter().zip(&p.codes[r.clone()]) {
-                let j = j as usize;
-                sums[j] += tab[(code & 3) as usize];
-                counts[j] += 1;
-            }
-        }
-        for p in peers {
-            for &j in &p.idx[r.clone()] {
-                let j = j as usize;
-                let n = counts[j];
-                if n != 0 {
-                    sink(base + offs[j] as usize, sums[j] / n as f32);
-                    sums[j] = 0.0;
-                    counts[j] = 0;
+            let codes = &p.codes[r.clone()];
+            if g.sends_all() {
+                for ((s, n), &code) in sums.iter_mut().zip(counts.iter_mut()).zip(codes) {
+                    *s += tab[(code & 3) as usize];
+                    *n += 1.0;
+                }
+            } else {
+                for (&j, &code) in p.idx[r.clone()].iter().zip(codes) {
+                    let j = j as usize;
+                    sums[j] += tab[(code & 3) as usize];
+                    counts[j] += 1.0;
                 }
             }
         }
+        finish(base, stride, w, &mut sums, &mut counts);
+    }
+}
+
+/// Visits a chunk row by row: `f(offset of the row in the tensor, sums row, counts row)`, then
+/// zeroes the accumulators.
+#[inline]
+fn rows(
+    base: usize,
+    stride: usize,
+    w: usize,
+    sums: &mut [f32],
+    counts: &mut [f32],
+    mut f: impl FnMut(usize, &[f32], &[f32]),
+) {
+    for (r, (s, n)) in sums.chunks_exact_mut(w).zip(counts.chunks_exact_mut(w)).enumerate() {
+        f(base + r * stride, s, n);
+        s.iter_mut().for_each(|v| *v = 0.0);
+        n.iter_mut().for_each(|v| *v = 0.0);
     }
 }
 
@@ -221,11 +217,18 @@ pub fn aggregate_tensor(
         });
     }
     let mut prep = prepare(cfg, t, peers)?;
-    out.iter_mut().for_each(|v| *v = 0.0);
-    if prep.stats.skipped {
+    if prep.stats.skipped || peers.is_empty() {
+        out.iter_mut().for_each(|v| *v = 0.0);
         return Ok(prep.stats);
     }
-    accumulate(t, peers, &prep.tables, |pos, u| out[pos] = u);
+    // Every position is written (the mean, or 0 where nobody selected it).
+    accumulate(t, peers, &prep.tables, |base, stride, w, sums, counts| {
+        rows(base, stride, w, sums, counts, |o, s, n| {
+            for ((u, &s), &n) in out[o..o + w].iter_mut().zip(s).zip(n) {
+                *u = s / n.max(1.0);
+            }
+        })
+    });
     if prep.bound >= SAFE_BOUND && out.iter().any(|v| !v.is_finite()) {
         out.iter_mut().for_each(|v| *v = 0.0);
         prep.stats.skipped = true;
@@ -252,16 +255,29 @@ pub fn aggregate_tensor_apply(
         });
     }
     let mut prep = prepare(cfg, t, peers)?;
-    if prep.stats.skipped {
+    if prep.stats.skipped || peers.is_empty() {
         return Ok(prep.stats);
     }
     let neg = -lr;
     if prep.bound < SAFE_BOUND {
-        accumulate(t, peers, &prep.tables, |pos, u| theta[pos] += neg * u);
+        // θ + (−lr)·0 = θ where nobody selected, so the dense row pass is the reference's step.
+        accumulate(t, peers, &prep.tables, |base, stride, w, sums, counts| {
+            rows(base, stride, w, sums, counts, |o, s, n| {
+                for ((p, &s), &n) in theta[o..o + w].iter_mut().zip(s).zip(n) {
+                    *p += neg * (s / n.max(1.0));
+                }
+            })
+        });
     } else {
         // Rare: values so large that the mean could overflow. Build the update, check, apply.
         let mut update = vec![0f32; n];
-        accumulate(t, peers, &prep.tables, |pos, u| update[pos] = u);
+        accumulate(t, peers, &prep.tables, |base, stride, w, sums, counts| {
+            rows(base, stride, w, sums, counts, |o, s, n| {
+                for ((u, &s), &n) in update[o..o + w].iter_mut().zip(s).zip(n) {
+                    *u = s / n.max(1.0);
+                }
+            })
+        });
         if update.iter().any(|v| !v.is_finite()) {
             prep.stats.skipped = true;
             return Ok(prep.stats);
