@@ -1,6 +1,114 @@
-#[derive(clap::Subcommand)]
-pub enum BenchCommand {}
+//! `covenant bench`: figures, not tests.
 
-pub fn run(c: BenchCommand) -> anyhow::Result<()> {
-    match c {}
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use covenant_model::{DeviceChoice, ModelConfig, OptimConfig, Trainer};
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// Training throughput: full steps (forward, loss, backward, grad-norm clip, AdamW) on random
+    /// tokens; prints tokens/s. Compare with `bench/torch_reference.py` (scripts/bench-train.sh).
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Sequence length (default: the preset's max_seq_len).
+    #[arg(long)]
+    pub seq: Option<usize>,
+    /// libtorch intra-op threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(c: BenchCommand) -> Result<()> {
+    match c {
+        BenchCommand::Train(a) => train(a),
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    ensure!(a.steps > 0, "--steps must be > 0");
+    covenant_model::set_num_threads(a.threads);
+    let cfg = ModelConfig::preset(&a.preset)?;
+    let seq = a.seq.unwrap_or(cfg.max_seq_len);
+    let max_seq = cfg.max_seq_len.max(seq);
+    let cfg = cfg.with_max_seq_len(max_seq);
+    let device = match a.device.as_str() {
+        "auto" => DeviceChoice::Auto,
+        "cpu" => DeviceChoice::Cpu,
+        "cuda" => DeviceChoice::Cuda(0),
+        s => match s.strip_prefix("cuda:").map(str::parse) {
+            Some(Ok(i)) => DeviceChoice::Cuda(i),
+            _ => anyhow::bail!("unknown device `{s}` (auto, cpu, cuda, cuda:N)"),
+        },
+    };
+    let opt = OptimConfig { lr: 3e-4, weight_decay: 0.1, warmup_steps: 1, total_steps: 1_000_000, ..Default::default() };
+    let mut t = Trainer::new(cfg.clone(), opt, a.seed, device)?;
+    // Random tokens (xorshift): throughput does not depend on the data.
+    let mut s = a.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut batch = || -> Vec<u32> {
+        (0..a.batch * seq)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % cfg.vocab_size as u64) as u32
+            })
+            .collect()
+    };
+    for _ in 0..a.warmup {
+        t.step(&batch(), a.batch)?;
+    }
+    let mut times = Vec::with_capacity(a.steps);
+    let mut loss = 0.0;
+    for _ in 0..a.steps {
+        let b = batch();
+        let t0 = Instant::now();
+        loss = t.step(&b, a.batch)?.loss;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let tps = (a.batch * seq) as f64 / mean;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"impl": "covenant", "preset": a.preset, "params": cfg.num_params(), "batch": a.batch,
+                "seq": seq, "threads": a.threads, "steps": a.steps, "step_s": mean, "tokens_per_s": tps,
+                "device": t.device_description(), "last_loss": loss})
+        );
+    } else {
+        println!(
+            "covenant bench train: preset {} ({} params), batch {} x seq {}, {}, {} timed steps after {} warm-up",
+            a.preset,
+            cfg.num_params(),
+            a.batch,
+            seq,
+            t.device_description(),
+            a.steps,
+            a.warmup
+        );
+        println!("mean step {:.3} s, last loss {:.3}", mean, loss);
+        println!("tokens/s {:.0}", tps);
+    }
+    Ok(())
 }
