@@ -1,0 +1,218 @@
+//! The chain: identity registry (key → uid), the clock (block → window), commitments (where a
+//! uid's bucket is and how to read it), stake, and validators' weights, from which consensus
+//! weights, rewards and the next aggregation set follow (SPEC §1, §4).
+//!
+//! [`Chain`] is the interface the nodes use; [`ledger::Ledger`] is the embedded default (SQLite
+//! in WAL mode, shared by the processes of one machine). A real blockchain implements the same
+//! trait; docs/CHAIN.md maps it to Bittensor's subtensor.
+
+pub mod consensus;
+pub mod ledger;
+pub mod tx;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::PublicKey;
+pub use consensus::{aggregation_set, yuma_consensus, Consensus};
+pub use ledger::Ledger;
+pub use tx::{Transaction, TxBody};
+
+/// Longest bucket URL and read credentials accepted in a commitment (bytes).
+pub const MAX_URL: usize = 512;
+pub const MAX_CREDENTIALS: usize = 1024;
+
+/// The parameters a chain is created with; fixed for its life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub run_id: String,
+    /// Unix milliseconds of block 0.
+    pub genesis_time_ms: u64,
+    pub block_time_ms: u64,
+    pub blocks_per_window: u64,
+    pub max_uids: u32,
+    /// Blocks after registration during which a uid cannot be replaced.
+    pub immunity_blocks: u64,
+    pub validators: Vec<ValidatorStake>,
+    /// Yuma consensus threshold: the share of stake that must support a weight (default 0.5).
+    pub kappa: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorStake {
+    pub key: PublicKey,
+    pub stake: u64,
+}
+
+impl Genesis {
+    pub fn validate(&self) -> Result<(), ChainError> {
+        let bad = |m: String| Err(ChainError::Genesis(m));
+        if self.run_id.is_empty() || self.run_id.len() > crate::envelope::MAX_RUN_ID {
+            return bad(format!("run id must be 1..={} bytes", crate::envelope::MAX_RUN_ID));
+        }
+        if self.block_time_ms == 0 || self.blocks_per_window == 0 {
+            return bad("block time and blocks per window must be positive".into());
+        }
+        if self.max_uids == 0 || self.max_uids > 65_536 {
+            return bad("max uids must be 1..=65536".into());
+        }
+        if !(self.kappa > 0.0 && self.kappa <= 1.0) {
+            return bad(format!("kappa must be in (0, 1], got {}", self.kappa));
+        }
+        let mut keys: Vec<_> = self.validators.iter().map(|v| v.key).collect();
+        keys.sort();
+        keys.dedup();
+        if keys.len() != self.validators.len() {
+            return bad("a validator key is listed twice".into());
+        }
+        if self.validators.iter().any(|v| v.stake == 0) {
+            return bad("validator stake must be positive".into());
+        }
+        Ok(())
+    }
+    /// Block height at a time (0 before genesis).
+    pub fn block_at(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.genesis_time_ms) / self.block_time_ms
+    }
+    pub fn window_of_block(&self, block: u64) -> u64 {
+        block / self.blocks_per_window
+    }
+    pub fn window_at(&self, now_ms: u64) -> u64 {
+        self.window_of_block(self.block_at(now_ms))
+    }
+    /// Unix milliseconds at which a window starts.
+    pub fn window_start_ms(&self, window: u64) -> u64 {
+        self.genesis_time_ms
+            .saturating_add(window.saturating_mul(self.blocks_per_window).saturating_mul(self.block_time_ms))
+    }
+    pub fn stake_of(&self, key: &PublicKey) -> u64 {
+        self.validators.iter().find(|v| &v.key == key).map(|v| v.stake).unwrap_or(0)
+    }
+}
+
+/// Where a uid's bucket is and how to read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commitment {
+    pub bucket_url: String,
+    pub read_credentials: String,
+    pub block: u64,
+}
+
+/// One registered participant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Neuron {
+    pub uid: u32,
+    pub key: PublicKey,
+    pub registered_block: u64,
+    pub immune: bool,
+    pub commitment: Option<Commitment>,
+    /// Share of the rewards (consensus weight after clipping; sums to 1 over uids, or all 0).
+    pub consensus_weight: f64,
+}
+
+/// A validator's stake and the weights it last set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidatorState {
+    pub key: PublicKey,
+    pub stake: u64,
+    pub uid: Option<u32>,
+    pub last_weights_block: Option<u64>,
+    /// (uid, raw weight) as submitted.
+    pub weights: Vec<(u32, u16)>,
+}
+
+/// The whole chain state that nodes read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metagraph {
+    pub run_id: String,
+    pub block: u64,
+    pub window: u64,
+    pub max_uids: u32,
+    pub neurons: Vec<Neuron>,
+    pub validators: Vec<ValidatorState>,
+}
+
+impl Metagraph {
+    pub fn neuron(&self, uid: u32) -> Option<&Neuron> {
+        self.neurons.iter().find(|n| n.uid == uid)
+    }
+    pub fn uid_of(&self, key: &PublicKey) -> Option<u32> {
+        self.neurons.iter().find(|n| &n.key == key).map(|n| n.uid)
+    }
+    /// The next aggregation set: the `g` uids with the highest consensus weight (> 0), ties by uid.
+    pub fn aggregation_set(&self, g: usize) -> Vec<u32> {
+        let w: Vec<(u32, f64)> = self.neurons.iter().map(|n| (n.uid, n.consensus_weight)).collect();
+        aggregation_set(&w, g)
+    }
+    /// Rewards of the window: the consensus weights of all registered uids.
+    pub fn rewards(&self) -> Vec<(u32, f64)> {
+        self.neurons.iter().map(|n| (n.uid, n.consensus_weight)).collect()
+    }
+}
+
+/// Why the chain refused a transaction. Nothing changes on the chain when one is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("malformed transaction: {0}")]
+    Malformed(String),
+    #[error("signature does not verify for signer {0}")]
+    BadSignature(PublicKey),
+    #[error("transaction is for run {found:?}, this chain runs {expected:?}")]
+    WrongRun { expected: String, found: String },
+    #[error("replayed or stale nonce {nonce} (last accepted nonce of this key is {last})")]
+    Replay { nonce: u64, last: u64 },
+    #[error("key already registered as uid {0}")]
+    AlreadyRegistered(u32),
+    #[error("all {0} uids are taken and still immune")]
+    Full(u32),
+    #[error("key is not registered")]
+    NotRegistered,
+    #[error("only validators (keys with stake) may set weights")]
+    NotValidator,
+    #[error("invalid weights: {0}")]
+    InvalidWeights(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("transaction rejected: {0}")]
+    Rejected(#[from] Rejection),
+    #[error("invalid genesis: {0}")]
+    Genesis(String),
+    #[error("chain ledger at {path}: {reason}")]
+    Storage { path: String, reason: String },
+    #[error("chain ledger at {path} already exists")]
+    Exists { path: String },
+    #[error("no chain ledger at {path} (create one with `covenant chain init`)")]
+    Missing { path: String },
+}
+
+/// What the chain answered to an accepted transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub block: u64,
+    /// The signer's uid after the transaction (register / commit), if it has one.
+    pub uid: Option<u32>,
+    /// For a register that replaced a uid: the key it evicted.
+    pub replaced: Option<PublicKey>,
+}
+
+/// The operations a node needs from a chain. Implementations: [`Ledger`] (embedded);
+/// a real blockchain client (see docs/CHAIN.md for the subtensor mapping).
+pub trait Chain: Send + Sync {
+    /// The chain's fixed parameters.
+    fn genesis(&self) -> &Genesis;
+    /// Current block height (from the chain's clock).
+    fn block(&self) -> u64;
+    /// Current window.
+    fn window(&self) -> u64 {
+        self.genesis().window_of_block(self.block())
+    }
+    /// The next nonce this key must use.
+    fn next_nonce(&self, key: &PublicKey) -> Result<u64, ChainError>;
+    /// Applies a signed transaction, or rejects it with a reason and changes nothing.
+    fn submit(&self, tx: &Transaction) -> Result<Receipt, ChainError>;
+    /// The whole state: uids, keys, commitments, stakes, weights, consensus weights.
+    fn metagraph(&self) -> Result<Metagraph, ChainError>;
+}

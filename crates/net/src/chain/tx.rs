@@ -1,0 +1,95 @@
+//! Signed chain transactions.
+//!
+//! The signature covers `"covenant/tx/v1\0"` followed by the canonical JSON of
+//! `{run_id, signer, nonce, body}` (fields in that order, as serde writes this struct), so a
+//! transaction is bound to one chain (run id) and, through the nonce, accepted at most once.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Rejection, MAX_CREDENTIALS, MAX_URL};
+use crate::hex;
+use crate::identity::{Keypair, PublicKey};
+
+const DOMAIN: &[u8] = b"covenant/tx/v1\0";
+
+/// What a transaction does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TxBody {
+    /// Register the signer's key for a uid.
+    Register,
+    /// Publish where the signer's bucket is and how to read it.
+    Commit { bucket_url: String, read_credentials: String },
+    /// A validator's weights: (uid, weight), normalised by the chain.
+    SetWeights { weights: Vec<(u32, u16)> },
+}
+
+impl TxBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TxBody::Register => "register",
+            TxBody::Commit { .. } => "commit",
+            TxBody::SetWeights { .. } => "set_weights",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Signed<'a> {
+    run_id: &'a str,
+    signer: &'a PublicKey,
+    nonce: u64,
+    body: &'a TxBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transaction {
+    pub run_id: String,
+    pub signer: PublicKey,
+    pub nonce: u64,
+    pub body: TxBody,
+    /// 128 hex digits.
+    pub signature: String,
+}
+
+impl Transaction {
+    pub fn sign(key: &Keypair, run_id: &str, nonce: u64, body: TxBody) -> Transaction {
+        let signer = key.public();
+        let msg = signed_message(run_id, &signer, nonce, &body);
+        Transaction { run_id: run_id.into(), signer, nonce, body, signature: hex::encode(&key.sign(&msg)) }
+    }
+
+    /// Checks sizes and the signature (not chain state).
+    pub fn check(&self) -> Result<(), Rejection> {
+        match &self.body {
+            TxBody::Commit { bucket_url, read_credentials } => {
+                if bucket_url.is_empty() || bucket_url.len() > MAX_URL {
+                    return Err(Rejection::Malformed(format!("bucket URL must be 1..={MAX_URL} bytes")));
+                }
+                if read_credentials.len() > MAX_CREDENTIALS {
+                    return Err(Rejection::Malformed(format!("read credentials over {MAX_CREDENTIALS} bytes")));
+                }
+            }
+            TxBody::SetWeights { weights } if weights.len() > 65_536 => {
+                return Err(Rejection::Malformed("more than 65536 weights".into()));
+            }
+            _ => {}
+        }
+        let sig = hex::decode_array::<64>(&self.signature)
+            .ok_or_else(|| Rejection::Malformed("signature is not 128 hex digits".into()))?;
+        let msg = signed_message(&self.run_id, &self.signer, self.nonce, &self.body);
+        if !self.signer.verify(&msg, &sig) {
+            return Err(Rejection::BadSignature(self.signer));
+        }
+        Ok(())
+    }
+}
+
+fn signed_message(run_id: &str, signer: &PublicKey, nonce: u64, body: &TxBody) -> Vec<u8> {
+    let mut m = DOMAIN.to_vec();
+    // Serialising this plain struct cannot fail (no maps with non-string keys, no floats).
+    let json = serde_json::to_vec(&Signed { run_id, signer, nonce, body }).unwrap_or_default();
+    m.extend_from_slice(&json);
+    m
+}
