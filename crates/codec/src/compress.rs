@@ -90,9 +90,94 @@ fn key(v: f32) -> u32 {
     v.to_bits() & 0x7fff_ffff
 }
 
+/// Number of values whose magnitude key is ≥ `t`.
 #[inline]
 fn count_ge(tile: &[f32], t: u32) -> usize {
-    tile.iter().fold(0u32, |a, &v| a + (key(v) >= t) as u32) as usize
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::count_ge(tile, t)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        tile.iter().fold(0u32, |a, &v| a + (key(v) >= t) as u32) as usize
+    }
+}
+
+/// Bit i set when `key(blk[i]) >= t`, for a block of at most 16 values.
+#[inline]
+fn mask16(blk: &[f32], t: u32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if blk.len() == 16 {
+            return simd::mask16(blk, t);
+        }
+    }
+    let mut m = 0u32;
+    for (i, &v) in blk.iter().enumerate() {
+        m |= ((key(v) >= t) as u32) << i;
+    }
+    m
+}
+
+/// SSE2 (baseline on x86_64) compare-and-movemask: magnitude keys are ≤ 0x7fff_ffff, so a signed
+/// `key > t − 1` equals the unsigned `key ≥ t` for 1 ≤ t ≤ 0x8000_0000.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    #[inline]
+    pub fn count_ge(tile: &[f32], t: u32) -> usize {
+        if t == 0 {
+            return tile.len();
+        }
+        if t > 0x8000_0000 {
+            return 0;
+        }
+        let mut chunks = tile.chunks_exact(4);
+        // SAFETY: SSE2 is part of the x86_64 baseline; loads are unaligned loads of 4 f32 from
+        // a slice of exactly 4 elements.
+        let n = unsafe {
+            let abs = _mm_set1_epi32(0x7fff_ffff);
+            let th = _mm_set1_epi32((t - 1) as i32);
+            let mut acc = _mm_setzero_si128();
+            for c in &mut chunks {
+                let v = _mm_and_si128(_mm_loadu_si128(c.as_ptr() as *const __m128i), abs);
+                acc = _mm_sub_epi32(acc, _mm_cmpgt_epi32(v, th));
+            }
+            let mut lanes = [0u32; 4];
+            _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, acc);
+            lanes.iter().map(|&x| x as usize).sum::<usize>()
+        };
+        n + chunks
+            .remainder()
+            .iter()
+            .filter(|&&v| super::key(v) >= t)
+            .count()
+    }
+
+    #[inline]
+    pub fn mask16(blk: &[f32], t: u32) -> u32 {
+        debug_assert_eq!(blk.len(), 16);
+        if t == 0 {
+            return 0xFFFF;
+        }
+        if t > 0x8000_0000 || blk.len() < 16 {
+            return 0;
+        }
+        // SAFETY: SSE2 baseline; four unaligned 16-byte loads inside a 16-element slice.
+        unsafe {
+            let abs = _mm_set1_epi32(0x7fff_ffff);
+            let th = _mm_set1_epi32((t - 1) as i32);
+            let p = blk.as_ptr() as *const __m128i;
+            let mut m = 0u32;
+            for q in 0..4 {
+                let v = _mm_and_si128(_mm_loadu_si128(p.add(q)), abs);
+                let c = _mm_castsi128_ps(_mm_cmpgt_epi32(v, th));
+                m |= (_mm_movemask_ps(c) as u32) << (4 * q);
+            }
+            m
+        }
+    }
 }
 
 /// Appends to `out_idx`/`out_val` the `k` entries of `tile` with the largest magnitude, in
@@ -149,10 +234,7 @@ fn select_topk(
     s_idx.clear();
     s_key.clear();
     for (b, blk) in tile.chunks(16).enumerate() {
-        let mut m: u32 = 0;
-        for (i, &v) in blk.iter().enumerate() {
-            m |= ((key(v) >= t) as u32) << i;
-        }
+        let mut m = mask16(blk, t);
         while m != 0 {
             let j = b * 16 + m.trailing_zeros() as usize;
             s_idx.push(j as u16);
