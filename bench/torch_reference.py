@@ -133,20 +133,24 @@ def main():
     for _ in range(a.warmup):
         step()
     times, loss = [], 0.0
+    cpu0 = time.process_time()
     for _ in range(a.steps):
         dt, loss = step()
         times.append(dt)
+    cpu_per_step = (time.process_time() - cpu0) / a.steps
     mean = sum(times) / len(times)
     tps = a.batch * seq / mean
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if a.json:
         print(json.dumps({"impl": "pytorch-eager", "torch": torch.__version__, "params": n_params, "batch": a.batch,
                           "seq": seq, "threads": a.threads, "steps": a.steps, "step_s": mean,
-                          "tokens_per_s": tps, "peak_rss_mib": rss, "last_loss": loss}))
+                          "tokens_per_s": tps, "peak_rss_mib": rss, "last_loss": loss,
+                          "cpu_s_per_step": cpu_per_step}))
     else:
         print(f"pytorch {torch.__version__} eager: {n_params} params, batch {a.batch} x seq {seq}, "
               f"{a.threads} threads, {a.steps} timed steps after {a.warmup} warm-up")
         print(f"mean step {mean:.3f} s, last loss {loss:.3f}, peak RSS {rss:.0f} MiB")
+        print(f"process CPU time per step {cpu_per_step:.3f} s (all threads)")
         print(f"tokens/s {tps:.0f}")
 
 

@@ -81,12 +81,17 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     let mut times = Vec::with_capacity(a.steps);
     let mut loss = 0.0;
+    let cpu0 = cpu_seconds();
     for _ in 0..a.steps {
         let b = batch();
         let t0 = Instant::now();
         loss = t.step(&b, a.batch)?.loss;
         times.push(t0.elapsed().as_secs_f64());
     }
+    let cpu_per_step = match (cpu0, cpu_seconds()) {
+        (Some(a0), Some(a1)) => Some((a1 - a0) / a.steps as f64),
+        _ => None,
+    };
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let tps = (a.batch * seq) as f64 / mean;
     if a.json {
@@ -94,7 +99,8 @@ fn train(a: TrainArgs) -> Result<()> {
             "{}",
             serde_json::json!({"impl": "covenant", "preset": a.preset, "params": cfg.num_params(), "batch": a.batch,
                 "seq": seq, "threads": a.threads, "steps": a.steps, "step_s": mean, "tokens_per_s": tps,
-                "device": t.device_description(), "last_loss": loss})
+                "device": t.device_description(), "last_loss": loss, "cpu_s_per_step": cpu_per_step,
+                "peak_rss_mib": peak_rss_mib()})
         );
     } else {
         println!(
@@ -108,7 +114,29 @@ fn train(a: TrainArgs) -> Result<()> {
             a.warmup
         );
         println!("mean step {:.3} s, last loss {:.3}", mean, loss);
+        if let Some(c) = cpu_per_step {
+            println!("process CPU time per step {c:.3} s (all threads)");
+        }
         println!("tokens/s {:.0}", tps);
     }
     Ok(())
+}
+
+/// User + system CPU time of this process from /proc/self/stat (Linux; clock ticks of 1/100 s).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; fields after the closing ')' are fixed.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Peak resident set size of this process in MiB (VmHWM from /proc/self/status).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
