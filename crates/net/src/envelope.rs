@@ -31,7 +31,10 @@ pub enum EnvelopeError {
     #[error("malformed envelope: {0}")]
     Malformed(String),
     #[error("signed by {found}, expected {expected}")]
-    WrongKey { expected: PublicKey, found: PublicKey },
+    WrongKey {
+        expected: PublicKey,
+        found: PublicKey,
+    },
     #[error("signature does not verify (the envelope header was changed or forged)")]
     BadSignature,
     #[error("content does not match the signed hash (changed or truncated content)")]
@@ -121,24 +124,41 @@ impl Envelope {
     pub fn verify(&self, expect: &Expected<'_>, content: &[u8]) -> Result<(), EnvelopeError> {
         check_lengths(&self.run_id, &self.kind)?;
         if self.signer != expect.signer {
-            return Err(EnvelopeError::WrongKey { expected: expect.signer, found: self.signer });
+            return Err(EnvelopeError::WrongKey {
+                expected: expect.signer,
+                found: self.signer,
+            });
         }
         if !self.signer.verify(&self.signed_message(), &self.signature) {
             return Err(EnvelopeError::BadSignature);
         }
         if self.run_id != expect.run_id {
-            return Err(EnvelopeError::WrongRun { expected: expect.run_id.into(), found: self.run_id.clone() });
+            return Err(EnvelopeError::WrongRun {
+                expected: expect.run_id.into(),
+                found: self.run_id.clone(),
+            });
         }
         if self.window != expect.window {
-            return Err(EnvelopeError::WrongWindow { expected: expect.window, found: self.window });
+            return Err(EnvelopeError::WrongWindow {
+                expected: expect.window,
+                found: self.window,
+            });
         }
         if self.uid != expect.uid {
-            return Err(EnvelopeError::WrongUid { expected: expect.uid, found: self.uid });
+            return Err(EnvelopeError::WrongUid {
+                expected: expect.uid,
+                found: self.uid,
+            });
         }
         if self.kind != expect.kind {
-            return Err(EnvelopeError::WrongKind { expected: expect.kind.into(), found: self.kind.clone() });
+            return Err(EnvelopeError::WrongKind {
+                expected: expect.kind.into(),
+                found: self.kind.clone(),
+            });
         }
-        if content.len() as u64 != self.content_len || *blake3::hash(content).as_bytes() != self.content_hash {
+        if content.len() as u64 != self.content_len
+            || *blake3::hash(content).as_bytes() != self.content_hash
+        {
             return Err(EnvelopeError::ContentChanged);
         }
         Ok(())
@@ -165,19 +185,35 @@ impl Envelope {
         let signer = PublicKey(r.array()?);
         let signature = r.array()?;
         if r.pos != h.len() {
-            return Err(EnvelopeError::Malformed(format!("{} trailing header bytes", h.len() - r.pos)));
+            return Err(EnvelopeError::Malformed(format!(
+                "{} trailing header bytes",
+                h.len() - r.pos
+            )));
         }
         check_lengths(&run_id, &kind)?;
-        Ok(Envelope { run_id, uid, window, kind, content_len, content_hash, signer, signature })
+        Ok(Envelope {
+            run_id,
+            uid,
+            window,
+            kind,
+            content_len,
+            content_hash,
+            signer,
+            signature,
+        })
     }
 }
 
 fn check_lengths(run_id: &str, kind: &str) -> Result<(), EnvelopeError> {
     if run_id.is_empty() || run_id.len() > MAX_RUN_ID {
-        return Err(EnvelopeError::Malformed(format!("run id must be 1..={MAX_RUN_ID} bytes")));
+        return Err(EnvelopeError::Malformed(format!(
+            "run id must be 1..={MAX_RUN_ID} bytes"
+        )));
     }
     if kind.is_empty() || kind.len() > MAX_KIND {
-        return Err(EnvelopeError::Malformed(format!("kind must be 1..={MAX_KIND} bytes")));
+        return Err(EnvelopeError::Malformed(format!(
+            "kind must be 1..={MAX_KIND} bytes"
+        )));
     }
     Ok(())
 }
@@ -188,9 +224,16 @@ struct Reader<'a> {
 }
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], EnvelopeError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            EnvelopeError::Malformed(format!("header truncated at byte {} (need {n} more)", self.pos))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                EnvelopeError::Malformed(format!(
+                    "header truncated at byte {} (need {n} more)",
+                    self.pos
+                ))
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -240,20 +283,32 @@ pub fn open<'a>(
         return Err(EnvelopeError::Malformed("missing CVNE magic".into()));
     }
     if sealed[4] != VERSION {
-        return Err(EnvelopeError::Malformed(format!("unsupported envelope version {}", sealed[4])));
+        return Err(EnvelopeError::Malformed(format!(
+            "unsupported envelope version {}",
+            sealed[4]
+        )));
     }
     let hlen = u16::from_le_bytes([sealed[5], sealed[6]]) as usize;
     let rest = &sealed[7..];
     if rest.len() < hlen {
-        return Err(EnvelopeError::Malformed(format!("header of {hlen} bytes but only {} present", rest.len())));
+        return Err(EnvelopeError::Malformed(format!(
+            "header of {hlen} bytes but only {} present",
+            rest.len()
+        )));
     }
     let env = Envelope::parse_header(&rest[..hlen])?;
     let content = &rest[hlen..];
     if env.content_len > max_content {
-        return Err(EnvelopeError::TooLarge { len: env.content_len, limit: max_content });
+        return Err(EnvelopeError::TooLarge {
+            len: env.content_len,
+            limit: max_content,
+        });
     }
     if content.len() as u64 > max_content {
-        return Err(EnvelopeError::TooLarge { len: content.len() as u64, limit: max_content });
+        return Err(EnvelopeError::TooLarge {
+            len: content.len() as u64,
+            limit: max_content,
+        });
     }
     env.verify(expect, content)?;
     Ok((env, content))
@@ -293,10 +348,10 @@ impl<'de> Deserialize<'de> for Envelope {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let j = EnvelopeJson::deserialize(d)?;
-        let content_hash =
-            hex::decode_array::<32>(&j.content_hash).ok_or_else(|| D::Error::custom("content_hash: need 64 hex digits"))?;
-        let signature =
-            hex::decode_array::<64>(&j.signature).ok_or_else(|| D::Error::custom("signature: need 128 hex digits"))?;
+        let content_hash = hex::decode_array::<32>(&j.content_hash)
+            .ok_or_else(|| D::Error::custom("content_hash: need 64 hex digits"))?;
+        let signature = hex::decode_array::<64>(&j.signature)
+            .ok_or_else(|| D::Error::custom("signature: need 128 hex digits"))?;
         check_lengths(&j.run_id, &j.kind).map_err(D::Error::custom)?;
         Ok(Envelope {
             run_id: j.run_id,
@@ -322,7 +377,13 @@ mod tests {
         (key, content, sealed)
     }
     fn expect(key: &Keypair) -> Expected<'static> {
-        Expected { run_id: "run-a", uid: 7, window: 42, kind: "payload", signer: key.public() }
+        Expected {
+            run_id: "run-a",
+            uid: 7,
+            window: 42,
+            kind: "payload",
+            signer: key.public(),
+        }
     }
 
     #[test]
@@ -342,12 +403,18 @@ mod tests {
     fn wrong_key() {
         let (_, _, sealed) = setup();
         let other = Keypair::from_seed([4; 32]);
-        assert!(matches!(open(&sealed, &expect(&other), 1 << 20), Err(EnvelopeError::WrongKey { .. })));
+        assert!(matches!(
+            open(&sealed, &expect(&other), 1 << 20),
+            Err(EnvelopeError::WrongKey { .. })
+        ));
         // A forger who puts the victim's key as signer but signs with its own key.
         let victim = Keypair::from_seed([3; 32]);
         let mut env = Envelope::sign(&other, "run-a", 7, 42, "payload", b"x").unwrap();
         env.signer = victim.public();
-        assert_eq!(env.verify(&expect(&victim), b"x"), Err(EnvelopeError::BadSignature));
+        assert_eq!(
+            env.verify(&expect(&victim), b"x"),
+            Err(EnvelopeError::BadSignature)
+        );
     }
 
     #[test]
@@ -356,9 +423,15 @@ mod tests {
         let mut bad = sealed.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert_eq!(open(&bad, &expect(&key), 1 << 20).unwrap_err(), EnvelopeError::ContentChanged);
+        assert_eq!(
+            open(&bad, &expect(&key), 1 << 20).unwrap_err(),
+            EnvelopeError::ContentChanged
+        );
         let truncated = &sealed[..sealed.len() - 3];
-        assert_eq!(open(truncated, &expect(&key), 1 << 20).unwrap_err(), EnvelopeError::ContentChanged);
+        assert_eq!(
+            open(truncated, &expect(&key), 1 << 20).unwrap_err(),
+            EnvelopeError::ContentChanged
+        );
     }
 
     #[test]
@@ -368,12 +441,18 @@ mod tests {
         let pos = 7 + 1 + "run-a".len() + 4;
         let mut bad = sealed.clone();
         bad[pos] ^= 1;
-        assert_eq!(open(&bad, &expect(&key), 1 << 20).unwrap_err(), EnvelopeError::BadSignature);
+        assert_eq!(
+            open(&bad, &expect(&key), 1 << 20).unwrap_err(),
+            EnvelopeError::BadSignature
+        );
         // Every single-byte change of the header is detected one way or another.
         for i in 0..(7 + 150).min(sealed.len()) {
             let mut b = sealed.clone();
             b[i] ^= 0x40;
-            assert!(open(&b, &expect(&key), 1 << 20).is_err(), "flip at {i} accepted");
+            assert!(
+                open(&b, &expect(&key), 1 << 20).is_err(),
+                "flip at {i} accepted"
+            );
         }
     }
 
@@ -382,32 +461,59 @@ mod tests {
         let (key, _, sealed) = setup();
         let mut e = expect(&key);
         e.run_id = "run-b";
-        assert!(matches!(open(&sealed, &e, 1 << 20), Err(EnvelopeError::WrongRun { .. })));
+        assert!(matches!(
+            open(&sealed, &e, 1 << 20),
+            Err(EnvelopeError::WrongRun { .. })
+        ));
         let mut e = expect(&key);
         e.window = 43;
         assert_eq!(
             open(&sealed, &e, 1 << 20).unwrap_err(),
-            EnvelopeError::WrongWindow { expected: 43, found: 42 }
+            EnvelopeError::WrongWindow {
+                expected: 43,
+                found: 42
+            }
         );
         let mut e = expect(&key);
         e.uid = 8;
-        assert!(matches!(open(&sealed, &e, 1 << 20), Err(EnvelopeError::WrongUid { .. })));
+        assert!(matches!(
+            open(&sealed, &e, 1 << 20),
+            Err(EnvelopeError::WrongUid { .. })
+        ));
         let mut e = expect(&key);
         e.kind = "fingerprint";
-        assert!(matches!(open(&sealed, &e, 1 << 20), Err(EnvelopeError::WrongKind { .. })));
+        assert!(matches!(
+            open(&sealed, &e, 1 << 20),
+            Err(EnvelopeError::WrongKind { .. })
+        ));
     }
 
     #[test]
     fn malformed_and_oversized() {
         let (key, _, sealed) = setup();
-        assert!(matches!(open(b"", &expect(&key), 100), Err(EnvelopeError::Malformed(_))));
-        assert!(matches!(open(b"XXXX\x01\x00\x00", &expect(&key), 100), Err(EnvelopeError::Malformed(_))));
-        assert!(matches!(open(&sealed[..20], &expect(&key), 100), Err(EnvelopeError::Malformed(_))));
+        assert!(matches!(
+            open(b"", &expect(&key), 100),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        assert!(matches!(
+            open(b"XXXX\x01\x00\x00", &expect(&key), 100),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        assert!(matches!(
+            open(&sealed[..20], &expect(&key), 100),
+            Err(EnvelopeError::Malformed(_))
+        ));
         let mut big_hlen = sealed.clone();
         big_hlen[5] = 0xff;
         big_hlen[6] = 0xff;
-        assert!(matches!(open(&big_hlen, &expect(&key), 100), Err(EnvelopeError::Malformed(_))));
-        assert!(matches!(open(&sealed, &expect(&key), 5), Err(EnvelopeError::TooLarge { .. })));
+        assert!(matches!(
+            open(&big_hlen, &expect(&key), 100),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        assert!(matches!(
+            open(&sealed, &expect(&key), 5),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
         assert!(Envelope::sign(&key, "", 0, 0, "k", b"").is_err());
         assert!(Envelope::sign(&key, &"r".repeat(200), 0, 0, "k", b"").is_err());
         assert!(serde_json::from_str::<Envelope>(r#"{"run_id":"r"}"#).is_err());

@@ -25,8 +25,13 @@ pub enum KeyError {
     #[error("key file {path} already exists (use --force to overwrite)")]
     Exists { path: PathBuf },
     #[error("key file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     Permissions { path: PathBuf, mode: u32 },
     #[error("key file {path} is larger than {MAX_KEY_FILE_BYTES} bytes")]
     TooLarge { path: PathBuf },
@@ -62,7 +67,9 @@ impl PublicKey {
     /// Verifies `sig` over `msg` (strict verification: no malleable signatures).
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
         match self.verifying_key() {
-            Some(vk) => vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig)).is_ok(),
+            Some(vk) => vk
+                .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
+                .is_ok(),
             None => false,
         }
     }
@@ -121,7 +128,9 @@ impl Keypair {
     }
     /// A key pair from a 32-byte secret seed (deterministic; for tests and simulations).
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        Keypair { signing: SigningKey::from_bytes(&seed) }
+        Keypair {
+            signing: SigningKey::from_bytes(&seed),
+        }
     }
     pub fn public(&self) -> PublicKey {
         PublicKey(self.signing.verifying_key().to_bytes())
@@ -132,24 +141,39 @@ impl Keypair {
 
     /// Writes the key file with mode 0600; refuses to replace an existing file unless `force`.
     pub fn save(&self, path: &Path, force: bool) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+        let io = |source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let body = serde_json::to_string(&KeyFile {
             kind: KEY_TYPE.into(),
             version: 1,
             public: self.public().to_hex(),
             secret: hex::encode(self.signing.as_bytes()),
         })
-        .map_err(|e| KeyError::Malformed { path: path.to_path_buf(), reason: e.to_string() })?;
+        .map_err(|e| KeyError::Malformed {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         if path.exists() && !force {
-            return Err(KeyError::Exists { path: path.to_path_buf() });
+            return Err(KeyError::Exists {
+                path: path.to_path_buf(),
+            });
         }
         // Write a private temporary file beside the target, then rename it into place.
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let file_name = path.file_name().ok_or_else(|| KeyError::Malformed {
             path: path.to_path_buf(),
             reason: "path has no file name".into(),
         })?;
-        let tmp = dir.join(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
+        let tmp = dir.join(format!(
+            ".{}.tmp{}",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
@@ -159,11 +183,16 @@ impl Keypair {
         }
         let _ = fs::remove_file(&tmp);
         let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(body.as_bytes()).and_then(|_| f.write_all(b"\n")).and_then(|_| f.sync_all()).map_err(io)?;
+        f.write_all(body.as_bytes())
+            .and_then(|_| f.write_all(b"\n"))
+            .and_then(|_| f.sync_all())
+            .map_err(io)?;
         drop(f);
         if !force && path.exists() {
             let _ = fs::remove_file(&tmp);
-            return Err(KeyError::Exists { path: path.to_path_buf() });
+            return Err(KeyError::Exists {
+                path: path.to_path_buf(),
+            });
         }
         fs::rename(&tmp, path).map_err(io)
     }
@@ -172,7 +201,10 @@ impl Keypair {
     /// and that the stored public key matches the secret.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let p = || path.to_path_buf();
-        let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+        let io = |source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let f = fs::File::open(path).map_err(io)?;
         let meta = f.metadata().map_err(io)?;
         #[cfg(unix)]
@@ -187,22 +219,30 @@ impl Keypair {
             return Err(KeyError::TooLarge { path: p() });
         }
         let mut body = String::new();
-        f.take(MAX_KEY_FILE_BYTES + 1).read_to_string(&mut body).map_err(io)?;
+        f.take(MAX_KEY_FILE_BYTES + 1)
+            .read_to_string(&mut body)
+            .map_err(io)?;
         if body.len() as u64 > MAX_KEY_FILE_BYTES {
             return Err(KeyError::TooLarge { path: p() });
         }
-        let kf: KeyFile = serde_json::from_str(&body)
-            .map_err(|e| KeyError::Malformed { path: p(), reason: e.to_string() })?;
+        let kf: KeyFile = serde_json::from_str(&body).map_err(|e| KeyError::Malformed {
+            path: p(),
+            reason: e.to_string(),
+        })?;
         if kf.kind != KEY_TYPE || kf.version != 1 {
             return Err(KeyError::Malformed {
                 path: p(),
                 reason: format!("unsupported key type {:?} version {}", kf.kind, kf.version),
             });
         }
-        let secret = hex::decode_array::<32>(&kf.secret)
-            .ok_or_else(|| KeyError::Malformed { path: p(), reason: "secret is not 64 hex digits".into() })?;
-        let public = hex::decode_array::<32>(&kf.public)
-            .ok_or_else(|| KeyError::Malformed { path: p(), reason: "public is not 64 hex digits".into() })?;
+        let secret = hex::decode_array::<32>(&kf.secret).ok_or_else(|| KeyError::Malformed {
+            path: p(),
+            reason: "secret is not 64 hex digits".into(),
+        })?;
+        let public = hex::decode_array::<32>(&kf.public).ok_or_else(|| KeyError::Malformed {
+            path: p(),
+            reason: "public is not 64 hex digits".into(),
+        })?;
         let kp = Keypair::from_seed(secret);
         if kp.public().0 != public {
             return Err(KeyError::Mismatch { path: p() });
@@ -224,14 +264,20 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let back = Keypair::load(&path).unwrap();
         assert_eq!(back.public(), kp.public());
         assert_eq!(back.sign(b"x"), kp.sign(b"x"));
         // Refuses to overwrite without force, keeps the old key.
         let other = Keypair::generate().unwrap();
-        assert!(matches!(other.save(&path, false), Err(KeyError::Exists { .. })));
+        assert!(matches!(
+            other.save(&path, false),
+            Err(KeyError::Exists { .. })
+        ));
         assert_eq!(Keypair::load(&path).unwrap().public(), kp.public());
         other.save(&path, true).unwrap();
         assert_eq!(Keypair::load(&path).unwrap().public(), other.public());
@@ -245,16 +291,25 @@ mod tests {
         let path = dir.path().join("k.json");
         Keypair::generate().unwrap().save(&path, false).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(Keypair::load(&path), Err(KeyError::Permissions { mode: 0o644, .. })));
+        assert!(matches!(
+            Keypair::load(&path),
+            Err(KeyError::Permissions { mode: 0o644, .. })
+        ));
 
         let write = |body: &[u8]| {
             fs::write(&path, body).unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         };
         write(b"not json");
-        assert!(matches!(Keypair::load(&path), Err(KeyError::Malformed { .. })));
+        assert!(matches!(
+            Keypair::load(&path),
+            Err(KeyError::Malformed { .. })
+        ));
         write(&vec![b' '; 5000]);
-        assert!(matches!(Keypair::load(&path), Err(KeyError::TooLarge { .. })));
+        assert!(matches!(
+            Keypair::load(&path),
+            Err(KeyError::TooLarge { .. })
+        ));
         // A public key that does not belong to the secret.
         let a = Keypair::from_seed([1; 32]);
         let b = Keypair::from_seed([2; 32]);
@@ -264,7 +319,10 @@ mod tests {
             hex::encode(&[1u8; 32])
         );
         write(body.as_bytes());
-        assert!(matches!(Keypair::load(&path), Err(KeyError::Mismatch { .. })));
+        assert!(matches!(
+            Keypair::load(&path),
+            Err(KeyError::Mismatch { .. })
+        ));
         let body = format!(
             r#"{{"type":"covenant-ed25519","version":1,"public":"{}","secret":"{}"}}"#,
             a.public().to_hex(),
@@ -272,13 +330,19 @@ mod tests {
         );
         write(body.as_bytes());
         assert_eq!(Keypair::load(&path).unwrap().public(), a.public());
-        assert!(matches!(Keypair::load(&dir.path().join("missing")), Err(KeyError::Io { .. })));
+        assert!(matches!(
+            Keypair::load(&dir.path().join("missing")),
+            Err(KeyError::Io { .. })
+        ));
     }
 
     #[test]
     fn public_key_hex_validation() {
         let kp = Keypair::from_seed([7; 32]);
-        assert_eq!(PublicKey::from_hex(&kp.public().to_hex()).unwrap(), kp.public());
+        assert_eq!(
+            PublicKey::from_hex(&kp.public().to_hex()).unwrap(),
+            kp.public()
+        );
         assert!(PublicKey::from_hex("zz").is_err());
         let sig = kp.sign(b"m");
         assert!(kp.public().verify(b"m", &sig));

@@ -37,9 +37,19 @@ pub enum StoreError {
     #[error("{store}: object {key:?} not found")]
     NotFound { store: String, key: String },
     #[error("{store}: object {key:?} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { store: String, key: String, size: u64, limit: u64 },
+    TooLarge {
+        store: String,
+        key: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("{store}: object {key:?} truncated: expected {expected} bytes, got {got}")]
-    Truncated { store: String, key: String, expected: u64, got: u64 },
+    Truncated {
+        store: String,
+        key: String,
+        expected: u64,
+        got: u64,
+    },
     #[error("{store}: {op} {key:?} failed after {attempts} attempts in {elapsed:?} (deadline {deadline:?}): {last_error}")]
     Unavailable {
         store: String,
@@ -51,13 +61,26 @@ pub enum StoreError {
         last_error: String,
     },
     #[error("{store}: access to {key:?} denied: {reason}")]
-    PermissionDenied { store: String, key: String, reason: String },
+    PermissionDenied {
+        store: String,
+        key: String,
+        reason: String,
+    },
     #[error("{store}: listing {prefix:?} returned more than {limit} objects")]
-    TooMany { store: String, prefix: String, limit: usize },
+    TooMany {
+        store: String,
+        prefix: String,
+        limit: usize,
+    },
     #[error("store configuration: {0}")]
     Config(String),
     #[error("{store}: {op} {key:?}: {reason}")]
-    Other { store: String, op: &'static str, key: String, reason: String },
+    Other {
+        store: String,
+        op: &'static str,
+        key: String,
+        reason: String,
+    },
 }
 
 /// Size and store timestamp of an object. `key` is relative to the store's root/prefix.
@@ -128,7 +151,10 @@ impl std::fmt::Debug for S3Config {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("allow_http", &self.allow_http)
             .finish()
     }
@@ -147,16 +173,23 @@ impl S3Config {
             .read_to_string(&mut s)
             .map_err(|e| StoreError::Config(format!("S3 config {}: {e}", path.display())))?;
         if s.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(StoreError::Config(format!("S3 config {} is over {MAX_CONFIG_BYTES} bytes", path.display())));
+            return Err(StoreError::Config(format!(
+                "S3 config {} is over {MAX_CONFIG_BYTES} bytes",
+                path.display()
+            )));
         }
-        serde_json::from_str(&s).map_err(|e| StoreError::Config(format!("S3 config {}: {e}", path.display())))
+        serde_json::from_str(&s)
+            .map_err(|e| StoreError::Config(format!("S3 config {}: {e}", path.display())))
     }
 
     /// Reads `COVENANT_S3_CONFIG` (if set) and then the `AWS_*` variables on top.
     pub fn from_env() -> Result<Self, StoreError> {
         let mut c = match std::env::var_os("COVENANT_S3_CONFIG") {
             Some(p) => Self::from_file(FsPath::new(&p))?,
-            None => S3Config { region: default_region(), ..Default::default() },
+            None => S3Config {
+                region: default_region(),
+                ..Default::default()
+            },
         };
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("AWS_ENDPOINT_URL").or_else(|| var("AWS_ENDPOINT")) {
@@ -207,15 +240,29 @@ enum Attempt {
 impl Store {
     /// A local-directory store rooted at `dir` (created if missing).
     pub fn local(dir: &FsPath) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Config(format!("cannot create store directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Config(format!(
+                "cannot create store directory {}: {e}",
+                dir.display()
+            ))
+        })?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| StoreError::Config(format!("store directory {}: {e}", dir.display())))?;
-        Ok(Store { inner: Arc::new(fs), retry: RetryPolicy::default(), location: format!("file://{}", dir.display()), whole_seconds: false })
+        Ok(Store {
+            inner: Arc::new(fs),
+            retry: RetryPolicy::default(),
+            location: format!("file://{}", dir.display()),
+            whole_seconds: false,
+        })
     }
 
     /// An S3-compatible store: `bucket`, an optional key `prefix` inside it, and the connection.
-    pub fn s3(bucket: &str, prefix: &str, cfg: &S3Config, retry: RetryPolicy) -> Result<Store, StoreError> {
+    pub fn s3(
+        bucket: &str,
+        prefix: &str,
+        cfg: &S3Config,
+        retry: RetryPolicy,
+    ) -> Result<Store, StoreError> {
         use object_store::aws::AmazonS3Builder;
         use object_store::{BackoffConfig, ClientOptions, RetryConfig};
         if bucket.is_empty() {
@@ -248,9 +295,15 @@ impl Store {
                 }
             }
             (None, None) => b = b.with_skip_signature(true), // public, read-only bucket
-            _ => return Err(StoreError::Config("S3 access key id and secret must be given together".into())),
+            _ => {
+                return Err(StoreError::Config(
+                    "S3 access key id and secret must be given together".into(),
+                ))
+            }
         }
-        let s3 = b.build().map_err(|e| StoreError::Config(format!("S3 bucket {bucket}: {e}")))?;
+        let s3 = b
+            .build()
+            .map_err(|e| StoreError::Config(format!("S3 bucket {bucket}: {e}")))?;
         let endpoint = cfg.endpoint.clone().unwrap_or_else(|| "aws".into());
         let location = format!("s3://{bucket}/{prefix} at {endpoint}");
         let inner: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
@@ -260,7 +313,12 @@ impl Store {
                 .map_err(|e| StoreError::Config(format!("S3 prefix {prefix:?}: {e}")))?;
             Arc::new(object_store::prefix::PrefixStore::new(s3, p))
         };
-        Ok(Store { inner, retry, location, whole_seconds: true })
+        Ok(Store {
+            inner,
+            retry,
+            location,
+            whole_seconds: true,
+        })
     }
 
     /// Opens a store from a URL: `s3://bucket[/prefix]` (connection from [`S3Config::from_env`]),
@@ -268,11 +326,18 @@ impl Store {
     pub fn open(url: &str) -> Result<Store, StoreError> {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            Store::s3(bucket, prefix, &S3Config::from_env()?, RetryPolicy::default())
+            Store::s3(
+                bucket,
+                prefix,
+                &S3Config::from_env()?,
+                RetryPolicy::default(),
+            )
         } else if let Some(path) = url.strip_prefix("file://") {
             Store::local(&PathBuf::from(path))
         } else if url.contains("://") {
-            Err(StoreError::Config(format!("unsupported store URL {url:?} (use s3://, file:// or a path)")))
+            Err(StoreError::Config(format!(
+                "unsupported store URL {url:?} (use s3://, file:// or a path)"
+            )))
         } else {
             Store::local(&PathBuf::from(url))
         }
@@ -291,9 +356,15 @@ impl Store {
 
     fn path(&self, key: &str) -> Result<Path, StoreError> {
         if key.is_empty() || key.len() > 1024 {
-            return Err(StoreError::InvalidKey { key: key.into(), reason: "must be 1..=1024 bytes".into() });
+            return Err(StoreError::InvalidKey {
+                key: key.into(),
+                reason: "must be 1..=1024 bytes".into(),
+            });
         }
-        Path::parse(key).map_err(|e| StoreError::InvalidKey { key: key.into(), reason: e.to_string() })
+        Path::parse(key).map_err(|e| StoreError::InvalidKey {
+            key: key.into(),
+            reason: e.to_string(),
+        })
     }
 
     fn classify(&self, op: &'static str, key: &str, e: object_store::Error) -> Attempt {
@@ -303,29 +374,54 @@ impl Store {
         match e {
             E::NotFound { .. } => Attempt::Fatal(StoreError::NotFound { store, key }),
             E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => {
-                Attempt::Fatal(StoreError::PermissionDenied { store, key, reason: source.to_string() })
+                Attempt::Fatal(StoreError::PermissionDenied {
+                    store,
+                    key,
+                    reason: source.to_string(),
+                })
             }
-            E::InvalidPath { source } => Attempt::Fatal(StoreError::InvalidKey { key, reason: source.to_string() }),
+            E::InvalidPath { source } => Attempt::Fatal(StoreError::InvalidKey {
+                key,
+                reason: source.to_string(),
+            }),
             E::Generic { source, .. } => {
                 let msg = error_chain(source.as_ref());
                 // A 4xx answer (other than 408 timeout / 429 throttling) will not change on retry.
                 let client_error = msg
                     .find("status code: 4")
-                    .map(|i| !msg[i..].starts_with("status code: 408") && !msg[i..].starts_with("status code: 429"))
+                    .map(|i| {
+                        !msg[i..].starts_with("status code: 408")
+                            && !msg[i..].starts_with("status code: 429")
+                    })
                     .unwrap_or(false);
                 if client_error {
-                    Attempt::Fatal(StoreError::Other { store, op, key, reason: msg })
+                    Attempt::Fatal(StoreError::Other {
+                        store,
+                        op,
+                        key,
+                        reason: msg,
+                    })
                 } else {
                     Attempt::Transient(msg)
                 }
             }
             E::JoinError { source } => Attempt::Transient(source.to_string()),
-            other => Attempt::Fatal(StoreError::Other { store, op, key, reason: other.to_string() }),
+            other => Attempt::Fatal(StoreError::Other {
+                store,
+                op,
+                key,
+                reason: other.to_string(),
+            }),
         }
     }
 
     /// Runs `f` until it succeeds, fails for good, or the deadline passes.
-    async fn with_retries<T, F, Fut>(&self, op: &'static str, key: &str, mut f: F) -> Result<T, StoreError>
+    async fn with_retries<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        mut f: F,
+    ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Attempt>>,
@@ -367,7 +463,13 @@ impl Store {
         self.with_retries("put", key, || {
             let payload = PutPayload::from_bytes(data.clone());
             let path = path.clone();
-            async move { self.inner.put(&path, payload).await.map(|_| ()).map_err(|e| self.classify("put", key, e)) }
+            async move {
+                self.inner
+                    .put(&path, payload)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.classify("put", key, e))
+            }
         })
         .await
     }
@@ -378,7 +480,11 @@ impl Store {
         self.with_retries("head", key, || {
             let path = path.clone();
             async move {
-                self.inner.head(&path).await.map(|m| self.info(key, m)).map_err(|e| self.classify("head", key, e))
+                self.inner
+                    .head(&path)
+                    .await
+                    .map(|m| self.info(key, m))
+                    .map_err(|e| self.classify("head", key, e))
             }
         })
         .await
@@ -388,10 +494,18 @@ impl Store {
         let mut last_modified = SystemTime::from(m.last_modified);
         if self.whole_seconds {
             // HEAD answers in whole seconds (HTTP date), LIST in milliseconds: report one value.
-            let secs = last_modified.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let secs = last_modified
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             last_modified = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
         }
-        ObjectInfo { key: key.to_string(), size: m.size, last_modified, e_tag: m.e_tag }
+        ObjectInfo {
+            key: key.to_string(),
+            size: m.size,
+            last_modified,
+            e_tag: m.e_tag,
+        }
     }
 
     /// Reads an object of at most `max_bytes`; see [`Store::get_with_info`].
@@ -401,12 +515,20 @@ impl Store {
 
     /// Reads an object of at most `max_bytes`, with its size and timestamp. The size is checked
     /// (HEAD) before the body is requested, and at most `size` bytes are accepted from the body.
-    pub async fn get_with_info(&self, key: &str, max_bytes: u64) -> Result<(ObjectInfo, Bytes), StoreError> {
+    pub async fn get_with_info(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<(ObjectInfo, Bytes), StoreError> {
         let path = self.path(key)?;
         self.with_retries("get", key, || {
             let path = path.clone();
             async move {
-                let meta = self.inner.head(&path).await.map_err(|e| self.classify("get", key, e))?;
+                let meta = self
+                    .inner
+                    .head(&path)
+                    .await
+                    .map_err(|e| self.classify("get", key, e))?;
                 let info = self.info(key, meta);
                 if info.size > max_bytes {
                     return Err(Attempt::Fatal(StoreError::TooLarge {
@@ -419,8 +541,15 @@ impl Store {
                 if info.size == 0 {
                     return Ok((info, Bytes::new()));
                 }
-                let opts = GetOptions { range: Some(GetRange::Bounded(0..info.size)), ..Default::default() };
-                let res = self.inner.get_opts(&path, opts).await.map_err(|e| self.classify("get", key, e))?;
+                let opts = GetOptions {
+                    range: Some(GetRange::Bounded(0..info.size)),
+                    ..Default::default()
+                };
+                let res = self
+                    .inner
+                    .get_opts(&path, opts)
+                    .await
+                    .map_err(|e| self.classify("get", key, e))?;
                 // The object may have been replaced between HEAD and GET: start again.
                 if res.meta.size != info.size || res.meta.e_tag != info.e_tag {
                     return Err(Attempt::Transient(format!(
@@ -458,7 +587,11 @@ impl Store {
 
     /// Objects whose key starts with `prefix` (a plain string prefix, e.g. `"w000042-"`),
     /// sorted by key; fails with [`StoreError::TooMany`] past `max_items`.
-    pub async fn list(&self, prefix: &str, max_items: usize) -> Result<Vec<ObjectInfo>, StoreError> {
+    pub async fn list(
+        &self,
+        prefix: &str,
+        max_items: usize,
+    ) -> Result<Vec<ObjectInfo>, StoreError> {
         // object_store lists by path segments: list the directory part, filter by the rest.
         let dir = match prefix.rfind('/') {
             Some(i) => Some(self.path(&prefix[..i])?),
@@ -497,7 +630,12 @@ impl Store {
         let r = self
             .with_retries("delete", key, || {
                 let path = path.clone();
-                async move { self.inner.delete(&path).await.map_err(|e| self.classify("delete", key, e)) }
+                async move {
+                    self.inner
+                        .delete(&path)
+                        .await
+                        .map_err(|e| self.classify("delete", key, e))
+                }
             })
             .await;
         match r {

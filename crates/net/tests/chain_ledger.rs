@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use covenant_net::chain::{Receipt, ValidatorStake};
-use covenant_net::{Clock, Chain, ChainError, Genesis, Keypair, Ledger, Rejection, Transaction, TxBody, VirtualClock};
+use covenant_net::{
+    Chain, ChainError, Clock, Genesis, Keypair, Ledger, Rejection, Transaction, TxBody,
+    VirtualClock,
+};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -16,7 +19,13 @@ fn genesis(validators: &[(&Keypair, u64)], max_uids: u32, immunity: u64) -> Gene
         blocks_per_window: 10,
         max_uids,
         immunity_blocks: immunity,
-        validators: validators.iter().map(|(k, s)| ValidatorStake { key: k.public(), stake: *s }).collect(),
+        validators: validators
+            .iter()
+            .map(|(k, s)| ValidatorStake {
+                key: k.public(),
+                stake: *s,
+            })
+            .collect(),
         kappa: 0.5,
     }
 }
@@ -65,17 +74,32 @@ fn register_commit_and_metagraph() {
     clock.advance(3000);
     let r = send(&chain, &b, TxBody::Register).unwrap();
     assert_eq!((r.uid, r.block), (Some(1), 3));
-    assert_eq!(rejection(send(&chain, &a, TxBody::Register)), Rejection::AlreadyRegistered(0));
-    let commit = TxBody::Commit { bucket_url: "s3://bucket-a/run".into(), read_credentials: "ro-key:ro-secret".into() };
+    assert_eq!(
+        rejection(send(&chain, &a, TxBody::Register)),
+        Rejection::AlreadyRegistered(0)
+    );
+    let commit = TxBody::Commit {
+        bucket_url: "s3://bucket-a/run".into(),
+        read_credentials: "ro-key:ro-secret".into(),
+    };
     assert_eq!(send(&chain, &a, commit).unwrap().uid, Some(0));
     let stranger = Keypair::from_seed([12; 32]);
-    let commit = TxBody::Commit { bucket_url: "file:///x".into(), read_credentials: String::new() };
-    assert_eq!(rejection(send(&chain, &stranger, commit)), Rejection::NotRegistered);
+    let commit = TxBody::Commit {
+        bucket_url: "file:///x".into(),
+        read_credentials: String::new(),
+    };
+    assert_eq!(
+        rejection(send(&chain, &stranger, commit)),
+        Rejection::NotRegistered
+    );
 
     let m = chain.metagraph().unwrap();
     assert_eq!(m.neurons.len(), 2);
     assert_eq!(m.uid_of(&b.public()), Some(1));
-    assert_eq!(m.neuron(0).unwrap().commitment.as_ref().unwrap().bucket_url, "s3://bucket-a/run");
+    assert_eq!(
+        m.neuron(0).unwrap().commitment.as_ref().unwrap().bucket_url,
+        "s3://bucket-a/run"
+    );
     assert!(m.neuron(1).unwrap().commitment.is_none());
     assert_eq!(m.validators[0].stake, 100);
     assert_eq!(m.block, 3);
@@ -95,42 +119,132 @@ fn forged_replayed_and_foreign_transactions_change_nothing() {
         &mallory,
         "test-run",
         99,
-        TxBody::Commit { bucket_url: "s3://evil".into(), read_credentials: String::new() },
+        TxBody::Commit {
+            bucket_url: "s3://evil".into(),
+            read_credentials: String::new(),
+        },
     );
     forged.signer = a.public();
-    assert_eq!(rejection(chain.submit(&forged)), Rejection::BadSignature(a.public()));
+    assert_eq!(
+        rejection(chain.submit(&forged)),
+        Rejection::BadSignature(a.public())
+    );
     // Tampered body after signing.
-    let mut tampered = Transaction::sign(&a, "test-run", 50, TxBody::Commit { bucket_url: "s3://good".into(), read_credentials: String::new() });
-    tampered.body = TxBody::Commit { bucket_url: "s3://evil".into(), read_credentials: String::new() };
-    assert!(matches!(rejection(chain.submit(&tampered)), Rejection::BadSignature(_)));
+    let mut tampered = Transaction::sign(
+        &a,
+        "test-run",
+        50,
+        TxBody::Commit {
+            bucket_url: "s3://good".into(),
+            read_credentials: String::new(),
+        },
+    );
+    tampered.body = TxBody::Commit {
+        bucket_url: "s3://evil".into(),
+        read_credentials: String::new(),
+    };
+    assert!(matches!(
+        rejection(chain.submit(&tampered)),
+        Rejection::BadSignature(_)
+    ));
     // Garbage signature.
     let mut garbage = Transaction::sign(&a, "test-run", 51, TxBody::Register);
     garbage.signature = "xyz".into();
-    assert!(matches!(rejection(chain.submit(&garbage)), Rejection::Malformed(_)));
+    assert!(matches!(
+        rejection(chain.submit(&garbage)),
+        Rejection::Malformed(_)
+    ));
     // Other run.
-    let other = Transaction::sign(&a, "other-run", 52, TxBody::Commit { bucket_url: "s3://x".into(), read_credentials: String::new() });
-    assert!(matches!(rejection(chain.submit(&other)), Rejection::WrongRun { .. }));
+    let other = Transaction::sign(
+        &a,
+        "other-run",
+        52,
+        TxBody::Commit {
+            bucket_url: "s3://x".into(),
+            read_credentials: String::new(),
+        },
+    );
+    assert!(matches!(
+        rejection(chain.submit(&other)),
+        Rejection::WrongRun { .. }
+    ));
     // Non-validator setting weights.
-    assert_eq!(rejection(send(&chain, &a, TxBody::SetWeights { weights: vec![(0, 1)] })), Rejection::NotValidator);
-    assert_eq!(chain.metagraph().unwrap(), before, "rejected transactions changed the chain");
+    assert_eq!(
+        rejection(send(
+            &chain,
+            &a,
+            TxBody::SetWeights {
+                weights: vec![(0, 1)]
+            }
+        )),
+        Rejection::NotValidator
+    );
+    assert_eq!(
+        chain.metagraph().unwrap(),
+        before,
+        "rejected transactions changed the chain"
+    );
 
     // Replay: an accepted transaction submitted again, and an older nonce.
-    let tx = Transaction::sign(&a, "test-run", chain.next_nonce(&a.public()).unwrap(), TxBody::Commit {
-        bucket_url: "s3://good".into(),
-        read_credentials: String::new(),
-    });
+    let tx = Transaction::sign(
+        &a,
+        "test-run",
+        chain.next_nonce(&a.public()).unwrap(),
+        TxBody::Commit {
+            bucket_url: "s3://good".into(),
+            read_credentials: String::new(),
+        },
+    );
     chain.submit(&tx).unwrap();
     let after_commit = chain.metagraph().unwrap();
-    assert!(matches!(rejection(chain.submit(&tx)), Rejection::Replay { .. }));
-    let stale = Transaction::sign(&a, "test-run", 1, TxBody::Commit { bucket_url: "s3://old".into(), read_credentials: String::new() });
-    assert!(matches!(rejection(chain.submit(&stale)), Rejection::Replay { .. }));
+    assert!(matches!(
+        rejection(chain.submit(&tx)),
+        Rejection::Replay { .. }
+    ));
+    let stale = Transaction::sign(
+        &a,
+        "test-run",
+        1,
+        TxBody::Commit {
+            bucket_url: "s3://old".into(),
+            read_credentials: String::new(),
+        },
+    );
+    assert!(matches!(
+        rejection(chain.submit(&stale)),
+        Rejection::Replay { .. }
+    ));
     assert_eq!(chain.metagraph().unwrap(), after_commit);
 
     // Oversized fields and bad weights.
-    let big = TxBody::Commit { bucket_url: "s".repeat(10_000), read_credentials: String::new() };
-    assert!(matches!(rejection(send(&chain, &a, big)), Rejection::Malformed(_)));
-    assert!(matches!(rejection(send(&chain, &v, TxBody::SetWeights { weights: vec![(0, 1), (0, 2)] })), Rejection::InvalidWeights(_)));
-    assert!(matches!(rejection(send(&chain, &v, TxBody::SetWeights { weights: vec![(8, 1)] })), Rejection::InvalidWeights(_)));
+    let big = TxBody::Commit {
+        bucket_url: "s".repeat(10_000),
+        read_credentials: String::new(),
+    };
+    assert!(matches!(
+        rejection(send(&chain, &a, big)),
+        Rejection::Malformed(_)
+    ));
+    assert!(matches!(
+        rejection(send(
+            &chain,
+            &v,
+            TxBody::SetWeights {
+                weights: vec![(0, 1), (0, 2)]
+            }
+        )),
+        Rejection::InvalidWeights(_)
+    ));
+    assert!(matches!(
+        rejection(send(
+            &chain,
+            &v,
+            TxBody::SetWeights {
+                weights: vec![(8, 1)]
+            }
+        )),
+        Rejection::InvalidWeights(_)
+    ));
     assert_eq!(chain.metagraph().unwrap().neurons, after_commit.neurons);
 }
 
@@ -145,9 +259,19 @@ fn full_registry_replaces_lowest_weight_uid_past_immunity() {
     let newcomer = Keypair::from_seed([30; 32]);
     // Everybody still immune (registered at block 0, immunity 5 blocks).
     clock.advance(4_000);
-    assert_eq!(rejection(send(&chain, &newcomer, TxBody::Register)), Rejection::Full(3));
+    assert_eq!(
+        rejection(send(&chain, &newcomer, TxBody::Register)),
+        Rejection::Full(3)
+    );
     // The validator values uids 0 and 2; uid 1 has the lowest weight.
-    send(&chain, &v, TxBody::SetWeights { weights: vec![(0, 10), (2, 5)] }).unwrap();
+    send(
+        &chain,
+        &v,
+        TxBody::SetWeights {
+            weights: vec![(0, 10), (2, 5)],
+        },
+    )
+    .unwrap();
     clock.advance(1_000);
     let r = send(&chain, &newcomer, TxBody::Register).unwrap();
     assert_eq!(r.uid, Some(1));
@@ -166,24 +290,56 @@ fn consensus_with_a_dishonest_minority_validator() {
     let honest1 = Keypair::from_seed([1; 32]);
     let honest2 = Keypair::from_seed([2; 32]);
     let liar = Keypair::from_seed([3; 32]);
-    let (_d, chain, _clock) = ledger(&genesis(&[(&honest1, 40), (&honest2, 35), (&liar, 25)], 8, 0));
+    let (_d, chain, _clock) = ledger(&genesis(
+        &[(&honest1, 40), (&honest2, 35), (&liar, 25)],
+        8,
+        0,
+    ));
     let miners: Vec<Keypair> = (0..4).map(|i| Keypair::from_seed([40 + i; 32])).collect();
     for m in &miners {
         send(&chain, m, TxBody::Register).unwrap();
     }
-    send(&chain, &honest1, TxBody::SetWeights { weights: vec![(0, 300), (1, 200), (2, 100)] }).unwrap();
-    send(&chain, &honest2, TxBody::SetWeights { weights: vec![(0, 3), (1, 2), (2, 1)] }).unwrap();
+    send(
+        &chain,
+        &honest1,
+        TxBody::SetWeights {
+            weights: vec![(0, 300), (1, 200), (2, 100)],
+        },
+    )
+    .unwrap();
+    send(
+        &chain,
+        &honest2,
+        TxBody::SetWeights {
+            weights: vec![(0, 3), (1, 2), (2, 1)],
+        },
+    )
+    .unwrap();
     // The liar puts everything on uid 3 (say, its own miner).
-    send(&chain, &liar, TxBody::SetWeights { weights: vec![(3, u16::MAX)] }).unwrap();
+    send(
+        &chain,
+        &liar,
+        TxBody::SetWeights {
+            weights: vec![(3, u16::MAX)],
+        },
+    )
+    .unwrap();
     let m = chain.metagraph().unwrap();
     let w: Vec<f64> = m.neurons.iter().map(|n| n.consensus_weight).collect();
     assert_eq!(w[3], 0.0, "minority-backed uid rewarded: {w:?}");
     assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9);
-    assert!((w[0] - 0.5).abs() < 1e-9 && (w[1] - 1.0 / 3.0).abs() < 1e-9, "{w:?}");
+    assert!(
+        (w[0] - 0.5).abs() < 1e-9 && (w[1] - 1.0 / 3.0).abs() < 1e-9,
+        "{w:?}"
+    );
     assert_eq!(m.aggregation_set(2), vec![0, 1]);
     assert_eq!(m.aggregation_set(10), vec![0, 1, 2]);
     // Deterministic: another process opening the same ledger computes the same state.
-    let again = Ledger::open_with_clock(chain.path().parent().unwrap(), Arc::new(VirtualClock::new(T0))).unwrap();
+    let again = Ledger::open_with_clock(
+        chain.path().parent().unwrap(),
+        Arc::new(VirtualClock::new(T0)),
+    )
+    .unwrap();
     assert_eq!(again.metagraph().unwrap(), m);
 }
 
@@ -193,14 +349,26 @@ fn init_refuses_existing_and_bad_genesis() {
     let g = genesis(&[(&v, 1)], 4, 0);
     let dir = tempfile::tempdir().unwrap();
     Ledger::init(dir.path(), &g).unwrap();
-    assert!(matches!(Ledger::init(dir.path(), &g), Err(ChainError::Exists { .. })));
+    assert!(matches!(
+        Ledger::init(dir.path(), &g),
+        Err(ChainError::Exists { .. })
+    ));
     let mut bad = g.clone();
     bad.blocks_per_window = 0;
-    assert!(matches!(Ledger::init(&dir.path().join("x"), &bad), Err(ChainError::Genesis(_))));
+    assert!(matches!(
+        Ledger::init(&dir.path().join("x"), &bad),
+        Err(ChainError::Genesis(_))
+    ));
     let mut bad = g.clone();
     bad.validators.push(bad.validators[0].clone());
-    assert!(matches!(Ledger::init(&dir.path().join("y"), &bad), Err(ChainError::Genesis(_))));
-    assert!(matches!(Ledger::open(&dir.path().join("none")), Err(ChainError::Missing { .. })));
+    assert!(matches!(
+        Ledger::init(&dir.path().join("y"), &bad),
+        Err(ChainError::Genesis(_))
+    ));
+    assert!(matches!(
+        Ledger::open(&dir.path().join("none")),
+        Err(ChainError::Missing { .. })
+    ));
 }
 
 // ---- many OS processes sharing one ledger -------------------------------------------------
@@ -213,7 +381,8 @@ const KEYS_PER_PROC: u8 = 5;
 /// Run by the child processes (a no-op in a normal test run).
 #[test]
 fn child_worker() {
-    let (Some(dir), Some(idx)) = (std::env::var_os(CHILD_DIR), std::env::var(CHILD_INDEX).ok()) else {
+    let (Some(dir), Some(idx)) = (std::env::var_os(CHILD_DIR), std::env::var(CHILD_INDEX).ok())
+    else {
         return;
     };
     let idx: u8 = idx.parse().unwrap();
@@ -222,7 +391,10 @@ fn child_worker() {
         let key = Keypair::from_seed([100 + idx * KEYS_PER_PROC + k; 32]);
         let r = send(&chain, &key, TxBody::Register).unwrap();
         let uid = r.uid.unwrap();
-        let body = TxBody::Commit { bucket_url: format!("file:///buckets/p{idx}-k{k}"), read_credentials: format!("uid{uid}") };
+        let body = TxBody::Commit {
+            bucket_url: format!("file:///buckets/p{idx}-k{k}"),
+            read_credentials: format!("uid{uid}"),
+        };
         assert_eq!(send(&chain, &key, body).unwrap().uid, Some(uid));
     }
 }
@@ -249,21 +421,40 @@ fn many_processes_register_and_commit_concurrently() {
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "child failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"), "child ran no test");
+        assert!(
+            out.status.success(),
+            "child failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "child ran no test"
+        );
     }
     let m = Ledger::open(dir.path()).unwrap().metagraph().unwrap();
     let n = (PROCS * KEYS_PER_PROC) as usize;
     assert_eq!(m.neurons.len(), n, "lost or extra uids");
     let mut uids: Vec<u32> = m.neurons.iter().map(|x| x.uid).collect();
     uids.dedup();
-    assert_eq!(uids, (0..n as u32).collect::<Vec<_>>(), "uids not dense/unique");
+    assert_eq!(
+        uids,
+        (0..n as u32).collect::<Vec<_>>(),
+        "uids not dense/unique"
+    );
     let mut keys: Vec<_> = m.neurons.iter().map(|x| x.key).collect();
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), n, "a key holds two uids");
     for nrn in &m.neurons {
-        let c = nrn.commitment.as_ref().unwrap_or_else(|| panic!("uid {} lost its commitment", nrn.uid));
-        assert_eq!(c.read_credentials, format!("uid{}", nrn.uid), "commitment landed on the wrong uid");
+        let c = nrn
+            .commitment
+            .as_ref()
+            .unwrap_or_else(|| panic!("uid {} lost its commitment", nrn.uid));
+        assert_eq!(
+            c.read_credentials,
+            format!("uid{}", nrn.uid),
+            "commitment landed on the wrong uid"
+        );
     }
 }

@@ -35,12 +35,18 @@ impl Fixture {
     fn dir() -> Fixture {
         let d = tempfile::tempdir().unwrap();
         let store = Store::local(d.path()).unwrap().with_retry(fast_retry());
-        Fixture { store, backend: Backend::Dir(d) }
+        Fixture {
+            store,
+            backend: Backend::Dir(d),
+        }
     }
     fn s3() -> Fixture {
         let server = S3Server::start(BUCKET);
         let store = server.store(BUCKET, "", fast_retry());
-        Fixture { store, backend: Backend::S3(server) }
+        Fixture {
+            store,
+            backend: Backend::S3(server),
+        }
     }
     /// The file that backs an object, to damage it behind the store's back.
     fn raw_file(&self, key: &str) -> PathBuf {
@@ -77,9 +83,15 @@ both_backends!(
 
 async fn put_get_head_list_delete(f: Fixture) {
     let s = &f.store;
-    s.put("w000001/uid-3.bin", Bytes::from_static(b"hello")).await.unwrap();
-    s.put("w000001/uid-4.bin", Bytes::from(vec![7u8; 100_000])).await.unwrap();
-    s.put("w000002/uid-3.bin", Bytes::from_static(b"later")).await.unwrap();
+    s.put("w000001/uid-3.bin", Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    s.put("w000001/uid-4.bin", Bytes::from(vec![7u8; 100_000]))
+        .await
+        .unwrap();
+    s.put("w000002/uid-3.bin", Bytes::from_static(b"later"))
+        .await
+        .unwrap();
     s.put("top.json", Bytes::from_static(b"{}")).await.unwrap();
 
     assert_eq!(&s.get("w000001/uid-3.bin", 5).await.unwrap()[..], b"hello");
@@ -90,21 +102,38 @@ async fn put_get_head_list_delete(f: Fixture) {
     assert_eq!(s.head("w000002/uid-3.bin").await.unwrap().size, 5);
 
     let keys = |v: Vec<covenant_net::ObjectInfo>| v.into_iter().map(|i| i.key).collect::<Vec<_>>();
-    assert_eq!(keys(s.list("w000001/", 100).await.unwrap()), ["w000001/uid-3.bin", "w000001/uid-4.bin"]);
-    assert_eq!(keys(s.list("w000001/uid-4", 100).await.unwrap()), ["w000001/uid-4.bin"]);
+    assert_eq!(
+        keys(s.list("w000001/", 100).await.unwrap()),
+        ["w000001/uid-3.bin", "w000001/uid-4.bin"]
+    );
+    assert_eq!(
+        keys(s.list("w000001/uid-4", 100).await.unwrap()),
+        ["w000001/uid-4.bin"]
+    );
     assert_eq!(keys(s.list("w00000", 100).await.unwrap()).len(), 3);
     assert_eq!(keys(s.list("", 100).await.unwrap()).len(), 4);
     assert!(s.list("nothing/", 100).await.unwrap().is_empty());
-    assert!(matches!(s.list("", 2).await, Err(StoreError::TooMany { limit: 2, .. })));
+    assert!(matches!(
+        s.list("", 2).await,
+        Err(StoreError::TooMany { limit: 2, .. })
+    ));
 
     // Overwrite replaces the whole object.
-    s.put("w000001/uid-3.bin", Bytes::from_static(b"hi")).await.unwrap();
+    s.put("w000001/uid-3.bin", Bytes::from_static(b"hi"))
+        .await
+        .unwrap();
     assert_eq!(&s.get("w000001/uid-3.bin", 100).await.unwrap()[..], b"hi");
 
     s.delete("w000001/uid-3.bin").await.unwrap();
-    assert!(matches!(s.head("w000001/uid-3.bin").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        s.head("w000001/uid-3.bin").await,
+        Err(StoreError::NotFound { .. })
+    ));
     s.delete("w000001/uid-3.bin").await.unwrap(); // deleting twice is fine
-    assert_eq!(keys(s.list("w000001/", 100).await.unwrap()), ["w000001/uid-4.bin"]);
+    assert_eq!(
+        keys(s.list("w000001/", 100).await.unwrap()),
+        ["w000001/uid-4.bin"]
+    );
 }
 
 async fn timestamps_are_the_stores(f: Fixture) {
@@ -113,7 +142,10 @@ async fn timestamps_are_the_stores(f: Fixture) {
     s.put("a", Bytes::from_static(b"1")).await.unwrap();
     let after = SystemTime::now();
     let t1 = s.head("a").await.unwrap().last_modified;
-    assert!(t1 + f.slack() >= before && t1 <= after + f.slack(), "timestamp {t1:?} outside [{before:?}, {after:?}]");
+    assert!(
+        t1 + f.slack() >= before && t1 <= after + f.slack(),
+        "timestamp {t1:?} outside [{before:?}, {after:?}]"
+    );
     // A later upload gets a later timestamp (at the backend's resolution).
     tokio::time::sleep(f.slack() + Duration::from_millis(100)).await;
     s.put("a", Bytes::from_static(b"2")).await.unwrap();
@@ -130,10 +162,19 @@ async fn timestamps_are_the_stores(f: Fixture) {
 async fn missing_object(f: Fixture) {
     let s = &f.store;
     let t = Instant::now();
-    assert!(matches!(s.get("nope/x.bin", 100).await, Err(StoreError::NotFound { ref key, .. }) if key == "nope/x.bin"));
-    assert!(matches!(s.head("nope/x.bin").await, Err(StoreError::NotFound { .. })));
+    assert!(
+        matches!(s.get("nope/x.bin", 100).await, Err(StoreError::NotFound { ref key, .. }) if key == "nope/x.bin")
+    );
+    assert!(matches!(
+        s.head("nope/x.bin").await,
+        Err(StoreError::NotFound { .. })
+    ));
     // Not retried: a missing object is a final answer.
-    assert!(t.elapsed() < Duration::from_secs(1), "missing object took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "missing object took {:?}",
+        t.elapsed()
+    );
 }
 
 async fn oversized_object_rejected_before_reading(f: Fixture) {
@@ -155,15 +196,32 @@ async fn truncated_object_detected(f: Fixture) {
     let key = Keypair::from_seed([9; 32]);
     let content = vec![42u8; 10_000];
     let sealed = seal(&key, "run", 1, 5, "payload", &content).unwrap();
-    f.store.put("w5/uid-1", Bytes::from(sealed.clone())).await.unwrap();
+    f.store
+        .put("w5/uid-1", Bytes::from(sealed.clone()))
+        .await
+        .unwrap();
     let file = f.raw_file("w5/uid-1");
     let len = std::fs::metadata(&file).unwrap().len();
     assert_eq!(len, sealed.len() as u64);
-    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let got = f.store.get("w5/uid-1", 1 << 20).await.unwrap();
     assert_eq!(got.len() as u64, len / 2);
-    let expect = Expected { run_id: "run", uid: 1, window: 5, kind: "payload", signer: key.public() };
-    assert_eq!(covenant_net::open(&got, &expect, 1 << 20).unwrap_err(), EnvelopeError::ContentChanged);
+    let expect = Expected {
+        run_id: "run",
+        uid: 1,
+        window: 5,
+        kind: "payload",
+        signer: key.public(),
+    };
+    assert_eq!(
+        covenant_net::open(&got, &expect, 1 << 20).unwrap_err(),
+        EnvelopeError::ContentChanged
+    );
 }
 
 async fn overwrite_is_atomic_for_readers(f: Fixture) {
@@ -176,7 +234,9 @@ async fn overwrite_is_atomic_for_readers(f: Fixture) {
         let (a, b) = (a.clone(), b.clone());
         tokio::spawn(async move {
             for i in 0..8 {
-                s.put("obj", if i % 2 == 0 { b.clone() } else { a.clone() }).await.unwrap();
+                s.put("obj", if i % 2 == 0 { b.clone() } else { a.clone() })
+                    .await
+                    .unwrap();
             }
         })
     };
@@ -184,7 +244,11 @@ async fn overwrite_is_atomic_for_readers(f: Fixture) {
     while !writer.is_finished() || reads < 3 {
         match f.store.get("obj", 8 << 20).await {
             Ok(body) => {
-                assert!(body == a || body == b, "reader saw a torn object of {} bytes", body.len());
+                assert!(
+                    body == a || body == b,
+                    "reader saw a torn object of {} bytes",
+                    body.len()
+                );
                 reads += 1;
             }
             // The object may change between HEAD and GET: reported, never returned half.
@@ -200,7 +264,10 @@ async fn overwrite_is_atomic_for_readers(f: Fixture) {
 async fn invalid_keys_rejected(f: Fixture) {
     for bad in ["", "../escape", "a//b", "a/../b"] {
         assert!(
-            matches!(f.store.put(bad, Bytes::from_static(b"x")).await, Err(StoreError::InvalidKey { .. })),
+            matches!(
+                f.store.put(bad, Bytes::from_static(b"x")).await,
+                Err(StoreError::InvalidKey { .. })
+            ),
             "key {bad:?} accepted"
         );
     }
@@ -212,7 +279,10 @@ async fn invalid_keys_rejected(f: Fixture) {
 async fn s3_server_stopped_mid_run() {
     let mut server = S3Server::start(BUCKET);
     let store = server.store(BUCKET, "run1", fast_retry());
-    store.put("w1/x", Bytes::from_static(b"payload")).await.unwrap();
+    store
+        .put("w1/x", Bytes::from_static(b"payload"))
+        .await
+        .unwrap();
     assert_eq!(&store.get("w1/x", 100).await.unwrap()[..], b"payload");
     server.stop();
 
@@ -226,14 +296,24 @@ async fn s3_server_stopped_mid_run() {
         };
         let took = t.elapsed();
         match r {
-            Err(StoreError::Unavailable { attempts, last_error, .. }) => {
+            Err(StoreError::Unavailable {
+                attempts,
+                last_error,
+                ..
+            }) => {
                 assert!(attempts >= 2, "{op}: not retried ({attempts} attempt)");
                 assert!(!last_error.is_empty());
             }
             other => panic!("{op}: expected Unavailable, got {other:?}"),
         }
-        assert!(took <= deadline + Duration::from_millis(500), "{op} took {took:?}, deadline {deadline:?}");
-        assert!(took >= Duration::from_millis(100), "{op} gave up after {took:?} without backing off");
+        assert!(
+            took <= deadline + Duration::from_millis(500),
+            "{op} took {took:?}, deadline {deadline:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(100),
+            "{op} gave up after {took:?} without backing off"
+        );
     }
 }
 
@@ -250,13 +330,23 @@ async fn s3_config_file_and_url() {
     store.put("k", Bytes::from_static(b"v")).await.unwrap();
     assert!(server.object_file(BUCKET, "p/k").is_file());
     std::fs::write(&cfg_path, "{\"endpoint\": 3}").unwrap();
-    assert!(matches!(covenant_net::S3Config::from_file(&cfg_path), Err(StoreError::Config(_))));
+    assert!(matches!(
+        covenant_net::S3Config::from_file(&cfg_path),
+        Err(StoreError::Config(_))
+    ));
     // Wrong credentials: a clear, non-retried failure.
     let mut bad = server.config();
     bad.secret_access_key = Some("wrong".into());
     let t = Instant::now();
-    let r = Store::s3(BUCKET, "", &bad, fast_retry()).unwrap().get("p/k", 10).await;
+    let r = Store::s3(BUCKET, "", &bad, fast_retry())
+        .unwrap()
+        .get("p/k", 10)
+        .await;
     assert!(r.is_err(), "wrong credentials accepted");
-    assert!(t.elapsed() < Duration::from_secs(2), "auth failure retried for {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "auth failure retried for {:?}",
+        t.elapsed()
+    );
     assert!(matches!(Store::open("ftp://x"), Err(StoreError::Config(_))));
 }

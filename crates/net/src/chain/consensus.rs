@@ -25,7 +25,11 @@ pub struct Consensus {
 
 /// `validators`: (stake, weights as (uid, raw weight)); `uids`: the registered uids.
 /// Weights on uids not in `uids` are ignored.
-pub fn yuma_consensus(uids: &[u32], validators: &[(u64, Vec<(u32, u16)>)], kappa: f64) -> Consensus {
+pub fn yuma_consensus(
+    uids: &[u32],
+    validators: &[(u64, Vec<(u32, u16)>)],
+    kappa: f64,
+) -> Consensus {
     let index: BTreeMap<u32, usize> = uids.iter().enumerate().map(|(i, &u)| (u, i)).collect();
     let n = uids.len();
     // Normalised weight rows, restricted to registered uids.
@@ -72,7 +76,11 @@ pub fn yuma_consensus(uids: &[u32], validators: &[(u64, Vec<(u32, u16)>)], kappa
             rank.iter_mut().for_each(|x| *x /= sum);
         }
     }
-    Consensus { uids: uids.to_vec(), consensus, weights: rank }
+    Consensus {
+        uids: uids.to_vec(),
+        consensus,
+        weights: rank,
+    }
 }
 
 /// The `g` uids with the highest weight (> 0), ties broken by the lower uid.
@@ -95,14 +103,30 @@ mod tests {
         let honest_b = (35, vec![(0, 500), (1, 500)]);
         let liar = (25, vec![(3, 65535)]);
         let c = yuma_consensus(&uids, &[honest_a.clone(), honest_b.clone(), liar], 0.5);
-        assert_eq!(c.weights[3], 0.0, "minority-only uid must get nothing: {c:?}");
+        assert_eq!(
+            c.weights[3], 0.0,
+            "minority-only uid must get nothing: {c:?}"
+        );
         assert_eq!(c.weights[2], 0.0);
         assert!((c.weights.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert!(c.weights[0] > c.weights[1] && c.weights[1] > 0.0);
         // The honest ordering survives; the liar's zeros only pull the median down a little.
         let clean = yuma_consensus(&uids, &[honest_a, honest_b], 0.5);
-        assert!((clean.weights[0] - c.weights[0]).abs() < 0.05, "{clean:?} vs {c:?}");
-        assert_eq!(aggregation_set(&uids.iter().copied().zip(c.weights.iter().copied()).collect::<Vec<_>>(), 3), vec![0, 1]);
+        assert!(
+            (clean.weights[0] - c.weights[0]).abs() < 0.05,
+            "{clean:?} vs {c:?}"
+        );
+        assert_eq!(
+            aggregation_set(
+                &uids
+                    .iter()
+                    .copied()
+                    .zip(c.weights.iter().copied())
+                    .collect::<Vec<_>>(),
+                3
+            ),
+            vec![0, 1]
+        );
     }
 
     #[test]
@@ -126,6 +150,9 @@ mod tests {
         let c = yuma_consensus(&[1], &[(1, vec![(5, 1)])], 0.5);
         assert_eq!(c.weights, vec![0.0]);
         assert!(aggregation_set(&[(1, 0.0)], 5).is_empty());
-        assert_eq!(aggregation_set(&[(4, 0.5), (2, 0.5), (9, 0.7)], 2), vec![9, 2]);
+        assert_eq!(
+            aggregation_set(&[(4, 0.5), (2, 0.5), (9, 0.7)], 2),
+            vec![9, 2]
+        );
     }
 }

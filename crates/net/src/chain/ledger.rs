@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use super::consensus::yuma_consensus;
 use super::{
-    Chain, ChainError, Commitment, Genesis, Metagraph, Neuron, Receipt, Rejection, Transaction, TxBody,
-    ValidatorState,
+    Chain, ChainError, Commitment, Genesis, Metagraph, Neuron, Receipt, Rejection, Transaction,
+    TxBody, ValidatorState,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::identity::PublicKey;
@@ -46,18 +46,26 @@ impl std::fmt::Debug for Ledger {
 }
 
 fn storage(path: &Path, e: impl std::fmt::Display) -> ChainError {
-    ChainError::Storage { path: path.display().to_string(), reason: e.to_string() }
+    ChainError::Storage {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
 }
 
 fn configure(conn: &Connection, path: &Path) -> Result<(), ChainError> {
-    conn.busy_timeout(Duration::from_secs(30)).map_err(|e| storage(path, e))?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| storage(path, e))?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| storage(path, e))?;
+    conn.busy_timeout(Duration::from_secs(30))
+        .map_err(|e| storage(path, e))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| storage(path, e))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| storage(path, e))?;
     Ok(())
 }
 
 fn key_from_blob(path: &Path, b: Vec<u8>) -> Result<PublicKey, ChainError> {
-    let arr: [u8; 32] = b.try_into().map_err(|_| storage(path, "stored key is not 32 bytes"))?;
+    let arr: [u8; 32] = b
+        .try_into()
+        .map_err(|_| storage(path, "stored key is not 32 bytes"))?;
     Ok(PublicKey(arr))
 }
 
@@ -68,19 +76,28 @@ impl Ledger {
         std::fs::create_dir_all(dir).map_err(|e| storage(dir, e))?;
         let path = dir.join(LEDGER_FILE);
         if path.exists() {
-            return Err(ChainError::Exists { path: path.display().to_string() });
+            return Err(ChainError::Exists {
+                path: path.display().to_string(),
+            });
         }
         let mut conn = Connection::open_with_flags(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| storage(&path, e))?;
         configure(&conn, &path)?;
         let json = serde_json::to_string(genesis).map_err(|e| storage(&path, e))?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).map_err(|e| storage(&path, e))?;
-        tx.execute_batch(SCHEMA).map_err(|e| storage(&path, e))?;
-        tx.execute("INSERT INTO meta VALUES ('schema', ?1), ('genesis', ?2)", params![SCHEMA_VERSION, json])
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
             .map_err(|e| storage(&path, e))?;
+        tx.execute_batch(SCHEMA).map_err(|e| storage(&path, e))?;
+        tx.execute(
+            "INSERT INTO meta VALUES ('schema', ?1), ('genesis', ?2)",
+            params![SCHEMA_VERSION, json],
+        )
+        .map_err(|e| storage(&path, e))?;
         tx.commit().map_err(|e| storage(&path, e))
     }
 
@@ -93,7 +110,9 @@ impl Ledger {
     pub fn open_with_clock(dir: &Path, clock: Arc<dyn Clock>) -> Result<Ledger, ChainError> {
         let path = dir.join(LEDGER_FILE);
         if !path.is_file() {
-            return Err(ChainError::Missing { path: path.display().to_string() });
+            return Err(ChainError::Missing {
+                path: path.display().to_string(),
+            });
         }
         let conn = Connection::open_with_flags(
             &path,
@@ -102,17 +121,27 @@ impl Ledger {
         .map_err(|e| storage(&path, e))?;
         configure(&conn, &path)?;
         let get = |k: &str| -> Result<String, ChainError> {
-            conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get::<_, String>(0))
-                .map_err(|e| storage(&path, format!("reading {k}: {e}")))
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(|e| storage(&path, format!("reading {k}: {e}")))
         };
         let schema = get("schema")?;
         if schema != SCHEMA_VERSION {
-            return Err(storage(&path, format!("schema version {schema}, this build reads {SCHEMA_VERSION}")));
+            return Err(storage(
+                &path,
+                format!("schema version {schema}, this build reads {SCHEMA_VERSION}"),
+            ));
         }
-        let genesis: Genesis =
-            serde_json::from_str(&get("genesis")?).map_err(|e| storage(&path, format!("genesis: {e}")))?;
+        let genesis: Genesis = serde_json::from_str(&get("genesis")?)
+            .map_err(|e| storage(&path, format!("genesis: {e}")))?;
         genesis.validate()?;
-        Ok(Ledger { conn: Mutex::new(conn), genesis, clock, path })
+        Ok(Ledger {
+            conn: Mutex::new(conn),
+            genesis,
+            clock,
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -120,15 +149,25 @@ impl Ledger {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, ChainError> {
-        self.conn.lock().map_err(|_| storage(&self.path, "connection lock poisoned"))
+        self.conn
+            .lock()
+            .map_err(|_| storage(&self.path, "connection lock poisoned"))
     }
 
     /// Consensus weights per registered uid, computed from the stored weights.
     fn consensus(&self, conn: &Connection) -> Result<Vec<(u32, PublicKey, u64, f64)>, ChainError> {
         let p = &self.path;
-        let mut st = conn.prepare("SELECT uid, hotkey, registered_block FROM uids ORDER BY uid").map_err(|e| storage(p, e))?;
+        let mut st = conn
+            .prepare("SELECT uid, hotkey, registered_block FROM uids ORDER BY uid")
+            .map_err(|e| storage(p, e))?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u64>(2)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u64>(2)?,
+                ))
+            })
             .map_err(|e| storage(p, e))?;
         let mut neurons = Vec::new();
         for r in rows {
@@ -141,36 +180,64 @@ impl Ledger {
             validators.push((v.stake, self.weights_of(conn, &v.key)?));
         }
         let c = yuma_consensus(&uids, &validators, self.genesis.kappa);
-        Ok(neurons.into_iter().zip(c.weights).map(|((u, k, b), w)| (u, k, b, w)).collect())
+        Ok(neurons
+            .into_iter()
+            .zip(c.weights)
+            .map(|((u, k, b), w)| (u, k, b, w))
+            .collect())
     }
 
-    fn weights_of(&self, conn: &Connection, key: &PublicKey) -> Result<Vec<(u32, u16)>, ChainError> {
+    fn weights_of(
+        &self,
+        conn: &Connection,
+        key: &PublicKey,
+    ) -> Result<Vec<(u32, u16)>, ChainError> {
         let p = &self.path;
-        let mut st =
-            conn.prepare("SELECT uid, weight FROM weights WHERE validator = ?1 ORDER BY uid").map_err(|e| storage(p, e))?;
-        let rows = st
-            .query_map([&key.0[..]], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u16>(1)?)))
+        let mut st = conn
+            .prepare("SELECT uid, weight FROM weights WHERE validator = ?1 ORDER BY uid")
             .map_err(|e| storage(p, e))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(|e| storage(p, e))
-    }
-
-    fn uid_of(conn: &Connection, p: &Path, key: &PublicKey) -> Result<Option<u32>, ChainError> {
-        conn.query_row("SELECT uid FROM uids WHERE hotkey = ?1", [&key.0[..]], |r| r.get::<_, u32>(0))
-            .optional()
+        let rows = st
+            .query_map([&key.0[..]], |r| {
+                Ok((r.get::<_, u32>(0)?, r.get::<_, u16>(1)?))
+            })
+            .map_err(|e| storage(p, e))?;
+        rows.collect::<Result<Vec<_>, _>>()
             .map_err(|e| storage(p, e))
     }
 
+    fn uid_of(conn: &Connection, p: &Path, key: &PublicKey) -> Result<Option<u32>, ChainError> {
+        conn.query_row(
+            "SELECT uid FROM uids WHERE hotkey = ?1",
+            [&key.0[..]],
+            |r| r.get::<_, u32>(0),
+        )
+        .optional()
+        .map_err(|e| storage(p, e))
+    }
+
     /// Applies `tx` in the open SQLite transaction; `Err(Rejection)` leaves it to be rolled back.
-    fn apply(&self, db: &rusqlite::Transaction<'_>, tx: &Transaction, block: u64) -> Result<Result<Receipt, Rejection>, ChainError> {
+    fn apply(
+        &self,
+        db: &rusqlite::Transaction<'_>,
+        tx: &Transaction,
+        block: u64,
+    ) -> Result<Result<Receipt, Rejection>, ChainError> {
         let p = &self.path;
         let g = &self.genesis;
         let last: Option<u64> = db
-            .query_row("SELECT nonce FROM nonces WHERE hotkey = ?1", [&tx.signer.0[..]], |r| r.get(0))
+            .query_row(
+                "SELECT nonce FROM nonces WHERE hotkey = ?1",
+                [&tx.signer.0[..]],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| storage(p, e))?;
         if let Some(last) = last {
             if tx.nonce <= last {
-                return Ok(Err(Rejection::Replay { nonce: tx.nonce, last }));
+                return Ok(Err(Rejection::Replay {
+                    nonce: tx.nonce,
+                    last,
+                }));
             }
         }
         db.execute(
@@ -184,8 +251,12 @@ impl Ledger {
                     return Ok(Err(Rejection::AlreadyRegistered(uid)));
                 }
                 let taken: Vec<u32> = {
-                    let mut st = db.prepare("SELECT uid FROM uids ORDER BY uid").map_err(|e| storage(p, e))?;
-                    let rows = st.query_map([], |r| r.get::<_, u32>(0)).map_err(|e| storage(p, e))?;
+                    let mut st = db
+                        .prepare("SELECT uid FROM uids ORDER BY uid")
+                        .map_err(|e| storage(p, e))?;
+                    let rows = st
+                        .query_map([], |r| r.get::<_, u32>(0))
+                        .map_err(|e| storage(p, e))?;
                     rows.collect::<Result<_, _>>().map_err(|e| storage(p, e))?
                 };
                 let free = (0..g.max_uids).find(|u| taken.binary_search(u).is_err());
@@ -197,7 +268,9 @@ impl Ledger {
                         let victim = cands
                             .into_iter()
                             .filter(|(_, _, reg, _)| reg.saturating_add(g.immunity_blocks) <= block)
-                            .min_by(|a, b| a.3.total_cmp(&b.3).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
+                            .min_by(|a, b| {
+                                a.3.total_cmp(&b.3).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0))
+                            });
                         match victim {
                             Some((u, k, _, _)) => (u, Some(k)),
                             None => return Ok(Err(Rejection::Full(g.max_uids))),
@@ -205,18 +278,28 @@ impl Ledger {
                     }
                 };
                 if replaced.is_some() {
-                    db.execute("DELETE FROM uids WHERE uid = ?1", [uid]).map_err(|e| storage(p, e))?;
-                    db.execute("DELETE FROM commitments WHERE uid = ?1", [uid]).map_err(|e| storage(p, e))?;
-                    db.execute("DELETE FROM weights WHERE uid = ?1", [uid]).map_err(|e| storage(p, e))?;
+                    db.execute("DELETE FROM uids WHERE uid = ?1", [uid])
+                        .map_err(|e| storage(p, e))?;
+                    db.execute("DELETE FROM commitments WHERE uid = ?1", [uid])
+                        .map_err(|e| storage(p, e))?;
+                    db.execute("DELETE FROM weights WHERE uid = ?1", [uid])
+                        .map_err(|e| storage(p, e))?;
                 }
                 db.execute(
                     "INSERT INTO uids (uid, hotkey, registered_block) VALUES (?1, ?2, ?3)",
                     params![uid, &tx.signer.0[..], block],
                 )
                 .map_err(|e| storage(p, e))?;
-                Receipt { block, uid: Some(uid), replaced }
+                Receipt {
+                    block,
+                    uid: Some(uid),
+                    replaced,
+                }
             }
-            TxBody::Commit { bucket_url, read_credentials } => {
+            TxBody::Commit {
+                bucket_url,
+                read_credentials,
+            } => {
                 let Some(uid) = Self::uid_of(db, p, &tx.signer)? else {
                     return Ok(Err(Rejection::NotRegistered));
                 };
@@ -227,7 +310,11 @@ impl Ledger {
                     params![uid, bucket_url, read_credentials, block],
                 )
                 .map_err(|e| storage(p, e))?;
-                Receipt { block, uid: Some(uid), replaced: None }
+                Receipt {
+                    block,
+                    uid: Some(uid),
+                    replaced: None,
+                }
             }
             TxBody::SetWeights { weights } => {
                 if g.stake_of(&tx.signer) == 0 {
@@ -236,23 +323,39 @@ impl Ledger {
                 let mut seen = std::collections::BTreeSet::new();
                 for &(u, _) in weights {
                     if u >= g.max_uids {
-                        return Ok(Err(Rejection::InvalidWeights(format!("uid {u} out of range (max uids {})", g.max_uids))));
+                        return Ok(Err(Rejection::InvalidWeights(format!(
+                            "uid {u} out of range (max uids {})",
+                            g.max_uids
+                        ))));
                     }
                     if !seen.insert(u) {
-                        return Ok(Err(Rejection::InvalidWeights(format!("uid {u} listed twice"))));
+                        return Ok(Err(Rejection::InvalidWeights(format!(
+                            "uid {u} listed twice"
+                        ))));
                     }
                 }
-                db.execute("DELETE FROM weights WHERE validator = ?1", [&tx.signer.0[..]]).map_err(|e| storage(p, e))?;
+                db.execute(
+                    "DELETE FROM weights WHERE validator = ?1",
+                    [&tx.signer.0[..]],
+                )
+                .map_err(|e| storage(p, e))?;
                 for &(u, w) in weights.iter().filter(|(_, w)| *w > 0) {
-                    db.execute("INSERT INTO weights VALUES (?1, ?2, ?3)", params![&tx.signer.0[..], u, w])
-                        .map_err(|e| storage(p, e))?;
+                    db.execute(
+                        "INSERT INTO weights VALUES (?1, ?2, ?3)",
+                        params![&tx.signer.0[..], u, w],
+                    )
+                    .map_err(|e| storage(p, e))?;
                 }
                 db.execute(
                     "INSERT INTO weights_set VALUES (?1, ?2) ON CONFLICT(validator) DO UPDATE SET block = excluded.block",
                     params![&tx.signer.0[..], block],
                 )
                 .map_err(|e| storage(p, e))?;
-                Receipt { block, uid: Self::uid_of(db, p, &tx.signer)?, replaced: None }
+                Receipt {
+                    block,
+                    uid: Self::uid_of(db, p, &tx.signer)?,
+                    replaced: None,
+                }
             }
         };
         Ok(Ok(receipt))
@@ -271,7 +374,11 @@ impl Chain for Ledger {
     fn next_nonce(&self, key: &PublicKey) -> Result<u64, ChainError> {
         let conn = self.lock()?;
         let last: Option<u64> = conn
-            .query_row("SELECT nonce FROM nonces WHERE hotkey = ?1", [&key.0[..]], |r| r.get(0))
+            .query_row(
+                "SELECT nonce FROM nonces WHERE hotkey = ?1",
+                [&key.0[..]],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| storage(&self.path, e))?;
         Ok(last.map(|n| n.saturating_add(1)).unwrap_or(1))
@@ -280,11 +387,17 @@ impl Chain for Ledger {
     fn submit(&self, tx: &Transaction) -> Result<Receipt, ChainError> {
         tx.check()?;
         if tx.run_id != self.genesis.run_id {
-            return Err(Rejection::WrongRun { expected: self.genesis.run_id.clone(), found: tx.run_id.clone() }.into());
+            return Err(Rejection::WrongRun {
+                expected: self.genesis.run_id.clone(),
+                found: tx.run_id.clone(),
+            }
+            .into());
         }
         let mut conn = self.lock()?;
         let block = self.block();
-        let db = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| storage(&self.path, e))?;
+        let db = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| storage(&self.path, e))?;
         match self.apply(&db, tx, block)? {
             Ok(receipt) => {
                 db.execute(
@@ -307,7 +420,9 @@ impl Chain for Ledger {
         let p = &self.path;
         let block = self.block();
         // One read transaction: a consistent snapshot even while other processes write.
-        let db = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(|e| storage(p, e))?;
+        let db = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(|e| storage(p, e))?;
         let g = &self.genesis;
         let mut neurons = Vec::new();
         for (uid, key, registered_block, w) in self.consensus(&db)? {
@@ -315,7 +430,13 @@ impl Chain for Ledger {
                 .query_row(
                     "SELECT bucket_url, read_credentials, block FROM commitments WHERE uid = ?1",
                     [uid],
-                    |r| Ok(Commitment { bucket_url: r.get(0)?, read_credentials: r.get(1)?, block: r.get(2)? }),
+                    |r| {
+                        Ok(Commitment {
+                            bucket_url: r.get(0)?,
+                            read_credentials: r.get(1)?,
+                            block: r.get(2)?,
+                        })
+                    },
                 )
                 .optional()
                 .map_err(|e| storage(p, e))?;
@@ -331,7 +452,11 @@ impl Chain for Ledger {
         let mut validators = Vec::new();
         for v in &g.validators {
             let last: Option<u64> = db
-                .query_row("SELECT block FROM weights_set WHERE validator = ?1", [&v.key.0[..]], |r| r.get(0))
+                .query_row(
+                    "SELECT block FROM weights_set WHERE validator = ?1",
+                    [&v.key.0[..]],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(|e| storage(p, e))?;
             validators.push(ValidatorState {

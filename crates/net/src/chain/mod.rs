@@ -8,6 +8,7 @@
 
 pub mod consensus;
 pub mod ledger;
+pub mod text;
 pub mod tx;
 
 use serde::{Deserialize, Serialize};
@@ -49,7 +50,10 @@ impl Genesis {
     pub fn validate(&self) -> Result<(), ChainError> {
         let bad = |m: String| Err(ChainError::Genesis(m));
         if self.run_id.is_empty() || self.run_id.len() > crate::envelope::MAX_RUN_ID {
-            return bad(format!("run id must be 1..={} bytes", crate::envelope::MAX_RUN_ID));
+            return bad(format!(
+                "run id must be 1..={} bytes",
+                crate::envelope::MAX_RUN_ID
+            ));
         }
         if self.block_time_ms == 0 || self.blocks_per_window == 0 {
             return bad("block time and blocks per window must be positive".into());
@@ -83,11 +87,18 @@ impl Genesis {
     }
     /// Unix milliseconds at which a window starts.
     pub fn window_start_ms(&self, window: u64) -> u64 {
-        self.genesis_time_ms
-            .saturating_add(window.saturating_mul(self.blocks_per_window).saturating_mul(self.block_time_ms))
+        self.genesis_time_ms.saturating_add(
+            window
+                .saturating_mul(self.blocks_per_window)
+                .saturating_mul(self.block_time_ms),
+        )
     }
     pub fn stake_of(&self, key: &PublicKey) -> u64 {
-        self.validators.iter().find(|v| &v.key == key).map(|v| v.stake).unwrap_or(0)
+        self.validators
+            .iter()
+            .find(|v| &v.key == key)
+            .map(|v| v.stake)
+            .unwrap_or(0)
     }
 }
 
@@ -142,12 +153,19 @@ impl Metagraph {
     }
     /// The next aggregation set: the `g` uids with the highest consensus weight (> 0), ties by uid.
     pub fn aggregation_set(&self, g: usize) -> Vec<u32> {
-        let w: Vec<(u32, f64)> = self.neurons.iter().map(|n| (n.uid, n.consensus_weight)).collect();
+        let w: Vec<(u32, f64)> = self
+            .neurons
+            .iter()
+            .map(|n| (n.uid, n.consensus_weight))
+            .collect();
         aggregation_set(&w, g)
     }
     /// Rewards of the window: the consensus weights of all registered uids.
     pub fn rewards(&self) -> Vec<(u32, f64)> {
-        self.neurons.iter().map(|n| (n.uid, n.consensus_weight)).collect()
+        self.neurons
+            .iter()
+            .map(|n| (n.uid, n.consensus_weight))
+            .collect()
     }
 }
 

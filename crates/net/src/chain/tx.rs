@@ -19,7 +19,10 @@ pub enum TxBody {
     /// Register the signer's key for a uid.
     Register,
     /// Publish where the signer's bucket is and how to read it.
-    Commit { bucket_url: String, read_credentials: String },
+    Commit {
+        bucket_url: String,
+        read_credentials: String,
+    },
     /// A validator's weights: (uid, weight), normalised by the chain.
     SetWeights { weights: Vec<(u32, u16)> },
 }
@@ -57,18 +60,31 @@ impl Transaction {
     pub fn sign(key: &Keypair, run_id: &str, nonce: u64, body: TxBody) -> Transaction {
         let signer = key.public();
         let msg = signed_message(run_id, &signer, nonce, &body);
-        Transaction { run_id: run_id.into(), signer, nonce, body, signature: hex::encode(&key.sign(&msg)) }
+        Transaction {
+            run_id: run_id.into(),
+            signer,
+            nonce,
+            body,
+            signature: hex::encode(&key.sign(&msg)),
+        }
     }
 
     /// Checks sizes and the signature (not chain state).
     pub fn check(&self) -> Result<(), Rejection> {
         match &self.body {
-            TxBody::Commit { bucket_url, read_credentials } => {
+            TxBody::Commit {
+                bucket_url,
+                read_credentials,
+            } => {
                 if bucket_url.is_empty() || bucket_url.len() > MAX_URL {
-                    return Err(Rejection::Malformed(format!("bucket URL must be 1..={MAX_URL} bytes")));
+                    return Err(Rejection::Malformed(format!(
+                        "bucket URL must be 1..={MAX_URL} bytes"
+                    )));
                 }
                 if read_credentials.len() > MAX_CREDENTIALS {
-                    return Err(Rejection::Malformed(format!("read credentials over {MAX_CREDENTIALS} bytes")));
+                    return Err(Rejection::Malformed(format!(
+                        "read credentials over {MAX_CREDENTIALS} bytes"
+                    )));
                 }
             }
             TxBody::SetWeights { weights } if weights.len() > 65_536 => {
@@ -89,7 +105,13 @@ impl Transaction {
 fn signed_message(run_id: &str, signer: &PublicKey, nonce: u64, body: &TxBody) -> Vec<u8> {
     let mut m = DOMAIN.to_vec();
     // Serialising this plain struct cannot fail (no maps with non-string keys, no floats).
-    let json = serde_json::to_vec(&Signed { run_id, signer, nonce, body }).unwrap_or_default();
+    let json = serde_json::to_vec(&Signed {
+        run_id,
+        signer,
+        nonce,
+        body,
+    })
+    .unwrap_or_default();
     m.extend_from_slice(&json);
     m
 }

@@ -17,12 +17,16 @@ pub fn server_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("COVENANT_S3_SERVER_BIN") {
         return PathBuf::from(p);
     }
-    let cache = std::env::var_os("COVENANT_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"))
-            .join("covenant")
-    });
+    let cache = std::env::var_os("COVENANT_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                })
+                .join("covenant")
+        });
     cache.join("s3s-fs-0.14.1/bin/s3s-fs")
 }
 
@@ -55,7 +59,11 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut s = S3Server { child: Some(child), port, root };
+        let mut s = S3Server {
+            child: Some(child),
+            port,
+            root,
+        };
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(c) = s.child.as_mut() {
@@ -63,7 +71,10 @@ impl S3Server {
                     panic!("S3 test server exited at start-up: {status}");
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "S3 test server did not listen on {port} within 20 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "S3 test server did not listen on {port} within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         s
