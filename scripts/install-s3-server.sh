@@ -8,7 +8,7 @@
 # tests read it from env COVENANT_S3_SERVER_BIN, defaulting to that same cache location.
 # MinIO is not packaged in the registries this project can reach; see docs/STORAGE.md.
 set -euo pipefail
-VERSION="${COVENANT_S3S_VERSION:-0.14.1}"
+VERSION="0.14.1"   # keep in step with crates/net/tests/common_s3/mod.rs
 CACHE="${COVENANT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/covenant}"
 ROOT="$CACHE/s3s-fs-$VERSION"
 BIN="$ROOT/bin/s3s-fs"

@@ -350,3 +350,35 @@ async fn s3_config_file_and_url() {
     );
     assert!(matches!(Store::open("ftp://x"), Err(StoreError::Config(_))));
 }
+
+/// A server that accepts connections but never answers: every call ends with `Unavailable`
+/// within the deadline instead of hanging.
+#[tokio::test]
+async fn s3_unresponsive_server_does_not_hang() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts
+    let port = listener.local_addr().unwrap().port();
+    let cfg = covenant_net::S3Config {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: "us-east-1".into(),
+        access_key_id: Some("k".into()),
+        secret_access_key: Some("s".into()),
+        session_token: None,
+        allow_http: true,
+    };
+    let retry = RetryPolicy {
+        deadline: Duration::from_millis(2500),
+        attempt_timeout: Duration::from_millis(800),
+        init_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+    };
+    let store = Store::s3(BUCKET, "", &cfg, retry).unwrap();
+    let t = Instant::now();
+    match store.get("x", 10).await {
+        Err(StoreError::Unavailable { attempts, .. }) => assert!(attempts >= 2, "{attempts} attempts"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(1500), "gave up early after {took:?}");
+    assert!(took <= retry.deadline + Duration::from_millis(500), "hung for {took:?}");
+    drop(listener);
+}
