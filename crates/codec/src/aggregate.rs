@@ -2,7 +2,7 @@
 use crate::compress::TensorPayload;
 use crate::config::CodecConfig;
 use crate::error::CodecError;
-use crate::geometry::{ModelLayout, TensorLayout};
+use crate::geometry::{Layout, ModelLayout, TensorLayout};
 use crate::par::run_jobs;
 
 /// What aggregation measured for one tensor.
@@ -143,56 +143,59 @@ fn prepare(
     })
 }
 
-/// The core loop: per chunk, accumulate every peer's clipped values into an L1-resident sum and
-/// count per in-chunk position, then hand the chunk to `finish(base, stride, w, sums, counts)`,
-/// which must consume the accumulators and leave them zeroed.
+/// The core loop. Per chunk, every peer's clipped values are accumulated into an L1-resident sum
+/// and count per in-chunk position; the chunk's means (0 where nobody selected) are written into
+/// a buffer covering one band of whole rows (h rows × all columns, L2-resident); each finished
+/// band is handed to `on_band(offset in the tensor, means)`, so the caller's pass over the
+/// parameters is a contiguous stream.
 fn accumulate(
     t: &TensorLayout,
     peers: &[&TensorPayload],
     tables: &[[f32; 4]],
-    mut finish: impl FnMut(usize, usize, usize, &mut [f32], &mut [f32]),
+    mut on_band: impl FnMut(usize, &[f32]),
 ) {
     let g = &t.geom;
     let k = g.k;
+    let (band_len, tiles_per_band) = match g.layout {
+        Layout::Vector { len, w } => (len, len / w),
+        Layout::Matrix { cols, h, w, .. } => (h * cols, cols / w),
+    };
+    let n_bands = g.numel() / band_len;
     let mut sums = vec![0f32; g.chunk_len];
     let mut counts = vec![0f32; g.chunk_len];
-    for c in 0..g.n_chunks {
-        let (base, stride, w) = g.chunk_base(c);
-        let r = c * k..c * k + k;
-        for (p, tab) in peers.iter().zip(tables) {
-            let codes = &p.codes[r.clone()];
-            if g.sends_all() {
-                for ((s, n), &code) in sums.iter_mut().zip(counts.iter_mut()).zip(codes) {
-                    *s += tab[(code & 3) as usize];
-                    *n += 1.0;
+    let mut band = vec![0f32; band_len];
+    for b in 0..n_bands {
+        let band_start = b * band_len;
+        for tb in 0..tiles_per_band {
+            let c = b * tiles_per_band + tb;
+            let r = c * k..c * k + k;
+            for (p, tab) in peers.iter().zip(tables) {
+                let codes = &p.codes[r.clone()];
+                if g.sends_all() {
+                    for ((s, n), &code) in sums.iter_mut().zip(counts.iter_mut()).zip(codes) {
+                        *s += tab[(code & 3) as usize];
+                        *n += 1.0;
+                    }
+                } else {
+                    for (&j, &code) in p.idx[r.clone()].iter().zip(codes) {
+                        let j = j as usize;
+                        sums[j] += tab[(code & 3) as usize];
+                        counts[j] += 1.0;
+                    }
                 }
-            } else {
-                for (&j, &code) in p.idx[r.clone()].iter().zip(codes) {
-                    let j = j as usize;
-                    sums[j] += tab[(code & 3) as usize];
-                    counts[j] += 1.0;
+            }
+            let (base, stride, w) = g.chunk_base(c);
+            let rel = base - band_start;
+            for (row, (s, n)) in sums.chunks_exact_mut(w).zip(counts.chunks_exact_mut(w)).enumerate() {
+                let o = rel + row * stride;
+                for ((u, s), n) in band[o..o + w].iter_mut().zip(s.iter_mut()).zip(n.iter_mut()) {
+                    *u = *s / n.max(1.0);
+                    *s = 0.0;
+                    *n = 0.0;
                 }
             }
         }
-        finish(base, stride, w, &mut sums, &mut counts);
-    }
-}
-
-/// Visits a chunk row by row: `f(offset of the row in the tensor, sums row, counts row)`, then
-/// zeroes the accumulators.
-#[inline]
-fn rows(
-    base: usize,
-    stride: usize,
-    w: usize,
-    sums: &mut [f32],
-    counts: &mut [f32],
-    mut f: impl FnMut(usize, &[f32], &[f32]),
-) {
-    for (r, (s, n)) in sums.chunks_exact_mut(w).zip(counts.chunks_exact_mut(w)).enumerate() {
-        f(base + r * stride, s, n);
-        s.iter_mut().for_each(|v| *v = 0.0);
-        n.iter_mut().for_each(|v| *v = 0.0);
+        on_band(band_start, &band);
     }
 }
 
@@ -222,12 +225,8 @@ pub fn aggregate_tensor(
         return Ok(prep.stats);
     }
     // Every position is written (the mean, or 0 where nobody selected it).
-    accumulate(t, peers, &prep.tables, |base, stride, w, sums, counts| {
-        rows(base, stride, w, sums, counts, |o, s, n| {
-            for ((u, &s), &n) in out[o..o + w].iter_mut().zip(s).zip(n) {
-                *u = s / n.max(1.0);
-            }
-        })
+    accumulate(t, peers, &prep.tables, |o, band| {
+        out[o..o + band.len()].copy_from_slice(band);
     });
     if prep.bound >= SAFE_BOUND && out.iter().any(|v| !v.is_finite()) {
         out.iter_mut().for_each(|v| *v = 0.0);
@@ -261,22 +260,16 @@ pub fn aggregate_tensor_apply(
     let neg = -lr;
     if prep.bound < SAFE_BOUND {
         // θ + (−lr)·0 = θ where nobody selected, so the dense row pass is the reference's step.
-        accumulate(t, peers, &prep.tables, |base, stride, w, sums, counts| {
-            rows(base, stride, w, sums, counts, |o, s, n| {
-                for ((p, &s), &n) in theta[o..o + w].iter_mut().zip(s).zip(n) {
-                    *p += neg * (s / n.max(1.0));
-                }
-            })
+        accumulate(t, peers, &prep.tables, |o, band| {
+            for (p, &u) in theta[o..o + band.len()].iter_mut().zip(band) {
+                *p += neg * u;
+            }
         });
     } else {
         // Rare: values so large that the mean could overflow. Build the update, check, apply.
         let mut update = vec![0f32; n];
-        accumulate(t, peers, &prep.tables, |base, stride, w, sums, counts| {
-            rows(base, stride, w, sums, counts, |o, s, n| {
-                for ((u, &s), &n) in update[o..o + w].iter_mut().zip(s).zip(n) {
-                    *u = s / n.max(1.0);
-                }
-            })
+        accumulate(t, peers, &prep.tables, |o, band| {
+            update[o..o + band.len()].copy_from_slice(band);
         });
         if update.iter().any(|v| !v.is_finite()) {
             prep.stats.skipped = true;
