@@ -16,6 +16,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         true,
     )?;
     t.save(std::path::Path::new(&args[2]))?;
-    println!("{}: vocab {} blake3 {} in {:.1?}", args[2], t.vocab_size(), t.hash_hex(), t0.elapsed());
+    println!(
+        "{}: vocab {} blake3 {} in {:.1?}",
+        args[2],
+        t.vocab_size(),
+        t.hash_hex(),
+        t0.elapsed()
+    );
     Ok(())
 }

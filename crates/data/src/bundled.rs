@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
-use crate::prepare::{prepare, PrepareOptions, TokenizerSource, DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION};
+use crate::prepare::{
+    prepare, PrepareOptions, TokenizerSource, DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION,
+};
 use crate::tokenizer::Tokenizer;
 
 /// Environment variable that overrides the bundled data directory.
@@ -19,7 +21,10 @@ pub const BUNDLED_TOKENIZER: &str = "tokenizer-8192.json";
 pub fn data_dir() -> PathBuf {
     match std::env::var_os(DATA_DIR_ENV) {
         Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("data"),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("..")
+            .join("data"),
     }
 }
 
@@ -40,7 +45,11 @@ pub fn corpus_fingerprint() -> Result<String> {
     let inputs = crate::input::list_inputs(&dir)?;
     let mut h = blake3::Hasher::new();
     for f in &inputs {
-        let name = f.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = f
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         h.update(name.as_bytes());
         h.update(&[0]);
         let bytes = std::fs::read(&f.path).map_err(|e| DataError::io(&f.path, e))?;
@@ -51,15 +60,25 @@ pub fn corpus_fingerprint() -> Result<String> {
 }
 
 /// Prepares the bundled corpus with the bundled tokenizer into `out_dir` (samples of `seq_len`),
-/// unless `out_dir` already holds a dataset of that corpus, tokenizer and `seq_len`, in which case
-/// it only checks it (fast). Returns `out_dir`.
+/// unless `out_dir` already holds a dataset of that corpus and tokenizer, in which case it only
+/// checks it and, if `seq_len` differs, rewrites the manifest's `seq_len` (fast: the shards do not
+/// depend on it). Returns `out_dir`.
 pub fn prepare_bundled(out_dir: &Path, seq_len: u32) -> Result<PathBuf> {
     let tokenizer = Tokenizer::load(&tokenizer_path())?;
     let source = corpus_fingerprint()?;
+    if seq_len == 0 {
+        return Err(DataError::InvalidArgument("seq_len must be > 0".into()));
+    }
     if out_dir.join("manifest.json").exists() {
         if let Ok(ds) = Dataset::open(out_dir) {
             let m = ds.manifest();
-            if m.seq_len == seq_len && ds.tokenizer_hash() == tokenizer.hash() && m.source.as_deref() == Some(&source) {
+            if ds.tokenizer_hash() == tokenizer.hash() && m.source.as_deref() == Some(&source) {
+                if m.seq_len != seq_len {
+                    // The shards do not depend on seq_len: only the manifest changes.
+                    let mut m = m.clone();
+                    m.seq_len = seq_len;
+                    m.write(&out_dir.join("manifest.json"))?;
+                }
                 return Ok(out_dir.to_path_buf());
             }
         }

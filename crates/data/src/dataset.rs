@@ -101,7 +101,11 @@ impl Dataset {
             if *h.as_bytes() != tok_hash {
                 return Err(DataError::tokenizer(
                     &tpath,
-                    format!("hash {} does not match the manifest's {}", h.to_hex(), manifest.tokenizer.blake3),
+                    format!(
+                        "hash {} does not match the manifest's {}",
+                        h.to_hex(),
+                        manifest.tokenizer.blake3
+                    ),
                 ));
             }
         }
@@ -111,7 +115,13 @@ impl Dataset {
         }
         let train = open_split(dir, &manifest.train, seq_len)?;
         let val = open_split(dir, &manifest.val, seq_len)?;
-        let ds = Dataset { dir: dir.to_path_buf(), manifest, seq_len, train, val };
+        let ds = Dataset {
+            dir: dir.to_path_buf(),
+            manifest,
+            seq_len,
+            train,
+            val,
+        };
         if opts.verify {
             ds.verify()?;
         }
@@ -122,13 +132,20 @@ impl Dataset {
     /// vocabulary size.
     pub fn verify(&self) -> Result<()> {
         let vocab = self.manifest.tokenizer.vocab_size;
-        for (data, info) in [(&self.train, &self.manifest.train), (&self.val, &self.manifest.val)] {
+        for (data, info) in [
+            (&self.train, &self.manifest.train),
+            (&self.val, &self.manifest.val),
+        ] {
             for (shard, si) in data.shards.iter().zip(&info.shards) {
                 let h = blake3::hash(&shard.map[..]);
                 if h.to_hex().as_str() != si.blake3 {
                     return Err(DataError::shard(
                         &shard.path,
-                        format!("BLAKE3 {} does not match the manifest's {}", h.to_hex(), si.blake3),
+                        format!(
+                            "BLAKE3 {} does not match the manifest's {}",
+                            h.to_hex(),
+                            si.blake3
+                        ),
                     ));
                 }
                 check_ids(&shard.path, &shard.map[..], 0, vocab)?;
@@ -190,7 +207,11 @@ impl Dataset {
         let data = self.split(split);
         let n = self.num_samples(split);
         if id >= n {
-            return Err(DataError::SampleOutOfRange { split: split.name(), id, num_samples: n });
+            return Err(DataError::SampleOutOfRange {
+                split: split.name(),
+                id,
+                num_samples: n,
+            });
         }
         if out.len() != self.seq_len as usize {
             return Err(DataError::InvalidArgument(format!(
@@ -210,7 +231,10 @@ impl Dataset {
             if t >= vocab {
                 return Err(DataError::shard(
                     &shard.path,
-                    format!("token id {t} at token {} is not below the vocabulary size {vocab}", start / 4 + i),
+                    format!(
+                        "token id {t} at token {} is not below the vocabulary size {vocab}",
+                        start / 4 + i
+                    ),
                 ));
             }
             *o = t;
@@ -225,7 +249,10 @@ fn check_ids(path: &Path, bytes: &[u8], base: usize, vocab: u32) -> Result<()> {
         if t >= vocab {
             return Err(DataError::shard(
                 path,
-                format!("token id {t} at token {} is not below the vocabulary size {vocab}", base + i),
+                format!(
+                    "token id {t} at token {} is not below the vocabulary size {vocab}",
+                    base + i
+                ),
             ));
         }
     }
@@ -233,7 +260,10 @@ fn check_ids(path: &Path, bytes: &[u8], base: usize, vocab: u32) -> Result<()> {
 }
 
 fn open_split(dir: &Path, info: &SplitInfo, seq_len: u32) -> Result<SplitData> {
-    let mut data = SplitData { shards: Vec::new(), first_sample: vec![0] };
+    let mut data = SplitData {
+        shards: Vec::new(),
+        first_sample: vec![0],
+    };
     let mut next: u64 = 0;
     for si in &info.shards {
         let path = dir.join(&si.file);
@@ -243,7 +273,11 @@ fn open_split(dir: &Path, info: &SplitInfo, seq_len: u32) -> Result<SplitData> {
         if expected != Some(len) {
             return Err(DataError::shard(
                 &path,
-                format!("{len} bytes but the manifest says {} tokens ({} bytes): truncated or wrong file", si.tokens, si.tokens.saturating_mul(4)),
+                format!(
+                    "{len} bytes but the manifest says {} tokens ({} bytes): truncated or wrong file",
+                    si.tokens,
+                    si.tokens.saturating_mul(4)
+                ),
             ));
         }
         if usize::try_from(len).is_err() {

@@ -72,8 +72,15 @@ pub fn list_inputs(path: &Path) -> Result<Vec<InputFile>> {
     let mut out = Vec::new();
     if meta.is_file() {
         let (format, zstd) =
-            InputFile::from_path(path).ok_or_else(|| DataError::UnsupportedInput { path: path.to_path_buf() })?;
-        out.push(InputFile { path: path.to_path_buf(), format, zstd, bytes: meta.len() });
+            InputFile::from_path(path).ok_or_else(|| DataError::UnsupportedInput {
+                path: path.to_path_buf(),
+            })?;
+        out.push(InputFile {
+            path: path.to_path_buf(),
+            format,
+            zstd,
+            bytes: meta.len(),
+        });
         return Ok(out);
     }
     let mut stack = vec![path.to_path_buf()];
@@ -86,14 +93,28 @@ pub fn list_inputs(path: &Path) -> Result<Vec<InputFile>> {
             if ft.is_dir() {
                 stack.push(p);
             } else if let Some((format, zstd)) = InputFile::from_path(&p) {
-                let bytes = std::fs::metadata(&p).map_err(|e| DataError::io(&p, e))?.len();
-                out.push(InputFile { path: p, format, zstd, bytes });
+                let bytes = std::fs::metadata(&p)
+                    .map_err(|e| DataError::io(&p, e))?
+                    .len();
+                out.push(InputFile {
+                    path: p,
+                    format,
+                    zstd,
+                    bytes,
+                });
             }
         }
     }
-    out.sort_by(|a, b| a.path.as_os_str().as_encoded_bytes().cmp(b.path.as_os_str().as_encoded_bytes()));
+    out.sort_by(|a, b| {
+        a.path
+            .as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.path.as_os_str().as_encoded_bytes())
+    });
     if out.is_empty() {
-        return Err(DataError::NoDocuments { path: path.to_path_buf() });
+        return Err(DataError::NoDocuments {
+            path: path.to_path_buf(),
+        });
     }
     Ok(out)
 }
@@ -110,9 +131,15 @@ pub fn for_each_document(
         InputFormat::Parquet => read_parquet(path, on_bytes, f),
         InputFormat::Text | InputFormat::Jsonl => {
             let raw = File::open(path).map_err(|e| DataError::io(path, e))?;
-            let counting = CountingReader { inner: raw, on_bytes };
+            let counting = CountingReader {
+                inner: raw,
+                on_bytes,
+            };
             let reader: Box<dyn Read + '_> = if file.zstd {
-                Box::new(zstd::stream::read::Decoder::new(counting).map_err(|e| DataError::io(path, e))?)
+                Box::new(
+                    zstd::stream::read::Decoder::new(counting)
+                        .map_err(|e| DataError::io(path, e))?,
+                )
             } else {
                 Box::new(counting)
             };
@@ -141,24 +168,38 @@ impl<R: Read> Read for CountingReader<'_, R> {
 
 /// Reads one line (with its `\n`) into `buf`, refusing lines above `limit` bytes. Returns false
 /// at end of input.
-fn read_line_limited(path: &Path, r: &mut dyn BufRead, buf: &mut Vec<u8>, limit: usize) -> Result<bool> {
+fn read_line_limited(
+    path: &Path,
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool> {
     buf.clear();
     let n = r
         .take(limit as u64 + 1)
         .read_until(b'\n', buf)
         .map_err(|e| DataError::io(path, e))?;
     if n > limit {
-        return Err(DataError::DocumentTooLarge { path: path.to_path_buf(), limit });
+        return Err(DataError::DocumentTooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
     }
     Ok(n > 0)
 }
 
-fn read_text(path: &Path, r: &mut dyn BufRead, f: &mut dyn FnMut(String) -> Result<()>) -> Result<()> {
+fn read_text(
+    path: &Path,
+    r: &mut dyn BufRead,
+    f: &mut dyn FnMut(String) -> Result<()>,
+) -> Result<()> {
     let mut doc: Vec<u8> = Vec::new();
     let mut line = Vec::new();
     let emit = |doc: &mut Vec<u8>, f: &mut dyn FnMut(String) -> Result<()>| -> Result<()> {
         let bytes = std::mem::take(doc);
-        let text = String::from_utf8(bytes).map_err(|_| DataError::NotUtf8 { path: path.to_path_buf() })?;
+        let text = String::from_utf8(bytes).map_err(|_| DataError::NotUtf8 {
+            path: path.to_path_buf(),
+        })?;
         if !text.trim().is_empty() {
             f(text)?;
         }
@@ -182,7 +223,11 @@ struct JsonlRow {
     text: Option<serde_json::Value>,
 }
 
-fn read_jsonl(path: &Path, r: &mut dyn BufRead, f: &mut dyn FnMut(String) -> Result<()>) -> Result<()> {
+fn read_jsonl(
+    path: &Path,
+    r: &mut dyn BufRead,
+    f: &mut dyn FnMut(String) -> Result<()>,
+) -> Result<()> {
     let mut line = Vec::new();
     let mut n: u64 = 0;
     while read_line_limited(path, r, &mut line, MAX_DOCUMENT_BYTES)? {
@@ -202,18 +247,33 @@ fn read_jsonl(path: &Path, r: &mut dyn BufRead, f: &mut dyn FnMut(String) -> Res
                 }
             }
             Some(_) => {
-                return Err(DataError::Jsonl { path: path.to_path_buf(), line: n, reason: "field \"text\" is not a string".into() })
+                return Err(DataError::Jsonl {
+                    path: path.to_path_buf(),
+                    line: n,
+                    reason: "field \"text\" is not a string".into(),
+                })
             }
             None => {
-                return Err(DataError::Jsonl { path: path.to_path_buf(), line: n, reason: "no field \"text\"".into() })
+                return Err(DataError::Jsonl {
+                    path: path.to_path_buf(),
+                    line: n,
+                    reason: "no field \"text\"".into(),
+                })
             }
         }
     }
     Ok(())
 }
 
-fn read_parquet(path: &Path, on_bytes: &mut dyn FnMut(u64), f: &mut dyn FnMut(String) -> Result<()>) -> Result<()> {
-    let perr = |e: parquet::errors::ParquetError| DataError::Parquet { path: path.to_path_buf(), reason: e.to_string() };
+fn read_parquet(
+    path: &Path,
+    on_bytes: &mut dyn FnMut(u64),
+    f: &mut dyn FnMut(String) -> Result<()>,
+) -> Result<()> {
+    let perr = |e: parquet::errors::ParquetError| DataError::Parquet {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let reader = SerializedFileReader::new(file).map_err(perr)?;
     let meta = reader.metadata();
@@ -223,9 +283,15 @@ fn read_parquet(path: &Path, on_bytes: &mut dyn FnMut(u64), f: &mut dyn FnMut(St
             let c = schema.column(i);
             c.path().parts().len() == 1 && c.name() == "text"
         })
-        .ok_or_else(|| DataError::Parquet { path: path.to_path_buf(), reason: "no top-level column \"text\"".into() })?;
+        .ok_or_else(|| DataError::Parquet {
+            path: path.to_path_buf(),
+            reason: "no top-level column \"text\"".into(),
+        })?;
     if schema.column(col).physical_type() != PhysicalType::BYTE_ARRAY {
-        return Err(DataError::Parquet { path: path.to_path_buf(), reason: "column \"text\" is not a string column".into() });
+        return Err(DataError::Parquet {
+            path: path.to_path_buf(),
+            reason: "column \"text\" is not a string column".into(),
+        });
     }
     const BATCH: usize = 256;
     for rg in 0..meta.num_row_groups() {
@@ -233,7 +299,10 @@ fn read_parquet(path: &Path, on_bytes: &mut dyn FnMut(u64), f: &mut dyn FnMut(St
         let mut col_reader = match rg_reader.get_column_reader(col).map_err(perr)? {
             ColumnReader::ByteArrayColumnReader(r) => r,
             _ => {
-                return Err(DataError::Parquet { path: path.to_path_buf(), reason: "column \"text\" is not a string column".into() })
+                return Err(DataError::Parquet {
+                    path: path.to_path_buf(),
+                    reason: "column \"text\" is not a string column".into(),
+                })
             }
         };
         let mut values = Vec::with_capacity(BATCH);
@@ -241,15 +310,22 @@ fn read_parquet(path: &Path, on_bytes: &mut dyn FnMut(u64), f: &mut dyn FnMut(St
         loop {
             values.clear();
             defs.clear();
-            let (records, _, _) = col_reader.read_records(BATCH, Some(&mut defs), None, &mut values).map_err(perr)?;
+            let (records, _, _) = col_reader
+                .read_records(BATCH, Some(&mut defs), None, &mut values)
+                .map_err(perr)?;
             if records == 0 {
                 break;
             }
             for v in values.drain(..) {
                 if v.len() > MAX_DOCUMENT_BYTES {
-                    return Err(DataError::DocumentTooLarge { path: path.to_path_buf(), limit: MAX_DOCUMENT_BYTES });
+                    return Err(DataError::DocumentTooLarge {
+                        path: path.to_path_buf(),
+                        limit: MAX_DOCUMENT_BYTES,
+                    });
                 }
-                let s = std::str::from_utf8(v.data()).map_err(|_| DataError::NotUtf8 { path: path.to_path_buf() })?;
+                let s = std::str::from_utf8(v.data()).map_err(|_| DataError::NotUtf8 {
+                    path: path.to_path_buf(),
+                })?;
                 if !s.trim().is_empty() {
                     f(s.to_string())?;
                 }

@@ -36,15 +36,23 @@ pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     if len > limit {
         return Err(DataError::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{len} bytes, more than the limit of {limit}")),
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{len} bytes, more than the limit of {limit}"),
+            ),
         ));
     }
     let mut buf = Vec::with_capacity(len as usize);
-    f.take(limit + 1).read_to_end(&mut buf).map_err(|e| DataError::io(path, e))?;
+    f.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| DataError::io(path, e))?;
     if buf.len() as u64 > limit {
         return Err(DataError::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("more than the limit of {limit} bytes")),
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("more than the limit of {limit} bytes"),
+            ),
         ));
     }
     Ok(buf)

@@ -81,14 +81,16 @@ impl Manifest {
     /// files themselves are checked by [`crate::Dataset::open`]).
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = crate::read_limited(path, MAX_MANIFEST_BYTES)?;
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| DataError::manifest(path, e.to_string()))?;
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| DataError::manifest(path, e.to_string()))?;
         m.validate(path)?;
         Ok(m)
     }
 
     /// Writes the manifest atomically (temporary file + rename).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|e| DataError::manifest(path, e.to_string()))?;
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| DataError::manifest(path, e.to_string()))?;
         crate::write_atomic(path, &json)
     }
 
@@ -99,7 +101,10 @@ impl Manifest {
             return bad(format!("format is {:?}, expected {FORMAT:?}", self.format));
         }
         if self.version != FORMAT_VERSION {
-            return bad(format!("format version {} is not supported (this code reads {FORMAT_VERSION})", self.version));
+            return bad(format!(
+                "format version {} is not supported (this code reads {FORMAT_VERSION})",
+                self.version
+            ));
         }
         if self.dtype != DTYPE {
             return bad(format!("dtype is {:?}, expected {DTYPE:?}", self.dtype));
@@ -127,7 +132,10 @@ impl Manifest {
                     || s.file == "manifest.json"
                     || s.file == "tokenizer.json"
                 {
-                    return bad(format!("{name}: shard file name {:?} is not a plain file name", s.file));
+                    return bad(format!(
+                        "{name}: shard file name {:?} is not a plain file name",
+                        s.file
+                    ));
                 }
                 if !names.insert(s.file.as_str()) {
                     return bad(format!("shard file {:?} is listed twice", s.file));
@@ -136,17 +144,30 @@ impl Manifest {
                     return bad(format!("{name}: shard {:?} has 0 tokens", s.file));
                 }
                 if parse_hash(&s.blake3).is_none() {
-                    return bad(format!("{name}: shard {:?}: blake3 is not 64 hex digits", s.file));
+                    return bad(format!(
+                        "{name}: shard {:?}: blake3 is not 64 hex digits",
+                        s.file
+                    ));
                 }
-                sum = sum.checked_add(s.tokens).ok_or_else(|| DataError::manifest(path, "token count overflow"))?;
+                sum = sum
+                    .checked_add(s.tokens)
+                    .ok_or_else(|| DataError::manifest(path, "token count overflow"))?;
             }
             if sum != split.tokens {
-                return bad(format!("{name}: shards hold {sum} tokens but the split says {}", split.tokens));
+                return bad(format!(
+                    "{name}: shards hold {sum} tokens but the split says {}",
+                    split.tokens
+                ));
             }
-            total = total.checked_add(sum).ok_or_else(|| DataError::manifest(path, "token count overflow"))?;
+            total = total
+                .checked_add(sum)
+                .ok_or_else(|| DataError::manifest(path, "token count overflow"))?;
         }
         if total != self.total_tokens {
-            return bad(format!("total_tokens is {} but the splits hold {total}", self.total_tokens));
+            return bad(format!(
+                "total_tokens is {} but the splits hold {total}",
+                self.total_tokens
+            ));
         }
         Ok(())
     }

@@ -9,7 +9,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{DataError, Result};
 use crate::input::{for_each_document, list_inputs, InputFile};
-use crate::manifest::{Manifest, ShardInfo, SplitInfo, TokenizerInfo, DTYPE, FORMAT, FORMAT_VERSION};
+use crate::manifest::{
+    Manifest, ShardInfo, SplitInfo, TokenizerInfo, DTYPE, FORMAT, FORMAT_VERSION,
+};
 use crate::tokenizer::{Tokenizer, DEFAULT_VOCAB_SIZE};
 
 /// Default tokens per sample.
@@ -48,7 +50,10 @@ pub struct PrepareOptions {
 impl Default for PrepareOptions {
     fn default() -> Self {
         PrepareOptions {
-            tokenizer: TokenizerSource::Train { vocab_size: DEFAULT_VOCAB_SIZE, max_bytes: DEFAULT_TRAIN_BYTES },
+            tokenizer: TokenizerSource::Train {
+                vocab_size: DEFAULT_VOCAB_SIZE,
+                max_bytes: DEFAULT_TRAIN_BYTES,
+            },
             seq_len: DEFAULT_SEQ_LEN,
             val_fraction: DEFAULT_VAL_FRACTION,
             shard_tokens: DEFAULT_SHARD_TOKENS,
@@ -68,7 +73,11 @@ pub fn is_val_document(index: u64, val_fraction: f64) -> bool {
 }
 
 fn progress_bar(enabled: bool, total: u64, what: &str) -> ProgressBar {
-    let target = if enabled { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let target = if enabled {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
     let pb = ProgressBar::with_draw_target(Some(total), target);
     if let Ok(style) = ProgressStyle::with_template(
         "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
@@ -93,7 +102,12 @@ fn stream_documents(
 }
 
 /// Trains a tokenizer on (up to `max_bytes` of) the documents under `input`.
-pub fn train_tokenizer(input: &Path, vocab_size: u32, max_bytes: u64, progress: bool) -> Result<Tokenizer> {
+pub fn train_tokenizer(
+    input: &Path,
+    vocab_size: u32,
+    max_bytes: u64,
+    progress: bool,
+) -> Result<Tokenizer> {
     let inputs = list_inputs(input)?;
     let total: u64 = inputs.iter().map(|f| f.bytes).sum();
     let pb = progress_bar(progress, total, "train tokenizer");
@@ -106,7 +120,8 @@ pub fn train_tokenizer(input: &Path, vocab_size: u32, max_bytes: u64, progress: 
                     return Err(DataError::InvalidArgument(String::new())); // stop early, not an error
                 }
                 used += doc.len() as u64;
-                tx.send(doc).map_err(|_| DataError::InvalidArgument("tokenizer training stopped".into()))
+                tx.send(doc)
+                    .map_err(|_| DataError::InvalidArgument("tokenizer training stopped".into()))
             });
             drop(tx);
             match r {
@@ -121,7 +136,9 @@ pub fn train_tokenizer(input: &Path, vocab_size: u32, max_bytes: u64, progress: 
             .map_err(|_| DataError::InvalidArgument("document reader thread panicked".into()))?;
         let used = produced?;
         if used == 0 {
-            return Err(DataError::NoDocuments { path: input.to_path_buf() });
+            return Err(DataError::NoDocuments {
+                path: input.to_path_buf(),
+            });
         }
         tok
     });
@@ -140,7 +157,14 @@ struct ShardWriter {
 
 impl ShardWriter {
     fn new(dir: &Path, prefix: &'static str, max_tokens: u64) -> Self {
-        ShardWriter { dir: dir.to_path_buf(), prefix, max_tokens, cur: None, done: Vec::new(), documents: 0 }
+        ShardWriter {
+            dir: dir.to_path_buf(),
+            prefix,
+            max_tokens,
+            cur: None,
+            done: Vec::new(),
+            documents: 0,
+        }
     }
 
     fn push(&mut self, tokens: &[u32]) -> Result<()> {
@@ -150,9 +174,16 @@ impl ShardWriter {
                 let name = format!("{}-{:05}.bin", self.prefix, self.done.len());
                 let path = self.dir.join(&name);
                 let f = File::create(&path).map_err(|e| DataError::io(&path, e))?;
-                self.cur = Some((BufWriter::with_capacity(1 << 20, f), blake3::Hasher::new(), 0, name));
+                self.cur = Some((
+                    BufWriter::with_capacity(1 << 20, f),
+                    blake3::Hasher::new(),
+                    0,
+                    name,
+                ));
             }
-            let Some((w, h, n, name)) = self.cur.as_mut() else { break };
+            let Some((w, h, n, name)) = self.cur.as_mut() else {
+                break;
+            };
             let room = usize::try_from(self.max_tokens - *n).unwrap_or(usize::MAX);
             let take = room.min(rest.len());
             let mut buf = Vec::with_capacity(take * 4);
@@ -174,9 +205,15 @@ impl ShardWriter {
     fn close(&mut self) -> Result<()> {
         if let Some((w, h, n, name)) = self.cur.take() {
             let path = self.dir.join(&name);
-            let f = w.into_inner().map_err(|e| DataError::io(&path, e.into_error()))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| DataError::io(&path, e.into_error()))?;
             f.sync_all().map_err(|e| DataError::io(&path, e))?;
-            self.done.push(ShardInfo { file: name, tokens: n, blake3: h.finalize().to_hex().to_string() });
+            self.done.push(ShardInfo {
+                file: name,
+                tokens: n,
+                blake3: h.finalize().to_hex().to_string(),
+            });
         }
         Ok(())
     }
@@ -184,7 +221,11 @@ impl ShardWriter {
     fn finish(mut self) -> Result<SplitInfo> {
         self.close()?;
         let tokens = self.done.iter().map(|s| s.tokens).sum();
-        Ok(SplitInfo { documents: self.documents, tokens, shards: self.done })
+        Ok(SplitInfo {
+            documents: self.documents,
+            tokens,
+            shards: self.done,
+        })
     }
 }
 
@@ -196,17 +237,23 @@ pub fn prepare(input: &Path, out_dir: &Path, opts: &PrepareOptions) -> Result<Ma
         return Err(DataError::InvalidArgument("seq_len must be > 0".into()));
     }
     if !(0.0..1.0).contains(&opts.val_fraction) {
-        return Err(DataError::InvalidArgument(format!("val fraction {} is not in [0, 1)", opts.val_fraction)));
+        return Err(DataError::InvalidArgument(format!(
+            "val fraction {} is not in [0, 1)",
+            opts.val_fraction
+        )));
     }
     if opts.shard_tokens == 0 {
-        return Err(DataError::InvalidArgument("shard_tokens must be > 0".into()));
+        return Err(DataError::InvalidArgument(
+            "shard_tokens must be > 0".into(),
+        ));
     }
     let inputs = list_inputs(input)?;
     let tokenizer = match &opts.tokenizer {
         TokenizerSource::File(p) => Tokenizer::load(p)?,
-        TokenizerSource::Train { vocab_size, max_bytes } => {
-            train_tokenizer(input, *vocab_size, *max_bytes, opts.progress)?
-        }
+        TokenizerSource::Train {
+            vocab_size,
+            max_bytes,
+        } => train_tokenizer(input, *vocab_size, *max_bytes, opts.progress)?,
     };
     std::fs::create_dir_all(out_dir).map_err(|e| DataError::io(out_dir, e))?;
     // An interrupted run must not leave a manifest that describes other shards.
@@ -231,7 +278,11 @@ pub fn prepare(input: &Path, out_dir: &Path, opts: &PrepareOptions) -> Result<Ma
         let docs = std::mem::take(batch);
         for mut ids in tokenizer.encode_batch(docs)? {
             ids.push(eot);
-            let w = if is_val_document(*index, opts.val_fraction) { &mut val } else { &mut train };
+            let w = if is_val_document(*index, opts.val_fraction) {
+                &mut val
+            } else {
+                &mut train
+            };
             w.documents += 1;
             w.push(&ids)?;
             *index += 1;
@@ -253,7 +304,9 @@ pub fn prepare(input: &Path, out_dir: &Path, opts: &PrepareOptions) -> Result<Ma
     let train = train.finish()?;
     let val = val.finish()?;
     if train.tokens == 0 {
-        return Err(DataError::NoDocuments { path: input.to_path_buf() });
+        return Err(DataError::NoDocuments {
+            path: input.to_path_buf(),
+        });
     }
     let manifest = Manifest {
         format: FORMAT.into(),
@@ -261,7 +314,11 @@ pub fn prepare(input: &Path, out_dir: &Path, opts: &PrepareOptions) -> Result<Ma
         dtype: DTYPE.into(),
         seq_len: opts.seq_len,
         total_tokens: train.tokens + val.tokens,
-        tokenizer: TokenizerInfo { blake3: tokenizer.hash_hex(), vocab_size: tokenizer.vocab_size(), eot_id: eot },
+        tokenizer: TokenizerInfo {
+            blake3: tokenizer.hash_hex(),
+            vocab_size: tokenizer.vocab_size(),
+            eot_id: eot,
+        },
         train,
         val,
         source: opts.source.clone(),

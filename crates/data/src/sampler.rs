@@ -35,7 +35,9 @@ pub struct SampleStream {
 impl SampleStream {
     /// The stream keyed by `seed` (used directly as the ChaCha20 key).
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        SampleStream { rng: ChaCha20Rng::from_seed(seed) }
+        SampleStream {
+            rng: ChaCha20Rng::from_seed(seed),
+        }
     }
 
     /// The stream for `domain` and little-endian encoded `fields`: key = BLAKE3(domain ‖ fields).
@@ -118,7 +120,13 @@ pub fn pool(run_seed: u64, uid: u32, window: u64, pool_size: usize, num_samples:
 /// losses: `min(pool_size, num_samples)` distinct ids.
 ///
 /// Seed: BLAKE3(`"covenant/data/random-pool/v1"` ‖ run_seed u64 LE ‖ window u64 LE ‖ salt u64 LE).
-pub fn random_pool(run_seed: u64, window: u64, salt: u64, pool_size: usize, num_samples: u64) -> Vec<u64> {
+pub fn random_pool(
+    run_seed: u64,
+    window: u64,
+    salt: u64,
+    pool_size: usize,
+    num_samples: u64,
+) -> Vec<u64> {
     let mut f = Vec::with_capacity(24);
     f.extend_from_slice(&run_seed.to_le_bytes());
     f.extend_from_slice(&window.to_le_bytes());
@@ -249,10 +257,19 @@ mod tests {
         assert_eq!(pool(0xDEAD_BEEF, 17, 123_456, 6, 50), PINNED_POOL_1);
         assert_eq!(random_pool(1, 2, 3, 5, 1 << 40), PINNED_RANDOM_POOL);
         assert_eq!(batch_order(9, 4, 10), PINNED_BATCH_ORDER);
+        assert_eq!(epoch_order(9, 4, 10), PINNED_BATCH_ORDER);
     }
 
-    const PINNED_POOL_0: [u64; 8] = [0; 8];
-    const PINNED_POOL_1: [u64; 6] = [0; 6];
-    const PINNED_RANDOM_POOL: [u64; 5] = [0; 5];
-    const PINNED_BATCH_ORDER: [u64; 10] = [0; 10];
+    const PINNED_POOL_0: [u64; 8] = [
+        843201, 654765, 727534, 70241, 842664, 432917, 886576, 103898,
+    ];
+    const PINNED_POOL_1: [u64; 6] = [14, 29, 18, 26, 9, 20];
+    const PINNED_RANDOM_POOL: [u64; 5] = [
+        131522677393,
+        648674200899,
+        48927906436,
+        820730286051,
+        562861534799,
+    ];
+    const PINNED_BATCH_ORDER: [u64; 10] = [5, 2, 0, 6, 7, 9, 8, 1, 4, 3];
 }

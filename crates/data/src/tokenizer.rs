@@ -53,9 +53,21 @@ impl Tokenizer {
         let eot_id = [EOT, "</s>", "<eos>"]
             .iter()
             .find_map(|t| inner.token_to_id(t))
-            .ok_or_else(|| DataError::tokenizer(&origin, format!("no end-of-text token ({EOT}, </s> or <eos>)")))?;
+            .ok_or_else(|| {
+                DataError::tokenizer(
+                    &origin,
+                    format!("no end-of-text token ({EOT}, </s> or <eos>)"),
+                )
+            })?;
         let hash = *blake3::hash(&json).as_bytes();
-        Ok(Tokenizer { inner, json, hash, vocab_size, eot_id, origin })
+        Ok(Tokenizer {
+            inner,
+            json,
+            hash,
+            vocab_size,
+            eot_id,
+            origin,
+        })
     }
 
     /// Trains a byte-level BPE tokenizer (GPT-2 style pre-tokenization, no prefix space,

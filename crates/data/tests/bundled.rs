@@ -38,24 +38,70 @@ fn prepare_bundled_is_idempotent_and_fast_the_second_time() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("bundled");
     let dir = prepare_bundled(&out, 256).expect("prepare");
-    let ds = Dataset::open_with(&dir, &OpenOptions { verify: true, ..Default::default() }).expect("open");
+    let ds = Dataset::open_with(
+        &dir,
+        &OpenOptions {
+            verify: true,
+            ..Default::default()
+        },
+    )
+    .expect("open");
     let m = ds.manifest().clone();
     assert!(m.total_tokens > 2_500_000, "{} tokens", m.total_tokens);
-    assert!(m.val.tokens > 50_000 && m.val.tokens * 10 < m.total_tokens, "val {}", m.val.tokens);
+    assert!(
+        m.val.tokens > 50_000 && m.val.tokens * 10 < m.total_tokens,
+        "val {}",
+        m.val.tokens
+    );
     assert_eq!(m.tokenizer.vocab_size, 8192);
     assert!(ds.num_samples(Split::Train) > 9_000);
-    let modified = std::fs::metadata(dir.join("manifest.json")).and_then(|m| m.modified()).expect("mtime");
+    let modified = std::fs::metadata(dir.join("manifest.json"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
 
     let t = Instant::now();
     prepare_bundled(&out, 256).expect("again");
-    assert!(t.elapsed().as_secs_f64() < 5.0, "second call took {:?}", t.elapsed());
-    let again = std::fs::metadata(dir.join("manifest.json")).and_then(|m| m.modified()).expect("mtime");
+    assert!(
+        t.elapsed().as_secs_f64() < 5.0,
+        "second call took {:?}",
+        t.elapsed()
+    );
+    let again = std::fs::metadata(dir.join("manifest.json"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
     assert_eq!(modified, again, "second call must not rewrite");
     assert_eq!(Dataset::open(&dir).expect("open").manifest(), &m);
 
-    // another seq_len re-prepares
+    // another seq_len reuses the shards and only rewrites the manifest
+    let t = Instant::now();
     prepare_bundled(&out, 128).expect("seq 128");
-    let ds = Dataset::open(&dir).expect("open");
+    assert!(
+        t.elapsed().as_secs_f64() < 5.0,
+        "seq change took {:?}",
+        t.elapsed()
+    );
+    let ds = Dataset::open_with(
+        &dir,
+        &OpenOptions {
+            verify: true,
+            ..Default::default()
+        },
+    )
+    .expect("open");
     assert_eq!(ds.seq_len(), 128);
     assert_eq!(ds.manifest().total_tokens, m.total_tokens);
+    assert_eq!(ds.manifest().train.shards, m.train.shards);
+
+    // a damaged dataset is prepared again, not trusted
+    std::fs::write(dir.join(&m.train.shards[0].file), b"junk").expect("damage");
+    prepare_bundled(&out, 256).expect("repair");
+    let ds = Dataset::open_with(
+        &dir,
+        &OpenOptions {
+            verify: true,
+            ..Default::default()
+        },
+    )
+    .expect("open");
+    assert_eq!(ds.manifest(), &m);
 }

@@ -28,11 +28,18 @@ fn opts(tok: &Path, seq_len: u32, val: f64, shard_tokens: u64) -> PrepareOptions
 
 /// All tokens of a split, read back from the shard files.
 fn split_tokens(dir: &Path, m: &Manifest, split: Split) -> Vec<u32> {
-    let info = if split == Split::Train { &m.train } else { &m.val };
+    let info = if split == Split::Train {
+        &m.train
+    } else {
+        &m.val
+    };
     let mut out = vec![];
     for s in &info.shards {
         let b = std::fs::read(dir.join(&s.file)).expect("read shard");
-        out.extend(b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        out.extend(
+            b.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
     }
     out
 }
@@ -63,7 +70,11 @@ fn jsonl_prepare_splits_by_document_and_round_trips() {
 
     assert_eq!(m.train.documents + m.val.documents, 100);
     assert_eq!(m.val.documents, 10, "every 10th document");
-    assert!(m.train.shards.len() > 1, "expected several train shards: {:?}", m.train.shards.len());
+    assert!(
+        m.train.shards.len() > 1,
+        "expected several train shards: {:?}",
+        m.train.shards.len()
+    );
     assert_eq!(m.tokenizer.blake3, tok.hash_hex());
     assert_eq!(m.tokenizer.vocab_size, tok.vocab_size());
     assert_eq!(m.total_tokens, m.train.tokens + m.val.tokens);
@@ -75,11 +86,21 @@ fn jsonl_prepare_splits_by_document_and_round_trips() {
     for (i, d) in docs.iter().enumerate() {
         let in_val = val_docs.contains(d);
         let in_train = train_docs.contains(d);
-        assert!(in_val != in_train, "document {i} must be in exactly one split");
+        assert!(
+            in_val != in_train,
+            "document {i} must be in exactly one split"
+        );
         assert_eq!(in_val, is_val_document(i as u64, 0.1));
     }
 
-    let ds = Dataset::open_with(&out, &OpenOptions { verify: true, ..Default::default() }).expect("open");
+    let ds = Dataset::open_with(
+        &out,
+        &OpenOptions {
+            verify: true,
+            ..Default::default()
+        },
+    )
+    .expect("open");
     let per_shard: u64 = m.train.shards.iter().map(|s| s.tokens / 16).sum();
     assert_eq!(ds.num_samples(Split::Train), per_shard);
     assert!(ds.num_samples(Split::Val) > 0);
@@ -92,7 +113,14 @@ fn jsonl_prepare_splits_by_document_and_round_trips() {
     assert_eq!(s.len(), 16);
     assert!(ds.sample(Split::Train, last + 1).is_err());
     // a longer seq_len override gives fewer samples
-    let ds32 = Dataset::open_with(&out, &OpenOptions { seq_len: Some(32), ..Default::default() }).expect("open");
+    let ds32 = Dataset::open_with(
+        &out,
+        &OpenOptions {
+            seq_len: Some(32),
+            ..Default::default()
+        },
+    )
+    .expect("open");
     assert!(ds32.num_samples(Split::Train) < ds.num_samples(Split::Train));
 
     // preparing again is deterministic
@@ -147,7 +175,10 @@ fn parquet_input_written_by_pyarrow() {
     );
     let out = tmp.path().join("out");
     let m = prepare(&input, &out, &opts(&tok_path, 32, 0.0, 1 << 20)).expect("prepare");
-    assert_eq!(m.train.documents, 100, "two files of 50 rows (nulls skipped)");
+    assert_eq!(
+        m.train.documents, 100,
+        "two files of 50 rows (nulls skipped)"
+    );
     assert_eq!(m.val.documents, 0);
     let got = split_documents(&out, &m, Split::Train, &tok);
     let mut expected = docs.clone();
@@ -160,7 +191,12 @@ fn parquet_input_written_by_pyarrow() {
         "import sys, pyarrow as pa, pyarrow.parquet as pq\npq.write_table(pa.table({'body': ['x']}), sys.argv[1])",
         &[bad.to_str().expect("path")],
     );
-    let e = prepare(&bad, &tmp.path().join("o2"), &opts(&tok_path, 32, 0.0, 1 << 20)).expect_err("no text column");
+    let e = prepare(
+        &bad,
+        &tmp.path().join("o2"),
+        &opts(&tok_path, 32, 0.0, 1 << 20),
+    )
+    .expect_err("no text column");
     let e = e.to_string();
     assert!(e.contains("notext.parquet") && e.contains("text"), "{e}");
 }
@@ -171,21 +207,33 @@ fn bad_inputs_are_errors_naming_the_file() {
     let tok_path = tokenizer(tmp.path());
     let o = opts(&tok_path, 16, 0.0, 1000);
     let bad = tmp.path().join("bad.jsonl");
-    std::fs::write(&bad, "{\"text\": \"fine\"}\n{\"content\": \"no text field\"}\n").expect("write");
-    let e = prepare(&bad, &tmp.path().join("o1"), &o).expect_err("missing field").to_string();
+    std::fs::write(
+        &bad,
+        "{\"text\": \"fine\"}\n{\"content\": \"no text field\"}\n",
+    )
+    .expect("write");
+    let e = prepare(&bad, &tmp.path().join("o1"), &o)
+        .expect_err("missing field")
+        .to_string();
     assert!(e.contains("bad.jsonl") && e.contains("line 2"), "{e}");
     std::fs::write(&bad, "{\"text\": 5}\n").expect("write");
-    let e = prepare(&bad, &tmp.path().join("o1"), &o).expect_err("not a string").to_string();
+    let e = prepare(&bad, &tmp.path().join("o1"), &o)
+        .expect_err("not a string")
+        .to_string();
     assert!(e.contains("bad.jsonl") && e.contains("line 1"), "{e}");
     std::fs::write(&bad, "{not json\n").expect("write");
     assert!(prepare(&bad, &tmp.path().join("o1"), &o).is_err());
     let latin1 = tmp.path().join("latin1.txt");
     std::fs::write(&latin1, b"caf\xe9\n").expect("write");
-    let e = prepare(&latin1, &tmp.path().join("o2"), &o).expect_err("not utf-8").to_string();
+    let e = prepare(&latin1, &tmp.path().join("o2"), &o)
+        .expect_err("not utf-8")
+        .to_string();
     assert!(e.contains("latin1.txt"), "{e}");
     let odd = tmp.path().join("data.csv");
     std::fs::write(&odd, "a,b").expect("write");
-    let e = prepare(&odd, &tmp.path().join("o3"), &o).expect_err("unsupported").to_string();
+    let e = prepare(&odd, &tmp.path().join("o3"), &o)
+        .expect_err("unsupported")
+        .to_string();
     assert!(e.contains("data.csv"), "{e}");
     let mut o2 = o.clone();
     o2.val_fraction = 1.0;
@@ -210,7 +258,10 @@ fn truncated_or_missing_shard_is_an_error_naming_it() {
     let bytes = std::fs::read(&shard).expect("read");
     std::fs::write(&shard, &bytes[..bytes.len() - 6]).expect("truncate");
     let e = Dataset::open(&dir).expect_err("truncated").to_string();
-    assert!(e.contains(&m.train.shards[1].file) && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains(&m.train.shards[1].file) && e.contains("truncated"),
+        "{e}"
+    );
     std::fs::remove_file(&shard).expect("rm");
     let e = Dataset::open(&dir).expect_err("missing").to_string();
     assert!(e.contains(&m.train.shards[1].file), "{e}");
@@ -225,10 +276,19 @@ fn hash_mismatch_is_found_by_verify() {
     bytes[5] ^= 0x01; // still a small id, same size
     std::fs::write(&shard, &bytes).expect("write");
     Dataset::open(&dir).expect("structure is fine without verification");
-    let e = Dataset::open_with(&dir, &OpenOptions { verify: true, ..Default::default() })
-        .expect_err("hash")
-        .to_string();
-    assert!(e.contains(&m.val.shards[0].file) && e.contains("BLAKE3"), "{e}");
+    let e = Dataset::open_with(
+        &dir,
+        &OpenOptions {
+            verify: true,
+            ..Default::default()
+        },
+    )
+    .expect_err("hash")
+    .to_string();
+    assert!(
+        e.contains(&m.val.shards[0].file) && e.contains("BLAKE3"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -257,19 +317,33 @@ fn manifest_for_another_tokenizer_or_version_is_refused() {
     let (dir, m) = prepared(tmp.path());
     let ds = Dataset::open(&dir).expect("open");
     let right = ds.tokenizer_hash();
-    let opts = OpenOptions { expected_tokenizer: Some(right), ..Default::default() };
+    let opts = OpenOptions {
+        expected_tokenizer: Some(right),
+        ..Default::default()
+    };
     Dataset::open_with(&dir, &opts).expect("right tokenizer");
     let mut wrong = right;
     wrong[0] ^= 1;
-    let e = Dataset::open_with(&dir, &OpenOptions { expected_tokenizer: Some(wrong), ..Default::default() })
-        .expect_err("wrong tokenizer")
-        .to_string();
-    assert!(e.contains("manifest.json") && e.contains("tokenizer"), "{e}");
+    let e = Dataset::open_with(
+        &dir,
+        &OpenOptions {
+            expected_tokenizer: Some(wrong),
+            ..Default::default()
+        },
+    )
+    .expect_err("wrong tokenizer")
+    .to_string();
+    assert!(
+        e.contains("manifest.json") && e.contains("tokenizer"),
+        "{e}"
+    );
 
     // tokenizer.json replaced by another one
     let other = Tokenizer::train(common::documents(30).iter(), 400).expect("train");
     other.save(&dir.join("tokenizer.json")).expect("save");
-    let e = Dataset::open(&dir).expect_err("other tokenizer.json").to_string();
+    let e = Dataset::open(&dir)
+        .expect_err("other tokenizer.json")
+        .to_string();
     assert!(e.contains("tokenizer.json"), "{e}");
     std::fs::remove_file(dir.join("tokenizer.json")).expect("rm");
 
@@ -278,7 +352,10 @@ fn manifest_for_another_tokenizer_or_version_is_refused() {
     m2.version = 99;
     std::fs::write(&mp, serde_json::to_vec(&m2).expect("json")).expect("write");
     let e = Dataset::open(&dir).expect_err("version").to_string();
-    assert!(e.contains("manifest.json") && e.contains("version 99"), "{e}");
+    assert!(
+        e.contains("manifest.json") && e.contains("version 99"),
+        "{e}"
+    );
     let mut m3 = m.clone();
     m3.train.tokens += 1;
     std::fs::write(&mp, serde_json::to_vec(&m3).expect("json")).expect("write");

@@ -28,20 +28,38 @@ fn trained_tokenizer_matches_python_and_is_deterministic() {
     let b = Tokenizer::train(docs.iter(), 600).expect("train again");
     assert_eq!(a.hash(), b.hash(), "training is not deterministic");
     assert_eq!(a.json(), b.json());
-    assert!(a.vocab_size() <= 600 && a.vocab_size() > 257, "vocab {}", a.vocab_size());
+    assert!(
+        a.vocab_size() <= 600 && a.vocab_size() > 257,
+        "vocab {}",
+        a.vocab_size()
+    );
     assert_eq!(a.eot_id(), 0);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("tokenizer.json");
     a.save(&path).expect("save");
     let loaded = Tokenizer::load(&path).expect("load");
-    assert_eq!(loaded.hash(), a.hash(), "hash of the saved file differs from the trained one");
+    assert_eq!(
+        loaded.hash(),
+        a.hash(),
+        "hash of the saved file differs from the trained one"
+    );
 
     let rust = loaded.encode(SAMPLE).expect("encode");
     assert_eq!(rust, python_ids(&path, SAMPLE));
-    assert_eq!(loaded.decode(&rust).expect("decode"), SAMPLE, "byte-level BPE must round-trip");
-    assert!(rust.contains(&0), "the special token must be recognized in text");
-    assert!(Tokenizer::train(docs.iter(), 100).is_err(), "vocab below 257 must be refused");
+    assert_eq!(
+        loaded.decode(&rust).expect("decode"),
+        SAMPLE,
+        "byte-level BPE must round-trip"
+    );
+    assert!(
+        rust.contains(&0),
+        "the special token must be recognized in text"
+    );
+    assert!(
+        Tokenizer::train(docs.iter(), 100).is_err(),
+        "vocab below 257 must be refused"
+    );
 }
 
 #[test]
@@ -54,7 +72,8 @@ fn bundled_tokenizer_matches_python() {
     assert_eq!(rust, python_ids(&path, SAMPLE));
     assert_eq!(t.decode(&rust).expect("decode"), SAMPLE);
     // trained on English: far fewer tokens than bytes
-    let text = "And God said, Let there be light: and there was light. And God saw the light, that it was good.";
+    let text =
+        "And God said, Let there be light: and there was light. And God saw the light, that it was good.";
     let n = t.encode(text).expect("encode").len();
     assert!(n * 3 < text.len(), "{n} tokens for {} bytes", text.len());
 }
@@ -66,6 +85,8 @@ fn broken_tokenizer_files_are_errors_naming_the_file() {
     std::fs::write(&p, b"{\"not\": \"a tokenizer\"}").expect("write");
     let e = Tokenizer::load(&p).expect_err("must fail").to_string();
     assert!(e.contains("bad-tokenizer.json"), "{e}");
-    let e = Tokenizer::load(&dir.path().join("missing.json")).expect_err("must fail").to_string();
+    let e = Tokenizer::load(&dir.path().join("missing.json"))
+        .expect_err("must fail")
+        .to_string();
     assert!(e.contains("missing.json"), "{e}");
 }

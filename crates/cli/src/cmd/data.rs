@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use covenant_data::prepare::{PrepareOptions, TokenizerSource, DEFAULT_SEQ_LEN, DEFAULT_SHARD_TOKENS, DEFAULT_TRAIN_BYTES, DEFAULT_VAL_FRACTION};
+use covenant_data::prepare::{
+    PrepareOptions, TokenizerSource, DEFAULT_SEQ_LEN, DEFAULT_SHARD_TOKENS, DEFAULT_TRAIN_BYTES,
+    DEFAULT_VAL_FRACTION,
+};
 use covenant_data::tokenizer::DEFAULT_VOCAB_SIZE;
 use covenant_data::{Dataset, OpenOptions, Split};
 
@@ -85,11 +88,22 @@ pub enum DataCommand {
 
 pub fn run(c: DataCommand) -> Result<()> {
     match c {
-        DataCommand::Prepare { input, out, tokenizer, vocab_size, seq_len, val_fraction, shard_tokens } => {
+        DataCommand::Prepare {
+            input,
+            out,
+            tokenizer,
+            vocab_size,
+            seq_len,
+            val_fraction,
+            shard_tokens,
+        } => {
             let opts = PrepareOptions {
                 tokenizer: match tokenizer {
                     Some(p) => TokenizerSource::File(p),
-                    None => TokenizerSource::Train { vocab_size, max_bytes: DEFAULT_TRAIN_BYTES },
+                    None => TokenizerSource::Train {
+                        vocab_size,
+                        max_bytes: DEFAULT_TRAIN_BYTES,
+                    },
                 },
                 seq_len,
                 val_fraction,
@@ -102,10 +116,20 @@ pub fn run(c: DataCommand) -> Result<()> {
             print_summary(&out, &m);
             Ok(())
         }
-        DataCommand::TrainTokenizer { input, out, vocab_size, max_bytes } => {
+        DataCommand::TrainTokenizer {
+            input,
+            out,
+            vocab_size,
+            max_bytes,
+        } => {
             let t = covenant_data::train_tokenizer(&input, vocab_size, max_bytes, true)?;
             t.save(&out)?;
-            println!("{}: vocab {} blake3 {}", out.display(), t.vocab_size(), t.hash_hex());
+            println!(
+                "{}: vocab {} blake3 {}",
+                out.display(),
+                t.vocab_size(),
+                t.hash_hex()
+            );
             Ok(())
         }
         DataCommand::Bundled { out, seq_len } => {
@@ -115,11 +139,24 @@ pub fn run(c: DataCommand) -> Result<()> {
             Ok(())
         }
         DataCommand::Inspect { data, verify, show } => {
-            let ds = Dataset::open_with(&data, &OpenOptions { verify, ..Default::default() })?;
+            let ds = Dataset::open_with(
+                &data,
+                &OpenOptions {
+                    verify,
+                    ..Default::default()
+                },
+            )?;
             print_summary(&data, ds.manifest());
-            println!("samples: train {} val {}", ds.num_samples(Split::Train), ds.num_samples(Split::Val));
+            println!(
+                "samples: train {} val {}",
+                ds.num_samples(Split::Train),
+                ds.num_samples(Split::Val)
+            );
             if verify {
-                println!("verified: every shard hash matches and every id < {}", ds.vocab_size());
+                println!(
+                    "verified: every shard hash matches and every id < {}",
+                    ds.vocab_size()
+                );
             }
             if show > 0 && ds.num_samples(Split::Train) > 0 {
                 let tok = covenant_data::Tokenizer::load(&data.join("tokenizer.json"))?;
@@ -128,14 +165,27 @@ pub fn run(c: DataCommand) -> Result<()> {
             }
             Ok(())
         }
-        DataCommand::Pool { run_seed, uid, window, pool_size, num_samples, data } => {
+        DataCommand::Pool {
+            run_seed,
+            uid,
+            window,
+            pool_size,
+            num_samples,
+            data,
+        } => {
             let n = match (num_samples, data) {
                 (Some(n), _) => n,
                 (None, Some(d)) => Dataset::open(&d)?.num_samples(Split::Train),
                 (None, None) => anyhow::bail!("give --num-samples or --data"),
             };
             let ids = covenant_data::pool(run_seed, uid, window, pool_size, n);
-            println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
+            println!(
+                "{}",
+                ids.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
             Ok(())
         }
     }

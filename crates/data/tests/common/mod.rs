@@ -14,7 +14,12 @@ pub fn python() -> PathBuf {
 
 /// Runs `python -c script args...` and returns stdout; panics with stderr on failure.
 pub fn run_python(script: &str, args: &[&str]) -> String {
-    let out = Command::new(python()).arg("-c").arg(script).args(args).output().expect("start python");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("start python");
     assert!(
         out.status.success(),
         "python failed: {}\n{}",
