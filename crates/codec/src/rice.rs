@@ -93,22 +93,47 @@ pub fn encode(idx: &[u16], k: usize, p: u8, out: &mut Vec<u8>) {
     w.finish();
 }
 
+/// LSB-first bit reader with a 64-bit buffer refilled 8 bytes at a time.
 struct BitReader<'a> {
     bytes: &'a [u8],
+    /// Next byte to load.
     pos: usize,
-    total: usize,
+    /// Buffered bits; only the low `n` are valid (higher bits may hold bytes loaded early,
+    /// which later refills OR in again identically).
+    buf: u64,
+    n: u32,
 }
 
 impl BitReader<'_> {
     #[inline]
-    fn peek(&self) -> u64 {
-        let byte = self.pos >> 3;
-        let mut buf = [0u8; 8];
-        if byte < self.bytes.len() {
-            let end = (byte + 8).min(self.bytes.len());
-            buf[..end - byte].copy_from_slice(&self.bytes[byte..end]);
+    fn refill(&mut self) {
+        if self.pos + 8 <= self.bytes.len() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&self.bytes[self.pos..self.pos + 8]);
+            self.buf |= u64::from_le_bytes(w) << self.n;
+            let adv = (63 - self.n) >> 3;
+            self.pos += adv as usize;
+            self.n += adv * 8;
+        } else {
+            while self.n <= 56 && self.pos < self.bytes.len() {
+                self.buf |= (self.bytes[self.pos] as u64) << self.n;
+                self.pos += 1;
+                self.n += 8;
+            }
         }
-        u64::from_le_bytes(buf) >> (self.pos & 7)
+    }
+    #[inline]
+    fn valid(&self) -> u64 {
+        if self.n >= 64 {
+            self.buf
+        } else {
+            self.buf & ((1u64 << self.n) - 1)
+        }
+    }
+    #[inline]
+    fn consume(&mut self, c: u32) {
+        self.buf = if c >= 64 { 0 } else { self.buf >> c };
+        self.n -= c;
     }
 }
 
@@ -127,28 +152,29 @@ pub fn decode(
     let mut r = BitReader {
         bytes,
         pos: 0,
-        total: bytes.len() * 8,
+        buf: 0,
+        n: 0,
     };
-    // A gap can never exceed chunk_len, so neither can its quotient.
-    let q_limit = (chunk_len >> p) as u64 + 1;
+    // A gap can never reach chunk_len, so neither can its quotient.
+    let q_limit = (chunk_len >> p) as u64;
     for chunk in 0..n_chunks {
         let mut next: usize = 0; // smallest index this gap may produce
         for _ in 0..k {
-            // unary quotient
+            // Unary quotient.
             let mut q: u64 = 0;
             loop {
-                if r.pos >= r.total {
+                r.refill();
+                if r.n == 0 {
                     return Err(RiceError::Truncated { chunk });
                 }
-                let w = r.peek();
-                let ones = w.trailing_ones();
-                if ones < 56 {
+                let ones = r.valid().trailing_ones().min(r.n);
+                if ones < r.n {
                     q += ones as u64;
-                    r.pos += ones as usize + 1;
+                    r.consume(ones + 1);
                     break;
                 }
-                q += 56;
-                r.pos += 56;
+                q += ones as u64;
+                r.consume(ones);
                 if q > q_limit {
                     return Err(RiceError::IndexOutOfRange {
                         chunk,
@@ -156,28 +182,24 @@ pub fn decode(
                     });
                 }
             }
-            if q > q_limit || r.pos > r.total {
-                return Err(if r.pos > r.total {
-                    RiceError::Truncated { chunk }
-                } else {
-                    RiceError::IndexOutOfRange {
-                        chunk,
-                        index: usize::MAX,
-                    }
+            if q > q_limit {
+                return Err(RiceError::IndexOutOfRange {
+                    chunk,
+                    index: usize::MAX,
                 });
             }
             let low = if p > 0 {
-                let v = r.peek() & ((1u64 << p) - 1);
-                r.pos += p as usize;
-                if r.pos > r.total {
+                r.refill();
+                if r.n < p {
                     return Err(RiceError::Truncated { chunk });
                 }
+                let v = r.buf & ((1u64 << p) - 1);
+                r.consume(p);
                 v
             } else {
                 0
             };
-            let gap = ((q << p) | low) as usize;
-            let index = next + gap;
+            let index = next + ((q << p) | low) as usize;
             if index >= chunk_len {
                 return Err(RiceError::IndexOutOfRange { chunk, index });
             }
@@ -185,8 +207,9 @@ pub fn decode(
             next = index + 1;
         }
     }
-    // Canonical end: only zero padding inside the last byte.
-    if r.total - r.pos >= 8 || (r.pos < r.total && r.peek() != 0) {
+    // Canonical end: fewer than 8 bits left, all zero.
+    r.refill();
+    if r.pos != bytes.len() || r.n >= 8 || r.valid() != 0 {
         return Err(RiceError::TrailingData);
     }
     Ok(())

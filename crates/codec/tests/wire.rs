@@ -460,3 +460,34 @@ fn encode_refuses_invalid_payloads() {
     p.tensors[1].lookup[0] = f32::NAN;
     assert!(encode(&p, &layout, &fuzz_key(), EncodeOptions::default()).is_err());
 }
+
+#[test]
+fn rice_round_trip_edge_cases() {
+    use covenant_codec::rice;
+    // gaps of every size incl. long unary runs (p = 0 with a gap of 4000), chunk ends
+    let chunk_len = 4096;
+    let cases: Vec<Vec<u16>> = vec![
+        vec![0, 1, 2, 3],
+        vec![4000, 4001, 4094, 4095],
+        vec![0, 4095, 4095, 4095][..2].to_vec(),
+        (0..64).map(|i| i * 64 + 63).collect(),
+    ];
+    for idx in cases {
+        let k = idx.len();
+        for p in 0..=13u8 {
+            let mut bytes = Vec::new();
+            rice::encode(&idx, k, p, &mut bytes);
+            assert_eq!(bytes.len() as u64, rice::cost_bits(&idx, k, p).div_ceil(8));
+            let mut back = Vec::new();
+            rice::decode(&bytes, 1, k, chunk_len, p, &mut back).unwrap();
+            assert_eq!(back, idx, "p {p}");
+            // one byte more or less is rejected
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(rice::decode(&longer, 1, k, chunk_len, p, &mut Vec::new()).is_err());
+            if !bytes.is_empty() {
+                assert!(rice::decode(&bytes[..bytes.len() - 1], 1, k, chunk_len, p, &mut Vec::new()).is_err());
+            }
+        }
+    }
+}
