@@ -44,7 +44,10 @@ pub fn compress_state(layout: &ModelLayout, st: &mut MinerState) -> Vec<TensorPa
         .before
         .iter()
         .zip(&st.after)
-        .map(|(b, a)| DeltaSource::Diff { before: b, after: a })
+        .map(|(b, a)| DeltaSource::Diff {
+            before: b,
+            after: a,
+        })
         .collect();
     let mut refs: Vec<&mut [f32]> = st.ef.iter_mut().map(|v| v.as_mut_slice()).collect();
     compress_model(layout, &mut refs, &src).expect("compress")
@@ -54,14 +57,22 @@ pub fn compress_state(layout: &ModelLayout, st: &mut MinerState) -> Vec<TensorPa
 pub fn peer_payloads(layout: &ModelLayout, n: usize) -> Vec<Vec<TensorPayload>> {
     (0..n)
         .map(|r| {
-            let mut ef: Vec<Vec<f32>> = layout.tensors.iter().map(|t| vec![0f32; t.geom.numel()]).collect();
+            let mut ef: Vec<Vec<f32>> = layout
+                .tensors
+                .iter()
+                .map(|t| vec![0f32; t.geom.numel()])
+                .collect();
             let deltas: Vec<Vec<f32>> = layout
                 .tensors
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
                     let mut d = vec![0f32; t.geom.numel()];
-                    fill_normal(&mut d, 1000 + r as u64 * 131 + i as u64, 1e-3 * (1.0 + 0.1 * r as f32));
+                    fill_normal(
+                        &mut d,
+                        1000 + r as u64 * 131 + i as u64,
+                        1e-3 * (1.0 + 0.1 * r as f32),
+                    );
                     d
                 })
                 .collect();

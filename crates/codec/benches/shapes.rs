@@ -51,7 +51,8 @@ pub fn fill_normal(buf: &mut [f32], seed: u64, scale: f32) {
             s ^= s << 25;
             s ^= s >> 27;
             let r = s.wrapping_mul(0x2545_F491_4F6C_DD1D);
-            acc += (r >> 40) as f32 / (1u64 << 24) as f32 + (r & 0xFF_FFFF) as f32 / (1u64 << 24) as f32;
+            acc += (r >> 40) as f32 / (1u64 << 24) as f32
+                + (r & 0xFF_FFFF) as f32 / (1u64 << 24) as f32;
         }
         *v = (acc - 2.0) * 1.7 * scale;
     }

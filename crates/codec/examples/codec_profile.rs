@@ -18,13 +18,22 @@ fn main() {
         "aggregate" => {
             let peers: Vec<Vec<TensorPayload>> = common::peer_payloads(&base, 20);
             let refs: Vec<&[TensorPayload]> = peers.iter().map(|p| p.as_slice()).collect();
-            let mut theta: Vec<Vec<f32>> = base.tensors.iter().map(|t| vec![0.01f32; t.geom.numel()]).collect();
+            let mut theta: Vec<Vec<f32>> = base
+                .tensors
+                .iter()
+                .map(|t| vec![0.01f32; t.geom.numel()])
+                .collect();
             let t0 = std::time::Instant::now();
             for _ in 0..iters {
                 let mut th: Vec<&mut [f32]> = theta.iter_mut().map(|v| v.as_mut_slice()).collect();
-                std::hint::black_box(aggregate_apply_model(&base, &refs, &mut th, Some(0.5)).unwrap());
+                std::hint::black_box(
+                    aggregate_apply_model(&base, &refs, &mut th, Some(0.5)).unwrap(),
+                );
             }
-            eprintln!("aggregate: {:.1} ms/iter", t0.elapsed().as_secs_f64() * 1e3 / iters as f64);
+            eprintln!(
+                "aggregate: {:.1} ms/iter",
+                t0.elapsed().as_secs_f64() * 1e3 / iters as f64
+            );
         }
         _ => {
             let mut st = common::miner_state(&base, 1);
@@ -32,7 +41,10 @@ fn main() {
             for _ in 0..iters {
                 std::hint::black_box(common::compress_state(&base, &mut st));
             }
-            eprintln!("compress: {:.1} ms/iter", t0.elapsed().as_secs_f64() * 1e3 / iters as f64);
+            eprintln!(
+                "compress: {:.1} ms/iter",
+                t0.elapsed().as_secs_f64() * 1e3 / iters as f64
+            );
         }
     }
 }

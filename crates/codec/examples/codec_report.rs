@@ -24,8 +24,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Process CPU time (user + system) in seconds, from /proc/self/stat (0 where unavailable).
 fn cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    let Some(rest) = s.rsplit(')').next() else { return 0.0 };
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = s.rsplit(')').next() else {
+        return 0.0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
@@ -40,11 +44,15 @@ thread_local! {
 fn time<F: FnMut()>(runs: usize, mut f: F) -> f64 {
     f(); // warm-up
     let c0 = cpu_seconds();
-    let m = median((0..runs).map(|_| {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64()
-    }).collect());
+    let m = median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
     let cpu = (cpu_seconds() - c0) / runs as f64;
     CPU.with(|c| c.borrow_mut().push((String::new(), cpu)));
     m
@@ -55,16 +63,39 @@ fn last_cpu(i: usize) -> f64 {
 }
 
 fn header() -> PayloadHeader {
-    PayloadHeader { run_id: [1; 32], window: 7, uid: 3 }
+    PayloadHeader {
+        run_id: [1; 32],
+        window: 7,
+        uid: 3,
+    }
 }
 
 fn sizes(name: &str, layout: &ModelLayout, key: &SigningKey) {
     let mut st = common::miner_state(layout, 11);
     let tensors = common::compress_state(layout, &mut st);
-    let p = Payload { header: header(), tensors };
+    let p = Payload {
+        header: header(),
+        tensors,
+    };
     let dense = layout.numel() * 4;
-    let packed = encode(&p, layout, key, EncodeOptions { index_coding: IndexCoding::Packed }).unwrap();
-    let rice = encode(&p, layout, key, EncodeOptions { index_coding: IndexCoding::Entropy }).unwrap();
+    let packed = encode(
+        &p,
+        layout,
+        key,
+        EncodeOptions {
+            index_coding: IndexCoding::Packed,
+        },
+    )
+    .unwrap();
+    let rice = encode(
+        &p,
+        layout,
+        key,
+        EncodeOptions {
+            index_coding: IndexCoding::Entropy,
+        },
+    )
+    .unwrap();
     let sel: usize = layout.tensors.iter().map(|t| t.geom.n_selected()).sum();
     println!(
         "| {name} | {} | {:.2}% | {} | {} | {:.1}× | {} | {:.1}× |",
@@ -89,7 +120,10 @@ fn main() {
     sizes("BASELINES list", &base, &key);
 
     let n = base.numel() as f64;
-    let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
         println!("load average at start: {}", l.trim());
     }
@@ -100,26 +134,41 @@ fn main() {
     });
     let t_compress_encode = time(runs, || {
         let tensors = common::compress_state(&base, &mut st);
-        let p = Payload { header: header(), tensors };
+        let p = Payload {
+            header: header(),
+            tensors,
+        };
         std::hint::black_box(encode(&p, &base, &key, EncodeOptions::default()).unwrap());
     });
 
     // Aggregate 20 peers.
     let peers: Vec<Vec<TensorPayload>> = common::peer_payloads(&base, 20);
     let peer_refs: Vec<&[TensorPayload]> = peers.iter().map(|p| p.as_slice()).collect();
-    let mut theta: Vec<Vec<f32>> = base.tensors.iter().map(|t| vec![0.01f32; t.geom.numel()]).collect();
+    let mut theta: Vec<Vec<f32>> = base
+        .tensors
+        .iter()
+        .map(|t| vec![0.01f32; t.geom.numel()])
+        .collect();
     let t_agg = time(runs, || {
         let mut th: Vec<&mut [f32]> = theta.iter_mut().map(|v| v.as_mut_slice()).collect();
         std::hint::black_box(aggregate_apply_model(&base, &peer_refs, &mut th, Some(0.5)).unwrap());
     });
     // Wire decode (validate + unpack + hash + signature) of the 20 payloads, 2 threads.
-    let keys: Vec<SigningKey> = (0..20).map(|r| SigningKey::from_bytes(&[r as u8 + 10; 32])).collect();
+    let keys: Vec<SigningKey> = (0..20)
+        .map(|r| SigningKey::from_bytes(&[r as u8 + 10; 32]))
+        .collect();
     let blobs: Vec<Vec<u8>> = peers
         .iter()
         .zip(&keys)
         .enumerate()
         .map(|(r, (p, k))| {
-            let pl = Payload { header: PayloadHeader { uid: r as u32, ..header() }, tensors: p.clone() };
+            let pl = Payload {
+                header: PayloadHeader {
+                    uid: r as u32,
+                    ..header()
+                },
+                tensors: p.clone(),
+            };
             encode(&pl, &base, k, EncodeOptions::default()).unwrap()
         })
         .collect();
@@ -131,8 +180,15 @@ fn main() {
                 let (blobs, keys, base, limits) = (&blobs, &keys, &base, &limits);
                 s.spawn(move || {
                     for r in (t..20).step_by(threads) {
-                        let ex = ExpectedModel { layout: base, run_id: [1; 32], window: 7, uid: r as u32 };
-                        std::hint::black_box(decode(&blobs[r], &ex, &keys[r].verifying_key(), limits).unwrap());
+                        let ex = ExpectedModel {
+                            layout: base,
+                            run_id: [1; 32],
+                            window: 7,
+                            uid: r as u32,
+                        };
+                        std::hint::black_box(
+                            decode(&blobs[r], &ex, &keys[r].verifying_key(), limits).unwrap(),
+                        );
                     }
                 });
             }
@@ -164,9 +220,39 @@ fn main() {
             ceil.map_or("".into(), |c| format!("{:.2}", mps(t) / c)),
         )
     };
-    row("compress (EF from θ0−θ, top-k, quantise, EF subtract)", t_compress, last_cpu(0), Some(REF_COMPRESS), Some(ceil_compress));
-    row("compress + 12-bit/2-bit pack + blake3 + ed25519 sign", t_compress_encode, last_cpu(1), Some(REF_COMPRESS), Some(ceil_compress));
-    row("aggregate 20 peers (norms, clip, mean, SGD apply)", t_agg, last_cpu(2), Some(REF_AGGREGATE), Some(ceil_agg));
-    row("wire decode + validate 20 payloads (signature, hash, unpack)", t_decode, last_cpu(3), None, None);
-    row("wire decode 20 + aggregate + SGD", t_decode + t_agg, last_cpu(2) + last_cpu(3), Some(REF_AGGREGATE), Some(ceil_agg));
+    row(
+        "compress (EF from θ0−θ, top-k, quantise, EF subtract)",
+        t_compress,
+        last_cpu(0),
+        Some(REF_COMPRESS),
+        Some(ceil_compress),
+    );
+    row(
+        "compress + 12-bit/2-bit pack + blake3 + ed25519 sign",
+        t_compress_encode,
+        last_cpu(1),
+        Some(REF_COMPRESS),
+        Some(ceil_compress),
+    );
+    row(
+        "aggregate 20 peers (norms, clip, mean, SGD apply)",
+        t_agg,
+        last_cpu(2),
+        Some(REF_AGGREGATE),
+        Some(ceil_agg),
+    );
+    row(
+        "wire decode + validate 20 payloads (signature, hash, unpack)",
+        t_decode,
+        last_cpu(3),
+        None,
+        None,
+    );
+    row(
+        "wire decode 20 + aggregate + SGD",
+        t_decode + t_agg,
+        last_cpu(2) + last_cpu(3),
+        Some(REF_AGGREGATE),
+        Some(ceil_agg),
+    );
 }

@@ -39,22 +39,40 @@ fn check_payload(
         reason,
     };
     if p.codes.len() != g.n_selected() {
-        return Err(bad(format!("{} codes, expected {}", p.codes.len(), g.n_selected())));
+        return Err(bad(format!(
+            "{} codes, expected {}",
+            p.codes.len(),
+            g.n_selected()
+        )));
     }
     let want_idx = if g.sends_all() { 0 } else { g.n_selected() };
     if p.idx.len() != want_idx {
-        return Err(bad(format!("{} indices, expected {}", p.idx.len(), want_idx)));
+        return Err(bad(format!(
+            "{} indices, expected {}",
+            p.idx.len(),
+            want_idx
+        )));
     }
     if p.lookup.len() != cfg.bins {
-        return Err(bad(format!("lookup has {} entries, expected {}", p.lookup.len(), cfg.bins)));
+        return Err(bad(format!(
+            "lookup has {} entries, expected {}",
+            p.lookup.len(),
+            cfg.bins
+        )));
     }
     let max_code = p.codes.iter().copied().fold(0u8, u8::max);
     if max_code as usize >= cfg.bins {
-        return Err(bad(format!("code {max_code} out of range for {} bins", cfg.bins)));
+        return Err(bad(format!(
+            "code {max_code} out of range for {} bins",
+            cfg.bins
+        )));
     }
     let max_idx = p.idx.iter().copied().fold(0u16, u16::max);
     if !p.idx.is_empty() && max_idx as usize >= g.chunk_len {
-        return Err(bad(format!("index {max_idx} out of range for chunk length {}", g.chunk_len)));
+        return Err(bad(format!(
+            "index {max_idx} out of range for chunk length {}",
+            g.chunk_len
+        )));
     }
     Ok(())
 }
@@ -63,7 +81,9 @@ fn check_payload(
 fn code_histogram(codes: &[u8]) -> [u64; 4] {
     let mut total = [0u64; 4];
     for block in codes.chunks(65535) {
-        let packed: u64 = block.iter().fold(0u64, |a, &c| a + (1u64 << (16 * (c & 3) as u32)));
+        let packed: u64 = block
+            .iter()
+            .fold(0u64, |a, &c| a + (1u64 << (16 * (c & 3) as u32)));
         for (b, t) in total.iter_mut().enumerate() {
             *t += (packed >> (16 * b)) & 0xFFFF;
         }
@@ -186,9 +206,17 @@ fn accumulate(
             }
             let (base, stride, w) = g.chunk_base(c);
             let rel = base - band_start;
-            for (row, (s, n)) in sums.chunks_exact_mut(w).zip(counts.chunks_exact_mut(w)).enumerate() {
+            for (row, (s, n)) in sums
+                .chunks_exact_mut(w)
+                .zip(counts.chunks_exact_mut(w))
+                .enumerate()
+            {
                 let o = rel + row * stride;
-                for ((u, s), n) in band[o..o + w].iter_mut().zip(s.iter_mut()).zip(n.iter_mut()) {
+                for ((u, s), n) in band[o..o + w]
+                    .iter_mut()
+                    .zip(s.iter_mut())
+                    .zip(n.iter_mut())
+                {
                     *u = *s / n.max(1.0);
                     *s = 0.0;
                     *n = 0.0;
@@ -327,7 +355,11 @@ pub fn decode_dense(
     for c in 0..g.n_chunks {
         let (base, _, _) = g.chunk_base(c);
         for i in 0..k {
-            let j = if g.sends_all() { i } else { p.idx[c * k + i] as usize };
+            let j = if g.sends_all() {
+                i
+            } else {
+                p.idx[c * k + i] as usize
+            };
             out[base + offs[j] as usize] = p.value(c * k + i);
         }
     }

@@ -187,6 +187,7 @@ mod simd {
 /// pass over the L1-resident chunk. `guess` carries the previous chunk's threshold (chunks of a
 /// tensor have similar distributions), so one or two counting passes usually bracket between k
 /// and 4k candidates; only those are collected and partially sorted.
+#[allow(clippy::too_many_arguments)]
 fn select_topk(
     tile: &[f32],
     k: usize,
@@ -223,10 +224,18 @@ fn select_topk(
             lo + (hi - lo) / 2
         } else if c < k {
             let n = t.saturating_sub(step);
-            if n <= lo { lo + (t - lo) / 2 } else { n }
+            if n <= lo {
+                lo + (t - lo) / 2
+            } else {
+                n
+            }
         } else {
             let n = t.saturating_add(step);
-            if n >= hi { t + (hi - t) / 2 } else { n }
+            if n >= hi {
+                t + (hi - t) / 2
+            } else {
+                n
+            }
         };
         step = step.saturating_mul(2);
     }
@@ -320,7 +329,12 @@ pub(crate) fn quant_params(cfg: &CodecConfig, vals: &[f32]) -> Quant {
 }
 
 /// Codes and lookup table for `vals` (appends codes to `codes`, returns the lookup).
-pub(crate) fn quantise(cfg: &CodecConfig, q: &Quant, vals: &[f32], codes: &mut Vec<u8>) -> Vec<f32> {
+pub(crate) fn quantise(
+    cfg: &CodecConfig,
+    q: &Quant,
+    vals: &[f32],
+    codes: &mut Vec<u8>,
+) -> Vec<f32> {
     let offset = cfg.offset();
     let top = (cfg.bins - 1) as f32;
     let mut sums = [0f64; 4];

@@ -55,10 +55,18 @@ impl CodecConfig {
             return bad("chunk", self.chunk.to_string(), "must be in 1..=256");
         }
         if !(2..=4).contains(&self.bins) {
-            return bad("bins", self.bins.to_string(), "must be in 2..=4 (2-bit codes)");
+            return bad(
+                "bins",
+                self.bins.to_string(),
+                "must be in 2..=4 (2-bit codes)",
+            );
         }
         if !(self.range_sigma.is_finite() && self.range_sigma > 0.0) {
-            return bad("range_sigma", self.range_sigma.to_string(), "must be finite and > 0");
+            return bad(
+                "range_sigma",
+                self.range_sigma.to_string(),
+                "must be finite and > 0",
+            );
         }
         if !self.ef_decay.is_finite() {
             return bad("ef_decay", self.ef_decay.to_string(), "must be finite");
@@ -67,7 +75,11 @@ impl CodecConfig {
             return bad("outer_lr", self.outer_lr.to_string(), "must be finite");
         }
         if !(self.clip_eps.is_finite() && self.clip_eps >= 0.0) {
-            return bad("clip_eps", self.clip_eps.to_string(), "must be finite and >= 0");
+            return bad(
+                "clip_eps",
+                self.clip_eps.to_string(),
+                "must be finite and >= 0",
+            );
         }
         Ok(())
     }

@@ -61,7 +61,9 @@ pub fn frame_and_sign(layout: &ModelLayout, data: &[u8]) -> Vec<u8> {
 /// the rest first. Panics only if the decoder misbehaves (a panic inside it, or an accepted payload
 /// that does not re-encode to the same bytes).
 pub fn fuzz_decode(layout: &ModelLayout, data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let key = fuzz_key();
     let expected = ExpectedModel {
         layout,
@@ -83,8 +85,15 @@ pub fn fuzz_decode(layout: &ModelLayout, data: &[u8]) {
         } else {
             wire::IndexCoding::Packed
         };
-        let again = wire::encode(&p, layout, &key, wire::EncodeOptions { index_coding: coding })
-            .expect("an accepted payload must be encodable");
+        let again = wire::encode(
+            &p,
+            layout,
+            &key,
+            wire::EncodeOptions {
+                index_coding: coding,
+            },
+        )
+        .expect("an accepted payload must be encodable");
         let back = wire::decode(&again, &expected, &key.verifying_key(), &limits)
             .expect("a re-encoded payload must decode");
         assert_eq!(back, p, "decode(encode(decode(x))) != decode(x)");

@@ -8,6 +8,7 @@ pub fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
     }
     let mut d = cap.min(n).max(1);
     while d > 1 {
+        #[allow(clippy::manual_is_multiple_of)] // keeps the 1.85 MSRV
         if n % d == 0 {
             return d;
         }
@@ -51,7 +52,7 @@ impl TensorGeometry {
             shape: shape.to_vec(),
             reason,
         };
-        if shape.iter().any(|&d| d == 0) {
+        if shape.contains(&0) {
             return Err(unsupported("zero-sized dimension"));
         }
         if shape.iter().any(|&d| d > u32::MAX as usize) {

@@ -8,7 +8,11 @@ pub fn pack12(idx: &[u16], out: &mut Vec<u8>) {
     let mut pairs = idx.chunks_exact(2);
     for p in &mut pairs {
         let (a, b) = (p[0] as u32 & 0xFFF, p[1] as u32 & 0xFFF);
-        out.extend_from_slice(&[(a & 0xFF) as u8, ((a >> 8) | ((b & 0xF) << 4)) as u8, (b >> 4) as u8]);
+        out.extend_from_slice(&[
+            (a & 0xFF) as u8,
+            ((a >> 8) | ((b & 0xF) << 4)) as u8,
+            (b >> 4) as u8,
+        ]);
     }
     if let [a] = pairs.remainder() {
         let a = *a as u32 & 0xFFF;
@@ -70,7 +74,9 @@ pub fn unpack2(bytes: &[u8], n: usize, out: &mut Vec<u8>) -> bool {
     }
     let rem = n % 4;
     if rem > 0 {
-        let Some(&b) = bytes.get(full) else { return false };
+        let Some(&b) = bytes.get(full) else {
+            return false;
+        };
         for i in 0..rem {
             out.push((b >> (2 * i)) & 3);
         }
@@ -89,5 +95,9 @@ pub fn pack16(idx: &[u16], out: &mut Vec<u8>) {
 
 /// Unpacks little-endian u16 indices (caller checks the length).
 pub fn unpack16(bytes: &[u8], out: &mut Vec<u16>) {
-    out.extend(bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])));
+    out.extend(
+        bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]])),
+    );
 }

@@ -4,7 +4,12 @@ use std::sync::Mutex;
 
 /// Runs `f` on every job using up to `threads` threads; results come back in job order.
 /// `cost` orders the queue (largest first).
-pub(crate) fn run_jobs<J, R, F>(threads: usize, jobs: Vec<J>, cost: impl Fn(&J) -> usize, f: F) -> Vec<R>
+pub(crate) fn run_jobs<J, R, F>(
+    threads: usize,
+    jobs: Vec<J>,
+    cost: impl Fn(&J) -> usize,
+    f: F,
+) -> Vec<R>
 where
     J: Send,
     R: Send,

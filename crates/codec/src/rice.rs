@@ -73,7 +73,10 @@ pub fn choose_param(idx: &[u16], k: usize, chunk_len: usize) -> u8 {
     let est = if mean_gap < 1.0 {
         0
     } else {
-        (mean_gap * std::f64::consts::LN_2).log2().floor().clamp(0.0, 15.0) as u8
+        (mean_gap * std::f64::consts::LN_2)
+            .log2()
+            .floor()
+            .clamp(0.0, 15.0) as u8
     };
     let lo = est.saturating_sub(1);
     let hi = (est + 1).min(15);

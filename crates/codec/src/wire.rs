@@ -83,7 +83,12 @@ impl DecodeLimits {
     /// The largest payload an honest peer can produce for `layout` (packed indices), as the limit.
     pub fn for_layout(layout: &ModelLayout) -> Self {
         let max_bytes = max_encoded_len(layout);
-        let max_name_len = layout.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
+        let max_name_len = layout
+            .tensors
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(0);
         Self {
             max_bytes,
             max_tensors: layout.tensors.len(),
@@ -171,10 +176,16 @@ pub enum WireError {
     #[error("body is {got} bytes but the table's sections add up to {used}")]
     BodyLength { got: u64, used: u64 },
     #[error("tensor {tensor:?}: lookup[{bin}] is not finite ({value})")]
-    NonFiniteLookup { tensor: String, bin: usize, value: f32 },
+    NonFiniteLookup {
+        tensor: String,
+        bin: usize,
+        value: f32,
+    },
     #[error("tensor {tensor:?}: shift is not finite ({value})")]
     NonFiniteShift { tensor: String, value: f32 },
-    #[error("tensor {tensor:?}: code {code} at position {position} is out of range for {bins} bins")]
+    #[error(
+        "tensor {tensor:?}: code {code} at position {position} is out of range for {bins} bins"
+    )]
     CodeOutOfRange {
         tensor: String,
         position: usize,
@@ -182,8 +193,13 @@ pub enum WireError {
         bins: usize,
     },
     #[error("tensor {tensor:?}: non-zero padding bits in the {section} section")]
-    BadPadding { tensor: String, section: &'static str },
-    #[error("tensor {tensor:?}: chunk {chunk}: index {index} out of range for chunk length {chunk_len}")]
+    BadPadding {
+        tensor: String,
+        section: &'static str,
+    },
+    #[error(
+        "tensor {tensor:?}: chunk {chunk}: index {index} out of range for chunk length {chunk_len}"
+    )]
     IndexOutOfRange {
         tensor: String,
         chunk: usize,
@@ -260,14 +276,21 @@ fn check_encodable(layout: &ModelLayout, i: usize, p: &TensorPayload) -> Result<
         reason,
     };
     if p.codes.len() != g.n_selected() {
-        return Err(err(format!("{} codes, expected {}", p.codes.len(), g.n_selected())));
+        return Err(err(format!(
+            "{} codes, expected {}",
+            p.codes.len(),
+            g.n_selected()
+        )));
     }
     let want = if g.sends_all() { 0 } else { g.n_selected() };
     if p.idx.len() != want {
         return Err(err(format!("{} indices, expected {want}", p.idx.len())));
     }
     if p.lookup.len() != bins {
-        return Err(err(format!("{} lookup entries, expected {bins}", p.lookup.len())));
+        return Err(err(format!(
+            "{} lookup entries, expected {bins}",
+            p.lookup.len()
+        )));
     }
     if !p.shift.is_finite() || p.lookup.iter().any(|v| !v.is_finite()) {
         return Err(err("non-finite lookup or shift".into()));
@@ -280,7 +303,9 @@ fn check_encodable(layout: &ModelLayout, i: usize, p: &TensorPayload) -> Result<
             let mut prev: i64 = -1;
             for &j in ch {
                 if j as usize >= g.chunk_len || j as i64 <= prev {
-                    return Err(err(format!("chunk {c}: index {j} out of range or not ascending")));
+                    return Err(err(format!(
+                        "chunk {c}: index {j} out of range or not ascending"
+                    )));
                 }
                 prev = j as i64;
             }
@@ -566,7 +591,11 @@ pub fn decode(
         for d in dims.iter_mut().take(rank) {
             *d = tr.u32("tensor dimension")? as u64;
         }
-        if dims[..rank].iter().zip(&g.shape).any(|(&a, &b)| a != b as u64) {
+        if dims[..rank]
+            .iter()
+            .zip(&g.shape)
+            .any(|(&a, &b)| a != b as u64)
+        {
             return Err(WireError::TensorShape {
                 tensor: t.name.clone(),
                 expected: g.shape.clone(),
@@ -574,7 +603,11 @@ pub fn decode(
             });
         }
         let (eh, ew) = geometry_fields(t);
-        for (field, want) in [("chunk h", eh as u64), ("chunk w", ew as u64), ("k", g.k as u64)] {
+        for (field, want) in [
+            ("chunk h", eh as u64),
+            ("chunk w", ew as u64),
+            ("k", g.k as u64),
+        ] {
             let got = tr.u32(field)? as u64;
             if got != want {
                 return Err(WireError::Geometry {
@@ -758,12 +791,14 @@ fn decode_tensor(
                         tensor: t.name.clone(),
                         chunk,
                     },
-                    rice::RiceError::IndexOutOfRange { chunk, index } => WireError::IndexOutOfRange {
-                        tensor: t.name.clone(),
-                        chunk,
-                        index,
-                        chunk_len: g.chunk_len,
-                    },
+                    rice::RiceError::IndexOutOfRange { chunk, index } => {
+                        WireError::IndexOutOfRange {
+                            tensor: t.name.clone(),
+                            chunk,
+                            index,
+                            chunk_len: g.chunk_len,
+                        }
+                    }
                     rice::RiceError::TrailingData => WireError::IndexTrailing {
                         tensor: t.name.clone(),
                     },

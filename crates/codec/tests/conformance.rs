@@ -36,19 +36,29 @@ impl Case {
         SafeTensors::deserialize(&self.bytes).expect("valid safetensors")
     }
     fn shape(&self, n: &str) -> Vec<usize> {
-        self.st().tensor(n).unwrap_or_else(|_| panic!("missing {n}")).shape().to_vec()
+        self.st()
+            .tensor(n)
+            .unwrap_or_else(|_| panic!("missing {n}"))
+            .shape()
+            .to_vec()
     }
     fn f32s(&self, n: &str) -> Vec<f32> {
         let st = self.st();
         let t = st.tensor(n).unwrap_or_else(|_| panic!("missing {n}"));
         assert_eq!(t.dtype(), Dtype::F32, "{n}");
-        t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+        t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     }
     fn i64s(&self, n: &str) -> Vec<i64> {
         let st = self.st();
         let t = st.tensor(n).unwrap_or_else(|_| panic!("missing {n}"));
         assert_eq!(t.dtype(), Dtype::I64, "{n}");
-        t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+        t.data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     }
     fn u8s(&self, n: &str) -> Vec<u8> {
         let st = self.st();
@@ -93,7 +103,11 @@ fn run_compress_case(name: &str) {
     let idx_shape = c.shape("idx");
     let k = *idx_shape.last().unwrap();
     assert_eq!(t.geom.k, k, "{name}: k");
-    assert_eq!(t.geom.n_selected(), idx_shape.iter().product::<usize>(), "{name}: n_selected");
+    assert_eq!(
+        t.geom.n_selected(),
+        idx_shape.iter().product::<usize>(),
+        "{name}: n_selected"
+    );
     match xshape.len() {
         4 => assert_eq!(t.geom.chunk_len, xshape[2] * xshape[3], "{name}: chunk_len"),
         _ => assert_eq!(t.geom.chunk_len, xshape[1], "{name}: chunk_len"),
@@ -103,7 +117,9 @@ fn run_compress_case(name: &str) {
     let want_idx: Vec<u16> = c.i64s("idx").iter().map(|&v| v as u16).collect();
     let got_idx: Vec<u16> = if t.geom.sends_all() {
         assert!(p.idx.is_empty());
-        (0..t.geom.n_chunks).flat_map(|_| 0..t.geom.k as u16).collect()
+        (0..t.geom.n_chunks)
+            .flat_map(|_| 0..t.geom.k as u16)
+            .collect()
     } else {
         p.idx.clone()
     };
@@ -119,18 +135,46 @@ fn run_compress_case(name: &str) {
     assert_eq!(back, got_idx);
 
     // floats
-    close(&format!("{name}: lookup"), &p.lookup, &c.f32s("lookup"), None);
-    close(&format!("{name}: shift"), &[p.shift], &c.f32s("shift"), None);
+    close(
+        &format!("{name}: lookup"),
+        &p.lookup,
+        &c.f32s("lookup"),
+        None,
+    );
+    close(
+        &format!("{name}: shift"),
+        &[p.shift],
+        &c.f32s("shift"),
+        None,
+    );
     let q = covenant_codec_scale(cfg, &p, &c);
     close(&format!("{name}: scale"), &[q], &c.f32s("scale"), None);
-    let pre: Vec<f32> = ef_in.iter().zip(&delta).map(|(&e, &d)| 0.95f32 * e + d).collect();
-    close(&format!("{name}: ef_out"), &ef, &c.f32s("ef_out"), Some(&pre));
+    let pre: Vec<f32> = ef_in
+        .iter()
+        .zip(&delta)
+        .map(|(&e, &d)| 0.95f32 * e + d)
+        .collect();
+    close(
+        &format!("{name}: ef_out"),
+        &ef,
+        &c.f32s("ef_out"),
+        Some(&pre),
+    );
     let mut dense = vec![0f32; t.geom.numel()];
     decode_dense(cfg, t, &p, &mut dense).unwrap();
-    close(&format!("{name}: dense_decoded"), &dense, &c.f32s("dense_decoded"), None);
+    close(
+        &format!("{name}: dense_decoded"),
+        &dense,
+        &c.f32s("dense_decoded"),
+        None,
+    );
     // the residual is exactly e − decoded
     for i in 0..dense.len() {
-        assert_eq!(ef[i], pre[i] - dense[i], "{name}: ef_out[{i}] is not pre − decoded");
+        assert_eq!(
+            ef[i],
+            pre[i] - dense[i],
+            "{name}: ef_out[{i}] is not pre − decoded"
+        );
     }
 }
 
@@ -140,7 +184,10 @@ fn covenant_codec_scale(cfg: &CodecConfig, p: &TensorPayload, c: &Case) -> f32 {
     let n = vals.len();
     let sum: f64 = vals.iter().map(|&v| v as f64).sum();
     let shift = (sum / n as f64) as f32;
-    assert_eq!(shift, p.shift, "scale helper and codec disagree on the shift");
+    assert_eq!(
+        shift, p.shift,
+        "scale helper and codec disagree on the shift"
+    );
     let ss: f64 = vals.iter().map(|&v| ((v - shift) as f64).powi(2)).sum();
     let std = (ss.sqrt() as f32) / ((n as f64 - 1.0).sqrt() as f32);
     cfg.range_sigma * std / cfg.bins as f32
@@ -185,7 +232,11 @@ fn run_agg_case(name: &str, n_peers: usize) {
     let t = &layout.tensors[0];
     let peers: Vec<TensorPayload> = (0..n_peers)
         .map(|r| TensorPayload {
-            idx: c.i64s(&format!("peer{r}_idx")).iter().map(|&v| v as u16).collect(),
+            idx: c
+                .i64s(&format!("peer{r}_idx"))
+                .iter()
+                .map(|&v| v as u16)
+                .collect(),
             codes: c.u8s(&format!("peer{r}_codes")),
             lookup: c.f32s(&format!("peer{r}_lookup")),
             shift: c.f32s(&format!("peer{r}_shift"))[0],
@@ -195,16 +246,35 @@ fn run_agg_case(name: &str, n_peers: usize) {
     let mut update = vec![0f32; t.geom.numel()];
     let stats = aggregate_tensor(&layout.config, t, &refs, &mut update).unwrap();
     assert!(!stats.skipped);
-    close(&format!("{name}: peer_norms"), &stats.norms, &c.f32s("peer_norms"), None);
-    close(&format!("{name}: median_norm"), &[stats.median], &c.f32s("median_norm"), None);
-    close(&format!("{name}: agg_update"), &update, &c.f32s("agg_update"), None);
+    close(
+        &format!("{name}: peer_norms"),
+        &stats.norms,
+        &c.f32s("peer_norms"),
+        None,
+    );
+    close(
+        &format!("{name}: median_norm"),
+        &[stats.median],
+        &c.f32s("median_norm"),
+        None,
+    );
+    close(
+        &format!("{name}: agg_update"),
+        &update,
+        &c.f32s("agg_update"),
+        None,
+    );
 
     // the fused aggregate + SGD path gives θ − lr·update
     let theta0: Vec<f32> = (0..update.len()).map(|i| (i as f32 * 0.37).sin()).collect();
     let mut theta = theta0.clone();
     covenant_codec::aggregate_tensor_apply(&layout.config, t, &refs, &mut theta, 0.7).unwrap();
     for i in 0..theta.len() {
-        assert_eq!(theta[i], theta0[i] + (-0.7f32) * update[i], "{name}: fused θ[{i}]");
+        assert_eq!(
+            theta[i],
+            theta0[i] + (-0.7f32) * update[i],
+            "{name}: fused θ[{i}]"
+        );
     }
 }
 

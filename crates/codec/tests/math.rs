@@ -3,9 +3,9 @@
 mod common;
 
 use covenant_codec::{
-    aggregate_apply_model, aggregate_tensor, aggregate_tensor_apply, compress_model, compress_tensor,
-    decode_dense, largest_divisor_at_most, CodecConfig, CodecError, DeltaSource, Layout, ModelLayout,
-    TensorPayload,
+    aggregate_apply_model, aggregate_tensor, aggregate_tensor_apply, compress_model,
+    compress_tensor, decode_dense, largest_divisor_at_most, CodecConfig, CodecError, DeltaSource,
+    Layout, ModelLayout, TensorPayload,
 };
 use proptest::prelude::*;
 
@@ -31,8 +31,19 @@ fn divisors_and_k() {
     )
     .unwrap();
     let g = |i: usize| &l.tensors[i].geom;
-    assert_eq!(g(0).layout, Layout::Matrix { rows: 1376, cols: 512, h: 43, w: 64 });
-    assert_eq!((g(0).chunk_len, g(0).k, g(0).n_chunks), (43 * 64, 64, 32 * 8));
+    assert_eq!(
+        g(0).layout,
+        Layout::Matrix {
+            rows: 1376,
+            cols: 512,
+            h: 43,
+            w: 64
+        }
+    );
+    assert_eq!(
+        (g(0).chunk_len, g(0).k, g(0).n_chunks),
+        (43 * 64, 64, 32 * 8)
+    );
     assert_eq!((g(1).chunk_len, g(1).k), (45, 44));
     // prime dimension above 64: chunk length 1 → dense (every value sent)
     assert_eq!((g(2).chunk_len, g(2).k, g(2).n_chunks), (1, 1, 67));
@@ -47,7 +58,10 @@ fn divisors_and_k() {
 
 #[test]
 fn rejects_bad_config_and_shapes() {
-    let bad = CodecConfig { bins: 5, ..CodecConfig::default() };
+    let bad = CodecConfig {
+        bins: 5,
+        ..CodecConfig::default()
+    };
     assert!(matches!(
         ModelLayout::new(bad, [("a", &[4usize][..])]),
         Err(CodecError::InvalidConfig { field: "bins", .. })
@@ -56,7 +70,11 @@ fn rejects_bad_config_and_shapes() {
     assert!(matches!(e, CodecError::UnsupportedShape { ref tensor, .. } if tensor == "x"));
     let e = ModelLayout::new(CodecConfig::default(), [("x", &[0usize][..])]).unwrap_err();
     assert!(matches!(e, CodecError::UnsupportedShape { .. }));
-    let e = ModelLayout::new(CodecConfig::default(), [("x", &[4usize][..]), ("x", &[4][..])]).unwrap_err();
+    let e = ModelLayout::new(
+        CodecConfig::default(),
+        [("x", &[4usize][..]), ("x", &[4][..])],
+    )
+    .unwrap_err();
     assert_eq!(e, CodecError::DuplicateName("x".into()));
 }
 
@@ -157,8 +175,18 @@ fn aggregation_mean_over_selecting_peers_only() {
     let l = ModelLayout::new(CodecConfig::default(), [("v", &[8usize][..])]).unwrap();
     let t = &l.tensors[0];
     assert!(t.geom.sends_all() && t.geom.k == 8);
-    let a = TensorPayload { idx: vec![], codes: vec![3, 0, 0, 0, 0, 0, 0, 0], lookup: vec![0.0, 0.0, 0.0, 2.0], shift: 0.0 };
-    let b = TensorPayload { idx: vec![], codes: vec![0, 0, 0, 0, 0, 0, 0, 3], lookup: vec![0.0, 0.0, 0.0, 2.0], shift: 0.0 };
+    let a = TensorPayload {
+        idx: vec![],
+        codes: vec![3, 0, 0, 0, 0, 0, 0, 0],
+        lookup: vec![0.0, 0.0, 0.0, 2.0],
+        shift: 0.0,
+    };
+    let b = TensorPayload {
+        idx: vec![],
+        codes: vec![0, 0, 0, 0, 0, 0, 0, 3],
+        lookup: vec![0.0, 0.0, 0.0, 2.0],
+        shift: 0.0,
+    };
     let mut u = vec![0f32; 8];
     let s = aggregate_tensor(&l.config, t, &[&a, &b], &mut u).unwrap();
     assert_eq!(s.norms, vec![2.0, 2.0]);
@@ -173,8 +201,18 @@ fn aggregation_mean_over_selecting_peers_only() {
     let mut codes = vec![2u8; 44];
     codes[0] = 3;
     let lookup = vec![-1.0, -0.5, 0.0, 4.0];
-    let a = TensorPayload { idx: idx_a, codes: codes.clone(), lookup: lookup.clone(), shift: 0.0 };
-    let b = TensorPayload { idx: idx_b, codes, lookup, shift: 0.0 };
+    let a = TensorPayload {
+        idx: idx_a,
+        codes: codes.clone(),
+        lookup: lookup.clone(),
+        shift: 0.0,
+    };
+    let b = TensorPayload {
+        idx: idx_b,
+        codes,
+        lookup,
+        shift: 0.0,
+    };
     let mut u = vec![0f32; 45];
     aggregate_tensor(&l.config, t, &[&a, &b], &mut u).unwrap();
     assert_eq!(u[0], 4.0); // only peer a selected index 0
@@ -186,7 +224,12 @@ fn aggregation_mean_over_selecting_peers_only() {
 fn aggregation_clips_to_lower_median_and_skips_non_finite() {
     let l = ModelLayout::new(CodecConfig::default(), [("v", &[4usize][..])]).unwrap();
     let t = &l.tensors[0];
-    let mk = |x: f32| TensorPayload { idx: vec![], codes: vec![3, 0, 0, 0], lookup: vec![0.0, 0.0, 0.0, x], shift: 0.0 };
+    let mk = |x: f32| TensorPayload {
+        idx: vec![],
+        codes: vec![3, 0, 0, 0],
+        lookup: vec![0.0, 0.0, 0.0, x],
+        shift: 0.0,
+    };
     let ps = [mk(1.0), mk(2.0), mk(3.0), mk(4.0)];
     let refs: Vec<&TensorPayload> = ps.iter().collect();
     let mut u = vec![0f32; 4];
@@ -208,7 +251,12 @@ fn aggregation_clips_to_lower_median_and_skips_non_finite() {
     assert_eq!(theta, vec![1.0; 4]);
 
     // a malformed in-memory payload is an error, not a panic
-    let bad = TensorPayload { idx: vec![], codes: vec![3, 0, 9, 0], lookup: vec![0.0; 4], shift: 0.0 };
+    let bad = TensorPayload {
+        idx: vec![],
+        codes: vec![3, 0, 9, 0],
+        lookup: vec![0.0; 4],
+        shift: 0.0,
+    };
     assert!(matches!(
         aggregate_tensor(&l.config, t, &[&bad], &mut u),
         Err(CodecError::MalformedPayload { .. })
@@ -229,7 +277,13 @@ fn compress_reports_bad_input() {
     let mut ef = vec![0f32; 3];
     let d = vec![0f32; t.geom.numel()];
     let e = compress_tensor(&l.config, t, &mut ef, DeltaSource::Delta(&d)).unwrap_err();
-    assert!(matches!(e, CodecError::LengthMismatch { what: "error feedback", .. }));
+    assert!(matches!(
+        e,
+        CodecError::LengthMismatch {
+            what: "error feedback",
+            ..
+        }
+    ));
     let mut ef = vec![0f32; t.geom.numel()];
     let mut d = vec![1f32; t.geom.numel()];
     d[5] = f32::NAN;
@@ -249,7 +303,16 @@ fn diff_source_equals_delta_source() {
     let mut e1 = vec![0.5f32; n];
     let mut e2 = e1.clone();
     let p1 = compress_tensor(&l.config, t, &mut e1, DeltaSource::Delta(&delta)).unwrap();
-    let p2 = compress_tensor(&l.config, t, &mut e2, DeltaSource::Diff { before: &before, after: &after }).unwrap();
+    let p2 = compress_tensor(
+        &l.config,
+        t,
+        &mut e2,
+        DeltaSource::Diff {
+            before: &before,
+            after: &after,
+        },
+    )
+    .unwrap();
     assert_eq!(p1, p2);
     assert_eq!(e1, e2);
 }
@@ -277,7 +340,11 @@ fn selection_with_heavy_ties_keeps_k_lowest_indices() {
         assert_eq!(p.idx.len(), t.geom.n_selected());
         for c in 0..t.geom.n_chunks {
             let want: Vec<u16> = (0..64).collect();
-            assert_eq!(&p.idx[c * 64..(c + 1) * 64], &want[..], "fill {fill} chunk {c}");
+            assert_eq!(
+                &p.idx[c * 64..(c + 1) * 64],
+                &want[..],
+                "fill {fill} chunk {c}"
+            );
         }
     }
     // a few large values among ties: they are always selected

@@ -1,7 +1,9 @@
 //! Wire format: round trips (proptest) and one test per rejection kind.
 mod common;
 
-use covenant_codec::fuzzing::{frame_and_sign, fuzz_decode, fuzz_key, fuzz_layout, RUN_ID, UID, WINDOW};
+use covenant_codec::fuzzing::{
+    frame_and_sign, fuzz_decode, fuzz_key, fuzz_layout, RUN_ID, UID, WINDOW,
+};
 use covenant_codec::wire::{FIXED_HEADER_LEN, TRAILER_LEN};
 use covenant_codec::{
     decode, encode, CodecConfig, DecodeLimits, EncodeOptions, ExpectedModel, IndexCoding,
@@ -28,7 +30,15 @@ fn expected(layout: &ModelLayout) -> ExpectedModel<'_> {
 }
 
 fn enc(layout: &ModelLayout, p: &Payload, coding: IndexCoding) -> Vec<u8> {
-    encode(p, layout, &fuzz_key(), EncodeOptions { index_coding: coding }).unwrap()
+    encode(
+        p,
+        layout,
+        &fuzz_key(),
+        EncodeOptions {
+            index_coding: coding,
+        },
+    )
+    .unwrap()
 }
 
 fn dec(layout: &ModelLayout, bytes: &[u8]) -> Result<Payload, WireError> {
@@ -121,7 +131,12 @@ fn entropy_mode_is_smaller_and_same_result() {
     let p = sample(&layout, 1);
     let packed = enc(&layout, &p, IndexCoding::Packed);
     let rice = enc(&layout, &p, IndexCoding::Entropy);
-    assert!(rice.len() < packed.len(), "{} !< {}", rice.len(), packed.len());
+    assert!(
+        rice.len() < packed.len(),
+        "{} !< {}",
+        rice.len(),
+        packed.len()
+    );
     assert_eq!(dec(&layout, &rice).unwrap(), dec(&layout, &packed).unwrap());
 }
 
@@ -169,7 +184,10 @@ fn smoke_fuzz_mutations() {
         }
     }
     // Most mutations must be caught (a flipped code or lookup bit can legitimately survive).
-    assert!(accepted < 2000, "{accepted} of 3000 mutated payloads accepted");
+    assert!(
+        accepted < 2000,
+        "{accepted} of 3000 mutated payloads accepted"
+    );
 }
 
 // ---- one test per rejection kind ----
@@ -195,7 +213,13 @@ fn rejects_too_large_before_anything_else() {
         max_bytes: bytes.len() - 1,
         ..DecodeLimits::for_layout(&layout)
     };
-    let e = decode(&bytes, &expected(&layout), &fuzz_key().verifying_key(), &limits).unwrap_err();
+    let e = decode(
+        &bytes,
+        &expected(&layout),
+        &fuzz_key().verifying_key(),
+        &limits,
+    )
+    .unwrap_err();
     assert!(matches!(e, WireError::TooLarge { .. }), "{e}");
 }
 
@@ -205,14 +229,20 @@ fn rejects_truncation() {
     for cut in [0, 5, 50, FIXED_HEADER_LEN, bytes.len() / 2, bytes.len() - 1] {
         let e = dec(&layout, &bytes[..cut]).unwrap_err();
         assert!(
-            matches!(e, WireError::Truncated { .. } | WireError::LengthMismatch { .. }),
+            matches!(
+                e,
+                WireError::Truncated { .. } | WireError::LengthMismatch { .. }
+            ),
             "cut {cut}: {e}"
         );
     }
     let mut longer = bytes.clone();
     longer.push(0);
     // one extra byte is beyond the limit for this layout
-    assert!(matches!(dec(&layout, &longer).unwrap_err(), WireError::TooLarge { .. }));
+    assert!(matches!(
+        dec(&layout, &longer).unwrap_err(),
+        WireError::TooLarge { .. }
+    ));
 }
 
 #[test]
@@ -220,27 +250,46 @@ fn rejects_header_fields() {
     let (layout, bytes) = fixture();
     let mut b = bytes.clone();
     b[0] ^= 0xFF;
-    assert!(matches!(dec(&layout, &b).unwrap_err(), WireError::BadMagic(_)));
+    assert!(matches!(
+        dec(&layout, &b).unwrap_err(),
+        WireError::BadMagic(_)
+    ));
     let mut b = bytes.clone();
     b[8] = 2;
-    assert!(matches!(dec(&layout, &b).unwrap_err(), WireError::UnsupportedVersion(2)));
+    assert!(matches!(
+        dec(&layout, &b).unwrap_err(),
+        WireError::UnsupportedVersion(2)
+    ));
     let mut b = bytes.clone();
     b[10] = 1;
-    assert!(matches!(dec(&layout, &b).unwrap_err(), WireError::ReservedFlags(1)));
+    assert!(matches!(
+        dec(&layout, &b).unwrap_err(),
+        WireError::ReservedFlags(1)
+    ));
     let mut b = bytes.clone();
     b[88] = 4;
     assert!(matches!(
         dec(&layout, &b).unwrap_err(),
-        WireError::TensorCount { expected: 5, got: 4 }
+        WireError::TensorCount {
+            expected: 5,
+            got: 4
+        }
     ));
     b[88] = 9;
     assert!(matches!(
         dec(&layout, &b).unwrap_err(),
-        WireError::LimitExceeded { what: "tensor count", got: 9, max: 5 }
+        WireError::LimitExceeded {
+            what: "tensor count",
+            got: 9,
+            max: 5
+        }
     ));
     let mut b = bytes.clone();
     b[96] ^= 1;
-    assert!(matches!(dec(&layout, &b).unwrap_err(), WireError::LengthMismatch { .. }));
+    assert!(matches!(
+        dec(&layout, &b).unwrap_err(),
+        WireError::LengthMismatch { .. }
+    ));
 }
 
 #[test]
@@ -250,7 +299,10 @@ fn rejects_wrong_sender_or_model() {
     let limits = DecodeLimits::for_layout(&layout);
     let mut ex = expected(&layout);
     ex.run_id[0] ^= 1;
-    assert_eq!(decode(&bytes, &ex, &key, &limits).unwrap_err(), WireError::RunMismatch);
+    assert_eq!(
+        decode(&bytes, &ex, &key, &limits).unwrap_err(),
+        WireError::RunMismatch
+    );
     let mut ex = expected(&layout);
     ex.window += 1;
     assert!(matches!(
@@ -265,8 +317,14 @@ fn rejects_wrong_sender_or_model() {
     ));
     // same shapes, different config → different model hash
     let other = ModelLayout::new(
-        CodecConfig { ef_decay: 0.9, ..CodecConfig::default() },
-        layout.tensors.iter().map(|t| (t.name.clone(), t.geom.shape.as_slice())),
+        CodecConfig {
+            ef_decay: 0.9,
+            ..CodecConfig::default()
+        },
+        layout
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.geom.shape.as_slice())),
     )
     .unwrap();
     let e = decode(&bytes, &expected(&other), &key, &limits).unwrap_err();
@@ -278,7 +336,13 @@ fn rejects_bad_signature_and_hash() {
     let (layout, bytes) = fixture();
     // wrong key
     let other = SigningKey::from_bytes(&[1u8; 32]).verifying_key();
-    let e = decode(&bytes, &expected(&layout), &other, &DecodeLimits::for_layout(&layout)).unwrap_err();
+    let e = decode(
+        &bytes,
+        &expected(&layout),
+        &other,
+        &DecodeLimits::for_layout(&layout),
+    )
+    .unwrap_err();
     assert_eq!(e, WireError::BadSignature);
     // tampered table byte (covered by the signature)
     let mut b = bytes.clone();
@@ -302,21 +366,33 @@ fn rejects_table_mismatches() {
     // name
     let mut b = bytes.clone();
     b[FIXED_HEADER_LEN + 2] = b'x';
-    assert!(matches!(dec(&layout, &resign(&layout, &b)).unwrap_err(), WireError::TensorName { index: 0, .. }));
+    assert!(matches!(
+        dec(&layout, &resign(&layout, &b)).unwrap_err(),
+        WireError::TensorName { index: 0, .. }
+    ));
     // name not UTF-8
     let mut b = bytes.clone();
     b[FIXED_HEADER_LEN + 2] = 0xFF;
-    assert!(matches!(dec(&layout, &resign(&layout, &b)).unwrap_err(), WireError::NameNotUtf8 { index: 0 }));
+    assert!(matches!(
+        dec(&layout, &resign(&layout, &b)).unwrap_err(),
+        WireError::NameNotUtf8 { index: 0 }
+    ));
     // name too long for the limits
     let mut b = bytes.clone();
     b[FIXED_HEADER_LEN] = 200;
-    assert!(matches!(dec(&layout, &resign(&layout, &b)).unwrap_err(), WireError::LimitExceeded { .. }));
+    assert!(matches!(
+        dec(&layout, &resign(&layout, &b)).unwrap_err(),
+        WireError::LimitExceeded { .. }
+    ));
     // shape: tensor "w" [128,128] → [128,129]
     let t0 = table_entry(&layout, &bytes, 0);
     let dims = t0 + 2 + 1 + 1;
     let mut b = bytes.clone();
     b[dims + 4] = 129;
-    assert!(matches!(dec(&layout, &resign(&layout, &b)).unwrap_err(), WireError::TensorShape { .. }));
+    assert!(matches!(
+        dec(&layout, &resign(&layout, &b)).unwrap_err(),
+        WireError::TensorShape { .. }
+    ));
     // rank
     let mut b = bytes.clone();
     b[t0 + 3] = 1;
@@ -376,21 +452,47 @@ fn rejects_code_padding_and_range() {
     b[idx - 1] |= 0xC0;
     assert!(matches!(
         dec(&layout, &resign(&layout, &b)).unwrap_err(),
-        WireError::BadPadding { section: "codes", .. }
+        WireError::BadPadding {
+            section: "codes",
+            ..
+        }
     ));
     // with 3 bins, code 3 is out of range
     let layout3 = ModelLayout::new(
-        CodecConfig { bins: 3, ..CodecConfig::default() },
-        layout.tensors.iter().map(|t| (t.name.clone(), t.geom.shape.as_slice())),
+        CodecConfig {
+            bins: 3,
+            ..CodecConfig::default()
+        },
+        layout
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.geom.shape.as_slice())),
     )
     .unwrap();
-    let p = Payload { header: header(), tensors: common::arbitrary_payloads(&layout3, 4) };
+    let p = Payload {
+        header: header(),
+        tensors: common::arbitrary_payloads(&layout3, 4),
+    };
     let b3 = enc(&layout3, &p, IndexCoding::Packed);
     let (_, _, codes, ..) = sections(&layout3, &b3)[0];
     let mut b = b3.clone();
     b[codes] = 0xFF;
-    let e = dec(&layout3, &frame_and_sign(&layout3, &b[..b.len() - TRAILER_LEN])).unwrap_err();
-    assert!(matches!(e, WireError::CodeOutOfRange { code: 3, bins: 3, .. }), "{e}");
+    let e = dec(
+        &layout3,
+        &frame_and_sign(&layout3, &b[..b.len() - TRAILER_LEN]),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            WireError::CodeOutOfRange {
+                code: 3,
+                bins: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -403,17 +505,48 @@ fn rejects_bad_indices() {
     let mut b = bytes.clone();
     b[idx..idx + 3].copy_from_slice(&[50, 0x30, 3]);
     let e = dec(&layout, &resign(&layout, &b)).unwrap_err();
-    assert!(matches!(e, WireError::IndexOutOfRange { chunk: 0, index: 50, chunk_len: 45, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            WireError::IndexOutOfRange {
+                chunk: 0,
+                index: 50,
+                chunk_len: 45,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // first pair → (1, 1): duplicate
     let mut b = bytes.clone();
     b[idx..idx + 3].copy_from_slice(&[1, 0x10, 0]);
     let e = dec(&layout, &resign(&layout, &b)).unwrap_err();
-    assert!(matches!(e, WireError::IndexOrder { chunk: 0, index: 1, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            WireError::IndexOrder {
+                chunk: 0,
+                index: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // first pair → (5, 2): descending
     let mut b = bytes.clone();
     b[idx..idx + 3].copy_from_slice(&[5, 0x20, 0]);
     let e = dec(&layout, &resign(&layout, &b)).unwrap_err();
-    assert!(matches!(e, WireError::IndexOrder { chunk: 0, index: 2, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            WireError::IndexOrder {
+                chunk: 0,
+                index: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -439,14 +572,25 @@ fn rejects_bad_entropy_indices() {
     b[p + l - 1] |= 0x80;
     let e = dec(&layout, &resign(&layout, &b)).unwrap_err();
     assert!(
-        matches!(e, WireError::IndexTrailing { .. } | WireError::IndexOutOfRange { .. } | WireError::IndexTruncated { .. }),
+        matches!(
+            e,
+            WireError::IndexTrailing { .. }
+                | WireError::IndexOutOfRange { .. }
+                | WireError::IndexTruncated { .. }
+        ),
         "{e}"
     );
     // zero bytes: every gap is 0 → the section ends early
     let mut b = bytes.clone();
     b[idx..idx + idx_len].iter_mut().for_each(|x| *x = 0);
     let e = dec(&layout, &resign(&layout, &b)).unwrap_err();
-    assert!(matches!(e, WireError::IndexTrailing { .. } | WireError::IndexTruncated { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            WireError::IndexTrailing { .. } | WireError::IndexTruncated { .. }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -486,7 +630,15 @@ fn rice_round_trip_edge_cases() {
             longer.push(0);
             assert!(rice::decode(&longer, 1, k, chunk_len, p, &mut Vec::new()).is_err());
             if !bytes.is_empty() {
-                assert!(rice::decode(&bytes[..bytes.len() - 1], 1, k, chunk_len, p, &mut Vec::new()).is_err());
+                assert!(rice::decode(
+                    &bytes[..bytes.len() - 1],
+                    1,
+                    k,
+                    chunk_len,
+                    p,
+                    &mut Vec::new()
+                )
+                .is_err());
             }
         }
     }
