@@ -30,6 +30,10 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   fi
 fi
 mkdir -p "corpus/$target" "artifacts/$target"
+if [ "$target" = decode_payload ] && [ -z "$(ls -A "corpus/$target")" ]; then
+  # Seed the corpus with valid payloads so the fuzzer starts behind the signature check.
+  (cd "$root" && cargo run -q -p covenant-codec --example fuzz_seeds -- "fuzz/corpus/$target")
+fi
 # A fresh target dir inside fuzz/ (sanitizer builds must not mix with the workspace's).
 unset CARGO_TARGET_DIR
 echo "fuzz.sh: running $target for $minutes minute(s)"

@@ -491,6 +491,8 @@ fn compress_with(
 }
 
 /// Compresses every tensor of the model, in parallel over tensors (`cfg.threads`).
+/// On an error (a length mismatch or a non-finite delta) the error-feedback buffers of the
+/// tensors already processed have been updated: reset them (as after a null window) before retrying.
 /// `ef[i]` and `delta[i]` belong to `layout.tensors[i]`.
 pub fn compress_model(
     layout: &ModelLayout,

@@ -99,3 +99,51 @@ pub fn fuzz_decode(layout: &ModelLayout, data: &[u8]) {
         assert_eq!(back, p, "decode(encode(decode(x))) != decode(x)");
     }
 }
+
+/// Valid inputs for the fuzzer's corpus: compressed pseudo-random tensors, encoded with packed and
+/// with Rice indices, in the "frame and sign" mode (byte 0 = 1, trailer stripped).
+pub fn seed_inputs() -> Vec<Vec<u8>> {
+    use crate::compress::{compress_tensor, DeltaSource};
+    use crate::wire::{EncodeOptions, IndexCoding, Payload, PayloadHeader, TRAILER_LEN};
+    let layout = fuzz_layout();
+    let key = fuzz_key();
+    let mut out = Vec::new();
+    for seed in 0..3u64 {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let mut tensors = Vec::new();
+        for t in &layout.tensors {
+            let n = t.geom.numel();
+            let mut ef: Vec<f32> = (0..n).map(|_| next()).collect();
+            let d: Vec<f32> = (0..n).map(|_| next()).collect();
+            match compress_tensor(&layout.config, t, &mut ef, DeltaSource::Delta(&d)) {
+                Ok(p) => tensors.push(p),
+                Err(_) => return out,
+            }
+        }
+        let p = Payload {
+            header: PayloadHeader {
+                run_id: RUN_ID,
+                window: WINDOW,
+                uid: UID,
+            },
+            tensors,
+        };
+        for coding in [IndexCoding::Packed, IndexCoding::Entropy] {
+            if let Ok(bytes) = wire::encode(&p, &layout, &key, EncodeOptions { index_coding: coding }) {
+                let mut input = vec![1u8];
+                input.extend_from_slice(&bytes[..bytes.len() - TRAILER_LEN]);
+                out.push(input);
+                let mut raw = vec![0u8];
+                raw.extend_from_slice(&bytes);
+                out.push(raw);
+            }
+        }
+    }
+    out
+}

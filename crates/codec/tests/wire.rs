@@ -643,3 +643,15 @@ fn rice_round_trip_edge_cases() {
         }
     }
 }
+
+#[test]
+fn fuzz_seeds_are_accepted() {
+    let layout = fuzz_layout();
+    let seeds = covenant_codec::fuzzing::seed_inputs();
+    assert_eq!(seeds.len(), 12);
+    for s in &seeds {
+        let msg = if s[0] == 1 { frame_and_sign(&layout, &s[1..]) } else { s[1..].to_vec() };
+        dec(&layout, &msg).unwrap();
+        fuzz_decode(&layout, s);
+    }
+}
