@@ -135,7 +135,14 @@ pub fn seed_inputs() -> Vec<Vec<u8>> {
             tensors,
         };
         for coding in [IndexCoding::Packed, IndexCoding::Entropy] {
-            if let Ok(bytes) = wire::encode(&p, &layout, &key, EncodeOptions { index_coding: coding }) {
+            if let Ok(bytes) = wire::encode(
+                &p,
+                &layout,
+                &key,
+                EncodeOptions {
+                    index_coding: coding,
+                },
+            ) {
                 let mut input = vec![1u8];
                 input.extend_from_slice(&bytes[..bytes.len() - TRAILER_LEN]);
                 out.push(input);

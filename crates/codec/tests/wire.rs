@@ -650,8 +650,33 @@ fn fuzz_seeds_are_accepted() {
     let seeds = covenant_codec::fuzzing::seed_inputs();
     assert_eq!(seeds.len(), 12);
     for s in &seeds {
-        let msg = if s[0] == 1 { frame_and_sign(&layout, &s[1..]) } else { s[1..].to_vec() };
+        let msg = if s[0] == 1 {
+            frame_and_sign(&layout, &s[1..])
+        } else {
+            s[1..].to_vec()
+        };
         dec(&layout, &msg).unwrap();
         fuzz_decode(&layout, s);
     }
+}
+
+#[test]
+fn rejects_table_and_body_length_disagreements() {
+    let (layout, bytes) = fixture();
+    // table_len one byte longer: the table has a spare byte after its entries
+    let mut b = bytes[..bytes.len() - TRAILER_LEN].to_vec();
+    let tl = u32::from_le_bytes(b[92..96].try_into().unwrap()) + 1;
+    b[92..96].copy_from_slice(&tl.to_le_bytes());
+    let e = dec(&layout, &frame_and_sign(&layout, &b)).unwrap_err();
+    assert!(matches!(e, WireError::TableLength { .. }), "{e}");
+    // a Rice section declared one byte shorter than it is: sections no longer add up to the body
+    let rice = enc(&layout, &sample(&layout, 4), IndexCoding::Entropy);
+    let t0 = table_entry(&layout, &rice, 0);
+    let len_pos = t0 + 2 + 1 + 1 + 8 + 12 + 2;
+    assert_eq!(rice[len_pos - 2], 3, "tensor 0 is Rice-coded");
+    let mut b = rice[..rice.len() - TRAILER_LEN].to_vec();
+    let l = u32::from_le_bytes(b[len_pos..len_pos + 4].try_into().unwrap()) - 1;
+    b[len_pos..len_pos + 4].copy_from_slice(&l.to_le_bytes());
+    let e = dec(&layout, &frame_and_sign(&layout, &b)).unwrap_err();
+    assert!(matches!(e, WireError::BodyLength { .. }), "{e}");
 }
