@@ -103,6 +103,7 @@ fn prepare(
     cfg: &CodecConfig,
     t: &TensorLayout,
     peers: &[&TensorPayload],
+    median_override: Option<f32>,
 ) -> Result<Prepared, CodecError> {
     for (r, p) in peers.iter().enumerate() {
         check_payload(cfg, t, r, p)?;
@@ -121,7 +122,9 @@ fn prepare(
         norms.push(ss.sqrt() as f32);
         decs.push(dec);
     }
-    let median = if norms.is_empty() {
+    let median = if let Some(m) = median_override {
+        m
+    } else if norms.is_empty() {
         0.0
     } else {
         let mut sorted = norms.clone();
@@ -238,6 +241,29 @@ pub fn aggregate_tensor(
     peers: &[&TensorPayload],
     out: &mut [f32],
 ) -> Result<AggregateStats, CodecError> {
+    aggregate_inner(cfg, t, peers, out, None)
+}
+
+/// Like [`aggregate_tensor`], but clips every peer to a given norm `median` instead of the lower
+/// median of `peers` (the Gauntlet evaluates one peer's update alone, clipped to the median of
+/// the whole gathered set, SPEC §5).
+pub fn aggregate_tensor_clipped_to(
+    cfg: &CodecConfig,
+    t: &TensorLayout,
+    peers: &[&TensorPayload],
+    median: f32,
+    out: &mut [f32],
+) -> Result<AggregateStats, CodecError> {
+    aggregate_inner(cfg, t, peers, out, Some(median))
+}
+
+fn aggregate_inner(
+    cfg: &CodecConfig,
+    t: &TensorLayout,
+    peers: &[&TensorPayload],
+    out: &mut [f32],
+    median: Option<f32>,
+) -> Result<AggregateStats, CodecError> {
     let n = t.geom.numel();
     if out.len() != n {
         return Err(CodecError::LengthMismatch {
@@ -247,7 +273,7 @@ pub fn aggregate_tensor(
             expected: n,
         });
     }
-    let mut prep = prepare(cfg, t, peers)?;
+    let mut prep = prepare(cfg, t, peers, median)?;
     if prep.stats.skipped || peers.is_empty() {
         out.iter_mut().for_each(|v| *v = 0.0);
         return Ok(prep.stats);
@@ -281,7 +307,7 @@ pub fn aggregate_tensor_apply(
             expected: n,
         });
     }
-    let mut prep = prepare(cfg, t, peers)?;
+    let mut prep = prepare(cfg, t, peers, None)?;
     if prep.stats.skipped || peers.is_empty() {
         return Ok(prep.stats);
     }

@@ -355,3 +355,24 @@ fn selection_with_heavy_ties_keeps_k_lowest_indices() {
     let p = compress_tensor(&l.config, t, &mut ef, DeltaSource::Delta(&d)).unwrap();
     assert!(p.idx[..64].contains(&5) && p.idx[..64].contains(&(3 * 64 + 7)));
 }
+
+#[test]
+fn single_peer_clipped_to_a_given_median() {
+    let l = ModelLayout::new(CodecConfig::default(), [("v", &[4usize][..])]).unwrap();
+    let t = &l.tensors[0];
+    let p = TensorPayload {
+        idx: vec![],
+        codes: vec![3, 3, 3, 3],
+        lookup: vec![0.0, 0.0, 0.0, 2.0],
+        shift: 0.0,
+    };
+    let mut u = vec![0f32; 4];
+    // ‖v‖ = 4; clipped to 2 → factor 0.5
+    let s = covenant_codec::aggregate_tensor_clipped_to(&l.config, t, &[&p], 2.0, &mut u).unwrap();
+    assert_eq!(s.median, 2.0);
+    assert_eq!(s.norms, vec![4.0]);
+    assert!(u.iter().all(|&x| (x - 1.0).abs() < 1e-6), "{u:?}");
+    // a larger median never scales up
+    covenant_codec::aggregate_tensor_clipped_to(&l.config, t, &[&p], 100.0, &mut u).unwrap();
+    assert_eq!(u, vec![2.0; 4]);
+}
