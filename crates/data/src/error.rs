@@ -40,6 +40,10 @@ pub enum DataError {
     Shard { path: PathBuf, reason: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Internal: a document callback asked to stop reading early (never returned to callers).
+    #[doc(hidden)]
+    #[error("stopped early")]
+    Stopped,
     #[error("sample {id} out of range: split {split} has {num_samples} samples")]
     SampleOutOfRange {
         split: &'static str,

@@ -81,6 +81,22 @@ impl Manifest {
     /// files themselves are checked by [`crate::Dataset::open`]).
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = crate::read_limited(path, MAX_MANIFEST_BYTES)?;
+        // The version first, so that a newer format gets a clear message rather than a field error.
+        #[derive(Deserialize)]
+        struct Head {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        if let Ok(head) = serde_json::from_slice::<Head>(&bytes) {
+            if let (Some(FORMAT), Some(v)) = (head.format.as_deref(), head.version) {
+                if v != FORMAT_VERSION {
+                    return Err(DataError::manifest(
+                        path,
+                        format!("format version {v} is not supported (this code reads {FORMAT_VERSION})"),
+                    ));
+                }
+            }
+        }
         let m: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| DataError::manifest(path, e.to_string()))?;
         m.validate(path)?;

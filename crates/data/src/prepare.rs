@@ -117,7 +117,7 @@ pub fn train_tokenizer(
             let mut used: u64 = 0;
             let r = stream_documents(&inputs, &pb, &mut |doc| {
                 if used >= max_bytes {
-                    return Err(DataError::InvalidArgument(String::new())); // stop early, not an error
+                    return Err(DataError::Stopped);
                 }
                 used += doc.len() as u64;
                 tx.send(doc)
@@ -125,7 +125,7 @@ pub fn train_tokenizer(
             });
             drop(tx);
             match r {
-                Err(DataError::InvalidArgument(m)) if m.is_empty() => Ok(used),
+                Err(DataError::Stopped) => Ok(used),
                 Err(e) => Err(e),
                 Ok(()) => Ok(used),
             }

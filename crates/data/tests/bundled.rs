@@ -47,6 +47,15 @@ fn prepare_bundled_is_idempotent_and_fast_the_second_time() {
     )
     .expect("open");
     let m = ds.manifest().clone();
+    eprintln!(
+        "bundled: {} tokens, train {} tokens / {} docs, val {} tokens / {} docs, {} train samples of 256",
+        m.total_tokens,
+        m.train.tokens,
+        m.train.documents,
+        m.val.tokens,
+        m.val.documents,
+        ds.num_samples(Split::Train)
+    );
     assert!(m.total_tokens > 2_500_000, "{} tokens", m.total_tokens);
     assert!(
         m.val.tokens > 50_000 && m.val.tokens * 10 < m.total_tokens,

@@ -356,6 +356,12 @@ fn manifest_for_another_tokenizer_or_version_is_refused() {
         e.contains("manifest.json") && e.contains("version 99"),
         "{e}"
     );
+    let mut v2 = serde_json::to_value(&m2).expect("json");
+    v2["version"] = 2.into();
+    v2["new_field"] = "from the future".into();
+    std::fs::write(&mp, serde_json::to_vec(&v2).expect("json")).expect("write");
+    let e = Dataset::open(&dir).expect_err("v2").to_string();
+    assert!(e.contains("version 2 is not supported"), "{e}");
     let mut m3 = m.clone();
     m3.train.tokens += 1;
     std::fs::write(&mp, serde_json::to_vec(&m3).expect("json")).expect("write");
@@ -367,4 +373,26 @@ fn manifest_for_another_tokenizer_or_version_is_refused() {
     std::fs::write(&mp, b"{ truncated").expect("write");
     let e = Dataset::open(&dir).expect_err("bad json").to_string();
     assert!(e.contains("manifest.json"), "{e}");
+}
+
+#[test]
+fn train_tokenizer_on_a_directory_with_a_byte_cap() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).expect("mkdir");
+    common::write_jsonl(&input.join("a.jsonl"), &common::documents(300));
+    let full = covenant_data::train_tokenizer(&input, 600, u64::MAX, false).expect("full");
+    let capped = covenant_data::train_tokenizer(&input, 600, 2_000, false).expect("capped");
+    assert_ne!(
+        full.hash(),
+        capped.hash(),
+        "the cap must limit the training text"
+    );
+    assert!(capped.vocab_size() <= full.vocab_size());
+    // the same documents through the library entry point give the same tokenizer as Tokenizer::train
+    let direct = Tokenizer::train(common::documents(300).iter(), 600).expect("direct");
+    assert_eq!(direct.hash(), full.hash());
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n\n").expect("write");
+    assert!(covenant_data::train_tokenizer(&empty, 600, u64::MAX, false).is_err());
 }
