@@ -90,3 +90,18 @@ fn broken_tokenizer_files_are_errors_naming_the_file() {
         .to_string();
     assert!(e.contains("missing.json"), "{e}");
 }
+
+/// `data/tokenizer-8192.json` is exactly what the documented command produces from the bundled
+/// corpus (`covenant data train-tokenizer --input data/corpus --out data/tokenizer-8192.json`).
+#[test]
+fn bundled_tokenizer_is_reproducible_from_the_bundled_corpus() {
+    let committed = Tokenizer::load(&bundled::tokenizer_path()).expect("bundled tokenizer");
+    let retrained = covenant_data::train_tokenizer(
+        &bundled::corpus_dir(),
+        8192,
+        covenant_data::prepare::DEFAULT_TRAIN_BYTES,
+        false,
+    )
+    .expect("retrain");
+    assert_eq!(retrained.hash_hex(), committed.hash_hex());
+}
