@@ -163,6 +163,20 @@ pub fn decode(
     for chunk in 0..n_chunks {
         let mut next: usize = 0; // smallest index this gap may produce
         for _ in 0..k {
+            // Fast path: the whole code word is in the buffer.
+            r.refill();
+            let ones = r.valid().trailing_ones();
+            if ones + 1 + p <= r.n && (ones as u64) <= q_limit {
+                let low = r.buf.checked_shr(ones + 1).unwrap_or(0) & ((1u64 << p) - 1);
+                r.consume(ones + 1 + p);
+                let index = next + (((ones as u64) << p) | low) as usize;
+                if index >= chunk_len {
+                    return Err(RiceError::IndexOutOfRange { chunk, index });
+                }
+                out.push(index as u16);
+                next = index + 1;
+                continue;
+            }
             // Unary quotient.
             let mut q: u64 = 0;
             loop {
