@@ -29,6 +29,11 @@ enum Command {
     /// Benchmarks that print figures (training throughput, ...).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Create a participant key (ed25519; the file is readable by its owner only).
+    Keygen(cmd::keygen::Args),
+    /// The embedded chain ledger: init, status, register, commit, set-weights.
+    #[command(subcommand)]
+    Chain(cmd::chain::ChainCommand),
     /// Simulate the protocol with synthetic peers on a virtual clock (who gets aggregated and paid).
     Simulate(cmd::simulate::Args),
 }
@@ -41,6 +46,8 @@ fn main() {
         Command::Model(c) => cmd::model::run(c),
         Command::Data(c) => cmd::data::run(c),
         Command::Bench(c) => cmd::bench::run(c),
+        Command::Keygen(a) => cmd::keygen::run(a),
+        Command::Chain(c) => cmd::chain::run(c),
         Command::Simulate(a) => cmd::simulate::run(a),
     };
     if let Err(e) = result {

@@ -374,11 +374,19 @@ async fn s3_unresponsive_server_does_not_hang() {
     let store = Store::s3(BUCKET, "", &cfg, retry).unwrap();
     let t = Instant::now();
     match store.get("x", 10).await {
-        Err(StoreError::Unavailable { attempts, .. }) => assert!(attempts >= 2, "{attempts} attempts"),
+        Err(StoreError::Unavailable { attempts, .. }) => {
+            assert!(attempts >= 2, "{attempts} attempts")
+        }
         other => panic!("expected Unavailable, got {other:?}"),
     }
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(1500), "gave up early after {took:?}");
-    assert!(took <= retry.deadline + Duration::from_millis(500), "hung for {took:?}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "gave up early after {took:?}"
+    );
+    assert!(
+        took <= retry.deadline + Duration::from_millis(500),
+        "hung for {took:?}"
+    );
     drop(listener);
 }

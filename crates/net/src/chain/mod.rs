@@ -195,7 +195,7 @@ pub enum Rejection {
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
     #[error("transaction rejected: {0}")]
-    Rejected(#[from] Rejection),
+    Rejected(Rejection),
     #[error("invalid genesis: {0}")]
     Genesis(String),
     #[error("chain ledger at {path}: {reason}")]
@@ -204,6 +204,12 @@ pub enum ChainError {
     Exists { path: String },
     #[error("no chain ledger at {path} (create one with `covenant chain init`)")]
     Missing { path: String },
+}
+
+impl From<Rejection> for ChainError {
+    fn from(r: Rejection) -> Self {
+        ChainError::Rejected(r)
+    }
 }
 
 /// What the chain answered to an accepted transaction.

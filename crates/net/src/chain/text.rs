@@ -86,6 +86,12 @@ fn short(k: &PublicKey) -> String {
 }
 
 impl Metagraph {
+    /// The metagraph as pretty-printed JSON (the `--json` form of `covenant chain status`).
+    pub fn to_json_pretty(&self) -> String {
+        // Plain data with string map keys: serialisation cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
     /// Human-readable metagraph: uids, keys, commitments, stakes, last weights, consensus weights.
     pub fn render(&self) -> String {
         let mut s = String::new();

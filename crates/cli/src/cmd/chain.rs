@@ -1,0 +1,176 @@
+//! `covenant chain`: the embedded chain ledger (a SQLite file shared by the processes of one
+//! machine): create it, show the metagraph, and send signed transactions by hand.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use covenant_net::chain::text::{parse_duration_ms, parse_validator, parse_weights};
+use covenant_net::chain::Genesis;
+use covenant_net::{Chain, Clock, Keypair, Ledger, SystemClock, Transaction, TxBody};
+
+#[derive(clap::Subcommand)]
+pub enum ChainCommand {
+    /// Create a ledger with its genesis (run id, timing, uid slots, validators and stakes).
+    Init {
+        /// Directory of the ledger (ledger.sqlite3 is created there).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        run_id: String,
+        /// Block time, e.g. 1s, 500ms, 12s.
+        #[arg(long, default_value = "1s")]
+        block_time: String,
+        #[arg(long, default_value_t = 20)]
+        blocks_per_window: u64,
+        #[arg(long, default_value_t = 256)]
+        max_uids: u32,
+        /// A validator as KEY:STAKE, KEY being a public key in hex or a key file; repeatable.
+        #[arg(long = "validator", value_name = "KEY:STAKE")]
+        validators: Vec<String>,
+        /// Blocks after registration during which a uid cannot be replaced.
+        #[arg(long, default_value_t = 100)]
+        immunity: u64,
+        /// Genesis time in Unix milliseconds (default: now).
+        #[arg(long)]
+        genesis_time_ms: Option<u64>,
+        /// Consensus threshold: share of stake that must back a weight.
+        #[arg(long, default_value_t = 0.5)]
+        kappa: f64,
+    },
+    /// Print the metagraph: uids, keys, commitments, stakes, last weights, consensus weights.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a key for a uid.
+    Register {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Key file (from `covenant keygen`).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Publish where this key's bucket is and how to read it.
+    Commit {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// e.g. s3://bucket/prefix or file:///path
+        #[arg(long)]
+        bucket_url: String,
+        /// Read-only credentials for the bucket (empty for a public or local bucket).
+        #[arg(long, default_value = "")]
+        read_credentials: String,
+    },
+    /// Set a validator's weights, as uid:weight,uid:weight,...
+    SetWeights {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        weights: String,
+    },
+}
+
+pub fn run(c: ChainCommand) -> Result<()> {
+    match c {
+        ChainCommand::Init {
+            dir,
+            run_id,
+            block_time,
+            blocks_per_window,
+            max_uids,
+            validators,
+            immunity,
+            genesis_time_ms,
+            kappa,
+        } => {
+            let block_time_ms = parse_duration_ms(&block_time).map_err(anyhow::Error::msg)?;
+            let validators = validators
+                .iter()
+                .map(|v| parse_validator(v))
+                .collect::<Result<Vec<_>, _>>()?;
+            if validators.is_empty() {
+                bail!("at least one --validator KEY:STAKE is needed (nobody could set weights)");
+            }
+            let genesis = Genesis {
+                run_id,
+                genesis_time_ms: genesis_time_ms.unwrap_or_else(|| SystemClock.now_ms()),
+                block_time_ms,
+                blocks_per_window,
+                max_uids,
+                immunity_blocks: immunity,
+                validators,
+                kappa,
+            };
+            Ledger::init(&dir, &genesis)?;
+            println!("created chain ledger in {}", dir.display());
+            Ok(())
+        }
+        ChainCommand::Status { dir, json } => {
+            let m = Ledger::open(&dir)?.metagraph()?;
+            if json {
+                println!("{}", m.to_json_pretty());
+            } else {
+                print!("{}", m.render());
+            }
+            Ok(())
+        }
+        ChainCommand::Register { dir, key } => {
+            let r = send(&dir, &key, TxBody::Register)?;
+            match (r.uid, r.replaced) {
+                (Some(u), Some(old)) => println!(
+                    "registered as uid {u} (replaced {old}) at block {}",
+                    r.block
+                ),
+                (Some(u), None) => println!("registered as uid {u} at block {}", r.block),
+                _ => println!("registered at block {}", r.block),
+            }
+            Ok(())
+        }
+        ChainCommand::Commit {
+            dir,
+            key,
+            bucket_url,
+            read_credentials,
+        } => {
+            let r = send(
+                &dir,
+                &key,
+                TxBody::Commit {
+                    bucket_url,
+                    read_credentials,
+                },
+            )?;
+            println!(
+                "committed for uid {} at block {}",
+                r.uid.map(|u| u.to_string()).unwrap_or_default(),
+                r.block
+            );
+            Ok(())
+        }
+        ChainCommand::SetWeights { dir, key, weights } => {
+            let weights = parse_weights(&weights).map_err(anyhow::Error::msg)?;
+            let r = send(&dir, &key, TxBody::SetWeights { weights })?;
+            println!("weights set at block {}", r.block);
+            Ok(())
+        }
+    }
+}
+
+fn send(
+    dir: &std::path::Path,
+    key: &std::path::Path,
+    body: TxBody,
+) -> Result<covenant_net::chain::Receipt> {
+    let key = Keypair::load(key).with_context(|| format!("loading key {}", key.display()))?;
+    let chain = Ledger::open(dir)?;
+    let nonce = chain.next_nonce(&key.public())?;
+    let tx = Transaction::sign(&key, &chain.genesis().run_id, nonce, body);
+    Ok(chain.submit(&tx)?)
+}
