@@ -560,7 +560,20 @@ impl Store {
                 let mut stream = res.into_stream();
                 let mut buf = BytesMut::with_capacity(info.size.min(64 << 20) as usize);
                 while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(|e| self.classify("get", key, e))?;
+                    let chunk = match chunk {
+                        Ok(c) => c,
+                        // The connection broke mid-body: say how much arrived, then retry.
+                        Err(e) => {
+                            return Err(match self.classify("get", key, e) {
+                                Attempt::Transient(m) => Attempt::Transient(format!(
+                                    "body truncated after {} of {} bytes: {m}",
+                                    buf.len(),
+                                    info.size
+                                )),
+                                fatal => fatal,
+                            })
+                        }
+                    };
                     if buf.len() as u64 + chunk.len() as u64 > info.size {
                         return Err(Attempt::Fatal(StoreError::TooLarge {
                             store: self.location.clone(),

@@ -390,3 +390,85 @@ async fn s3_unresponsive_server_does_not_hang() {
     );
     drop(listener);
 }
+
+/// A loopback proxy in front of the S3 server that forwards each connection's first
+/// `cut_after` response bytes and then drops it: objects arrive truncated in transit.
+fn start_cutting_proxy(upstream_port: u16, cut_after: usize) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+                break;
+            };
+            let (Ok(mut c_in), Ok(mut u_out)) = (client.try_clone(), upstream.try_clone()) else {
+                break;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut u_out);
+                let _ = u_out.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let mut sent = 0usize;
+                while let Ok(n) = upstream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let allow = cut_after.saturating_sub(sent).min(n);
+                    if client.write_all(&buf[..allow]).is_err() {
+                        break;
+                    }
+                    sent += allow;
+                    if allow < n {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = upstream.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// An object cut short in transit is never returned: retried, then a clear error that says so.
+#[tokio::test]
+async fn s3_object_truncated_in_transit() {
+    let server = S3Server::start(BUCKET);
+    let direct = server.store(BUCKET, "", fast_retry());
+    direct
+        .put("big", Bytes::from(vec![5u8; 300_000]))
+        .await
+        .unwrap();
+    direct
+        .put("small", Bytes::from_static(b"fits"))
+        .await
+        .unwrap();
+    let proxy_port = start_cutting_proxy(server.port, 60_000);
+    let mut cfg = server.config();
+    cfg.endpoint = Some(format!("http://127.0.0.1:{proxy_port}"));
+    let via_proxy = Store::s3(BUCKET, "", &cfg, fast_retry()).unwrap();
+    // Small objects still pass through the proxy intact.
+    assert_eq!(&via_proxy.get("small", 100).await.unwrap()[..], b"fits");
+    let t = Instant::now();
+    match via_proxy.get("big", 1 << 20).await {
+        Err(StoreError::Unavailable {
+            last_error,
+            attempts,
+            ..
+        }) => {
+            assert!(
+                last_error.contains("truncated"),
+                "error does not say truncated: {last_error}"
+            );
+            assert!(attempts >= 2);
+        }
+        Ok(b) => panic!("a truncated download of {} bytes was returned", b.len()),
+        Err(e) => panic!("expected Unavailable(truncated), got {e}"),
+    }
+    assert!(t.elapsed() <= fast_retry().deadline + Duration::from_millis(500));
+}
