@@ -8,6 +8,7 @@
 pub mod chain;
 pub mod clock;
 pub mod envelope;
+pub mod gather;
 pub mod hex;
 pub mod identity;
 pub mod store;
