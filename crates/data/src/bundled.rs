@@ -4,6 +4,7 @@
 //! time from this crate's manifest directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
@@ -64,11 +65,15 @@ pub fn corpus_fingerprint() -> Result<String> {
 /// checks it and, if `seq_len` differs, rewrites the manifest's `seq_len` (fast: the shards do not
 /// depend on it). Returns `out_dir`.
 pub fn prepare_bundled(out_dir: &Path, seq_len: u32) -> Result<PathBuf> {
-    let tokenizer = Tokenizer::load(&tokenizer_path())?;
-    let source = corpus_fingerprint()?;
     if seq_len == 0 {
         return Err(DataError::InvalidArgument("seq_len must be > 0".into()));
     }
+    // Threads of one process (e.g. parallel tests) take turns; other processes are kept safe by
+    // preparing into a private directory that is renamed into place when complete.
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let tokenizer = Tokenizer::load(&tokenizer_path())?;
+    let source = corpus_fingerprint()?;
     if out_dir.join("manifest.json").exists() {
         if let Ok(ds) = Dataset::open(out_dir) {
             let m = ds.manifest();
@@ -83,6 +88,24 @@ pub fn prepare_bundled(out_dir: &Path, seq_len: u32) -> Result<PathBuf> {
             }
         }
     }
+    if out_dir.exists() {
+        check_only_dataset_files(out_dir)?;
+    }
+    let name = out_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            DataError::InvalidArgument(format!("{} has no directory name", out_dir.display()))
+        })?;
+    let parent = match out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| DataError::io(&parent, e))?;
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+    }
     let opts = PrepareOptions {
         tokenizer: TokenizerSource::File(tokenizer_path()),
         seq_len,
@@ -91,6 +114,34 @@ pub fn prepare_bundled(out_dir: &Path, seq_len: u32) -> Result<PathBuf> {
         progress: true,
         source: Some(source),
     };
-    prepare(&corpus_dir(), out_dir, &opts)?;
+    if let Err(e) = prepare(&corpus_dir(), &tmp, &opts) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if out_dir.exists() {
+        std::fs::remove_dir_all(out_dir).map_err(|e| DataError::io(out_dir, e))?;
+    }
+    std::fs::rename(&tmp, out_dir).map_err(|e| DataError::io(out_dir, e))?;
     Ok(out_dir.to_path_buf())
+}
+
+/// Refuses to replace a directory that holds anything but a prepared dataset's files.
+fn check_only_dataset_files(dir: &Path) -> Result<()> {
+    let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name == "manifest.json"
+            || name == "tokenizer.json"
+            || name.ends_with(".tmp")
+            || ((name.starts_with("train-") || name.starts_with("val-")) && name.ends_with(".bin"));
+        if !ours {
+            return Err(DataError::InvalidArgument(format!(
+                "{} is not a prepared dataset directory (it holds {name}); choose another output directory",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -113,4 +113,19 @@ fn prepare_bundled_is_idempotent_and_fast_the_second_time() {
     )
     .expect("open");
     assert_eq!(ds.manifest(), &m);
+
+    // nothing left behind, and a directory with foreign files is never replaced
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("bundled")]);
+    let foreign = tmp.path().join("home");
+    std::fs::create_dir(&foreign).expect("mkdir");
+    std::fs::write(foreign.join("notes.txt"), "keep me").expect("write");
+    let e = prepare_bundled(&foreign, 256)
+        .expect_err("foreign dir")
+        .to_string();
+    assert!(e.contains("not a prepared dataset directory"), "{e}");
+    assert!(foreign.join("notes.txt").exists());
 }
