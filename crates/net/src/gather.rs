@@ -71,6 +71,7 @@ pub async fn fetch_sealed(
     Ok(Upload { info, content })
 }
 
+#[allow(clippy::result_large_err)] // the error is built only on the rare rejection path
 fn check_time(t: SystemTime, rule: &UploadRule) -> Result<(), FetchError> {
     if let Ok(early_by) = rule.not_before.duration_since(t) {
         if !early_by.is_zero() {
