@@ -166,7 +166,7 @@ fn parquet_input_written_by_pyarrow() {
     common::run_python(
         "import sys, json, pyarrow as pa, pyarrow.parquet as pq\n\
          texts = [json.loads(l)['text'] for l in open(sys.argv[1])]\n\
-         for codec in ['snappy', 'zstd']:\n\
+         for codec in ['snappy', 'zstd', 'gzip', 'none']:\n\
          \x20   t = pa.table({'id': [f'<urn:{i}>' for i in range(len(texts))] + ['null'],\n\
          \x20                 'text': texts + [None],\n\
          \x20                 'score': [0.5] * (len(texts) + 1)})\n\
@@ -176,13 +176,12 @@ fn parquet_input_written_by_pyarrow() {
     let out = tmp.path().join("out");
     let m = prepare(&input, &out, &opts(&tok_path, 32, 0.0, 1 << 20)).expect("prepare");
     assert_eq!(
-        m.train.documents, 100,
-        "two files of 50 rows (nulls skipped)"
+        m.train.documents, 200,
+        "four files (snappy, zstd, gzip, uncompressed) of 50 rows (nulls skipped)"
     );
     assert_eq!(m.val.documents, 0);
     let got = split_documents(&out, &m, Split::Train, &tok);
-    let mut expected = docs.clone();
-    expected.extend(docs.iter().cloned());
+    let expected: Vec<String> = (0..4).flat_map(|_| docs.iter().cloned()).collect();
     assert_eq!(got, expected);
 
     // a Parquet file without a text column is a clear error
