@@ -3,6 +3,7 @@
 //! Each subcommand lives in `cmd/<name>.rs` with its own `Args` and `run`.
 
 mod cmd;
+mod report;
 
 use clap::{Parser, Subcommand};
 

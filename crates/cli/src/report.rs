@@ -1,0 +1,182 @@
+//! Reports a person reads: CSV tables and PNG line plots (plotters, with a bundled font so
+//! no system font lookup is needed).
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+/// DejaVu Sans (free licence, see assets/fonts/DejaVuSans.LICENSE).
+static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        // The bundled font is a valid TTF; if registration ever failed, text would be missing
+        // from the plot but the lines would still be drawn.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// One line of a plot.
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A line plot of several series sharing the axes.
+pub struct LinePlot<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub series: Vec<Series>,
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+impl LinePlot<'_> {
+    /// Draws the plot to a PNG file (1000×600).
+    pub fn write_png(&self, path: &Path) -> Result<()> {
+        register_font();
+        let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+        let all: Vec<(f64, f64)> =
+            self.series.iter().flat_map(|s| s.points.iter().filter(finite).copied()).collect();
+        anyhow::ensure!(!all.is_empty(), "nothing to plot for {}", path.display());
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for (x, y) in &all {
+            x0 = x0.min(*x);
+            x1 = x1.max(*x);
+            y0 = y0.min(*y);
+            y1 = y1.max(*y);
+        }
+        if x1 <= x0 {
+            x1 = x0 + 1.0;
+        }
+        let pad = ((y1 - y0) * 0.05).max(1e-3);
+        let (y0, y1) = (y0 - pad, y1 + pad);
+
+        let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+        let draw = |e| anyhow::anyhow!("drawing {}: {e:?}", path.display());
+        root.fill(&WHITE).map_err(draw)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(self.title, ("sans-serif", 26))
+            .margin(16)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(draw)?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_label)
+            .y_desc(self.y_label)
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 18))
+            .x_label_formatter(&|x| human(*x))
+            .draw()
+            .map_err(draw)?;
+        for (i, s) in self.series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let pts: Vec<(f64, f64)> = s.points.iter().filter(finite).copied().collect();
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(draw)?
+                .label(s.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 16))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(draw)?;
+        root.present().map_err(draw)?;
+        Ok(())
+    }
+}
+
+/// 1234567 → "1.23M".
+pub fn human(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1e9 {
+        format!("{:.2}G", x / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if a >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// Writes rows to a CSV file with a header (values are plain numbers or simple words).
+pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let mut out = header.join(",");
+    out.push('\n');
+    for r in rows {
+        out.push_str(&r.join(","));
+        out.push('\n');
+    }
+    write_atomic(path, out.as_bytes())
+}
+
+/// Writes a file through a temporary name and a rename, so readers never see half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_formats_magnitudes() {
+        assert_eq!(human(999.0), "999");
+        assert_eq!(human(1500.0), "1.5k");
+        assert_eq!(human(2_500_000.0), "2.50M");
+        assert_eq!(human(3e9), "3.00G");
+    }
+
+    #[test]
+    fn png_is_written_and_is_a_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("plot.png");
+        LinePlot {
+            title: "t",
+            x_label: "tokens",
+            y_label: "loss",
+            series: vec![
+                Series { label: "a".into(), points: vec![(0.0, 3.0), (10.0, 2.0)] },
+                Series { label: "b".into(), points: vec![(0.0, 3.5), (10.0, f64::NAN)] },
+            ],
+        }
+        .write_png(&p)
+        .unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(bytes.len() > 2000, "a plot with text and lines is not tiny");
+    }
+
+    #[test]
+    fn empty_plot_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = LinePlot { title: "t", x_label: "x", y_label: "y", series: vec![] }
+            .write_png(&dir.path().join("p.png"));
+        assert!(r.is_err());
+    }
+}
