@@ -171,6 +171,7 @@ fn prepare(
 /// a buffer covering one band of whole rows (h rows × all columns, L2-resident); each finished
 /// band is handed to `on_band(offset in the tensor, means)`, so the caller's pass over the
 /// parameters is a contiguous stream.
+#[inline(always)]
 fn accumulate(
     t: &TensorLayout,
     peers: &[&TensorPayload],
@@ -228,6 +229,52 @@ fn accumulate(
         }
         on_band(band_start, &band);
     }
+}
+
+/// `θ ← θ + neg·mean`, band by band.
+fn apply_bands(
+    t: &TensorLayout,
+    peers: &[&TensorPayload],
+    tables: &[[f32; 4]],
+    theta: &mut [f32],
+    neg: f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { apply_bands_avx2(t, peers, tables, theta, neg) };
+        }
+    }
+    apply_bands_body(t, peers, tables, theta, neg)
+}
+
+/// The same code compiled with AVX2 enabled (no FMA, so results are bit-identical).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn apply_bands_avx2(
+    t: &TensorLayout,
+    peers: &[&TensorPayload],
+    tables: &[[f32; 4]],
+    theta: &mut [f32],
+    neg: f32,
+) {
+    apply_bands_body(t, peers, tables, theta, neg)
+}
+
+#[inline(always)]
+fn apply_bands_body(
+    t: &TensorLayout,
+    peers: &[&TensorPayload],
+    tables: &[[f32; 4]],
+    theta: &mut [f32],
+    neg: f32,
+) {
+    accumulate(t, peers, tables, |o, band| {
+        for (p, &u) in theta[o..o + band.len()].iter_mut().zip(band) {
+            *p += neg * u;
+        }
+    });
 }
 
 /// Largest sum of finite values that certainly stays finite in f32 (with room for rounding).
@@ -314,11 +361,7 @@ pub fn aggregate_tensor_apply(
     let neg = -lr;
     if prep.bound < SAFE_BOUND {
         // θ + (−lr)·0 = θ where nobody selected, so the dense row pass is the reference's step.
-        accumulate(t, peers, &prep.tables, |o, band| {
-            for (p, &u) in theta[o..o + band.len()].iter_mut().zip(band) {
-                *p += neg * u;
-            }
-        });
+        apply_bands(t, peers, &prep.tables, theta, neg);
     } else {
         // Rare: values so large that the mean could overflow. Build the update, check, apply.
         let mut update = vec![0f32; n];

@@ -91,7 +91,7 @@ fn key(v: f32) -> u32 {
 }
 
 /// Number of values whose magnitude key is ≥ `t`.
-#[inline]
+#[inline(always)]
 fn count_ge(tile: &[f32], t: u32) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
@@ -104,7 +104,7 @@ fn count_ge(tile: &[f32], t: u32) -> usize {
 }
 
 /// Bit i set when `key(blk[i]) >= t`, for a block of at most 16 values.
-#[inline]
+#[inline(always)]
 fn mask16(blk: &[f32], t: u32) -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
@@ -188,6 +188,7 @@ mod simd {
 /// tensor have similar distributions), so one or two counting passes usually bracket between k
 /// and 4k candidates; only those are collected and partially sorted.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn select_topk(
     tile: &[f32],
     k: usize,
@@ -275,7 +276,7 @@ fn select_topk(
 }
 
 /// `e ← β·e + Δ` over `range`.
-#[inline]
+#[inline(always)]
 fn ef_update(beta: f32, e: &mut [f32], delta: &DeltaSource<'_>, range: std::ops::Range<usize>) {
     let e = &mut e[range.clone()];
     match *delta {
@@ -299,6 +300,7 @@ pub(crate) struct Quant {
     pub scale: f32,
 }
 
+#[inline(always)]
 pub(crate) fn quant_params(cfg: &CodecConfig, vals: &[f32]) -> Quant {
     let n = vals.len();
     if n == 0 {
@@ -329,6 +331,7 @@ pub(crate) fn quant_params(cfg: &CodecConfig, vals: &[f32]) -> Quant {
 }
 
 /// Codes and lookup table for `vals` (appends codes to `codes`, returns the lookup).
+#[inline(always)]
 pub(crate) fn quantise(
     cfg: &CodecConfig,
     q: &Quant,
@@ -373,6 +376,38 @@ pub fn compress_tensor(
 }
 
 fn compress_with(
+    cfg: &CodecConfig,
+    t: &TensorLayout,
+    ef: &mut [f32],
+    delta: DeltaSource<'_>,
+    s: &mut Scratch,
+) -> Result<TensorPayload, CodecError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { compress_avx2(cfg, t, ef, delta, s) };
+        }
+    }
+    compress_body(cfg, t, ef, delta, s)
+}
+
+/// The same code compiled with AVX2 enabled (no FMA: `β·e + Δ` keeps its two roundings, so the
+/// results are bit-identical to the baseline build).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn compress_avx2(
+    cfg: &CodecConfig,
+    t: &TensorLayout,
+    ef: &mut [f32],
+    delta: DeltaSource<'_>,
+    s: &mut Scratch,
+) -> Result<TensorPayload, CodecError> {
+    compress_body(cfg, t, ef, delta, s)
+}
+
+#[inline(always)]
+fn compress_body(
     cfg: &CodecConfig,
     t: &TensorLayout,
     ef: &mut [f32],
