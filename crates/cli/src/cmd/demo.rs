@@ -43,6 +43,11 @@ pub fn run(a: Args) -> Result<()> {
         seed: 0,
         threads: a.threads,
         device: "auto".into(),
+        algo: vec![super::replicas::Algo::Single],
+        replicas: 4,
+        inner_steps: 30,
+        outer_lr: None,
+        outer_momentum: 0.9,
     })
 }
 

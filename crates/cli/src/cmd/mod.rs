@@ -4,5 +4,6 @@ pub mod data;
 pub mod demo;
 pub mod keygen;
 pub mod model;
+pub mod replicas;
 pub mod simulate;
 pub mod train;

@@ -67,6 +67,23 @@ pub struct Args {
     /// auto (CUDA if present), cpu, or cuda[:N].
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Optimizer across replicas: single (one model, the default), or a comma-separated list of
+    /// ddp, diloco, sparseloco to run each with --replicas and compare them (writes
+    /// compare.csv / compare.png / compare.md under --out).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "single")]
+    pub algo: Vec<super::replicas::Algo>,
+    /// Replicas trained in this process on disjoint data (ddp, diloco, sparseloco).
+    #[arg(long, default_value_t = 4)]
+    pub replicas: usize,
+    /// Inner steps H between outer steps (diloco, sparseloco).
+    #[arg(long, default_value_t = 30)]
+    pub inner_steps: u64,
+    /// Outer learning rate (default: 0.7 for diloco, 1.0 for sparseloco).
+    #[arg(long)]
+    pub outer_lr: Option<f32>,
+    /// DiLoCo's outer Nesterov momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub outer_momentum: f32,
 }
 
 /// What a finished run reports.
@@ -86,6 +103,16 @@ pub struct Summary {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    use super::replicas::Algo;
+    if args.algo.iter().any(|a| *a != Algo::Single) {
+        ensure!(
+            !args.algo.contains(&Algo::Single),
+            "--algo single cannot be combined with replica algorithms"
+        );
+        ensure!(!args.resume && args.stop_after.is_none(), "--resume/--stop-after apply to --algo single only");
+        super::replicas::run_all(&args, &args.algo)?;
+        return Ok(());
+    }
     let s = train(&args)?;
     println!(
         "trained {} ({:.1}M params) for {} steps / {} tokens in {:.0}s ({:.0} tokens/s)",
@@ -176,12 +203,7 @@ pub fn train(args: &Args) -> Result<Summary> {
     let device = parse_device(&args.device)?;
     covenant_model::set_num_threads(args.threads);
 
-    let data_dir = match &args.data {
-        Some(d) => d.clone(),
-        None => crate::cmd::demo::bundled_data_for(ModelConfig::preset(&args.preset)?.max_seq_len)?,
-    };
-    let ds = Dataset::open(&data_dir)
-        .with_context(|| format!("opening prepared data in {}", data_dir.display()))?;
+    let (ds, data_dir) = open_data(args)?;
     let seq = ds.seq_len() as usize;
     let vocab = ds.vocab_size() as usize;
     let n_train = ds.num_samples(Split::Train);
@@ -372,6 +394,17 @@ pub fn train(args: &Args) -> Result<Summary> {
     Ok(summary)
 }
 
+/// Opens `--data`, or the bundled corpus prepared at the preset's sequence length.
+pub fn open_data(args: &Args) -> Result<(Dataset, PathBuf)> {
+    let data_dir = match &args.data {
+        Some(d) => d.clone(),
+        None => crate::cmd::demo::bundled_data_for(ModelConfig::preset(&args.preset)?.max_seq_len)?,
+    };
+    let ds = Dataset::open(&data_dir)
+        .with_context(|| format!("opening prepared data in {}", data_dir.display()))?;
+    Ok((ds, data_dir))
+}
+
 /// The initial validation loss is stored as a row at step 0.
 fn first_val_loss(rows: &[Row], fallback: Option<f32>) -> f32 {
     rows.iter().find_map(|r| r.val_loss).or(fallback).unwrap_or(f32::NAN)
@@ -386,7 +419,7 @@ fn tail_mean(rows: &[Row], n: usize) -> f32 {
     tail.iter().sum::<f32>() / tail.len() as f32
 }
 
-fn eval(trainer: &mut Trainer, ds: &Dataset, ids: &[u64], batch: usize) -> Result<f32> {
+pub fn eval(trainer: &mut Trainer, ds: &Dataset, ids: &[u64], batch: usize) -> Result<f32> {
     let mut total = 0.0f64;
     let mut n = 0usize;
     let mut buf = Vec::new();
@@ -402,7 +435,7 @@ fn eval(trainer: &mut Trainer, ds: &Dataset, ids: &[u64], batch: usize) -> Resul
 }
 
 /// `want` ids spread evenly over `0..n` (all of them when n ≤ want).
-fn spread_ids(n: u64, want: usize) -> Vec<u64> {
+pub fn spread_ids(n: u64, want: usize) -> Vec<u64> {
     let want = want.max(1) as u64;
     if n <= want {
         return (0..n).collect();
@@ -412,7 +445,7 @@ fn spread_ids(n: u64, want: usize) -> Vec<u64> {
 
 /// The training order: epoch e visits every training sequence once, in a permutation that is a
 /// pure function of (seed, e) (the data crate's documented shuffle).
-struct DataOrder {
+pub struct DataOrder {
     seed: u64,
     n: u64,
     epoch: u64,
@@ -420,11 +453,11 @@ struct DataOrder {
 }
 
 impl DataOrder {
-    fn new(seed: u64, n: u64) -> Self {
+    pub fn new(seed: u64, n: u64) -> Self {
         DataOrder { seed, n, epoch: u64::MAX, perm: Vec::new() }
     }
 
-    fn id(&mut self, global: u64) -> u64 {
+    pub fn id(&mut self, global: u64) -> u64 {
         let epoch = global / self.n;
         if epoch != self.epoch {
             self.perm = covenant_data::sampler::epoch_order(self.seed, epoch, self.n);
