@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use covenant_codec::{wire, CodecConfig, DeltaSource, ModelLayout};
 use covenant_data::Split;
-use covenant_model::{ModelConfig, OptimConfig, ParamView, Trainer};
+use covenant_model::{ParamView, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::train::{self, parse_device, DataOrder};
@@ -193,15 +193,7 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
         data_dir.display(),
         args.batch
     );
-    let cfg = ModelConfig::preset(&args.preset)?.with_vocab(ds.vocab_size() as usize);
-    ensure!(seq <= cfg.max_seq_len, "data sequence length {seq} exceeds the preset's {}", cfg.max_seq_len);
-    let opt = OptimConfig {
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        warmup_steps: args.warmup.unwrap_or(args.steps / 20),
-        total_steps: args.steps,
-        ..OptimConfig::default()
-    };
+    let (cfg, opt) = train::configs(args, &ds)?;
     let val_ids = train::spread_ids(ds.num_samples(Split::Val), args.eval_batches * args.batch);
     let out = args.out.join(algo.name());
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

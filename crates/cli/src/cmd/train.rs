@@ -234,20 +234,7 @@ pub fn train(args: &Args) -> Result<Summary> {
         eprintln!("resuming from {} at step {done}", latest.display());
         (t, rows)
     } else {
-        let cfg = ModelConfig::preset(&args.preset)?.with_vocab(vocab);
-        ensure!(
-            seq <= cfg.max_seq_len,
-            "the data's sequence length {seq} exceeds preset {}'s maximum {}",
-            args.preset,
-            cfg.max_seq_len
-        );
-        let opt = OptimConfig {
-            lr: args.lr,
-            weight_decay: args.weight_decay,
-            warmup_steps: args.warmup.unwrap_or(args.steps / 20),
-            total_steps: args.steps,
-            ..OptimConfig::default()
-        };
+        let (cfg, opt) = configs(args, &ds)?;
         (Trainer::new(cfg, opt, args.seed, device)?, Vec::new())
     };
     ensure!(
@@ -392,6 +379,26 @@ pub fn train(args: &Args) -> Result<Summary> {
     };
     report::write_atomic(&args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
+}
+
+/// The preset sized to the data's tokenizer, and the inner AdamW from the arguments.
+pub fn configs(args: &Args, ds: &Dataset) -> Result<(ModelConfig, OptimConfig)> {
+    let cfg = ModelConfig::preset(&args.preset)?.with_vocab(ds.vocab_size() as usize);
+    let seq = ds.seq_len() as usize;
+    ensure!(
+        seq <= cfg.max_seq_len,
+        "the data's sequence length {seq} exceeds preset {}'s maximum {}",
+        args.preset,
+        cfg.max_seq_len
+    );
+    let opt = OptimConfig {
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        warmup_steps: args.warmup.unwrap_or(args.steps / 20),
+        total_steps: args.steps,
+        ..OptimConfig::default()
+    };
+    Ok((cfg, opt))
 }
 
 /// Opens `--data`, or the bundled corpus prepared at the preset's sequence length.
