@@ -252,7 +252,8 @@ impl Trainer {
         Ok(out)
     }
 
-    /// Flat fp32 copies of every parameter, in checkpoint order.
+    /// Flat fp32 copies of every parameter, in checkpoint order. Empty only if libtorch fails to
+    /// copy (device out of memory); [`Trainer::try_params`] reports that error.
     pub fn params(&self) -> Vec<ParamView> {
         self.try_params().unwrap_or_default()
     }

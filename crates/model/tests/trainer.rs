@@ -26,6 +26,12 @@ fn trainer(seed: u64) -> Trainer {
 }
 
 #[test]
+fn trainer_can_move_to_a_training_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Trainer>();
+}
+
+#[test]
 fn seed_reproduces_the_model_and_params_follow_hf_layout() {
     let a = trainer(1).params();
     let b = trainer(1).params();
