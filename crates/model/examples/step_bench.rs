@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     covenant_model::set_num_threads(threads);
     let cfg = ModelConfig::preset(preset)?;
     let seq = cfg.max_seq_len;
-    let opt = OptimConfig { warmup_steps: 1, ..Default::default() };
+    let opt = OptimConfig {
+        warmup_steps: 1,
+        ..Default::default()
+    };
     let mut t = Trainer::new(cfg.clone(), opt, 0, DeviceChoice::Cpu)?;
     let mut s = 88172645463325252u64;
     let mut next = || {
@@ -35,6 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("step {i}: {dt:.3} s loss {:.3}", st.loss);
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
-    println!("{preset}: {:.0} tokens/s (mean step {mean:.3} s)", (batch * seq) as f64 / mean);
+    println!(
+        "{preset}: {:.0} tokens/s (mean step {mean:.3} s)",
+        (batch * seq) as f64 / mean
+    );
     Ok(())
 }

@@ -10,7 +10,10 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{ModelError, Result};
 
 /// Write `tensors` (name, shape, tensor) to `path` as safetensors, via `path.tmp` + rename.
-pub(crate) fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &Tensor)]) -> Result<()> {
+pub(crate) fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, &Tensor)],
+) -> Result<()> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut offset = 0usize;
@@ -31,13 +34,21 @@ pub(crate) fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &Te
     let file = fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let io = |e| ModelError::io(&tmp, e);
-    w.write_all(&(hbytes.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&(hbytes.len() as u64).to_le_bytes())
+        .map_err(io)?;
     w.write_all(&hbytes).map_err(io)?;
     for (name, shape, t) in tensors {
         let n: usize = shape.iter().product();
-        let cpu = t.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
+        let cpu = t
+            .f_detach()?
+            .f_to_device(Device::Cpu)?
+            .f_to_kind(Kind::Float)?
+            .f_contiguous()?;
         if cpu.numel() != n {
-            return Err(ModelError::ParamMismatch(format!("{name}: tensor has {} values, shape says {n}", cpu.numel())));
+            return Err(ModelError::ParamMismatch(format!(
+                "{name}: tensor has {} values, shape says {n}",
+                cpu.numel()
+            )));
         }
         let mut buf = vec![0f32; n];
         cpu.f_copy_data(&mut buf, n)?;
@@ -47,7 +58,9 @@ pub(crate) fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &Te
         }
         w.write_all(&bytes).map_err(io)?;
     }
-    let file = w.into_inner().map_err(|e| ModelError::io(&tmp, e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| ModelError::io(&tmp, e.into_error()))?;
     file.sync_all().map_err(|e| ModelError::io(&tmp, e))?;
     drop(file);
     fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
@@ -77,10 +90,17 @@ pub(crate) fn read_safetensors(
     let bytes = fs::read(path).map_err(|e| ModelError::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| ModelError::ckpt(path, format!("not a valid safetensors file: {e}")))?;
-    let present: HashMap<String, ()> = st.names().into_iter().map(|n| (n.to_string(), ())).collect();
+    let present: HashMap<String, ()> = st
+        .names()
+        .into_iter()
+        .map(|n| (n.to_string(), ()))
+        .collect();
     for name in present.keys() {
         if !expected.iter().any(|(n, _)| n == name) && !ignorable.contains(&name.as_str()) {
-            return Err(ModelError::ckpt(path, format!("unexpected tensor `{name}`")));
+            return Err(ModelError::ckpt(
+                path,
+                format!("unexpected tensor `{name}`"),
+            ));
         }
     }
     let mut out = Vec::with_capacity(expected.len());
@@ -89,12 +109,19 @@ pub(crate) fn read_safetensors(
             .tensor(name)
             .map_err(|_| ModelError::ckpt(path, format!("missing tensor `{name}`")))?;
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(ModelError::ckpt(path, format!("tensor `{name}` has dtype {:?}, expected F32", view.dtype())));
+            return Err(ModelError::ckpt(
+                path,
+                format!("tensor `{name}` has dtype {:?}, expected F32", view.dtype()),
+            ));
         }
         if view.shape() != shape.as_slice() {
             return Err(ModelError::ckpt(
                 path,
-                format!("tensor `{name}` has shape {:?}, expected {:?}", view.shape(), shape),
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {:?}",
+                    view.shape(),
+                    shape
+                ),
             ));
         }
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();

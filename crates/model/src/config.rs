@@ -46,7 +46,10 @@ impl ModelConfig {
         };
         let cfg = match name {
             "tiny" => tiny,
-            "tiny-tied" => ModelConfig { tie_embeddings: true, ..tiny },
+            "tiny-tied" => ModelConfig {
+                tie_embeddings: true,
+                ..tiny
+            },
             "small" => ModelConfig {
                 vocab_size: 8192,
                 hidden_size: 512,
@@ -132,20 +135,35 @@ impl ModelConfig {
             ));
         }
         if self.head_dim % 2 != 0 {
-            return bad(format!("head_dim ({}) must be even for RoPE", self.head_dim));
+            return bad(format!(
+                "head_dim ({}) must be even for RoPE",
+                self.head_dim
+            ));
         }
         if self.max_seq_len < 2 {
-            return bad(format!("max_seq_len ({}) must be at least 2", self.max_seq_len));
+            return bad(format!(
+                "max_seq_len ({}) must be at least 2",
+                self.max_seq_len
+            ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return bad(format!("rope_theta ({}) must be finite and > 0", self.rope_theta));
+            return bad(format!(
+                "rope_theta ({}) must be finite and > 0",
+                self.rope_theta
+            ));
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
-            return bad(format!("norm_eps ({}) must be finite and > 0", self.norm_eps));
+            return bad(format!(
+                "norm_eps ({}) must be finite and > 0",
+                self.norm_eps
+            ));
         }
         // Token ids travel as u32 and i64 inside torch; keep every dimension well inside that.
         if self.vocab_size > u32::MAX as usize {
-            return bad(format!("vocab_size ({}) does not fit in u32 token ids", self.vocab_size));
+            return bad(format!(
+                "vocab_size ({}) does not fit in u32 token ids",
+                self.vocab_size
+            ));
         }
         if self.num_params_checked().is_none() {
             return bad("parameter count overflows".into());
@@ -171,7 +189,10 @@ impl ModelConfig {
         let q = self.n_heads * self.head_dim;
         let kv = self.n_kv_heads * self.head_dim;
         let f = self.intermediate_size;
-        let mut v = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab_size, h])];
+        let mut v = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![self.vocab_size, h],
+        )];
         for i in 0..self.n_layers {
             let p = format!("model.layers.{i}");
             v.push((format!("{p}.input_layernorm.weight"), vec![h]));
@@ -224,14 +245,16 @@ impl ModelConfig {
             v.get(k)
                 .and_then(|x| x.as_u64())
                 .map(|x| x as usize)
-                .ok_or_else(|| ModelError::InvalidConfig(format!("config.json: missing or non-integer `{k}`")))
+                .ok_or_else(|| {
+                    ModelError::InvalidConfig(format!("config.json: missing or non-integer `{k}`"))
+                })
         };
         let get_f = |k: &str, d: f64| -> Result<f64> {
             match v.get(k) {
                 None => Ok(d),
-                Some(x) => x
-                    .as_f64()
-                    .ok_or_else(|| ModelError::InvalidConfig(format!("config.json: non-numeric `{k}`"))),
+                Some(x) => x.as_f64().ok_or_else(|| {
+                    ModelError::InvalidConfig(format!("config.json: non-numeric `{k}`"))
+                }),
             }
         };
         let hidden_size = get_u("hidden_size")?;
@@ -242,13 +265,7 @@ impl ModelConfig {
         };
         let head_dim = match v.get("head_dim") {
             Some(x) if !x.is_null() => get_u("head_dim")?,
-            _ => {
-                if n_heads == 0 {
-                    0
-                } else {
-                    hidden_size / n_heads
-                }
-            }
+            _ => hidden_size.checked_div(n_heads).unwrap_or(0),
         };
         let cfg = ModelConfig {
             vocab_size: get_u("vocab_size")?,
@@ -261,7 +278,10 @@ impl ModelConfig {
             rope_theta: get_f("rope_theta", 10_000.0)?,
             max_seq_len: get_u("max_position_embeddings")?,
             norm_eps: get_f("rms_norm_eps", 1e-5)?,
-            tie_embeddings: v.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false),
+            tie_embeddings: v
+                .get("tie_word_embeddings")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false),
         };
         cfg.validate()?;
         Ok(cfg)

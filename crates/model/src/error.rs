@@ -14,13 +14,21 @@ pub enum ModelError {
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
     #[error("token id {token} at position {position} is out of range for vocab size {vocab_size}")]
-    TokenOutOfRange { token: u32, position: usize, vocab_size: usize },
+    TokenOutOfRange {
+        token: u32,
+        position: usize,
+        vocab_size: usize,
+    },
     #[error("parameter mismatch: {0}")]
     ParamMismatch(String),
     #[error("device {0} is not available")]
     DeviceUnavailable(String),
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid checkpoint file {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
     #[error("non-finite loss {0} (training diverged or input is degenerate)")]
@@ -31,10 +39,16 @@ pub enum ModelError {
 
 impl ModelError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ModelError::Io { path: path.into(), source }
+        ModelError::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub(crate) fn ckpt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        ModelError::Checkpoint { path: path.into(), reason: reason.into() }
+        ModelError::Checkpoint {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 }
 

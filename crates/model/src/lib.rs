@@ -4,6 +4,9 @@
 //! This is the only crate that uses `tch`; everything it exposes is plain data
 //! ([`ParamView`], [`StepStats`], [`ModelConfig`]). See docs/MODEL.md.
 
+// `%` instead of `is_multiple_of`: the workspace's MSRV is 1.85.
+#![allow(clippy::manual_is_multiple_of)]
+
 mod checkpoint;
 mod config;
 mod error;
@@ -15,6 +18,6 @@ pub use config::ModelConfig;
 pub use error::{ModelError, Result};
 pub use optim::OptimConfig;
 pub use trainer::{
-    set_num_threads, DeviceChoice, ParamView, StepStats, Trainer, CONFIG_FILE, MANIFEST_FILE, MODEL_FILE,
-    OPTIM_FILE,
+    set_num_threads, DeviceChoice, ParamView, StepStats, Trainer, CONFIG_FILE, MANIFEST_FILE,
+    MODEL_FILE, OPTIM_FILE,
 };

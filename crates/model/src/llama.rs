@@ -60,7 +60,11 @@ impl Llama {
         let shapes: Vec<(String, Vec<usize>)> = cfg.param_shapes();
         let mut params = Vec::with_capacity(tensors.len());
         for t in tensors {
-            let t = t.f_to_kind(Kind::Float)?.f_to_device(device)?.f_contiguous()?.f_detach()?;
+            let t = t
+                .f_to_kind(Kind::Float)?
+                .f_to_device(device)?
+                .f_contiguous()?
+                .f_detach()?;
             params.push(t.f_set_requires_grad(true)?);
         }
         let (rope_cos, rope_sin) = rope_tables(cfg, device)?;
@@ -101,7 +105,8 @@ impl Llama {
 
     fn lin(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         if self.bf16 {
-            Ok(x.f_to_kind(Kind::BFloat16)?.f_linear(&w.f_to_kind(Kind::BFloat16)?, None::<Tensor>)?)
+            Ok(x.f_to_kind(Kind::BFloat16)?
+                .f_linear(&w.f_to_kind(Kind::BFloat16)?, None::<Tensor>)?)
         } else {
             Ok(x.f_linear(w, None::<Tensor>)?)
         }
@@ -109,7 +114,8 @@ impl Llama {
 
     fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let h = self.cfg.hidden_size as i64;
-        Ok(x.f_to_kind(Kind::Float)?.f_rms_norm([h], Some(w), self.cfg.norm_eps)?)
+        Ok(x.f_to_kind(Kind::Float)?
+            .f_rms_norm([h], Some(w), self.cfg.norm_eps)?)
     }
 
     /// Final hidden states (after the last RMSNorm), [B, T, hidden], fp32.
@@ -122,21 +128,44 @@ impl Llama {
         let cos = self.rope_cos.f_narrow(0, 0, t)?;
         let sin = self.rope_sin.f_narrow(0, 0, t)?;
         let (cos, sin) = if self.bf16 {
-            (cos.f_to_kind(Kind::BFloat16)?, sin.f_to_kind(Kind::BFloat16)?)
+            (
+                cos.f_to_kind(Kind::BFloat16)?,
+                sin.f_to_kind(Kind::BFloat16)?,
+            )
         } else {
             (cos, sin)
         };
         let mut x = Tensor::f_embedding(self.embed(), tokens, -1, false, false)?;
         for i in 0..c.n_layers {
             let h = self.norm(&x, self.layer(i, IN_NORM))?;
-            let q = self.lin(&h, self.layer(i, Q))?.f_view([b, t, nh, hd])?.f_transpose(1, 2)?;
-            let k = self.lin(&h, self.layer(i, K))?.f_view([b, t, nkv, hd])?.f_transpose(1, 2)?;
-            let v = self.lin(&h, self.layer(i, V))?.f_view([b, t, nkv, hd])?.f_transpose(1, 2)?;
+            let q = self
+                .lin(&h, self.layer(i, Q))?
+                .f_view([b, t, nh, hd])?
+                .f_transpose(1, 2)?;
+            let k = self
+                .lin(&h, self.layer(i, K))?
+                .f_view([b, t, nkv, hd])?
+                .f_transpose(1, 2)?;
+            let v = self
+                .lin(&h, self.layer(i, V))?
+                .f_view([b, t, nkv, hd])?
+                .f_transpose(1, 2)?;
             let q = apply_rope(&q, &cos, &sin)?;
             let k = apply_rope(&k, &cos, &sin)?;
-            let (k, v) = if rep > 1 { (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?) } else { (k, v) };
+            let (k, v) = if rep > 1 {
+                (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?)
+            } else {
+                (k, v)
+            };
             let a = Tensor::f_scaled_dot_product_attention(
-                &q, &k, &v, None::<Tensor>, 0.0, true, None, false,
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                true,
+                None,
+                false,
             )?;
             let a = a.f_transpose(1, 2)?.f_reshape([b, t, nh * hd])?;
             let o = self.lin(&a, self.layer(i, O))?;
@@ -181,10 +210,14 @@ fn rope_tables(cfg: &ModelConfig, device: Device) -> Result<(Tensor, Tensor)> {
         .f_to_kind(Kind::Float)?
         .f_div_scalar(d as f64)?;
     let inv_freq = Tensor::f_pow_scalar(cfg.rope_theta, &exps)?.f_reciprocal()?;
-    let pos = Tensor::f_arange(cfg.max_seq_len as i64, (Kind::Int64, Device::Cpu))?.f_to_kind(Kind::Float)?;
+    let pos = Tensor::f_arange(cfg.max_seq_len as i64, (Kind::Int64, Device::Cpu))?
+        .f_to_kind(Kind::Float)?;
     let freqs = pos.f_unsqueeze(1)?.f_mul(&inv_freq.f_unsqueeze(0)?)?;
     let emb = Tensor::f_cat(&[&freqs, &freqs], -1)?;
-    Ok((emb.f_cos()?.f_to_device(device)?, emb.f_sin()?.f_to_device(device)?))
+    Ok((
+        emb.f_cos()?.f_to_device(device)?,
+        emb.f_sin()?.f_to_device(device)?,
+    ))
 }
 
 /// HF `rotate_half`: (x1, x2) -> (-x2, x1) over the two halves of the last dimension.
@@ -199,10 +232,7 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// HF `repeat_kv`: [B, kv, T, D] -> [B, kv*rep, T, D], each kv head repeated `rep` times in place.
 fn repeat_kv(x: &Tensor, rep: i64) -> Result<Tensor> {
     let s = x.size();
-    Ok(x.f_unsqueeze(2)?.f_expand([s[0], s[1], rep, s[2], s[3]], false)?.f_reshape([
-        s[0],
-        s[1] * rep,
-        s[2],
-        s[3],
-    ])?)
+    Ok(x.f_unsqueeze(2)?
+        .f_expand([s[0], s[1], rep, s[2], s[3]], false)?
+        .f_reshape([s[0], s[1] * rep, s[2], s[3]])?)
 }

@@ -42,7 +42,10 @@ impl Default for OptimConfig {
 impl OptimConfig {
     /// The reference run's inner optimizer (SPEC §2): peak lr 1.17e-4.
     pub fn reference() -> Self {
-        OptimConfig { lr: 1.17e-4, ..Default::default() }
+        OptimConfig {
+            lr: 1.17e-4,
+            ..Default::default()
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -59,16 +62,25 @@ impl OptimConfig {
             return bad(format!("eps ({}) must be finite and > 0", self.eps));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!("weight_decay ({}) must be finite and >= 0", self.weight_decay));
+            return bad(format!(
+                "weight_decay ({}) must be finite and >= 0",
+                self.weight_decay
+            ));
         }
         if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
-            return bad(format!("grad_clip ({}) must be finite and >= 0", self.grad_clip));
+            return bad(format!(
+                "grad_clip ({}) must be finite and >= 0",
+                self.grad_clip
+            ));
         }
         if self.total_steps == 0 {
             return bad("total_steps must be > 0".into());
         }
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return bad(format!("min_lr_ratio ({}) must be in [0, 1]", self.min_lr_ratio));
+            return bad(format!(
+                "min_lr_ratio ({}) must be in [0, 1]",
+                self.min_lr_ratio
+            ));
         }
         Ok(())
     }
@@ -92,7 +104,12 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays_to_min() {
-        let o = OptimConfig { lr: 1.0, warmup_steps: 10, total_steps: 110, ..Default::default() };
+        let o = OptimConfig {
+            lr: 1.0,
+            warmup_steps: 10,
+            total_steps: 110,
+            ..Default::default()
+        };
         assert!((o.lr_at(0) - 0.1).abs() < 1e-12);
         assert!((o.lr_at(9) - 1.0).abs() < 1e-12);
         assert!((o.lr_at(10) - 1.0).abs() < 1e-12);
@@ -109,9 +126,29 @@ mod tests {
     #[test]
     fn bad_settings_are_rejected() {
         assert!(OptimConfig::default().validate().is_ok());
-        assert!(OptimConfig { lr: -1.0, ..Default::default() }.validate().is_err());
-        assert!(OptimConfig { beta2: 1.0, ..Default::default() }.validate().is_err());
-        assert!(OptimConfig { total_steps: 0, ..Default::default() }.validate().is_err());
-        assert!(OptimConfig { grad_clip: f64::NAN, ..Default::default() }.validate().is_err());
+        assert!(OptimConfig {
+            lr: -1.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(OptimConfig {
+            beta2: 1.0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(OptimConfig {
+            total_steps: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(OptimConfig {
+            grad_clip: f64::NAN,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 }

@@ -31,7 +31,9 @@ impl DeviceChoice {
                 if (i as i64) < n {
                     Ok(Device::Cuda(i))
                 } else {
-                    Err(ModelError::DeviceUnavailable(format!("cuda:{i} ({n} CUDA devices visible)")))
+                    Err(ModelError::DeviceUnavailable(format!(
+                        "cuda:{i} ({n} CUDA devices visible)"
+                    )))
                 }
             }
         }
@@ -100,13 +102,25 @@ pub struct Trainer {
 
 impl Trainer {
     /// A freshly initialised model (seeded) with zero optimizer state.
-    pub fn new(cfg: ModelConfig, opt: OptimConfig, seed: u64, device: DeviceChoice) -> Result<Self> {
+    pub fn new(
+        cfg: ModelConfig,
+        opt: OptimConfig,
+        seed: u64,
+        device: DeviceChoice,
+    ) -> Result<Self> {
         cfg.validate()?;
         opt.validate()?;
         let device = device.resolve()?;
         let model = Llama::new(&cfg, seed, device)?;
         let (exp_avg, exp_avg_sq) = zero_state(&model)?;
-        Ok(Trainer { model, opt, seed, step: 0, exp_avg, exp_avg_sq })
+        Ok(Trainer {
+            model,
+            opt,
+            seed,
+            step: 0,
+            exp_avg,
+            exp_avg_sq,
+        })
     }
 
     pub fn steps_done(&self) -> u64 {
@@ -146,7 +160,12 @@ impl Trainer {
 
     /// Names and shapes of the parameters, in checkpoint order.
     pub fn param_specs(&self) -> Vec<(String, Vec<usize>)> {
-        self.model.names.iter().cloned().zip(self.model.shapes.iter().cloned()).collect()
+        self.model
+            .names
+            .iter()
+            .cloned()
+            .zip(self.model.shapes.iter().cloned())
+            .collect()
     }
 
     /// Check a `batch × seq` token buffer and turn it into an i64 tensor on the model's device.
@@ -171,11 +190,17 @@ impl Trainer {
         let mut ids = Vec::with_capacity(tokens.len());
         for (position, &token) in tokens.iter().enumerate() {
             if token as usize >= vocab {
-                return Err(ModelError::TokenOutOfRange { token, position, vocab_size: vocab });
+                return Err(ModelError::TokenOutOfRange {
+                    token,
+                    position,
+                    vocab_size: vocab,
+                });
             }
             ids.push(token as i64);
         }
-        Ok(Tensor::f_from_slice(&ids)?.f_view([batch as i64, seq as i64])?.f_to_device(self.model.device)?)
+        Ok(Tensor::f_from_slice(&ids)?
+            .f_view([batch as i64, seq as i64])?
+            .f_to_device(self.model.device)?)
     }
 
     /// One AdamW step on `batch` sequences laid out back to back in `tokens`.
@@ -194,14 +219,26 @@ impl Trainer {
         }
         let total = Tensor::f_stack(&norms, 0)?.f_norm()?.f_double_value(&[])?;
         if !loss.is_finite() || !total.is_finite() {
-            return Err(ModelError::NonFiniteLoss(if loss.is_finite() { total as f32 } else { loss }));
+            return Err(ModelError::NonFiniteLoss(if loss.is_finite() {
+                total as f32
+            } else {
+                loss
+            }));
         }
         // torch.nn.utils.clip_grad_norm_: scale by min(1, clip / (norm + 1e-6)).
-        let clip = if self.opt.grad_clip > 0.0 { (self.opt.grad_clip / (total + 1e-6)).min(1.0) } else { 1.0 };
+        let clip = if self.opt.grad_clip > 0.0 {
+            (self.opt.grad_clip / (total + 1e-6)).min(1.0)
+        } else {
+            1.0
+        };
         let lr = self.opt.lr_at(self.step);
         self.adamw(grads, clip, lr)?;
         self.step += 1;
-        Ok(StepStats { loss, grad_norm: total as f32, lr })
+        Ok(StepStats {
+            loss,
+            grad_norm: total as f32,
+            lr,
+        })
     }
 
     /// Decoupled AdamW (as `torch.optim.AdamW`), gradients pre-scaled by `clip`.
@@ -245,7 +282,11 @@ impl Trainer {
     pub fn logits(&mut self, tokens: &[u32], batch: usize) -> Result<Vec<f32>> {
         let x = self.tokens_tensor(tokens, batch)?;
         let _guard = tch::no_grad_guard();
-        let l = self.model.logits(&x)?.f_to_device(Device::Cpu)?.f_contiguous()?;
+        let l = self
+            .model
+            .logits(&x)?
+            .f_to_device(Device::Cpu)?
+            .f_contiguous()?;
         let n = l.numel();
         let mut out = vec![0f32; n];
         l.f_copy_data(&mut out, n)?;
@@ -266,7 +307,11 @@ impl Trainer {
             let n = cpu.numel();
             let mut data = vec![0f32; n];
             cpu.f_copy_data(&mut data, n)?;
-            out.push(ParamView { name: self.model.names[i].clone(), shape: self.model.shapes[i].clone(), data });
+            out.push(ParamView {
+                name: self.model.names[i].clone(),
+                shape: self.model.shapes[i].clone(),
+                data,
+            });
         }
         Ok(out)
     }
@@ -282,7 +327,9 @@ impl Trainer {
                 .names
                 .iter()
                 .position(|n| *n == v.name)
-                .ok_or_else(|| ModelError::ParamMismatch(format!("unknown parameter `{}`", v.name)))?;
+                .ok_or_else(|| {
+                    ModelError::ParamMismatch(format!("unknown parameter `{}`", v.name))
+                })?;
             if v.shape != self.model.shapes[i] {
                 return Err(ModelError::ParamMismatch(format!(
                     "`{}` has shape {:?}, the model has {:?}",
@@ -299,10 +346,16 @@ impl Trainer {
                 )));
             }
             if let Some(j) = v.data.iter().position(|x| !x.is_finite()) {
-                return Err(ModelError::ParamMismatch(format!("`{}` has a non-finite value at index {j}", v.name)));
+                return Err(ModelError::ParamMismatch(format!(
+                    "`{}` has a non-finite value at index {j}",
+                    v.name
+                )));
             }
             if plan.iter().any(|&(k, _): &(usize, &ParamView)| k == i) {
-                return Err(ModelError::ParamMismatch(format!("`{}` given twice", v.name)));
+                return Err(ModelError::ParamMismatch(format!(
+                    "`{}` given twice",
+                    v.name
+                )));
             }
             plan.push((i, v));
         }
@@ -310,7 +363,7 @@ impl Trainer {
         for (i, v) in plan {
             let dims: Vec<i64> = v.shape.iter().map(|&d| d as i64).collect();
             let src = Tensor::f_from_slice(&v.data)?.f_view(dims.as_slice())?;
-            let _ = self.model.params[i].f_copy_(&src)?;
+            self.model.params[i].f_copy_(&src)?;
         }
         Ok(())
     }
@@ -327,8 +380,11 @@ impl Trainer {
             std::fs::remove_file(&manifest).map_err(|e| ModelError::io(&manifest, e))?;
         }
         let specs = self.param_specs();
-        let model: Vec<(String, Vec<usize>, &Tensor)> =
-            specs.iter().zip(&self.model.params).map(|((n, s), t)| (n.clone(), s.clone(), t)).collect();
+        let model: Vec<(String, Vec<usize>, &Tensor)> = specs
+            .iter()
+            .zip(&self.model.params)
+            .map(|((n, s), t)| (n.clone(), s.clone(), t))
+            .collect();
         write_safetensors(&dir.join(MODEL_FILE), &model)?;
         let cfg = serde_json::to_vec_pretty(&self.model.cfg.to_hf_json())
             .map_err(|e| ModelError::ckpt(dir.join(CONFIG_FILE), e.to_string()))?;
@@ -347,7 +403,8 @@ impl Trainer {
             model: self.model.cfg.clone(),
             files: vec![MODEL_FILE.into(), CONFIG_FILE.into(), OPTIM_FILE.into()],
         };
-        let bytes = serde_json::to_vec_pretty(&m).map_err(|e| ModelError::ckpt(&manifest, e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(&m)
+            .map_err(|e| ModelError::ckpt(&manifest, e.to_string()))?;
         write_atomic(&manifest, &bytes)
     }
 
@@ -356,20 +413,27 @@ impl Trainer {
     pub fn load(dir: &Path, device: DeviceChoice) -> Result<Self> {
         let mpath = dir.join(MANIFEST_FILE);
         let bytes = std::fs::read(&mpath).map_err(|e| ModelError::io(&mpath, e))?;
-        let m: TrainerManifest =
-            serde_json::from_slice(&bytes).map_err(|e| ModelError::ckpt(&mpath, format!("bad JSON: {e}")))?;
+        let m: TrainerManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| ModelError::ckpt(&mpath, format!("bad JSON: {e}")))?;
         if m.format != MANIFEST_FORMAT {
-            return Err(ModelError::ckpt(&mpath, format!("format `{}`, expected `{MANIFEST_FORMAT}`", m.format)));
+            return Err(ModelError::ckpt(
+                &mpath,
+                format!("format `{}`, expected `{MANIFEST_FORMAT}`", m.format),
+            ));
         }
         m.model.validate()?;
         m.optim.validate()?;
         let cpath = dir.join(CONFIG_FILE);
         let cbytes = std::fs::read(&cpath).map_err(|e| ModelError::io(&cpath, e))?;
-        let hf: serde_json::Value =
-            serde_json::from_slice(&cbytes).map_err(|e| ModelError::ckpt(&cpath, format!("bad JSON: {e}")))?;
-        let hf_cfg = ModelConfig::from_hf_json(&hf).map_err(|e| ModelError::ckpt(&cpath, e.to_string()))?;
+        let hf: serde_json::Value = serde_json::from_slice(&cbytes)
+            .map_err(|e| ModelError::ckpt(&cpath, format!("bad JSON: {e}")))?;
+        let hf_cfg =
+            ModelConfig::from_hf_json(&hf).map_err(|e| ModelError::ckpt(&cpath, e.to_string()))?;
         if hf_cfg != m.model {
-            return Err(ModelError::ckpt(&cpath, "config.json disagrees with trainer.json"));
+            return Err(ModelError::ckpt(
+                &cpath,
+                "config.json disagrees with trainer.json",
+            ));
         }
         let device = device.resolve()?;
         let specs = m.model.param_shapes();
@@ -391,7 +455,14 @@ impl Trainer {
                 exp_avg_sq.push(t);
             }
         }
-        Ok(Trainer { model, opt: m.optim, seed: m.seed, step: m.step, exp_avg, exp_avg_sq })
+        Ok(Trainer {
+            model,
+            opt: m.optim,
+            seed: m.seed,
+            step: m.step,
+            exp_avg,
+            exp_avg_sq,
+        })
     }
 
     /// Load model weights from a Hugging Face Llama checkpoint directory (`config.json` +
@@ -400,16 +471,28 @@ impl Trainer {
         opt.validate()?;
         let cpath = dir.join(CONFIG_FILE);
         let cbytes = std::fs::read(&cpath).map_err(|e| ModelError::io(&cpath, e))?;
-        let hf: serde_json::Value =
-            serde_json::from_slice(&cbytes).map_err(|e| ModelError::ckpt(&cpath, format!("bad JSON: {e}")))?;
-        let cfg = ModelConfig::from_hf_json(&hf).map_err(|e| ModelError::ckpt(&cpath, e.to_string()))?;
+        let hf: serde_json::Value = serde_json::from_slice(&cbytes)
+            .map_err(|e| ModelError::ckpt(&cpath, format!("bad JSON: {e}")))?;
+        let cfg =
+            ModelConfig::from_hf_json(&hf).map_err(|e| ModelError::ckpt(&cpath, e.to_string()))?;
         let device = device.resolve()?;
         // A tied checkpoint may still carry a copy of the embedding as lm_head.
-        let ignorable: &[&str] = if cfg.tie_embeddings { &["lm_head.weight"] } else { &[] };
+        let ignorable: &[&str] = if cfg.tie_embeddings {
+            &["lm_head.weight"]
+        } else {
+            &[]
+        };
         let tensors = read_safetensors(&dir.join(MODEL_FILE), &cfg.param_shapes(), ignorable)?;
         let model = Llama::from_tensors(&cfg, tensors, device)?;
         let (exp_avg, exp_avg_sq) = zero_state(&model)?;
-        Ok(Trainer { model, opt, seed, step: 0, exp_avg, exp_avg_sq })
+        Ok(Trainer {
+            model,
+            opt,
+            seed,
+            step: 0,
+            exp_avg,
+            exp_avg_sq,
+        })
     }
 }
 

@@ -7,14 +7,21 @@ fn tiny() -> ModelConfig {
 }
 
 fn opt() -> OptimConfig {
-    OptimConfig { lr: 1e-3, warmup_steps: 2, total_steps: 50, ..Default::default() }
+    OptimConfig {
+        lr: 1e-3,
+        warmup_steps: 2,
+        total_steps: 50,
+        ..Default::default()
+    }
 }
 
 fn tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) % vocab as u64) as u32
         })
         .collect()
@@ -44,8 +51,14 @@ fn seed_reproduces_the_model_and_params_follow_hf_layout() {
     assert_eq!(a.last().unwrap().name, "lm_head.weight");
     let total: usize = a.iter().map(|p| p.data.len()).sum();
     assert_eq!(total as u64, cfg.num_params());
-    let k = a.iter().find(|p| p.name == "model.layers.1.self_attn.k_proj.weight").unwrap();
-    assert_eq!(k.shape, vec![cfg.n_kv_heads * cfg.head_dim, cfg.hidden_size]);
+    let k = a
+        .iter()
+        .find(|p| p.name == "model.layers.1.self_attn.k_proj.weight")
+        .unwrap();
+    assert_eq!(
+        k.shape,
+        vec![cfg.n_kv_heads * cfg.head_dim, cfg.hidden_size]
+    );
     let norm = a.iter().find(|p| p.name == "model.norm.weight").unwrap();
     assert!(norm.data.iter().all(|&x| x == 1.0));
     // init std 0.02
@@ -69,7 +82,10 @@ fn loss_starts_near_uniform_and_falls_when_fitting_a_batch() {
     }
     assert_eq!(t.steps_done(), 30);
     let l1 = t.eval_loss(&batch, 4).unwrap();
-    assert!(l1 < l0 - 2.0, "loss did not fall: {l0} -> {l1} (last step {last})");
+    assert!(
+        l1 < l0 - 2.0,
+        "loss did not fall: {l0} -> {l1} (last step {last})"
+    );
 }
 
 #[test]
@@ -96,7 +112,14 @@ fn resume_from_checkpoint_is_bit_exact() {
     let (pa, pr) = (a.params(), r.params());
     for (x, y) in pa.iter().zip(&pr) {
         assert_eq!(x.name, y.name);
-        assert!(x.data.iter().zip(&y.data).all(|(p, q)| p.to_bits() == q.to_bits()), "{} differs", x.name);
+        assert!(
+            x.data
+                .iter()
+                .zip(&y.data)
+                .all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{} differs",
+            x.name
+        );
     }
 }
 
@@ -111,7 +134,12 @@ fn save_load_round_trip_is_bit_exact_for_tied_model() {
     let l = Trainer::load(dir.path(), DeviceChoice::Cpu).unwrap();
     assert_eq!(t.params(), l.params());
     assert!(!t.params().iter().any(|p| p.name == "lm_head.weight"));
-    for f in ["model.safetensors", "config.json", "optimizer.safetensors", "trainer.json"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "optimizer.safetensors",
+        "trainer.json",
+    ] {
         assert!(dir.path().join(f).is_file(), "{f} missing");
     }
     // and as a plain HF checkpoint (fresh optimizer)
@@ -123,8 +151,26 @@ fn save_load_round_trip_is_bit_exact_for_tied_model() {
 #[test]
 fn weight_decay_spares_norms_and_embeddings() {
     let b = tokens(4, 2 * 32, 8192);
-    let mut with = Trainer::new(tiny(), OptimConfig { weight_decay: 0.5, ..opt() }, 8, DeviceChoice::Cpu).unwrap();
-    let mut without = Trainer::new(tiny(), OptimConfig { weight_decay: 0.0, ..opt() }, 8, DeviceChoice::Cpu).unwrap();
+    let mut with = Trainer::new(
+        tiny(),
+        OptimConfig {
+            weight_decay: 0.5,
+            ..opt()
+        },
+        8,
+        DeviceChoice::Cpu,
+    )
+    .unwrap();
+    let mut without = Trainer::new(
+        tiny(),
+        OptimConfig {
+            weight_decay: 0.0,
+            ..opt()
+        },
+        8,
+        DeviceChoice::Cpu,
+    )
+    .unwrap();
     with.step(&b, 2).unwrap();
     without.step(&b, 2).unwrap();
     for (x, y) in with.params().iter().zip(&without.params()) {
@@ -141,12 +187,23 @@ fn bad_batches_are_clear_errors() {
     assert!(matches!(t.step(&b, 3), Err(ModelError::InvalidBatch(_))));
     assert!(matches!(t.step(&b, 0), Err(ModelError::InvalidBatch(_))));
     assert!(matches!(t.step(&[], 1), Err(ModelError::InvalidBatch(_))));
-    assert!(matches!(t.step(&b[..1], 1), Err(ModelError::InvalidBatch(_))));
+    assert!(matches!(
+        t.step(&b[..1], 1),
+        Err(ModelError::InvalidBatch(_))
+    ));
     let long = tokens(1, 129, 8192);
-    assert!(t.step(&long, 1).unwrap_err().to_string().contains("max_seq_len"));
+    assert!(t
+        .step(&long, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("max_seq_len"));
     b[17] = 8192;
     match t.step(&b, 2) {
-        Err(ModelError::TokenOutOfRange { token: 8192, position: 17, vocab_size: 8192 }) => {}
+        Err(ModelError::TokenOutOfRange {
+            token: 8192,
+            position: 17,
+            vocab_size: 8192,
+        }) => {}
         other => panic!("expected TokenOutOfRange, got {other:?}"),
     }
     b[17] = u32::MAX;
@@ -162,9 +219,20 @@ fn set_params_validates_and_round_trips() {
     assert_eq!(t.params(), src);
     let mut wrong = src[2].clone(); // q_proj, 2-D
     wrong.shape = vec![wrong.data.len()];
-    assert!(matches!(t.set_params(&[wrong]), Err(ModelError::ParamMismatch(_))));
-    let unknown = ParamView { name: "model.bogus".into(), shape: vec![1], data: vec![0.0] };
-    assert!(t.set_params(&[unknown]).unwrap_err().to_string().contains("model.bogus"));
+    assert!(matches!(
+        t.set_params(&[wrong]),
+        Err(ModelError::ParamMismatch(_))
+    ));
+    let unknown = ParamView {
+        name: "model.bogus".into(),
+        shape: vec![1],
+        data: vec![0.0],
+    };
+    assert!(t
+        .set_params(&[unknown])
+        .unwrap_err()
+        .to_string()
+        .contains("model.bogus"));
     let mut short = src[2].clone();
     short.data.pop();
     assert!(t.set_params(&[short]).is_err());
@@ -179,7 +247,10 @@ fn set_params_validates_and_round_trips() {
 fn broken_checkpoints_are_clear_errors() {
     let t = trainer(9);
     let missing = tempfile::tempdir().unwrap();
-    let e = Trainer::load(missing.path(), DeviceChoice::Cpu).err().unwrap().to_string();
+    let e = Trainer::load(missing.path(), DeviceChoice::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("trainer.json"), "{e}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -187,7 +258,10 @@ fn broken_checkpoints_are_clear_errors() {
     let model = dir.path().join("model.safetensors");
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
-    let e = Trainer::load(dir.path(), DeviceChoice::Cpu).err().unwrap().to_string();
+    let e = Trainer::load(dir.path(), DeviceChoice::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("model.safetensors"), "{e}");
 
     // a checkpoint of another shape
@@ -195,9 +269,15 @@ fn broken_checkpoints_are_clear_errors() {
     let d2 = tempfile::tempdir().unwrap();
     other.save(d2.path()).unwrap();
     std::fs::copy(d2.path().join("model.safetensors"), &model).unwrap();
-    let e = Trainer::load(dir.path(), DeviceChoice::Cpu).err().unwrap().to_string();
+    let e = Trainer::load(dir.path(), DeviceChoice::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("shape"), "{e}");
 
     std::fs::write(dir.path().join("trainer.json"), b"{not json").unwrap();
-    assert!(matches!(Trainer::load(dir.path(), DeviceChoice::Cpu), Err(ModelError::Checkpoint { .. })));
+    assert!(matches!(
+        Trainer::load(dir.path(), DeviceChoice::Cpu),
+        Err(ModelError::Checkpoint { .. })
+    ));
 }

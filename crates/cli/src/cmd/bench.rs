@@ -62,7 +62,13 @@ fn train(a: TrainArgs) -> Result<()> {
             _ => anyhow::bail!("unknown device `{s}` (auto, cpu, cuda, cuda:N)"),
         },
     };
-    let opt = OptimConfig { lr: 3e-4, weight_decay: 0.1, warmup_steps: 1, total_steps: 1_000_000, ..Default::default() };
+    let opt = OptimConfig {
+        lr: 3e-4,
+        weight_decay: 0.1,
+        warmup_steps: 1,
+        total_steps: 1_000_000,
+        ..Default::default()
+    };
     let mut t = Trainer::new(cfg.clone(), opt, a.seed, device)?;
     // Random tokens (xorshift): throughput does not depend on the data.
     let mut s = a.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

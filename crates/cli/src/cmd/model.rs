@@ -24,7 +24,10 @@ pub enum ModelCommand {
 pub fn run(c: ModelCommand) -> Result<()> {
     match c {
         ModelCommand::List => {
-            println!("{:<14} {:>18} {:>8} {:>7} {:>6} {:>9} {:>7} {:>5}", "preset", "parameters", "hidden", "layers", "heads", "kv heads", "vocab", "tied");
+            println!(
+                "{:<14} {:>18} {:>8} {:>7} {:>6} {:>9} {:>7} {:>5}",
+                "preset", "parameters", "hidden", "layers", "heads", "kv heads", "vocab", "tied"
+            );
             for name in ModelConfig::preset_names() {
                 let c = ModelConfig::preset(name)?;
                 println!(
@@ -41,7 +44,11 @@ pub fn run(c: ModelCommand) -> Result<()> {
             }
             Ok(())
         }
-        ModelCommand::Info { preset, vocab, json } => {
+        ModelCommand::Info {
+            preset,
+            vocab,
+            json,
+        } => {
             let mut c = ModelConfig::preset(&preset)?;
             if let Some(v) = vocab {
                 c = c.with_vocab(v);
@@ -75,8 +82,17 @@ pub fn info_text(preset: &str, c: &ModelConfig) -> String {
     line("max_seq_len", c.max_seq_len.to_string());
     line("norm_eps", format!("{:e}", c.norm_eps));
     line("tie_embeddings", c.tie_embeddings.to_string());
-    line("parameters", format!("{} ({} unique)", c.num_params(), human(c.num_params())));
-    line("fp32 size", format!("{:.2} GiB", c.num_params() as f64 * 4.0 / (1u64 << 30) as f64));
+    line(
+        "parameters",
+        format!("{} ({} unique)", c.num_params(), human(c.num_params())),
+    );
+    line(
+        "fp32 size",
+        format!(
+            "{:.2} GiB",
+            c.num_params() as f64 * 4.0 / (1u64 << 30) as f64
+        ),
+    );
     s
 }
 
@@ -108,7 +124,10 @@ mod tests {
     fn info_for_72b_reports_70_6b_unique_params() {
         let c = ModelConfig::preset("covenant-72b").unwrap();
         let t = super::info_text("covenant-72b", &c);
-        assert!(t.contains("parameters         70599843840 (70.6B unique)"), "{t}");
+        assert!(
+            t.contains("parameters         70599843840 (70.6B unique)"),
+            "{t}"
+        );
         assert!(t.contains("n_kv_heads         8"), "{t}");
         assert!(t.contains("tie_embeddings     true"), "{t}");
     }
