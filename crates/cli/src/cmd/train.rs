@@ -232,6 +232,13 @@ pub fn train(args: &Args) -> Result<Summary> {
             .filter(|r| r.step <= done)
             .collect();
         eprintln!("resuming from {} at step {done}", latest.display());
+        if t.optim_config().total_steps != args.steps {
+            eprintln!(
+                "note: the checkpoint's schedule spans {} steps; --steps {} is ignored when resuming",
+                t.optim_config().total_steps,
+                args.steps
+            );
+        }
         (t, rows)
     } else {
         let (cfg, opt) = configs(args, &ds)?;
