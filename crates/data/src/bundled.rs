@@ -74,19 +74,8 @@ pub fn prepare_bundled(out_dir: &Path, seq_len: u32) -> Result<PathBuf> {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let tokenizer = Tokenizer::load(&tokenizer_path())?;
     let source = corpus_fingerprint()?;
-    if out_dir.join("manifest.json").exists() {
-        if let Ok(ds) = Dataset::open(out_dir) {
-            let m = ds.manifest();
-            if ds.tokenizer_hash() == tokenizer.hash() && m.source.as_deref() == Some(&source) {
-                if m.seq_len != seq_len {
-                    // The shards do not depend on seq_len: only the manifest changes.
-                    let mut m = m.clone();
-                    m.seq_len = seq_len;
-                    m.write(&out_dir.join("manifest.json"))?;
-                }
-                return Ok(out_dir.to_path_buf());
-            }
-        }
+    if reuse_existing(out_dir, &tokenizer, &source, seq_len)? {
+        return Ok(out_dir.to_path_buf());
     }
     if out_dir.exists() {
         check_only_dataset_files(out_dir)?;
@@ -112,17 +101,44 @@ pub fn prepare_bundled(out_dir: &Path, seq_len: u32) -> Result<PathBuf> {
         val_fraction: DEFAULT_VAL_FRACTION,
         shard_tokens: DEFAULT_SHARD_TOKENS,
         progress: true,
-        source: Some(source),
+        source: Some(source.clone()),
     };
     if let Err(e) = prepare(&corpus_dir(), &tmp, &opts) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    if out_dir.exists() {
+    // Renaming onto a non-empty directory fails, so a dataset another process published while we
+    // were preparing is never pulled from under its readers: if it is valid, it is kept.
+    if std::fs::rename(&tmp, out_dir).is_err() {
+        if reuse_existing(out_dir, &tokenizer, &source, seq_len)? {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(out_dir.to_path_buf());
+        }
         std::fs::remove_dir_all(out_dir).map_err(|e| DataError::io(out_dir, e))?;
+        std::fs::rename(&tmp, out_dir).map_err(|e| DataError::io(out_dir, e))?;
     }
-    std::fs::rename(&tmp, out_dir).map_err(|e| DataError::io(out_dir, e))?;
     Ok(out_dir.to_path_buf())
+}
+
+/// True when `out_dir` already holds the bundled corpus prepared with this tokenizer (its
+/// manifest's `seq_len` is rewritten if it differs: the shards do not depend on it).
+fn reuse_existing(out_dir: &Path, tokenizer: &Tokenizer, source: &str, seq_len: u32) -> Result<bool> {
+    if !out_dir.join("manifest.json").exists() {
+        return Ok(false);
+    }
+    let Ok(ds) = Dataset::open(out_dir) else {
+        return Ok(false);
+    };
+    let m = ds.manifest();
+    if ds.tokenizer_hash() != tokenizer.hash() || m.source.as_deref() != Some(source) {
+        return Ok(false);
+    }
+    if m.seq_len != seq_len {
+        let mut m = m.clone();
+        m.seq_len = seq_len;
+        m.write(&out_dir.join("manifest.json"))?;
+    }
+    Ok(true)
 }
 
 /// Refuses to replace a directory that holds anything but a prepared dataset's files.
