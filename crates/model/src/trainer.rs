@@ -111,7 +111,11 @@ impl Trainer {
         cfg.validate()?;
         opt.validate()?;
         let device = device.resolve()?;
-        let model = Llama::new(&cfg, seed, device)?;
+        Self::fresh(Llama::new(&cfg, seed, device)?, opt, seed)
+    }
+
+    /// A trainer at step 0 with zero optimizer state around `model`.
+    fn fresh(model: Llama, opt: OptimConfig, seed: u64) -> Result<Self> {
         let (exp_avg, exp_avg_sq) = zero_state(&model)?;
         Ok(Trainer {
             model,
@@ -483,16 +487,7 @@ impl Trainer {
             &[]
         };
         let tensors = read_safetensors(&dir.join(MODEL_FILE), &cfg.param_shapes(), ignorable)?;
-        let model = Llama::from_tensors(&cfg, tensors, device)?;
-        let (exp_avg, exp_avg_sq) = zero_state(&model)?;
-        Ok(Trainer {
-            model,
-            opt,
-            seed,
-            step: 0,
-            exp_avg,
-            exp_avg_sq,
-        })
+        Self::fresh(Llama::from_tensors(&cfg, tensors, device)?, opt, seed)
     }
 }
 
