@@ -60,6 +60,18 @@ pub struct Point {
     /// Bytes one replica has sent so far.
     pub bytes_per_replica: u64,
     pub elapsed: f64,
+    /// SparseLoCo diagnostics: mean over replicas of the error-feedback buffer's L2 norm after
+    /// compression, the mean median-norm clip factor over tensors and peers, and the number of
+    /// tensors skipped as non-finite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparse: Option<SparseStats>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SparseStats {
+    pub ef_norm: f32,
+    pub mean_clip_factor: f32,
+    pub skipped_tensors: usize,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -247,7 +259,14 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
     let mut bytes: u64 = 0;
     let t0 = Instant::now();
     let eval0 = train::eval(&mut trainers[0], &ds, &val_ids, args.batch)?;
-    points.push(Point { inner_step: 0, tokens: 0, val_loss: eval0, bytes_per_replica: 0, elapsed: 0.0 });
+    points.push(Point {
+        inner_step: 0,
+        tokens: 0,
+        val_loss: eval0,
+        bytes_per_replica: 0,
+        elapsed: 0.0,
+        sparse: None,
+    });
     let mut buf: Vec<u32> = Vec::with_capacity(per_step as usize * seq);
 
     for step in 0..args.steps {
@@ -273,6 +292,7 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
         let done = step + 1;
         // Outer step.
         if done % h == 0 || done == args.steps {
+            let mut sparse = None;
             match algo {
                 Algo::Ddp | Algo::Single => {}
                 Algo::Diloco => {
@@ -328,8 +348,19 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
                     }
                     let peers: Vec<&[covenant_codec::TensorPayload]> = payloads.iter().map(|p| p.as_slice()).collect();
                     let mut theta: Vec<&mut [f32]> = global.iter_mut().map(|g| g.as_mut_slice()).collect();
-                    covenant_codec::aggregate_apply_model(&layout, &peers, &mut theta, Some(outer_lr))?;
+                    let stats = covenant_codec::aggregate_apply_model(&layout, &peers, &mut theta, Some(outer_lr))?;
                     bytes += sent;
+                    let factors: Vec<f32> = stats.iter().flat_map(|st| st.factors.iter().copied()).collect();
+                    let ef_norm = ef
+                        .iter()
+                        .map(|rep| rep.iter().flatten().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt())
+                        .sum::<f64>()
+                        / r_count as f64;
+                    sparse = Some(SparseStats {
+                        ef_norm: ef_norm as f32,
+                        mean_clip_factor: factors.iter().sum::<f32>() / factors.len().max(1) as f32,
+                        skipped_tensors: stats.iter().filter(|st| st.skipped).count(),
+                    });
                 }
             }
             if algo != Algo::Ddp {
@@ -345,11 +376,16 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
                 val_loss: v,
                 bytes_per_replica: bytes,
                 elapsed: t0.elapsed().as_secs_f64(),
+                sparse: sparse.clone(),
             });
             pb.set_message(format!("{} val {v:.3}", algo.name()));
             if pb.is_hidden() {
+                let diag = sparse
+                    .as_ref()
+                    .map(|d| format!("  |e| {:.3}  clip {:.3}", d.ef_norm, d.mean_clip_factor))
+                    .unwrap_or_default();
                 eprintln!(
-                    "{} step {done}/{}  val loss {v:.4}  sent/replica {}",
+                    "{} step {done}/{}  val loss {v:.4}  sent/replica {}{diag}",
                     algo.name(),
                     args.steps,
                     bytes_h(bytes)
