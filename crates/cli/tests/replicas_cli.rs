@@ -36,6 +36,16 @@ fn three_algorithms_train_and_compare() {
         // Same token budget for all.
         assert_eq!(pts[3]["tokens"].as_u64().unwrap(), 12 * 2 * 4 * 128);
         bytes.insert(algo, pts[3]["bytes_per_replica"].as_u64().unwrap());
+        let diag = &pts[3]["sparse"];
+        if algo == "sparseloco" {
+            let ef = diag["ef_norm"].as_f64().unwrap();
+            let clip = diag["mean_clip_factor"].as_f64().unwrap();
+            assert!(ef > 0.0 && ef.is_finite(), "error feedback holds the unsent residual: {ef}");
+            assert!(clip > 0.0 && clip <= 1.0, "clip factors are min(1, M/n): {clip}");
+            assert_eq!(diag["skipped_tensors"].as_u64(), Some(0));
+        } else {
+            assert!(diag.is_null(), "{algo} has no SparseLoCo diagnostics");
+        }
     }
     // tiny has 2,491,008 parameters: DiLoCo sends them densely 3 times, DDP 12 times.
     assert_eq!(bytes["diloco"], 3 * 4 * 2_491_008);
