@@ -172,9 +172,9 @@ fn write_comparison(out: &Path, results: &[RunResult]) -> Result<()> {
     .write_png(&out.join("compare.png"))
 }
 
-/// Flat parameters of every tensor, in the model's order.
-fn flat(views: &[ParamView]) -> Vec<Vec<f32>> {
-    views.iter().map(|v| v.data.clone()).collect()
+/// Flat parameters of every tensor, in the model's order (moved out of the views, not copied).
+fn flat(views: Vec<ParamView>) -> Vec<Vec<f32>> {
+    views.into_iter().map(|v| v.data).collect()
 }
 
 fn views_from(template: &[ParamView], data: &[Vec<f32>]) -> Vec<ParamView> {
@@ -217,7 +217,7 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
         .collect::<Result<Vec<_>, _>>()?;
     let template = trainers[0].params();
     let n_params: u64 = template.iter().map(|v| v.data.len() as u64).sum();
-    let mut global = flat(&template);
+    let mut global: Vec<Vec<f32>> = template.iter().map(|v| v.data.clone()).collect();
     let dense_bytes = 4 * n_params;
 
     // SparseLoCo state: the codec layout, one error-feedback buffer per replica, signing keys.
@@ -296,7 +296,7 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
             match algo {
                 Algo::Ddp | Algo::Single => {}
                 Algo::Diloco => {
-                    let replicas: Vec<Vec<Vec<f32>>> = trainers.iter().map(|t| flat(&t.params())).collect();
+                    let replicas: Vec<Vec<Vec<f32>>> = trainers.iter().map(|t| flat(t.params())).collect();
                     if momentum.is_empty() {
                         momentum = global.iter().map(|g| vec![0.0; g.len()]).collect();
                     }
@@ -319,7 +319,7 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
                     let mut payloads = Vec::with_capacity(r_count);
                     let mut sent = 0u64;
                     for (r, t) in trainers.iter().enumerate() {
-                        let after = flat(&t.params());
+                        let after = flat(t.params());
                         let deltas: Vec<DeltaSource> = global
                             .iter()
                             .zip(&after)

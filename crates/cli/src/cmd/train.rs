@@ -358,8 +358,8 @@ pub fn train(args: &Args) -> Result<Summary> {
             write_reports(&args.out, &rows, &args.preset)?;
         }
     }
+    // Every way out of the loop (last step, --stop-after) saved a checkpoint and wrote the reports.
     pb.finish_and_clear();
-    write_reports(&args.out, &rows, &args.preset)?;
 
     if end < total_steps {
         eprintln!("stopped after step {end} of {total_steps}; continue with --resume");
