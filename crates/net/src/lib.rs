@@ -13,7 +13,9 @@ pub mod hex;
 pub mod identity;
 pub mod store;
 
-pub use chain::{Chain, ChainError, Genesis, Ledger, Metagraph, Rejection, Transaction, TxBody};
+pub use chain::{
+    Chain, ChainError, Genesis, Ledger, Metagraph, Rejection, Snapshot, Transaction, TxBody,
+};
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use envelope::{open, seal, Envelope, EnvelopeError, Expected};
 pub use identity::{KeyError, Keypair, PublicKey};

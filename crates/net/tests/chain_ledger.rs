@@ -458,3 +458,44 @@ fn many_processes_register_and_commit_concurrently() {
         );
     }
 }
+
+#[test]
+fn snapshot_at_a_block_ignores_later_registrations_and_weights() {
+    let v = Keypair::from_seed([1; 32]);
+    let (_d, chain, clock) = ledger(&genesis(&[(&v, 100)], 8, 0));
+    let a = Keypair::from_seed([10; 32]);
+    let b = Keypair::from_seed([11; 32]);
+    send(&chain, &a, TxBody::Register).unwrap(); // block 0 → uid 0
+    clock.advance(2000);
+    send(&chain, &v, TxBody::SetWeights { weights: vec![(0, 100)] }).unwrap(); // block 2
+    clock.advance(3000);
+    send(&chain, &b, TxBody::Register).unwrap(); // block 5 → uid 1
+    send(&chain, &v, TxBody::SetWeights { weights: vec![(0, 10), (1, 90)] }).unwrap(); // block 5
+    clock.advance(5000);
+
+    let at = |block| {
+        let s = chain.snapshot(block).unwrap();
+        s.neurons
+            .iter()
+            .map(|n| (n.uid, (n.consensus_weight * 100.0).round() as i64))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at(0), vec![]);
+    assert_eq!(at(1), vec![(0, 0)]); // registered, no weights yet
+    assert_eq!(at(3), vec![(0, 100)]);
+    assert_eq!(at(5), vec![(0, 100)]); // block-5 changes are not before block 5
+    assert_eq!(at(6), vec![(0, 10), (1, 90)]);
+    // Asking again later gives the same answer.
+    clock.advance(60_000);
+    send(&chain, &v, TxBody::SetWeights { weights: vec![(0, 50)] }).unwrap();
+    assert_eq!(at(3), vec![(0, 100)]);
+    assert_eq!(at(6), vec![(0, 10), (1, 90)]);
+    // The current metagraph agrees with a snapshot after the last change.
+    let now = chain.block() + 1;
+    let m = chain.metagraph().unwrap();
+    let s = chain.snapshot(now).unwrap();
+    assert_eq!(
+        m.neurons.iter().map(|n| (n.uid, n.consensus_weight)).collect::<Vec<_>>(),
+        s.neurons.iter().map(|n| (n.uid, n.consensus_weight)).collect::<Vec<_>>()
+    );
+}

@@ -12,14 +12,14 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use super::consensus::yuma_consensus;
 use super::{
-    Chain, ChainError, Commitment, Genesis, Metagraph, Neuron, Receipt, Rejection, Transaction,
-    TxBody, ValidatorState,
+    Chain, ChainError, Commitment, Genesis, Metagraph, Neuron, Receipt, Rejection, Snapshot,
+    Transaction, TxBody, ValidatorState,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::identity::PublicKey;
 
 pub const LEDGER_FILE: &str = "ledger.sqlite3";
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -27,6 +27,8 @@ CREATE TABLE uids (uid INTEGER PRIMARY KEY, hotkey BLOB NOT NULL UNIQUE, registe
 CREATE TABLE commitments (uid INTEGER PRIMARY KEY, bucket_url TEXT NOT NULL, read_credentials TEXT NOT NULL, block INTEGER NOT NULL);
 CREATE TABLE weights (validator BLOB NOT NULL, uid INTEGER NOT NULL, weight INTEGER NOT NULL, PRIMARY KEY (validator, uid));
 CREATE TABLE weights_set (validator BLOB PRIMARY KEY, block INTEGER NOT NULL);
+CREATE TABLE weights_log (id INTEGER PRIMARY KEY AUTOINCREMENT, validator BLOB NOT NULL, block INTEGER NOT NULL, weights TEXT NOT NULL);
+CREATE INDEX weights_log_by_validator ON weights_log (validator, block);
 CREATE TABLE nonces (hotkey BLOB PRIMARY KEY, nonce INTEGER NOT NULL);
 CREATE TABLE txlog (id INTEGER PRIMARY KEY AUTOINCREMENT, block INTEGER NOT NULL, signer BLOB NOT NULL, kind TEXT NOT NULL, outcome TEXT NOT NULL);
 ";
@@ -351,6 +353,13 @@ impl Ledger {
                     params![&tx.signer.0[..], block],
                 )
                 .map_err(|e| storage(p, e))?;
+                // History for snapshots at past blocks ([`Chain::snapshot`]).
+                let json = serde_json::to_string(weights).map_err(|e| storage(p, e))?;
+                db.execute(
+                    "INSERT INTO weights_log (validator, block, weights) VALUES (?1, ?2, ?3)",
+                    params![&tx.signer.0[..], block, json],
+                )
+                .map_err(|e| storage(p, e))?;
                 Receipt {
                     block,
                     uid: Self::uid_of(db, p, &tx.signer)?,
@@ -476,5 +485,88 @@ impl Chain for Ledger {
             neurons,
             validators,
         })
+    }
+
+    fn snapshot(&self, block: u64) -> Result<Snapshot, ChainError> {
+        let mut conn = self.lock()?;
+        let p = &self.path;
+        let db = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(|e| storage(p, e))?;
+        let g = &self.genesis;
+        let mut neurons: Vec<(u32, PublicKey, u64)> = Vec::new();
+        {
+            let mut st = db
+                .prepare("SELECT uid, hotkey, registered_block FROM uids WHERE registered_block < ?1 ORDER BY uid")
+                .map_err(|e| storage(p, e))?;
+            let rows = st
+                .query_map([block], |r| {
+                    Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u64>(2)?))
+                })
+                .map_err(|e| storage(p, e))?;
+            for r in rows {
+                let (uid, key, reg) = r.map_err(|e| storage(p, e))?;
+                neurons.push((uid, key_from_blob(p, key)?, reg));
+            }
+        }
+        let registered_at: std::collections::BTreeMap<u32, u64> =
+            neurons.iter().map(|n| (n.0, n.2)).collect();
+        let uids: Vec<u32> = neurons.iter().map(|n| n.0).collect();
+        let mut rows = Vec::new();
+        for v in &g.validators {
+            let last: Option<(u64, String)> = db
+                .query_row(
+                    "SELECT block, weights FROM weights_log WHERE validator = ?1 AND block < ?2 ORDER BY block DESC, id DESC LIMIT 1",
+                    params![&v.key.0[..], block],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| storage(p, e))?;
+            let ws: Vec<(u32, u16)> = match last {
+                Some((set_at, json)) => {
+                    let all: Vec<(u32, u16)> = serde_json::from_str(&json)
+                        .map_err(|e| storage(p, format!("weights log: {e}")))?;
+                    // Weights set before a uid's current holder registered were for its old holder.
+                    all.into_iter()
+                        .filter(|(u, w)| *w > 0 && registered_at.get(u).is_some_and(|&reg| reg <= set_at))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            rows.push((v.stake, ws));
+        }
+        let mut commitments = std::collections::BTreeMap::new();
+        {
+            let mut st = db
+                .prepare("SELECT uid, bucket_url, read_credentials, block FROM commitments")
+                .map_err(|e| storage(p, e))?;
+            let it = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        Commitment { bucket_url: r.get(1)?, read_credentials: r.get(2)?, block: r.get(3)? },
+                    ))
+                })
+                .map_err(|e| storage(p, e))?;
+            for r in it {
+                let (u, c) = r.map_err(|e| storage(p, e))?;
+                commitments.insert(u, c);
+            }
+        }
+        db.finish().map_err(|e| storage(p, e))?;
+        let c = yuma_consensus(&uids, &rows, g.kappa);
+        let neurons = neurons
+            .into_iter()
+            .zip(c.weights)
+            .map(|((uid, key, registered_block), w)| Neuron {
+                uid,
+                key,
+                registered_block,
+                immune: registered_block.saturating_add(g.immunity_blocks) > block,
+                commitment: commitments.remove(&uid),
+                consensus_weight: w,
+            })
+            .collect();
+        Ok(Snapshot { block, neurons })
     }
 }
