@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The main job: prepare the bundled corpus if needed and train the default model on it.
+    /// The main job: a local network (chain, 2 validators, 4 miners as processes) training a model.
     Demo(cmd::demo::Args),
     /// Train a model on one process (the baseline trainer).
     Train(cmd::train::Args),
@@ -35,6 +35,13 @@ enum Command {
     /// The embedded chain ledger: init, status, register, commit, set-weights.
     #[command(subcommand)]
     Chain(cmd::chain::ChainCommand),
+    /// Run a miner: train, compress, upload, gather, aggregate (see docs/NODES.md).
+    Miner(cmd::node::MinerArgs),
+    /// Run a validator: gather, evaluate, rate, set weights, publish records and checkpoints.
+    Validator(cmd::node::NodeArgs),
+    /// Local networks: create a run directory (run spec, chain, validator keys).
+    #[command(subcommand)]
+    Network(cmd::node::NetworkCommand),
     /// Simulate the protocol with synthetic peers on a virtual clock (who gets aggregated and paid).
     Simulate(cmd::simulate::Args),
 }
@@ -50,6 +57,9 @@ fn main() {
         Command::Keygen(a) => cmd::keygen::run(a),
         Command::Chain(c) => cmd::chain::run(c),
         Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Miner(a) => cmd::node::miner(a),
+        Command::Validator(a) => cmd::node::validator(a),
+        Command::Network(c) => cmd::node::network(c),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

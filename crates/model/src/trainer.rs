@@ -412,6 +412,22 @@ impl Trainer {
         write_atomic(&manifest, &bytes)
     }
 
+    /// Write only the model as a Hugging Face checkpoint (`model.safetensors`, `config.json`),
+    /// loadable by [`Trainer::from_hf`] and `LlamaForCausalLM.from_pretrained`.
+    pub fn save_hf(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let specs = self.param_specs();
+        let model: Vec<(String, Vec<usize>, &Tensor)> = specs
+            .iter()
+            .zip(&self.model.params)
+            .map(|((n, s), t)| (n.clone(), s.clone(), t))
+            .collect();
+        write_safetensors(&dir.join(MODEL_FILE), &model)?;
+        let cfg = serde_json::to_vec_pretty(&self.model.cfg.to_hf_json())
+            .map_err(|e| ModelError::ckpt(dir.join(CONFIG_FILE), e.to_string()))?;
+        write_atomic(&dir.join(CONFIG_FILE), &cfg)
+    }
+
     /// Resume from a directory written by [`Trainer::save`]; continuing gives the same parameters
     /// as never having stopped.
     pub fn load(dir: &Path, device: DeviceChoice) -> Result<Self> {

@@ -138,6 +138,10 @@ impl Keypair {
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.signing.sign(msg).to_bytes()
     }
+    /// The ed25519 signing key (the codec's wire format signs payloads with it directly).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
 
     /// Writes the key file with mode 0600; refuses to replace an existing file unless `force`.
     pub fn save(&self, path: &Path, force: bool) -> Result<(), KeyError> {

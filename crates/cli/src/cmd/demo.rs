@@ -1,54 +1,58 @@
-//! `covenant demo`: the README's first command. Prepares the bundled corpus on first use and
-//! trains the default model on it, printing the result.
+//! `covenant demo`: the README's first command. Creates a run directory with the embedded chain
+//! and directory stores, prepares the bundled corpus if needed, starts the validators and miners
+//! as separate processes, shows per-window progress, stops after a set number of windows and
+//! writes a summary with a loss plot.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::{BufRead, Seek};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use covenant_net::Chain;
+use covenant_node::network::{self, NetworkTiming};
+use serde_json::{json, Value};
 
-use super::train;
+use crate::report::{self, LinePlot, Series};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model preset to train.
-    #[arg(long, default_value = "small")]
-    preset: String,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 200)]
-    steps: u64,
-    /// Where metrics, the loss plot and checkpoints go.
+    /// Run directory (replaced if it holds an earlier demo).
     #[arg(long, default_value = "runs/demo")]
-    out: PathBuf,
-    /// CPU threads for libtorch.
+    pub out: PathBuf,
+    /// Model preset.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Miner processes.
+    #[arg(long, default_value_t = 4)]
+    pub miners: usize,
+    /// Validator processes.
     #[arg(long, default_value_t = 2)]
-    threads: usize,
+    pub validators: usize,
+    /// Windows to train (the run stops after window N − 1).
+    #[arg(long, default_value_t = 20)]
+    pub windows: u64,
+    /// Window length in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub window_secs: u64,
+    /// Inner steps per window (H).
+    #[arg(long, default_value_t = 30)]
+    pub inner_steps: u32,
+    /// Sequences per inner step.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Store all buckets under this prefix instead of <out>/store: s3://bucket/prefix (S3 settings
+    /// from COVENANT_S3_* variables) or a directory.
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let seq = covenant_model::ModelConfig::preset(&a.preset)?.max_seq_len;
-    let data = bundled_data_for(seq)?;
-    train::run(train::Args {
-        preset: a.preset,
-        data: Some(data),
-        out: a.out,
-        steps: a.steps,
-        batch: 8,
-        lr: 1e-3,
-        warmup: None,
-        weight_decay: 0.1,
-        eval_every: 25,
-        eval_batches: 8,
-        ckpt_every: 50,
-        resume: false,
-        stop_after: None,
-        seed: 0,
-        threads: a.threads,
-        device: "auto".into(),
-        algo: vec![super::replicas::Algo::Single],
-        replicas: 4,
-        inner_steps: 30,
-        outer_lr: None,
-        outer_momentum: 0.9,
-    })
+/// `$COVENANT_CACHE`, else `.cache/covenant` under the current directory.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("COVENANT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".cache/covenant"))
 }
 
 /// The bundled corpus prepared at sequence length `seq` (cached; prepared on first use).
@@ -59,9 +63,341 @@ pub fn bundled_data_for(seq: usize) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `$COVENANT_CACHE`, else `.cache/covenant` under the current directory.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("COVENANT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".cache/covenant"))
+struct Node {
+    name: String,
+    child: Child,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    ensure!(a.windows >= 1, "--windows must be at least 1");
+    ensure!(a.miners >= 1 && a.miners <= 32, "--miners must be in 1..=32");
+    ensure!(a.validators >= 1 && a.validators <= 8, "--validators must be in 1..=8");
+    ensure!(a.window_secs >= 4, "--window-secs must be at least 4");
+    let t0 = Instant::now();
+    let seq = covenant_model::ModelConfig::preset(&a.preset)?.max_seq_len;
+    eprintln!("preparing the bundled corpus (sequence length {seq}) …");
+    bundled_data_for(seq)?;
+    let cache = std::fs::canonicalize(cache_dir()).context("resolving the cache directory")?;
+    if a.out.exists() {
+        ensure!(
+            a.out.join("run.json").is_file() || std::fs::read_dir(&a.out)?.next().is_none(),
+            "{} exists and is not a demo run directory; choose another --out",
+            a.out.display()
+        );
+        std::fs::remove_dir_all(&a.out).with_context(|| format!("removing the old {}", a.out.display()))?;
+    }
+    let init = super::node::InitArgs {
+        run: a.out.clone(),
+        name: "demo".into(),
+        preset: a.preset.clone(),
+        validators: a.validators,
+        window_secs: a.window_secs,
+        grace_secs: (a.window_secs / 4).clamp(2, 10),
+        start_in: 20,
+        inner_steps: a.inner_steps,
+        batch: a.batch,
+        checkpoint_every: 5,
+    };
+    let spec = super::node::spec_of(&init);
+    let start_in = Duration::from_secs(init.start_in);
+    let genesis = network::init(
+        &a.out,
+        &spec,
+        a.validators,
+        &NetworkTiming { block_ms: 1000, blocks_per_window: a.window_secs, start_in_ms: start_in.as_millis() as u64 },
+    )?;
+    let last_window = a.windows - 1;
+    eprintln!(
+        "run directory {} · chain genesis in {} s · {} validators, {} miners · preset {} · {} windows of {} s (H = {}, batch {})",
+        a.out.display(),
+        init.start_in,
+        a.validators,
+        a.miners,
+        a.preset,
+        a.windows,
+        a.window_secs,
+        a.inner_steps,
+        a.batch
+    );
+    let exe = std::env::current_exe().context("locating the covenant binary")?;
+    let mut nodes = Vec::new();
+    let names: Vec<(String, &str)> = (0..a.validators)
+        .map(|i| (network::validator_name(i), "validator"))
+        .chain((0..a.miners).map(|i| (network::miner_name(i), "miner")))
+        .collect();
+    for (name, role) in &names {
+        let dir = a.out.join("nodes").join(name);
+        std::fs::create_dir_all(&dir)?;
+        let log = std::fs::File::create(dir.join("log.txt"))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg(role)
+            .arg("--run")
+            .arg(&a.out)
+            .arg("--name")
+            .arg(name)
+            .arg("--until-window")
+            .arg(last_window.to_string())
+            .arg("--threads")
+            .arg("1")
+            .env("COVENANT_CACHE", &cache)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(prefix) = &a.store {
+            cmd.arg("--store").arg(format!("{}/{name}", prefix.trim_end_matches('/')));
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        nodes.push(Node { name: name.clone(), child });
+    }
+    let result = watch(&a, &genesis, &mut nodes, last_window);
+    for n in &mut nodes {
+        let _ = n.child.kill();
+        let _ = n.child.wait();
+    }
+    let mut summary = result?;
+    summary["seconds"] = json!(t0.elapsed().as_secs_f64());
+    let path = a.out.join("summary.json");
+    report::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    eprintln!("\nsummary: {}  loss plot: {}", path.display(), a.out.join("loss.png").display());
+    Ok(())
+}
+
+/// Per-window facts collected from the nodes' event logs.
+#[derive(Default, Debug)]
+struct WindowFacts {
+    val_loss: Option<f64>,
+    peers: Vec<u64>,
+    train_losses: Vec<f64>,
+    hashes: BTreeMap<String, String>,
+    bytes_up: u64,
+    report: Option<Value>,
+}
+
+fn watch(a: &Args, genesis: &covenant_net::Genesis, nodes: &mut [Node], last_window: u64) -> Result<Value> {
+    let deadline = Instant::now()
+        + Duration::from_millis(genesis.window_start_ms(last_window + 2).saturating_sub(covenant_node::runtime::Ctx::now_ms()))
+        + Duration::from_secs(90);
+    let mut offsets: BTreeMap<String, u64> = BTreeMap::new();
+    let mut facts: BTreeMap<u64, WindowFacts> = BTreeMap::new();
+    let mut finished: BTreeMap<String, Value> = BTreeMap::new();
+    let mut errors: Vec<String> = Vec::new();
+    let mut printed: Option<u64> = None;
+    let v1 = network::validator_name(0);
+    let n_miners = a.miners;
+    eprintln!("window │ aggregated │ val loss │ train loss │ uploaded  │ replicas │ scores (uid: score / weight)");
+    loop {
+        for n in nodes.iter() {
+            let path = a.out.join("nodes").join(&n.name).join("events.jsonl");
+            for ev in read_new(&path, offsets.entry(n.name.clone()).or_insert(0)) {
+                let w = ev.get("window").and_then(Value::as_u64);
+                let kind = ev.get("event").and_then(Value::as_str).unwrap_or("");
+                match (kind, w) {
+                    ("outer_step", Some(w)) => {
+                        let f = facts.entry(w).or_default();
+                        if let Some(h) = ev.get("hash").and_then(Value::as_str) {
+                            f.hashes.insert(n.name.clone(), h.to_string());
+                        }
+                        if n.name == v1 {
+                            f.val_loss = ev.get("val_loss").and_then(Value::as_f64);
+                            f.peers = ev.get("peers").and_then(Value::as_array).map(|p| p.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+                        }
+                    }
+                    ("trained", Some(w)) => {
+                        if let Some(l) = ev.get("loss_mean").and_then(Value::as_f64) {
+                            facts.entry(w).or_default().train_losses.push(l);
+                        }
+                    }
+                    ("uploaded", Some(w)) => {
+                        facts.entry(w).or_default().bytes_up += ev.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+                    }
+                    ("report", Some(w)) if n.name == v1 => {
+                        facts.entry(w).or_default().report = Some(ev.clone());
+                    }
+                    ("finished", _) => {
+                        finished.insert(n.name.clone(), ev.clone());
+                    }
+                    ("error", _) => {
+                        let msg = format!("{}: {}", n.name, ev.get("message").and_then(Value::as_str).unwrap_or("?"));
+                        eprintln!("  ! {msg}");
+                        errors.push(msg);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Print windows whose validator report and all replicas' outer steps are in (or that
+        // are old enough that stragglers will not come).
+        let now_w = genesis.window_at(covenant_node::runtime::Ctx::now_ms());
+        loop {
+            let next = printed.map(|p| p + 1).unwrap_or(0);
+            let Some(f) = facts.get(&next) else { break };
+            let complete = f.report.is_some() && f.hashes.len() >= n_miners + a.validators;
+            if !(complete || (f.report.is_some() && now_w >= next + 3)) {
+                break;
+            }
+            print_window(next, f);
+            printed = Some(next);
+        }
+        let all_done = nodes.iter_mut().all(|n| matches!(n.child.try_wait(), Ok(Some(_))));
+        if all_done || Instant::now() > deadline {
+            if !all_done {
+                eprintln!("  ! stopping nodes that did not finish in time");
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (w, f) in &facts {
+        if printed.is_none_or(|p| *w > p) && f.report.is_some() {
+            print_window(*w, f);
+        }
+    }
+    summarize(a, genesis, &facts, &finished, &errors)
+}
+
+fn read_new(path: &Path, offset: &mut u64) -> Vec<Value> {
+    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
+    if f.seek(std::io::SeekFrom::Start(*offset)).is_err() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut r = std::io::BufReader::new(f);
+    let mut line = String::new();
+    while let Ok(n) = r.read_line(&mut line) {
+        if n == 0 || !line.ends_with('\n') {
+            break;
+        }
+        *offset += n as u64;
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            out.push(v);
+        }
+        line.clear();
+    }
+    out
+}
+
+fn agree(f: &WindowFacts) -> Option<bool> {
+    let mut hs = f.hashes.values();
+    let first = hs.next()?;
+    Some(hs.all(|h| h == first))
+}
+
+fn print_window(w: u64, f: &WindowFacts) {
+    let train = if f.train_losses.is_empty() {
+        "    —    ".to_string()
+    } else {
+        format!("{:9.4}", f.train_losses.iter().sum::<f64>() / f.train_losses.len() as f64)
+    };
+    let mut scores = String::new();
+    if let Some(peers) = f.report.as_ref().and_then(|r| r.get("peers")).and_then(Value::as_object) {
+        for (uid, p) in peers {
+            let s = p.get("score").and_then(Value::as_f64).unwrap_or(0.0);
+            let wt = p.get("weight").and_then(Value::as_f64).unwrap_or(0.0);
+            scores.push_str(&format!("{uid}: {s:.2}/{wt:.2}  "));
+        }
+    }
+    let agree = match agree(f) {
+        Some(true) => format!("{} agree", f.hashes.len()),
+        Some(false) => "DIFFER".to_string(),
+        None => "—".to_string(),
+    };
+    eprintln!(
+        "{w:6} │ {:>10} │ {:8.4} │ {train} │ {:>9} │ {agree:>8} │ {scores}",
+        format!("{:?}", f.peers),
+        f.val_loss.unwrap_or(f64::NAN),
+        report::human(f.bytes_up as f64) + "B",
+    );
+}
+
+fn summarize(
+    a: &Args,
+    genesis: &covenant_net::Genesis,
+    facts: &BTreeMap<u64, WindowFacts>,
+    finished: &BTreeMap<String, Value>,
+    errors: &[String],
+) -> Result<Value> {
+    let rows: Vec<(u64, f64)> = facts.iter().filter_map(|(w, f)| f.val_loss.map(|v| (*w, v))).collect();
+    if rows.is_empty() {
+        bail!("no window completed; see the node logs under {}", a.out.join("nodes").display());
+    }
+    let train: Vec<(f64, f64)> = facts
+        .iter()
+        .filter(|(_, f)| !f.train_losses.is_empty())
+        .map(|(w, f)| (*w as f64, f.train_losses.iter().sum::<f64>() / f.train_losses.len() as f64))
+        .collect();
+    let val: Vec<(f64, f64)> = rows.iter().map(|(w, v)| (*w as f64, *v)).collect();
+    LinePlot {
+        title: &format!("covenant demo: {} miners, {} validators, {}", a.miners, a.validators, a.preset),
+        x_label: "window",
+        y_label: "loss",
+        series: vec![
+            Series { label: "validation loss (validator-1, after the window's outer step)".into(), points: val },
+            Series { label: "mean train loss of the miners' inner steps".into(), points: train },
+        ],
+    }
+    .write_png(&a.out.join("loss.png"))?;
+    let mut csv = Vec::new();
+    for (w, f) in facts {
+        csv.push(vec![
+            w.to_string(),
+            f.val_loss.map(|v| format!("{v:.5}")).unwrap_or_default(),
+            format!("{:?}", f.peers).replace(',', " "),
+            f.bytes_up.to_string(),
+            agree(f).map(|b| b.to_string()).unwrap_or_default(),
+        ]);
+    }
+    report::write_csv(&a.out.join("windows.csv"), &["window", "val_loss", "aggregated", "bytes_uploaded", "replicas_agree"], &csv)?;
+    // Final weights from the chain.
+    let chain = covenant_net::Ledger::open(&a.out.join("chain"))?;
+    let m = chain.metagraph()?;
+    let weights: BTreeMap<String, f64> = m.neurons.iter().map(|n| (n.uid.to_string(), n.consensus_weight)).collect();
+    let mut util = BTreeMap::new();
+    for (name, f) in finished {
+        if let (Some(inner), Some(wall)) = (f.get("inner_secs").and_then(Value::as_f64), f.get("wall_secs").and_then(Value::as_f64)) {
+            let outer = f.get("outer_secs").and_then(Value::as_f64).unwrap_or(0.0);
+            util.insert(
+                name.clone(),
+                json!({ "inner_secs": inner, "outer_secs": outer, "wall_secs": wall,
+                        "busy_utilisation": inner / (inner + outer).max(1e-9),
+                        "wall_share": inner / wall.max(1e-9) }),
+            );
+        }
+    }
+    let all_agree = facts.values().filter_map(agree).all(|b| b);
+    let (first, last) = (rows[0], rows[rows.len() - 1]);
+    eprintln!(
+        "\nvalidation loss {:.4} (window {}) → {:.4} (window {}); replicas {}; consensus weights {:?}",
+        first.1,
+        first.0,
+        last.1,
+        last.0,
+        if all_agree { "agreed after every outer step" } else { "DIFFERED in some window" },
+        weights
+    );
+    for (name, u) in &util {
+        eprintln!(
+            "{name}: inner steps {:.1} s, outer steps + compression {:.2} s → utilisation {:.1}% of busy time, {:.1}% of wall time",
+            u["inner_secs"].as_f64().unwrap_or(0.0),
+            u["outer_secs"].as_f64().unwrap_or(0.0),
+            100.0 * u["busy_utilisation"].as_f64().unwrap_or(0.0),
+            100.0 * u["wall_share"].as_f64().unwrap_or(0.0),
+        );
+    }
+    if !errors.is_empty() {
+        eprintln!("{} error event(s); see the node logs", errors.len());
+    }
+    Ok(json!({
+        "run": a.out,
+        "preset": a.preset,
+        "miners": a.miners,
+        "validators": a.validators,
+        "windows": a.windows,
+        "window_secs": genesis.blocks_per_window * genesis.block_time_ms / 1000,
+        "first_val_loss": first.1,
+        "final_val_loss": last.1,
+        "replicas_agree": all_agree,
+        "consensus_weights": weights,
+        "utilisation": util,
+        "errors": errors,
+    }))
 }

@@ -4,6 +4,7 @@ pub mod data;
 pub mod demo;
 pub mod keygen;
 pub mod model;
+pub mod node;
 pub mod replicas;
 pub mod simulate;
 pub mod train;

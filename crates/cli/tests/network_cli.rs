@@ -1,0 +1,325 @@
+//! End-to-end networks of real `covenant miner` / `covenant validator` processes on loopback
+//! (embedded chain, directory stores, the `tiny` preset):
+//! * 3 miners + 1 validator train (validation loss falls), honest miners earn positive weight,
+//!   every node holds bit-identical parameters after every outer step; a miner joining at
+//!   window 5 is in sync within 2 windows; a miner killed at window 7 stops being aggregated and
+//!   the run continues; the validator killed with SIGKILL and restarted keeps its ratings.
+//! * Windows with zero uploads, only invalid uploads, and one valid upload are survived.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+const WINDOW_SECS: u64 = 7;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_covenant")
+}
+
+fn cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/covenant")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+struct Net {
+    run: PathBuf,
+    genesis_ms: u64,
+    children: Vec<(String, Child)>,
+}
+
+impl Net {
+    fn init(run: &Path, start_in: u64) -> Net {
+        // Prepare the data once, before the clock starts.
+        let st = Command::new(bin())
+            .args(["data", "bundled", "--seq-len", "128", "--out"])
+            .arg(cache().join("data/bundled-seq128"))
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        let st = Command::new(bin())
+            .args(["network", "init", "--run"])
+            .arg(run)
+            .args(["--window-secs", &WINDOW_SECS.to_string(), "--grace-secs", "2"])
+            .args(["--start-in", &start_in.to_string(), "--inner-steps", "6", "--batch", "4"])
+            .args(["--checkpoint-every", "3"])
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        let spec: Value = serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+        assert_eq!(spec["params"]["inner_steps"], 6);
+        let genesis_ms = now_ms() + start_in * 1000; // within a few ms of the chain's
+        Net { run: run.to_path_buf(), genesis_ms, children: Vec::new() }
+    }
+
+    fn window_start(&self, w: u64) -> u64 {
+        self.genesis_ms + w * WINDOW_SECS * 1000
+    }
+
+    fn wait_until_window(&self, w: u64, offset_ms: u64) {
+        let t = self.window_start(w) + offset_ms;
+        let now = now_ms();
+        if t > now {
+            std::thread::sleep(Duration::from_millis(t - now));
+        }
+    }
+
+    fn start(&mut self, role: &str, name: &str, until: u64, extra: &[&str]) {
+        let dir = self.run.join("nodes").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log.txt")).unwrap();
+        let child = Command::new(bin())
+            .env("COVENANT_CACHE", cache())
+            .arg(role)
+            .arg("--run")
+            .arg(&self.run)
+            .args(["--name", name, "--until-window", &until.to_string(), "--threads", "1"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.push((name.to_string(), child));
+    }
+
+    fn kill(&mut self, name: &str) {
+        let i = self.children.iter().position(|(n, _)| n == name).unwrap();
+        let (_, mut c) = self.children.remove(i);
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+    }
+
+    fn wait_all(&mut self, timeout: Duration) {
+        let end = std::time::Instant::now() + timeout;
+        for (name, c) in &mut self.children {
+            loop {
+                if let Some(st) = c.try_wait().unwrap() {
+                    assert!(st.success(), "{name} exited with {st}; log:\n{}", self.log(name));
+                    break;
+                }
+                if std::time::Instant::now() > end {
+                    let _ = c.kill();
+                    panic!("{name} did not finish in time; log:\n{}", tail(&self.log(name)));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.run.join("nodes").join(name).join("log.txt")).unwrap_or_default()
+    }
+
+    fn events(&self, name: &str) -> Vec<Value> {
+        let p = self.run.join("nodes").join(name).join("events.jsonl");
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn all_logs(&self) -> String {
+        let mut s = String::new();
+        for (n, _) in &self.children {
+            s.push_str(&format!("==== {n}\n{}\n", tail(&self.log(n))));
+        }
+        s
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn of(events: &[Value], kind: &str) -> Vec<Value> {
+    events.iter().filter(|e| e["event"] == kind).cloned().collect()
+}
+
+/// window → hash of the model after that window's outer step.
+fn hashes(events: &[Value]) -> BTreeMap<u64, String> {
+    of(events, "outer_step")
+        .iter()
+        .map(|e| (e["window"].as_u64().unwrap(), e["hash"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn uid_of(events: &[Value]) -> u64 {
+    of(events, "joined")[0]["uid"].as_u64().unwrap()
+}
+
+fn consensus_weights(run: &Path) -> BTreeMap<u64, f64> {
+    let out = Command::new(bin()).args(["chain", "status", "--json", "--dir"]).arg(run.join("chain")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    m["neurons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["uid"].as_u64().unwrap(), n["consensus_weight"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn miners_and_a_validator_train_join_leave_and_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("net");
+    let mut net = Net::init(&run, 12);
+    let last = 13;
+    net.start("validator", "validator-1", last, &[]);
+    for i in 1..=3 {
+        net.start("miner", &format!("miner-{i}"), last, &[]);
+    }
+    // A fourth miner joins during window 5 (it starts following at window 6).
+    net.wait_until_window(5, 500);
+    net.start("miner", "miner-4", last, &[]);
+    // miner-3 leaves abruptly during window 7.
+    net.wait_until_window(7, 1000);
+    net.kill("miner-3");
+    // The validator is killed during window 9 and restarted.
+    net.wait_until_window(9, 3500);
+    net.kill("validator-1");
+    net.start("validator", "validator-1", last, &[]);
+    net.wait_all(Duration::from_secs(WINDOW_SECS * 8 + 120));
+
+    let v = net.events("validator-1");
+    let logs = net.all_logs();
+    // Validation loss falls over the windows.
+    let val: Vec<(u64, f64)> = of(&v, "outer_step")
+        .iter()
+        .map(|e| (e["window"].as_u64().unwrap(), e["val_loss"].as_f64().unwrap()))
+        .collect();
+    assert!(val.len() >= 10, "validator stepped in most windows: {val:?}\n{logs}");
+    let (first, final_) = (val[0].1, val[val.len() - 1].1);
+    assert!(final_ < first - 0.3, "validation loss must fall: {val:?}");
+
+    // Replicas agree: every node that stepped a window holds the validator's parameters.
+    let vh = hashes(&v);
+    let mut compared = 0;
+    for m in ["miner-1", "miner-2", "miner-3", "miner-4"] {
+        for (w, h) in hashes(&net.events(m)) {
+            if let Some(vh) = vh.get(&w) {
+                assert_eq!(&h, vh, "{m} differs from the validator after window {w}");
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 25, "enough (node, window) pairs compared: {compared}");
+
+    // miner-4 joined from the validators' checkpoint/records and was in sync within 2 windows.
+    let m4 = net.events("miner-4");
+    let joined = &of(&m4, "joined")[0];
+    let jw = joined["window"].as_u64().unwrap();
+    assert!((6..=7).contains(&jw), "miner-4 follows from window {jw}");
+    assert!(joined["from_checkpoint"].as_u64().is_some(), "joined from a checkpoint: {joined}");
+    let uid4 = uid_of(&m4);
+    let reports = of(&v, "report");
+    let sync_of = |uid: u64, w: u64| -> Option<f64> {
+        reports.iter().find(|r| r["window"] == w).and_then(|r| {
+            r["peers"][uid.to_string()]["verdict"]["Evaluated"]["sync"].as_f64()
+        })
+    };
+    let syncs: Vec<f64> = (jw..=jw + 2).filter_map(|w| sync_of(uid4, w)).collect();
+    assert!(!syncs.is_empty(), "miner-4 evaluated within 2 windows of joining\n{logs}");
+    assert!(syncs.iter().all(|&s| s >= 0.9), "miner-4 in sync: {syncs:?}");
+
+    // miner-3 is not aggregated after it was killed, and the run went on.
+    let uid3 = uid_of(&net.events("miner-3"));
+    for e in of(&v, "outer_step") {
+        let w = e["window"].as_u64().unwrap();
+        let peers: Vec<u64> = e["peers"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+        if w >= 8 {
+            assert!(!peers.contains(&uid3), "killed miner aggregated in window {w}");
+        }
+    }
+    assert!(vh.contains_key(&(last)), "the run reached window {last}");
+
+    // The restarted validator restored its ratings: the restored state equals the report of
+    // the window it was saved after.
+    let restored = of(&v, "restored");
+    assert_eq!(restored.len(), 1, "{logs}");
+    let rw = restored[0]["last_window"].as_u64().expect("state had finished windows");
+    let before = reports.iter().find(|r| r["window"] == rw).expect("report of the saved window");
+    let scores = restored[0]["scores"].as_object().unwrap();
+    assert!(!scores.is_empty());
+    for (uid, s) in scores {
+        let reported = before["peers"][uid]["score"].as_f64().unwrap();
+        assert!((s.as_f64().unwrap() - reported).abs() < 1e-12, "uid {uid}: {s} vs {reported}");
+    }
+    assert!(scores.values().any(|s| s.as_f64().unwrap() > 0.0), "ratings were not reset: {scores:?}");
+
+    // Every honest miner that stayed ends with positive weight.
+    let w = consensus_weights(&run);
+    for m in ["miner-1", "miner-2"] {
+        let uid = uid_of(&net.events(m));
+        assert!(w.get(&uid).copied().unwrap_or(0.0) > 0.0, "{m} (uid {uid}) has weight: {w:?}");
+    }
+}
+
+#[test]
+fn zero_invalid_and_single_upload_windows_are_survived() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("net");
+    let mut net = Net::init(&run, 10);
+    let last = 9;
+    net.start("validator", "validator-1", last, &[]);
+    // Nobody uploads for windows 0 and 1; a malformed uploader follows from window 2.
+    net.wait_until_window(1, 300);
+    net.start("miner", "bad", last, &["--behaviour", "malformed"]);
+    // An honest miner follows from window 5 or 6.
+    net.wait_until_window(4, 2000);
+    net.start("miner", "good", last, &[]);
+    net.wait_all(Duration::from_secs(WINDOW_SECS * 8 + 120));
+
+    let v = net.events("validator-1");
+    let logs = net.all_logs();
+    assert!(of(&v, "error").is_empty(), "validator errors: {:?}", of(&v, "error"));
+    let steps = of(&v, "outer_step");
+    let windows: Vec<u64> = steps.iter().map(|e| e["window"].as_u64().unwrap()).collect();
+    assert_eq!(windows, (0..=last).collect::<Vec<_>>(), "a step every window\n{logs}");
+    let bad = uid_of(&net.events("bad"));
+    let good = uid_of(&net.events("good"));
+    let peers = |w: u64| -> Vec<u64> {
+        steps[w as usize]["peers"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect()
+    };
+    assert!(peers(0).is_empty() && peers(1).is_empty(), "zero-upload windows aggregate nobody");
+    for w in 2..=4 {
+        assert!(peers(w).is_empty(), "window {w}: the only uploads are invalid");
+    }
+    // The malformed uploads are reported as invalid.
+    let reports = of(&v, "report");
+    let invalid = reports
+        .iter()
+        .filter(|r| r["peers"][bad.to_string()]["verdict"] == "Invalid")
+        .count();
+    assert!(invalid >= 3, "malformed uploads judged invalid: {reports:?}");
+    // Later windows aggregate exactly the one valid upload, and the model still learns.
+    for w in 7..=last {
+        assert_eq!(peers(w), vec![good], "window {w}");
+    }
+    let val = |w: usize| steps[w]["val_loss"].as_f64().unwrap();
+    assert!(val(last as usize) < val(5) - 0.1, "one honest miner still trains the model");
+    let gh = hashes(&net.events("good"));
+    let vh = hashes(&v);
+    for (w, h) in &gh {
+        assert_eq!(Some(h), vh.get(w), "good miner agrees with the validator after window {w}");
+    }
+    let w = consensus_weights(&run);
+    assert_eq!(w.get(&bad).copied().unwrap_or(0.0), 0.0, "the malformed uploader earns nothing: {w:?}");
+}

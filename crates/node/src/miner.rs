@@ -1,0 +1,440 @@
+//! `covenant miner` (SPEC §1, §3, §4): every window train H inner steps on the assigned pool,
+//! compress the pseudo-gradient with error feedback, upload it as the next window starts, and
+//! apply the window's aggregated outer step while already training the next one.
+//!
+//! Threads: this (training) thread owns the model and the protocol state machine; a
+//! communication thread uploads, lists and downloads. Between inner steps the training thread
+//! picks up what the communication thread finished, so the gather and outer step of window w
+//! overlap the inner steps of window w + 1. An outer step that lands mid-window moves both the
+//! live parameters and the window's starting point θ0 by the same update, so the pseudo-gradient
+//! stays the window's own progress and the rollback lands exactly on the canonical model.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use covenant_codec::{wire, DeltaSource, TensorPayload};
+use covenant_core::machine::{Miner, MinerAction, MinerEvent};
+use covenant_core::Uid;
+use covenant_data::{sampler, Split};
+use covenant_model::Trainer;
+use serde_json::json;
+
+use crate::canon::{hex, Canon};
+use crate::join;
+use crate::objects::{self, FingerprintDoc};
+use crate::runtime::{self, Behaviour, Ctx, NodeOptions, PeerInfo};
+
+enum Req {
+    Upload { window: u64, grad: Vec<u8>, fp: FingerprintDoc },
+    ListAt { window: u64, at: u64, peers: BTreeMap<Uid, PeerInfo> },
+    Gather { window: u64, uids: Vec<Uid>, peers: BTreeMap<Uid, PeerInfo> },
+}
+
+enum Resp {
+    Uploaded { window: u64, bytes: u64, error: Option<String> },
+    Listed { window: u64, uploads: BTreeMap<Uid, u64> },
+    Gathered { window: u64, ok: BTreeMap<Uid, (Vec<TensorPayload>, u64)>, bad: BTreeMap<Uid, String> },
+}
+
+fn comm_worker(ctx: Arc<Ctx>, rx: Receiver<Req>, tx: Sender<Resp>) {
+    for req in rx {
+        let resp = match req {
+            Req::Upload { window, grad, fp } => {
+                let n = grad.len() as u64;
+                let put = ctx.rt.block_on(ctx.store.put(&objects::grad_key(window), Bytes::from(grad)));
+                let fp_put = ctx.rt.block_on(objects::put_doc(
+                    &ctx.store,
+                    &objects::fp_key(window),
+                    &ctx.key,
+                    ctx.run_id(),
+                    ctx.uid,
+                    window,
+                    objects::KIND_FINGERPRINT,
+                    &fp,
+                ));
+                prune(&ctx, window);
+                let error = put.err().map(|e| e.to_string()).or(fp_put.err().map(|e| format!("{e:#}")));
+                Resp::Uploaded { window, bytes: n, error }
+            }
+            Req::ListAt { window, at, peers } => {
+                Ctx::sleep_until(at);
+                Resp::Listed { window, uploads: ctx.list_uploads(window, &peers) }
+            }
+            Req::Gather { window, uids, peers } => {
+                let (ok, bad) = ctx.gather(window, &uids, &peers);
+                Resp::Gathered { window, ok, bad }
+            }
+        };
+        if tx.send(resp).is_err() {
+            return;
+        }
+    }
+}
+
+/// Deletes own objects older than the retention.
+fn prune(ctx: &Ctx, w: u64) {
+    let keep = ctx.spec.keep_windows;
+    if w >= keep {
+        let old = w - keep;
+        let _ = ctx.rt.block_on(ctx.store.delete(&objects::grad_key(old)));
+        let _ = ctx.rt.block_on(ctx.store.delete(&objects::fp_key(old)));
+    }
+}
+
+struct State {
+    ctx: Arc<Ctx>,
+    trainer: Trainer,
+    canon: Canon,
+    applied: Option<u64>,
+    machine: Miner,
+    ef: Vec<Vec<f32>>,
+    to_comm: Sender<Req>,
+    from_comm: Receiver<Resp>,
+    views: BTreeMap<u64, runtime::WindowView>,
+    /// Encoded payload + fingerprint of the last trained window, uploaded when the next starts.
+    ready: Option<(u64, Vec<u8>)>,
+    inner_secs: f64,
+    outer_secs: f64,
+    bytes_up: u64,
+    bytes_down: u64,
+    started: Instant,
+    /// The live parameters equal the canonical ones (not mid-window).
+    live_is_canon: bool,
+    /// Mid-window starting point after an outer step landed (see `outer_step`).
+    theta0: Option<Vec<Vec<f32>>>,
+    /// Inner steps of this window so far, and those whose progress an outer step made stale.
+    steps_in_window: u64,
+    stale_steps: u64,
+    total_steps: u64,
+}
+
+pub fn run(opts: NodeOptions) -> Result<()> {
+    let ctx = Arc::new(Ctx::open(opts, "miner")?);
+    let mut trainer = ctx.trainer()?;
+    let joined = join::join(&ctx, &mut trainer)?;
+    ctx.log.event(
+        "joined",
+        json!({
+            "uid": ctx.uid,
+            "window": joined.start,
+            "from_checkpoint": joined.from_checkpoint,
+            "replayed": joined.replayed,
+            "hash": hex(&joined.canon.hash()),
+            "device": trainer.device_description(),
+        }),
+    );
+    let machine = Miner::new(ctx.params.clone(), ctx.spec.seed, ctx.uid, joined.start)?;
+    let (req_tx, req_rx) = mpsc::channel();
+    let (resp_tx, resp_rx) = mpsc::channel();
+    {
+        let ctx = ctx.clone();
+        std::thread::Builder::new()
+            .name("comm".into())
+            .spawn(move || comm_worker(ctx, req_rx, resp_tx))
+            .context("starting the communication thread")?;
+    }
+    let ef = joined.canon.theta.iter().map(|t| vec![0.0; t.len()]).collect();
+    let mut s = State {
+        ctx: ctx.clone(),
+        trainer,
+        canon: joined.canon,
+        applied: joined.applied,
+        machine,
+        ef,
+        to_comm: req_tx,
+        from_comm: resp_rx,
+        views: BTreeMap::new(),
+        ready: None,
+        inner_secs: 0.0,
+        outer_secs: 0.0,
+        bytes_up: 0,
+        bytes_down: 0,
+        started: Instant::now(),
+        live_is_canon: true,
+        theta0: None,
+        steps_in_window: 0,
+        stale_steps: 0,
+        total_steps: 0,
+    };
+    let mut w = joined.start;
+    loop {
+        // With --until-window u, window u + 1 only uploads window u's payload and gathers it.
+        let last = ctx.opts.until_window.is_some_and(|u| w > u);
+        let at = ctx.params.window_start_ms(w) + ctx.params.block_time_ms / 2;
+        s.pump_until(at, None);
+        if let Err(e) = s.window(w, !last) {
+            ctx.log.event("error", json!({ "window": w, "message": format!("{e:#}") }));
+        }
+        if last {
+            let until = ctx.params.gather_time(w - 1) + ctx.params.window_ms() / 2;
+            s.pump_until(until, Some(w - 1));
+            break;
+        }
+        w += 1;
+    }
+    let total = s.started.elapsed().as_secs_f64();
+    ctx.log.event(
+        "finished",
+        json!({
+            "uid": ctx.uid,
+            "applied": s.applied,
+            "hash": hex(&s.canon.hash()),
+            "inner_secs": s.inner_secs,
+            "outer_secs": s.outer_secs,
+            "wall_secs": total,
+            "bytes_up": s.bytes_up,
+            "bytes_down": s.bytes_down,
+            "inner_steps": s.total_steps,
+            "stale_steps": s.stale_steps,
+        }),
+    );
+    Ok(())
+}
+
+impl State {
+    /// Handles communication results until the wall clock reaches `until_ms` (or, with
+    /// `applied_target`, until that window's outer step is applied).
+    fn pump_until(&mut self, until_ms: u64, applied_target: Option<u64>) {
+        loop {
+            if let Some(t) = applied_target {
+                if self.applied.is_some_and(|a| a >= t) {
+                    return;
+                }
+            }
+            let now = Ctx::now_ms();
+            if now >= until_ms {
+                return;
+            }
+            match self.from_comm.recv_timeout(Duration::from_millis((until_ms - now).min(200))) {
+                Ok(r) => self.handle(r),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn pump_now(&mut self) {
+        while let Ok(r) = self.from_comm.try_recv() {
+            self.handle(r);
+        }
+    }
+
+    fn handle(&mut self, r: Resp) {
+        if let Err(e) = self.try_handle(r) {
+            self.ctx.log.event("error", json!({ "message": format!("{e:#}") }));
+        }
+    }
+
+    fn try_handle(&mut self, r: Resp) -> Result<()> {
+        match r {
+            Resp::Uploaded { window, bytes, error } => {
+                self.bytes_up += bytes;
+                self.ctx.log.event("uploaded", json!({ "window": window, "bytes": bytes, "error": error }));
+            }
+            Resp::Listed { window, uploads } => {
+                let n = uploads.len();
+                for a in self.machine.handle(MinerEvent::UploadsListed { window, uploads })? {
+                    if let MinerAction::Gather { window, peers } = a {
+                        let view = self.views.get(&window).map(|v| v.peers.clone()).unwrap_or_default();
+                        self.ctx.log.event("listed", json!({ "window": window, "uploads": n, "gather": peers }));
+                        self.to_comm.send(Req::Gather { window, uids: peers, peers: view })?;
+                    }
+                }
+            }
+            Resp::Gathered { window, ok, bad } => {
+                self.bytes_down += ok.values().map(|(_, b)| b).sum::<u64>();
+                let valid: Vec<Uid> = ok.keys().copied().collect();
+                for a in self.machine.handle(MinerEvent::Gathered { window, valid })? {
+                    if let MinerAction::ApplyOuterStep { window, peers, lr } = a {
+                        self.outer_step(window, &peers, &ok, lr as f32, &bad)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn outer_step(
+        &mut self,
+        window: u64,
+        peers: &[Uid],
+        got: &BTreeMap<Uid, (Vec<TensorPayload>, u64)>,
+        lr: f32,
+        bad: &BTreeMap<Uid, String>,
+    ) -> Result<()> {
+        let t = Instant::now();
+        if self.applied.is_some_and(|a| a >= window) {
+            return Ok(());
+        }
+        if self.applied.map(|a| a + 1).unwrap_or(0) != window {
+            // A window was missed: catch up from the validators' records first.
+            self.applied = self.ctx.replay_records(&mut self.canon, self.applied)?;
+            if self.applied.is_some_and(|a| a >= window) {
+                self.shift_live_to_canon()?;
+                return Ok(());
+            }
+        }
+        let before = self.canon.theta.clone();
+        let payloads: Vec<&[TensorPayload]> = peers.iter().filter_map(|u| got.get(u).map(|(p, _)| p.as_slice())).collect();
+        self.canon.apply(&payloads, lr)?;
+        self.applied = Some(window);
+        if self.live_is_canon {
+            self.shift_live_to_canon()?;
+        } else {
+            // Mid-window: the live parameters move by the same update, and the window's
+            // pseudo-gradient restarts from here. The steps taken so far started from a model
+            // without this update, which was itself built from the same kind of progress;
+            // sending them again would count that progress twice (an overshoot that made a
+            // 4-miner run diverge). They stay as a warm start of the live model.
+            let mut live = self.trainer.try_params()?;
+            for ((l, b), a) in live.iter_mut().zip(&before).zip(&self.canon.theta) {
+                for ((x, b), a) in l.data.iter_mut().zip(b).zip(a) {
+                    *x += a - b;
+                }
+            }
+            self.trainer.set_params(&live)?;
+            self.theta0 = Some(live.into_iter().map(|v| v.data).collect());
+            self.stale_steps += self.steps_in_window;
+            self.steps_in_window = 0;
+        }
+        self.outer_secs += t.elapsed().as_secs_f64();
+        self.ctx.log.event(
+            "outer_step",
+            json!({
+                "window": window,
+                "peers": peers,
+                "rejected": bad,
+                "lr": lr,
+                "hash": hex(&self.canon.hash()),
+            }),
+        );
+        Ok(())
+    }
+
+    fn shift_live_to_canon(&mut self) -> Result<()> {
+        self.trainer.set_params(&self.canon.views())?;
+        Ok(())
+    }
+
+    fn window(&mut self, w: u64, train: bool) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let view = ctx.view(w)?;
+        self.views.insert(w, view.clone());
+        self.views.retain(|&k, _| k + 3 > w);
+        for a in self.machine.handle(MinerEvent::WindowStarted { window: w, chain: view.chain })? {
+            match a {
+                MinerAction::Upload { window, .. } => {
+                    if let Some((rw, grad)) = self.ready.take() {
+                        if rw == window && ctx.opts.behaviour != Behaviour::Silent {
+                            let fp = FingerprintDoc {
+                                window,
+                                fingerprint: self.canon.fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
+                            };
+                            self.to_comm.send(Req::Upload { window, grad, fp })?;
+                        }
+                    }
+                }
+                MinerAction::ListUploadsAt { window, at } => {
+                    let peers = self.views.get(&window).map(|v| v.peers.clone()).unwrap_or_default();
+                    self.to_comm.send(Req::ListAt { window, at, peers })?;
+                }
+                MinerAction::Train { window, null, inner_steps } if train => {
+                    self.train(window, null, inner_steps)?
+                }
+                MinerAction::Train { .. } => {}
+                other => ctx.log.warn(&format!("unexpected action {other:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn train(&mut self, w: u64, null: bool, steps: u32) -> Result<()> {
+        let ctx = self.ctx.clone();
+        let b = ctx.spec.batch;
+        let payload: Vec<TensorPayload> = if null {
+            for e in &mut self.ef {
+                e.iter_mut().for_each(|x| *x = 0.0);
+            }
+            ctx.layout.tensors.iter().map(|t| TensorPayload::zeros(&ctx.layout.config, t)).collect()
+        } else {
+            let n_train = ctx.data.num_samples(Split::Train);
+            let pool = sampler::pool(ctx.spec.seed, ctx.uid, w, steps as usize * b, n_train);
+            let t0 = Instant::now();
+            self.live_is_canon = false;
+            self.theta0 = None;
+            self.steps_in_window = 0;
+            let mut losses = Vec::with_capacity(steps as usize);
+            for s in 0..steps as usize {
+                self.pump_now();
+                let ids: Vec<u64> = pool.iter().skip(s * b).take(b).copied().collect();
+                if ids.is_empty() {
+                    break;
+                }
+                let toks = runtime::tokens(&ctx.data, Split::Train, &ids)?;
+                let st = self.trainer.step(&toks, ids.len())?;
+                self.steps_in_window += 1;
+                self.total_steps += 1;
+                losses.push(st.loss);
+            }
+            let inner = t0.elapsed().as_secs_f64();
+            self.inner_secs += inner;
+            self.pump_now();
+            let t1 = Instant::now();
+            let after = self.trainer.try_params()?;
+            let theta0 = self.theta0.take();
+            let fresh_steps = if theta0.is_some() { self.steps_in_window } else { losses.len() as u64 };
+            let deltas: Vec<DeltaSource> = theta0
+                .as_ref()
+                .unwrap_or(&self.canon.theta)
+                .iter()
+                .zip(&after)
+                .map(|(b, a)| DeltaSource::Diff { before: b, after: &a.data })
+                .collect();
+            let mut efs: Vec<&mut [f32]> = self.ef.iter_mut().map(|e| e.as_mut_slice()).collect();
+            let payload = match covenant_codec::compress_model(&ctx.layout, &mut efs, &deltas) {
+                Ok(p) => p,
+                Err(e) => {
+                    // A non-finite delta: reset the error feedback and send nothing useful.
+                    for e in &mut self.ef {
+                        e.iter_mut().for_each(|x| *x = 0.0);
+                    }
+                    ctx.log.warn(&format!("window {w}: compression failed ({e}); uploading a zero update"));
+                    ctx.layout.tensors.iter().map(|t| TensorPayload::zeros(&ctx.layout.config, t)).collect()
+                }
+            };
+            // Roll back to the canonical model.
+            self.trainer.set_params(&self.canon.views())?;
+            self.live_is_canon = true;
+            self.outer_secs += t1.elapsed().as_secs_f64();
+            let first = losses.first().copied().unwrap_or(f32::NAN);
+            let last = losses.last().copied().unwrap_or(f32::NAN);
+            let mean = losses.iter().sum::<f32>() / losses.len().max(1) as f32;
+            ctx.log.event(
+                "trained",
+                json!({ "window": w, "steps": losses.len(), "sent_steps": fresh_steps, "loss_first": first, "loss_last": last,
+                        "loss_mean": mean, "inner_secs": inner }),
+            );
+            payload
+        };
+        let header = wire::PayloadHeader { run_id: ctx.run_hash, window: w, uid: ctx.uid };
+        let mut grad = wire::encode(
+            &wire::Payload { header, tensors: payload },
+            &ctx.layout,
+            ctx.key.signing_key(),
+            wire::EncodeOptions::default(),
+        )?;
+        if ctx.opts.behaviour == Behaviour::Malformed {
+            // Keep the header, break the body: the signature no longer verifies.
+            let n = grad.len();
+            for x in grad[n / 2..].iter_mut() {
+                *x ^= 0x5A;
+            }
+        }
+        self.ready = Some((w, grad));
+        Ok(())
+    }
+}

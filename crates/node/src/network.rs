@@ -1,0 +1,72 @@
+//! Creating a local network's run directory: `run.json`, the embedded chain (genesis with the
+//! validators' stakes) and the validators' keys.
+//!
+//! ```text
+//! <run>/run.json            the run spec every node reads
+//! <run>/chain/              the embedded ledger (SQLite, shared by the processes)
+//! <run>/keys/<name>.key     node keys (validators' created here; miners create their own)
+//! <run>/store/<name>/       each node's bucket when no --store is given
+//! <run>/nodes/<name>/       each node's events.jsonl, log and state
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use covenant_net::chain::ValidatorStake;
+use covenant_net::{Genesis, Keypair, Ledger};
+
+use crate::runtime::Ctx;
+use crate::spec::RunSpec;
+
+/// Timing of a local network.
+#[derive(Debug, Clone)]
+pub struct NetworkTiming {
+    pub block_ms: u64,
+    pub blocks_per_window: u64,
+    /// Window 0 starts this long after `init` (time for the nodes to start and register).
+    pub start_in_ms: u64,
+}
+
+pub fn validator_name(i: usize) -> String {
+    format!("validator-{}", i + 1)
+}
+
+pub fn miner_name(i: usize) -> String {
+    format!("miner-{}", i + 1)
+}
+
+pub fn key_path(run: &Path, name: &str) -> PathBuf {
+    run.join("keys").join(format!("{name}.key"))
+}
+
+/// Creates the run directory (which must not exist or be empty).
+pub fn init(run: &Path, spec: &RunSpec, validators: usize, timing: &NetworkTiming) -> Result<Genesis> {
+    spec.validate()?;
+    ensure!(validators >= 1, "a network needs at least one validator");
+    ensure!(timing.block_ms >= 1 && timing.blocks_per_window >= 1, "block time and window length must be positive");
+    if run.exists() {
+        let empty = std::fs::read_dir(run).with_context(|| format!("reading {}", run.display()))?.next().is_none();
+        ensure!(empty, "{} already exists and is not empty", run.display());
+    }
+    std::fs::create_dir_all(run.join("keys")).with_context(|| format!("creating {}", run.display()))?;
+    let mut stakes = Vec::new();
+    for i in 0..validators {
+        let k = Keypair::generate()?;
+        k.save(&key_path(run, &validator_name(i)), false)?;
+        stakes.push(ValidatorStake { key: k.public(), stake: 1_000 });
+    }
+    let genesis = Genesis {
+        run_id: spec.name.clone(),
+        genesis_time_ms: Ctx::now_ms() + timing.start_in_ms,
+        block_time_ms: timing.block_ms,
+        blocks_per_window: timing.blocks_per_window,
+        max_uids: 256,
+        immunity_blocks: 100 * timing.blocks_per_window,
+        validators: stakes,
+        kappa: 0.5,
+    };
+    spec.params_for(&genesis)?;
+    Ledger::init(&run.join("chain"), &genesis)?;
+    spec.write(&run.join("run.json"))?;
+    Ok(genesis)
+}

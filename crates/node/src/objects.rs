@@ -1,0 +1,159 @@
+//! What nodes write to their buckets, and how it is read back.
+//!
+//! | key | writer | content |
+//! |---|---|---|
+//! | `grad/<w>.bin` | miner | window-`w` pseudo-gradient in the codec's signed wire format |
+//! | `fp/<w>.json` | miner | signed fingerprint of the model it started window `w` from |
+//! | `rec/<w>.json` | validator | signed record of window `w`'s outer step: aggregated uids, lr, hash after |
+//! | `ckpt/<w>/model.safetensors`, `config.json` | validator | the model after window `w` (Hugging Face layout) |
+//! | `ckpt/<w>/manifest` | validator | signed list of the files' sizes and hashes; written last |
+//!
+//! `<w>` is the window zero-padded to 8 digits so keys sort by window.
+
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use covenant_core::Fingerprint;
+use covenant_net::{open, seal, Expected, Keypair, PublicKey, Store};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+pub const KIND_FINGERPRINT: &str = "fingerprint";
+pub const KIND_RECORD: &str = "record";
+pub const KIND_CHECKPOINT: &str = "checkpoint";
+
+/// Largest signed JSON document read (fingerprints, records, manifests).
+pub const MAX_DOC_BYTES: u64 = 4 << 20;
+
+pub fn grad_key(w: u64) -> String {
+    format!("grad/{w:08}.bin")
+}
+pub fn fp_key(w: u64) -> String {
+    format!("fp/{w:08}.json")
+}
+pub fn rec_key(w: u64) -> String {
+    format!("rec/{w:08}.json")
+}
+pub fn ckpt_prefix(w: u64) -> String {
+    format!("ckpt/{w:08}/")
+}
+pub fn ckpt_manifest_key(w: u64) -> String {
+    format!("ckpt/{w:08}/manifest")
+}
+
+/// Window number from a key like `grad/00000042.bin` or `ckpt/00000042/manifest`.
+pub fn window_of_key(key: &str) -> Option<u64> {
+    let rest = key.split_once('/')?.1;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if digits.len() != 8 {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A miner's fingerprint for a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FingerprintDoc {
+    pub window: u64,
+    pub fingerprint: Fingerprint,
+}
+
+/// A validator's record of one window's outer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowRecord {
+    pub window: u64,
+    /// Uids whose uploads were aggregated, in aggregation order.
+    pub aggregated: Vec<u32>,
+    pub lr: f32,
+    /// BLAKE3 (hex) of the canonical parameters after this window's outer step.
+    pub hash_after: String,
+}
+
+/// One file of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CkptFile {
+    pub name: String,
+    pub size: u64,
+    pub blake3: String,
+}
+
+/// A checkpoint's manifest: the model after window `window`'s outer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CkptManifest {
+    pub window: u64,
+    pub files: Vec<CkptFile>,
+    /// BLAKE3 (hex) of the canonical parameters.
+    pub model_hash: String,
+}
+
+/// Signs `doc` as JSON in an envelope for (run, uid, window, kind) and puts it at `key`.
+#[allow(clippy::too_many_arguments)]
+pub async fn put_doc<T: Serialize>(
+    store: &Store,
+    key: &str,
+    signer: &Keypair,
+    run_id: &str,
+    uid: u32,
+    window: u64,
+    kind: &str,
+    doc: &T,
+) -> Result<()> {
+    let json = serde_json::to_vec(doc)?;
+    let sealed = seal(signer, run_id, uid, window, kind, &json).map_err(|e| anyhow!("{e}"))?;
+    store.put(key, Bytes::from(sealed)).await.with_context(|| format!("writing {key}"))?;
+    Ok(())
+}
+
+/// Reads and verifies a signed JSON document.
+pub async fn get_doc<T: DeserializeOwned>(
+    store: &Store,
+    key: &str,
+    run_id: &str,
+    uid: u32,
+    window: u64,
+    kind: &str,
+    signer: PublicKey,
+) -> Result<T> {
+    let sealed = store.get(key, MAX_DOC_BYTES).await.with_context(|| format!("reading {key}"))?;
+    let expect = Expected { run_id, uid, window, kind, signer };
+    let (_, content) = open(&sealed, &expect, MAX_DOC_BYTES).map_err(|e| anyhow!("{key}: {e}"))?;
+    serde_json::from_slice(content).with_context(|| format!("{key}: bad {kind} document"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_and_parse() {
+        assert_eq!(grad_key(42), "grad/00000042.bin");
+        assert_eq!(window_of_key(&grad_key(42)), Some(42));
+        assert_eq!(window_of_key(&ckpt_manifest_key(7)), Some(7));
+        assert_eq!(window_of_key("grad/42.bin"), None);
+        assert_eq!(window_of_key("nothing"), None);
+        assert!(grad_key(9) < grad_key(10));
+    }
+
+    #[tokio::test]
+    async fn signed_docs_roundtrip_and_refuse_other_signers_and_windows() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::local(d.path()).unwrap();
+        let k = Keypair::from_seed([3; 32]);
+        let other = Keypair::from_seed([4; 32]);
+        let rec = WindowRecord { window: 5, aggregated: vec![1, 2], lr: 1.0, hash_after: "ab".into() };
+        put_doc(&store, &rec_key(5), &k, "run", 9, 5, KIND_RECORD, &rec).await.unwrap();
+        let back: WindowRecord =
+            get_doc(&store, &rec_key(5), "run", 9, 5, KIND_RECORD, k.public()).await.unwrap();
+        assert_eq!(back, rec);
+        let e = get_doc::<WindowRecord>(&store, &rec_key(5), "run", 9, 5, KIND_RECORD, other.public())
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("signed by"), "{e:#}");
+        let e = get_doc::<WindowRecord>(&store, &rec_key(5), "run", 9, 6, KIND_RECORD, k.public())
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("window"), "{e:#}");
+    }
+}
