@@ -97,15 +97,19 @@ impl Net {
 
     fn wait_all(&mut self, timeout: Duration) {
         let end = std::time::Instant::now() + timeout;
+        let run = self.run.clone();
+        let log = |name: &str| {
+            std::fs::read_to_string(run.join("nodes").join(name).join("log.txt")).unwrap_or_default()
+        };
         for (name, c) in &mut self.children {
             loop {
                 if let Some(st) = c.try_wait().unwrap() {
-                    assert!(st.success(), "{name} exited with {st}; log:\n{}", self.log(name));
+                    assert!(st.success(), "{name} exited with {st}; log:\n{}", tail(&log(name)));
                     break;
                 }
                 if std::time::Instant::now() > end {
                     let _ = c.kill();
-                    panic!("{name} did not finish in time; log:\n{}", tail(&self.log(name)));
+                    panic!("{name} did not finish in time; log:\n{}", tail(&log(name)));
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
