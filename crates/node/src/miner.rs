@@ -99,6 +99,8 @@ struct State {
     ready: Option<(u64, Vec<u8>)>,
     inner_secs: f64,
     outer_secs: f64,
+    /// Time the training thread waited for an outer step (no overlap).
+    wait_secs: f64,
     bytes_up: u64,
     bytes_down: u64,
     started: Instant,
@@ -151,6 +153,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         ready: None,
         inner_secs: 0.0,
         outer_secs: 0.0,
+        wait_secs: 0.0,
         bytes_up: 0,
         bytes_down: 0,
         started: Instant::now(),
@@ -185,6 +188,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             "hash": hex(&s.canon.hash()),
             "inner_secs": s.inner_secs,
             "outer_secs": s.outer_secs,
+            "wait_secs": s.wait_secs,
             "wall_secs": total,
             "bytes_up": s.bytes_up,
             "bytes_down": s.bytes_down,
@@ -361,6 +365,13 @@ impl State {
             }
             ctx.layout.tensors.iter().map(|t| TensorPayload::zeros(&ctx.layout.config, t)).collect()
         } else {
+            if !ctx.spec.overlap && w > 0 && self.applied.is_none_or(|a| a + 1 < w) {
+                // Wait (bounded) for the outer step of window w − 1 before training.
+                let t = Instant::now();
+                let until = ctx.params.gather_time(w - 1) + ctx.params.window_ms() / 2;
+                self.pump_until(until, Some(w - 1));
+                self.wait_secs += t.elapsed().as_secs_f64();
+            }
             let n_train = ctx.data.num_samples(Split::Train);
             let pool = sampler::pool(ctx.spec.seed, ctx.uid, w, steps as usize * b, n_train);
             let t0 = Instant::now();

@@ -53,6 +53,10 @@ pub struct RunSpec {
     pub val_sequences: usize,
     /// Values sampled per tensor for fingerprints.
     pub fingerprint_values: usize,
+    /// Miners train window w + 1 while window w is gathered, applying its outer step between
+    /// inner steps (the steps before it landed are not sent: docs/NODES.md). Off: they wait for
+    /// the outer step, then train (the reference's schedule).
+    pub overlap: bool,
 }
 
 impl RunSpec {
@@ -81,6 +85,7 @@ impl RunSpec {
             keep_windows: 12,
             val_sequences: 16,
             fingerprint_values: 16,
+            overlap: false,
         }
     }
 

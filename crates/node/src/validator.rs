@@ -219,6 +219,11 @@ impl State {
             let pool = sampler::pool(ctx.spec.seed, uid, w, p.inner_steps as usize * b, n_train);
             // The sequences the peer trained on last: where its update should help most.
             let own_ids: Vec<u64> = pool.iter().rev().take(p.eval_sequences).copied().collect();
+            if touched {
+                // The previous peer's update is still applied: measure from the canonical model.
+                self.trainer.set_params(&self.canon.views())?;
+                touched = false;
+            }
             let own_before = runtime::mean_loss(&mut self.trainer, &ctx.data, Split::Train, &own_ids, b)?;
             let mut alone = self.canon.clone();
             alone.apply(&[payload.as_slice()], eval_lr)?;

@@ -42,6 +42,9 @@ pub struct Args {
     /// Sequences per inner step.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// Miners train the next window while the last one is gathered (see docs/NODES.md).
+    #[arg(long)]
+    pub overlap: bool,
     /// Store all buckets under this prefix instead of <out>/store: s3://bucket/prefix (S3 settings
     /// from COVENANT_S3_* variables) or a directory.
     #[arg(long)]
@@ -97,6 +100,7 @@ pub fn run(a: Args) -> Result<()> {
         inner_steps: a.inner_steps,
         batch: a.batch,
         checkpoint_every: 5,
+        overlap: a.overlap,
     };
     let spec = super::node::spec_of(&init);
     let start_in = Duration::from_secs(init.start_in);

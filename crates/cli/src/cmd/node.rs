@@ -99,6 +99,9 @@ pub struct InitArgs {
     /// Validators publish a checkpoint every this many windows.
     #[arg(long, default_value_t = 5)]
     pub checkpoint_every: u64,
+    /// Miners train the next window while the last one is gathered (see docs/NODES.md).
+    #[arg(long)]
+    pub overlap: bool,
 }
 
 pub fn spec_of(a: &InitArgs) -> RunSpec {
@@ -107,6 +110,7 @@ pub fn spec_of(a: &InitArgs) -> RunSpec {
     s.params.grace_ms = a.grace_secs * 1000;
     s.batch = a.batch;
     s.checkpoint_every = a.checkpoint_every;
+    s.overlap = a.overlap;
     s.keep_windows = s.keep_windows.max(a.checkpoint_every + 3);
     s
 }
