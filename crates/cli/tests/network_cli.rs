@@ -327,3 +327,61 @@ fn zero_invalid_and_single_upload_windows_are_survived() {
     let w = consensus_weights(&run);
     assert_eq!(w.get(&bad).copied().unwrap_or(0.0), 0.0, "the malformed uploader earns nothing: {w:?}");
 }
+
+#[path = "../../net/tests/common_s3/mod.rs"]
+mod common_s3;
+
+#[test]
+fn a_network_runs_on_real_s3_storage() {
+    let s3 = common_s3::S3Server::start("covenant");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("net");
+    let mut net = Net::init(&run, 10);
+    let last = 4;
+    let env = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", s3.port)),
+        ("AWS_ACCESS_KEY_ID", common_s3::ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", common_s3::SECRET_KEY.to_string()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    for (role, name) in [("validator", "validator-1"), ("miner", "miner-1"), ("miner", "miner-2")] {
+        let dir = run.join("nodes").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("log.txt")).unwrap();
+        let child = Command::new(bin())
+            .env("COVENANT_CACHE", cache())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .arg(role)
+            .arg("--run")
+            .arg(&run)
+            .args(["--name", name, "--until-window", &last.to_string(), "--threads", "1"])
+            .args(["--store", &format!("s3://covenant/{name}")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        net.children.push((name.to_string(), child));
+    }
+    net.wait_all(Duration::from_secs(WINDOW_SECS * 7 + 90));
+    let v = net.events("validator-1");
+    let logs = net.all_logs();
+    let steps = of(&v, "outer_step");
+    assert_eq!(steps.len() as u64, last + 1, "{logs}");
+    for w in 1..=last as usize {
+        assert_eq!(steps[w]["peers"].as_array().unwrap().len(), 2, "both S3 uploads aggregated in window {w}\n{logs}");
+    }
+    let val = |w: usize| steps[w]["val_loss"].as_f64().unwrap();
+    assert!(val(last as usize) < val(0) - 0.3, "the model learns over S3: {} -> {}", val(0), val(last as usize));
+    let vh = hashes(&v);
+    for m in ["miner-1", "miner-2"] {
+        for (w, h) in hashes(&net.events(m)) {
+            assert_eq!(Some(&h), vh.get(&w), "{m} agrees after window {w}");
+        }
+    }
+    // The objects really are in the S3 server's bucket, and the chain commits S3 URLs.
+    assert!(s3.object_file("covenant", "miner-1/grad/00000001.bin").is_file());
+    assert!(s3.object_file("covenant", "validator-1/rec/00000001.json").is_file());
+    assert!(!run.join("store").exists(), "nothing went to the default directory stores");
+}

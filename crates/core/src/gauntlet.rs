@@ -423,9 +423,12 @@ impl Gauntlet {
                     rec.missing_streak = 0;
                     let oos = sync_steps.is_some_and(|x| x > pen.out_of_sync_steps);
                     let oos_factor = if oos { 1.0 - pen.out_of_sync } else { 1.0 };
-                    rec.score = rec.rating.ordinal()
-                        * rec.bma.effective(params.bma_warmup, params.bma_threshold)
-                        * sync
+                    let bma = if params.own_data_check {
+                        rec.bma.effective(params.bma_warmup, params.bma_threshold)
+                    } else {
+                        1.0
+                    };
+                    rec.score = rec.rating.ordinal() * bma * sync
                         * oos_factor;
                     negative = loss_score <= 0.0;
                 }

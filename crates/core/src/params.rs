@@ -176,6 +176,12 @@ pub struct RunParams {
     /// to every match, so ratings measure improvement over doing nothing: a lone honest peer
     /// still rises, and free-riders cannot rise by beating each other. Not in the reference.
     pub rating_baseline: bool,
+    /// Multiply the score by the own-vs-random BMA (SPEC §5: proof a peer trained on its
+    /// assigned data). On in the reference; a network whose model is too small for the check to
+    /// separate honest peers (docs/NODES.md) can switch it off: the BMA is still tracked and
+    /// reported, but not applied.
+    #[serde(default = "yes")]
+    pub own_data_check: bool,
     pub openskill: OpenSkillParams,
     pub penalties: Penalties,
     pub weights: WeightParams,
@@ -213,6 +219,7 @@ impl RunParams {
             sync_history: 5,
             missing_match_score: -99.0,
             rating_baseline: true,
+            own_data_check: true,
             openskill: OpenSkillParams::default(),
             penalties: Penalties::default(),
             weights: WeightParams::default(),
@@ -388,4 +395,8 @@ mod tests {
         };
         assert_eq!(c.at(0), 0.5);
     }
+}
+
+fn yes() -> bool {
+    true
 }

@@ -57,7 +57,9 @@ pub fn init(run: &Path, spec: &RunSpec, validators: usize, timing: &NetworkTimin
     }
     let genesis = Genesis {
         run_id: spec.name.clone(),
-        genesis_time_ms: Ctx::now_ms() + timing.start_in_ms,
+        // On a whole second: S3 timestamps have whole-second resolution, so window starts must
+        // fall on whole seconds for an upload just after one to count as on time.
+        genesis_time_ms: (Ctx::now_ms() + timing.start_in_ms).div_ceil(1000) * 1000,
         block_time_ms: timing.block_ms,
         blocks_per_window: timing.blocks_per_window,
         max_uids: 256,

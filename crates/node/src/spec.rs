@@ -67,7 +67,9 @@ impl RunSpec {
             aggregation_size: 8,
             reserves: 4,
             uids_per_window: 8,
-            bma_warmup: 3,
+            // The `tiny` model's updates improve a peer's own sequences no more than random ones
+            // (measured in the demo: docs/NODES.md), so the check cannot tell honest peers apart.
+            own_data_check: false,
             ..RunParams::local()
         };
         RunSpec {

@@ -45,8 +45,8 @@ pub struct Args {
     /// Miners train the next window while the last one is gathered (see docs/NODES.md).
     #[arg(long)]
     pub overlap: bool,
-    /// Store all buckets under this prefix instead of <out>/store: s3://bucket/prefix (S3 settings
-    /// from COVENANT_S3_* variables) or a directory.
+    /// Store all buckets under this prefix instead of <out>/store: s3://bucket/prefix (connection
+    /// from COVENANT_S3_CONFIG / AWS_* variables) or a directory.
     #[arg(long)]
     pub store: Option<String>,
 }

@@ -18,7 +18,7 @@ pub struct NodeArgs {
     /// Key file; created if missing. Default: <run>/keys/<name>.key.
     #[arg(long)]
     pub key: Option<PathBuf>,
-    /// Own bucket: s3://bucket/prefix (S3 settings from COVENANT_S3_* variables), file:///dir or
+    /// Own bucket: s3://bucket/prefix (connection from COVENANT_S3_CONFIG / AWS_* variables), file:///dir or
     /// a directory. Default: <run>/store/<name>.
     #[arg(long)]
     pub store: Option<String>,
