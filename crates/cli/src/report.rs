@@ -48,8 +48,11 @@ impl LinePlot<'_> {
     pub fn write_png(&self, path: &Path) -> Result<()> {
         register_font();
         let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
-        let all: Vec<(f64, f64)> =
-            self.series.iter().flat_map(|s| s.points.iter().filter(finite).copied()).collect();
+        let all: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().filter(finite).copied())
+            .collect();
         anyhow::ensure!(!all.is_empty(), "nothing to plot for {}", path.display());
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
         for (x, y) in &all {
@@ -161,8 +164,14 @@ mod tests {
             x_label: "tokens",
             y_label: "loss",
             series: vec![
-                Series { label: "a".into(), points: vec![(0.0, 3.0), (10.0, 2.0)] },
-                Series { label: "b".into(), points: vec![(0.0, 3.5), (10.0, f64::NAN)] },
+                Series {
+                    label: "a".into(),
+                    points: vec![(0.0, 3.0), (10.0, 2.0)],
+                },
+                Series {
+                    label: "b".into(),
+                    points: vec![(0.0, 3.5), (10.0, f64::NAN)],
+                },
             ],
         }
         .write_png(&p)
@@ -175,8 +184,13 @@ mod tests {
     #[test]
     fn empty_plot_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let r = LinePlot { title: "t", x_label: "x", y_label: "y", series: vec![] }
-            .write_png(&dir.path().join("p.png"));
+        let r = LinePlot {
+            title: "t",
+            x_label: "x",
+            y_label: "y",
+            series: vec![],
+        }
+        .write_png(&dir.path().join("p.png"));
         assert!(r.is_err());
     }
 }

@@ -12,9 +12,34 @@ fn three_algorithms_train_and_compare() {
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/covenant");
     let res = Command::new(env!("CARGO_BIN_EXE_covenant"))
         .env("COVENANT_CACHE", cache)
-        .args(["train", "--preset", "tiny", "--algo", "ddp,diloco,sparseloco", "--replicas", "2"])
-        .args(["--inner-steps", "4", "--steps", "12", "--batch", "4", "--lr", "3e-3"])
-        .args(["--eval-batches", "2", "--device", "cpu", "--threads", "2", "--out"])
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--algo",
+            "ddp,diloco,sparseloco",
+            "--replicas",
+            "2",
+        ])
+        .args([
+            "--inner-steps",
+            "4",
+            "--steps",
+            "12",
+            "--batch",
+            "4",
+            "--lr",
+            "3e-3",
+        ])
+        .args([
+            "--eval-batches",
+            "2",
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -40,8 +65,14 @@ fn three_algorithms_train_and_compare() {
         if algo == "sparseloco" {
             let ef = diag["ef_norm"].as_f64().unwrap();
             let clip = diag["mean_clip_factor"].as_f64().unwrap();
-            assert!(ef > 0.0 && ef.is_finite(), "error feedback holds the unsent residual: {ef}");
-            assert!(clip > 0.0 && clip <= 1.0, "clip factors are min(1, M/n): {clip}");
+            assert!(
+                ef > 0.0 && ef.is_finite(),
+                "error feedback holds the unsent residual: {ef}"
+            );
+            assert!(
+                clip > 0.0 && clip <= 1.0,
+                "clip factors are min(1, M/n): {clip}"
+            );
             assert_eq!(diag["skipped_tensors"].as_u64(), Some(0));
         } else {
             assert!(diag.is_null(), "{algo} has no SparseLoCo diagnostics");
@@ -51,7 +82,10 @@ fn three_algorithms_train_and_compare() {
     assert_eq!(bytes["diloco"], 3 * 4 * 2_491_008);
     assert_eq!(bytes["ddp"], 12 * 4 * 2_491_008);
     let ratio = bytes["diloco"] as f64 / bytes["sparseloco"] as f64;
-    assert!(ratio > 100.0, "SparseLoCo must send far fewer bytes than DiLoCo: {ratio:.1}×");
+    assert!(
+        ratio > 100.0,
+        "SparseLoCo must send far fewer bytes than DiLoCo: {ratio:.1}×"
+    );
     for f in ["compare.csv", "compare.md", "compare.png"] {
         assert!(out.join(f).is_file(), "{f} written");
     }

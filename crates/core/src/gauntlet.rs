@@ -428,8 +428,7 @@ impl Gauntlet {
                     } else {
                         1.0
                     };
-                    rec.score = rec.rating.ordinal() * bma * sync
-                        * oos_factor;
+                    rec.score = rec.rating.ordinal() * bma * sync * oos_factor;
                     negative = loss_score <= 0.0;
                 }
                 Verdict::Idle => rec.missing_streak = 0,

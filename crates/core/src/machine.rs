@@ -151,6 +151,12 @@ impl Miner {
         self.current
     }
 
+    /// Before the first event: window `w`'s uploads are to be gathered too (a node that joins
+    /// at `w + 1` gathers `w` itself). `chain` is the chain at `w`'s first block.
+    pub fn expect_window(&mut self, w: Window, chain: &ChainView) {
+        self.book.record(&self.params, self.seed, w, chain);
+    }
+
     pub fn handle(&mut self, ev: MinerEvent) -> Result<Vec<MinerAction>> {
         let p = &self.params;
         match ev {
@@ -283,6 +289,11 @@ impl Validator {
             book: SetBook::default(),
             pending: None,
         })
+    }
+
+    /// See [`Miner::expect_window`].
+    pub fn expect_window(&mut self, w: Window, chain: &ChainView) {
+        self.book.record(&self.params, self.run_seed, w, chain);
     }
 
     pub fn handle(&mut self, ev: ValidatorEvent) -> Result<Vec<ValidatorAction>> {

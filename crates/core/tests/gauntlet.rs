@@ -584,17 +584,31 @@ fn random_garbage_never_panics_and_weights_stay_normalised() {
 #[test]
 fn own_data_check_can_be_switched_off() {
     let same = || EvalOutcome::Measured {
-        probe: LossProbe { rand_before: 5.0, rand_after: 4.9, own_before: 5.0, own_after: 4.9 },
+        probe: LossProbe {
+            rand_before: 5.0,
+            rand_after: 4.9,
+            own_before: 5.0,
+            own_after: 4.9,
+        },
         fingerprint: None,
     };
     for check in [true, false] {
         let mut n = Net::new();
         n.p.own_data_check = check;
         for _ in 0..12 {
-            n.window(&[1, 2], agg(&[1, 2], &[]), &[1, 2], |u| if u == 1 { same() } else { free_rider() });
+            n.window(&[1, 2], agg(&[1, 2], &[]), &[1, 2], |u| {
+                if u == 1 {
+                    same()
+                } else {
+                    free_rider()
+                }
+            });
         }
         let w = n.g.weights(&n.p);
-        assert!(n.g.peers[&1].bma.value < 0.0, "indicator tracked either way");
+        assert!(
+            n.g.peers[&1].bma.value < 0.0,
+            "indicator tracked either way"
+        );
         if check {
             assert_eq!(w.get(1), 0.0, "{w:?}");
         } else {

@@ -467,10 +467,24 @@ fn snapshot_at_a_block_ignores_later_registrations_and_weights() {
     let b = Keypair::from_seed([11; 32]);
     send(&chain, &a, TxBody::Register).unwrap(); // block 0 → uid 0
     clock.advance(2000);
-    send(&chain, &v, TxBody::SetWeights { weights: vec![(0, 100)] }).unwrap(); // block 2
+    send(
+        &chain,
+        &v,
+        TxBody::SetWeights {
+            weights: vec![(0, 100)],
+        },
+    )
+    .unwrap(); // block 2
     clock.advance(3000);
     send(&chain, &b, TxBody::Register).unwrap(); // block 5 → uid 1
-    send(&chain, &v, TxBody::SetWeights { weights: vec![(0, 10), (1, 90)] }).unwrap(); // block 5
+    send(
+        &chain,
+        &v,
+        TxBody::SetWeights {
+            weights: vec![(0, 10), (1, 90)],
+        },
+    )
+    .unwrap(); // block 5
     clock.advance(5000);
 
     let at = |block| {
@@ -487,7 +501,14 @@ fn snapshot_at_a_block_ignores_later_registrations_and_weights() {
     assert_eq!(at(6), vec![(0, 10), (1, 90)]);
     // Asking again later gives the same answer.
     clock.advance(60_000);
-    send(&chain, &v, TxBody::SetWeights { weights: vec![(0, 50)] }).unwrap();
+    send(
+        &chain,
+        &v,
+        TxBody::SetWeights {
+            weights: vec![(0, 50)],
+        },
+    )
+    .unwrap();
     assert_eq!(at(3), vec![(0, 100)]);
     assert_eq!(at(6), vec![(0, 10), (1, 90)]);
     // The current metagraph agrees with a snapshot after the last change.
@@ -495,7 +516,13 @@ fn snapshot_at_a_block_ignores_later_registrations_and_weights() {
     let m = chain.metagraph().unwrap();
     let s = chain.snapshot(now).unwrap();
     assert_eq!(
-        m.neurons.iter().map(|n| (n.uid, n.consensus_weight)).collect::<Vec<_>>(),
-        s.neurons.iter().map(|n| (n.uid, n.consensus_weight)).collect::<Vec<_>>()
+        m.neurons
+            .iter()
+            .map(|n| (n.uid, n.consensus_weight))
+            .collect::<Vec<_>>(),
+        s.neurons
+            .iter()
+            .map(|n| (n.uid, n.consensus_weight))
+            .collect::<Vec<_>>()
     );
 }

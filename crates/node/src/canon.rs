@@ -28,12 +28,22 @@ impl Canon {
         let mut shapes = Vec::new();
         let mut theta = Vec::new();
         for (v, t) in views.into_iter().zip(&layout.tensors) {
-            ensure!(v.name == t.name, "tensor {} where the layout has {}", v.name, t.name);
+            ensure!(
+                v.name == t.name,
+                "tensor {} where the layout has {}",
+                v.name,
+                t.name
+            );
             names.push(v.name);
             shapes.push(v.shape);
             theta.push(v.data);
         }
-        Ok(Canon { layout, names, shapes, theta })
+        Ok(Canon {
+            layout,
+            names,
+            shapes,
+            theta,
+        })
     }
 
     pub fn views(&self) -> Vec<ParamView> {
@@ -41,7 +51,11 @@ impl Canon {
             .iter()
             .zip(&self.shapes)
             .zip(&self.theta)
-            .map(|((n, s), d)| ParamView { name: n.clone(), shape: s.clone(), data: d.clone() })
+            .map(|((n, s), d)| ParamView {
+                name: n.clone(),
+                shape: s.clone(),
+                data: d.clone(),
+            })
             .collect()
     }
 
@@ -92,7 +106,9 @@ pub fn fingerprint_of(theta: &[Vec<f32>], seed: u64, per_tensor: usize) -> Finge
             }
             let s = covenant_core::rng::derive_seed(seed, &[0xF1F1, i as u64]);
             let mut rng = covenant_core::rng::SplitMix64::new(s);
-            (0..per_tensor).map(|_| t[rng.below(t.len() as u64) as usize]).collect()
+            (0..per_tensor)
+                .map(|_| t[rng.below(t.len() as u64) as usize])
+                .collect()
         })
         .collect();
     Fingerprint { tensors }

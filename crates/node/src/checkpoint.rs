@@ -27,9 +27,15 @@ pub fn publish(ctx: &Ctx, trainer: &Trainer, canon: &Canon, w: u64) -> Result<()
             blake3: hex(blake3::hash(&bytes).as_bytes()),
         });
         let key = format!("{}{name}", objects::ckpt_prefix(w));
-        ctx.rt.block_on(ctx.store.put(&key, Bytes::from(bytes))).with_context(|| format!("uploading {key}"))?;
+        ctx.rt
+            .block_on(ctx.store.put(&key, Bytes::from(bytes)))
+            .with_context(|| format!("uploading {key}"))?;
     }
-    let manifest = CkptManifest { window: w, files, model_hash: hex(&canon.hash()) };
+    let manifest = CkptManifest {
+        window: w,
+        files,
+        model_hash: hex(&canon.hash()),
+    };
     ctx.rt.block_on(objects::put_doc(
         &ctx.store,
         &objects::ckpt_manifest_key(w),
@@ -41,10 +47,16 @@ pub fn publish(ctx: &Ctx, trainer: &Trainer, canon: &Canon, w: u64) -> Result<()
         &manifest,
     ))?;
     // Keep this checkpoint and the one before it.
-    let older: Vec<u64> = list_windows(ctx, &ctx.store)?.into_iter().filter(|&c| c + ctx.spec.checkpoint_every < w).collect();
+    let older: Vec<u64> = list_windows(ctx, &ctx.store)?
+        .into_iter()
+        .filter(|&c| c + ctx.spec.checkpoint_every < w)
+        .collect();
     for c in older {
         for name in ["manifest", MODEL_FILE, CONFIG_FILE] {
-            let _ = ctx.rt.block_on(ctx.store.delete(&format!("{}{name}", objects::ckpt_prefix(c))));
+            let _ = ctx.rt.block_on(
+                ctx.store
+                    .delete(&format!("{}{name}", objects::ckpt_prefix(c))),
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
@@ -69,20 +81,30 @@ pub fn newest(ctx: &Ctx) -> Result<Option<(u64, Canon)>> {
     for (vuid, vkey, store) in ctx.validators()? {
         match list_windows(ctx, &store) {
             Ok(ws) => cands.extend(ws.into_iter().map(|w| (w, vuid, vkey, store.clone()))),
-            Err(e) => ctx.log.warn(&format!("listing checkpoints of validator uid {vuid}: {e:#}")),
+            Err(e) => ctx.log.warn(&format!(
+                "listing checkpoints of validator uid {vuid}: {e:#}"
+            )),
         }
     }
     cands.sort_by(|a, b| b.0.cmp(&a.0));
     for (w, vuid, vkey, store) in cands {
         match load(ctx, &store, w, vuid, vkey) {
             Ok(c) => return Ok(Some((w, c))),
-            Err(e) => ctx.log.warn(&format!("checkpoint of window {w} from uid {vuid} refused: {e:#}")),
+            Err(e) => ctx.log.warn(&format!(
+                "checkpoint of window {w} from uid {vuid} refused: {e:#}"
+            )),
         }
     }
     Ok(None)
 }
 
-fn load(ctx: &Ctx, store: &covenant_net::Store, w: u64, vuid: u32, vkey: covenant_net::PublicKey) -> Result<Canon> {
+fn load(
+    ctx: &Ctx,
+    store: &covenant_net::Store,
+    w: u64,
+    vuid: u32,
+    vkey: covenant_net::PublicKey,
+) -> Result<Canon> {
     let m: CkptManifest = ctx.rt.block_on(objects::get_doc(
         store,
         &objects::ckpt_manifest_key(w),
@@ -98,25 +120,54 @@ fn load(ctx: &Ctx, store: &covenant_net::Store, w: u64, vuid: u32, vkey: covenan
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for name in [MODEL_FILE, CONFIG_FILE] {
-        let f = m.files.iter().find(|f| f.name == name).ok_or_else(|| anyhow!("manifest lists no {name}"))?;
-        ensure!(f.size <= max_model, "{name} of {} bytes is larger than the model can be", f.size);
+        let f = m
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| anyhow!("manifest lists no {name}"))?;
+        ensure!(
+            f.size <= max_model,
+            "{name} of {} bytes is larger than the model can be",
+            f.size
+        );
         let key = format!("{}{name}", objects::ckpt_prefix(w));
         let bytes = ctx.rt.block_on(store.get(&key, f.size))?;
-        ensure!(bytes.len() as u64 == f.size, "{name}: {} bytes, manifest says {}", bytes.len(), f.size);
+        ensure!(
+            bytes.len() as u64 == f.size,
+            "{name}: {} bytes, manifest says {}",
+            bytes.len(),
+            f.size
+        );
         let h = hex(blake3::hash(&bytes).as_bytes());
-        ensure!(h == f.blake3, "{name}: content hash {h} differs from the manifest's {}", f.blake3);
+        ensure!(
+            h == f.blake3,
+            "{name}: content hash {h} differs from the manifest's {}",
+            f.blake3
+        );
         std::fs::write(dir.join(name), &bytes).with_context(|| format!("writing {name}"))?;
     }
     let canon = canon_from_hf(ctx, &dir)?;
     let h = hex(&canon.hash());
-    ensure!(h == m.model_hash, "loaded model hash {h} differs from the manifest's {}", m.model_hash);
+    ensure!(
+        h == m.model_hash,
+        "loaded model hash {h} differs from the manifest's {}",
+        m.model_hash
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(canon)
 }
 
 fn canon_from_hf(ctx: &Ctx, dir: &Path) -> Result<Canon> {
-    let t = Trainer::from_hf(dir, ctx.spec.optim_config(), ctx.spec.seed, covenant_model::DeviceChoice::Cpu)?;
+    let t = Trainer::from_hf(
+        dir,
+        ctx.spec.optim_config(),
+        ctx.spec.seed,
+        covenant_model::DeviceChoice::Cpu,
+    )?;
     let cfg = ctx.spec.model_config(ctx.data.vocab_size() as usize)?;
-    ensure!(*t.model_config() == cfg, "the checkpoint's model config is not the run's");
+    ensure!(
+        *t.model_config() == cfg,
+        "the checkpoint's model config is not the run's"
+    );
     Canon::from_views(ctx.layout.clone(), t.try_params()?)
 }

@@ -29,15 +29,38 @@ use crate::objects::{self, FingerprintDoc};
 use crate::runtime::{self, Behaviour, Ctx, NodeOptions, PeerInfo};
 
 enum Req {
-    Upload { window: u64, grad: Vec<u8>, fp: FingerprintDoc },
-    ListAt { window: u64, at: u64, peers: BTreeMap<Uid, PeerInfo> },
-    Gather { window: u64, uids: Vec<Uid>, peers: BTreeMap<Uid, PeerInfo> },
+    Upload {
+        window: u64,
+        grad: Vec<u8>,
+        fp: FingerprintDoc,
+    },
+    ListAt {
+        window: u64,
+        at: u64,
+        peers: BTreeMap<Uid, PeerInfo>,
+    },
+    Gather {
+        window: u64,
+        uids: Vec<Uid>,
+        peers: BTreeMap<Uid, PeerInfo>,
+    },
 }
 
 enum Resp {
-    Uploaded { window: u64, bytes: u64, error: Option<String> },
-    Listed { window: u64, uploads: BTreeMap<Uid, u64> },
-    Gathered { window: u64, ok: BTreeMap<Uid, (Vec<TensorPayload>, u64)>, bad: BTreeMap<Uid, String> },
+    Uploaded {
+        window: u64,
+        bytes: u64,
+        error: Option<String>,
+    },
+    Listed {
+        window: u64,
+        uploads: BTreeMap<Uid, u64>,
+    },
+    Gathered {
+        window: u64,
+        ok: BTreeMap<Uid, (Vec<TensorPayload>, u64)>,
+        bad: BTreeMap<Uid, String>,
+    },
 }
 
 fn comm_worker(ctx: Arc<Ctx>, rx: Receiver<Req>, tx: Sender<Resp>) {
@@ -45,7 +68,9 @@ fn comm_worker(ctx: Arc<Ctx>, rx: Receiver<Req>, tx: Sender<Resp>) {
         let resp = match req {
             Req::Upload { window, grad, fp } => {
                 let n = grad.len() as u64;
-                let put = ctx.rt.block_on(ctx.store.put(&objects::grad_key(window), Bytes::from(grad)));
+                let put = ctx
+                    .rt
+                    .block_on(ctx.store.put(&objects::grad_key(window), Bytes::from(grad)));
                 let fp_put = ctx.rt.block_on(objects::put_doc(
                     &ctx.store,
                     &objects::fp_key(window),
@@ -57,14 +82,28 @@ fn comm_worker(ctx: Arc<Ctx>, rx: Receiver<Req>, tx: Sender<Resp>) {
                     &fp,
                 ));
                 prune(&ctx, window);
-                let error = put.err().map(|e| e.to_string()).or(fp_put.err().map(|e| format!("{e:#}")));
-                Resp::Uploaded { window, bytes: n, error }
+                let error = put
+                    .err()
+                    .map(|e| e.to_string())
+                    .or(fp_put.err().map(|e| format!("{e:#}")));
+                Resp::Uploaded {
+                    window,
+                    bytes: n,
+                    error,
+                }
             }
             Req::ListAt { window, at, peers } => {
                 Ctx::sleep_until(at);
-                Resp::Listed { window, uploads: ctx.list_uploads(window, &peers) }
+                Resp::Listed {
+                    window,
+                    uploads: ctx.list_uploads(window, &peers),
+                }
             }
-            Req::Gather { window, uids, peers } => {
+            Req::Gather {
+                window,
+                uids,
+                peers,
+            } => {
                 let (ok, bad) = ctx.gather(window, &uids, &peers);
                 Resp::Gathered { window, ok, bad }
             }
@@ -124,12 +163,18 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             "uid": ctx.uid,
             "window": joined.start,
             "from_checkpoint": joined.from_checkpoint,
-            "replayed": joined.replayed,
+            "replayed": joined.replayed, "expect": joined.expect,
             "hash": hex(&joined.canon.hash()),
             "device": trainer.device_description(),
         }),
     );
-    let machine = Miner::new(ctx.params.clone(), ctx.spec.seed, ctx.uid, joined.start)?;
+    let mut machine = Miner::new(ctx.params.clone(), ctx.spec.seed, ctx.uid, joined.start)?;
+    let mut views = BTreeMap::new();
+    if let Some(w) = joined.expect {
+        let v = ctx.view(w)?;
+        machine.expect_window(w, &v.chain);
+        views.insert(w, v);
+    }
     let (req_tx, req_rx) = mpsc::channel();
     let (resp_tx, resp_rx) = mpsc::channel();
     {
@@ -139,7 +184,12 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             .spawn(move || comm_worker(ctx, req_rx, resp_tx))
             .context("starting the communication thread")?;
     }
-    let ef = joined.canon.theta.iter().map(|t| vec![0.0; t.len()]).collect();
+    let ef = joined
+        .canon
+        .theta
+        .iter()
+        .map(|t| vec![0.0; t.len()])
+        .collect();
     let mut s = State {
         ctx: ctx.clone(),
         trainer,
@@ -149,7 +199,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         ef,
         to_comm: req_tx,
         from_comm: resp_rx,
-        views: BTreeMap::new(),
+        views,
         ready: None,
         inner_secs: 0.0,
         outer_secs: 0.0,
@@ -170,7 +220,8 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         let at = ctx.params.window_start_ms(w) + ctx.params.block_time_ms / 2;
         s.pump_until(at, None);
         if let Err(e) = s.window(w, !last) {
-            ctx.log.event("error", json!({ "window": w, "message": format!("{e:#}") }));
+            ctx.log
+                .event("error", json!({ "window": w, "message": format!("{e:#}") }));
         }
         if last {
             let until = ctx.params.gather_time(w - 1) + ctx.params.window_ms() / 2;
@@ -213,7 +264,10 @@ impl State {
             if now >= until_ms {
                 return;
             }
-            match self.from_comm.recv_timeout(Duration::from_millis((until_ms - now).min(200))) {
+            match self
+                .from_comm
+                .recv_timeout(Duration::from_millis((until_ms - now).min(200)))
+            {
                 Ok(r) => self.handle(r),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -229,30 +283,56 @@ impl State {
 
     fn handle(&mut self, r: Resp) {
         if let Err(e) = self.try_handle(r) {
-            self.ctx.log.event("error", json!({ "message": format!("{e:#}") }));
+            self.ctx
+                .log
+                .event("error", json!({ "message": format!("{e:#}") }));
         }
     }
 
     fn try_handle(&mut self, r: Resp) -> Result<()> {
         match r {
-            Resp::Uploaded { window, bytes, error } => {
+            Resp::Uploaded {
+                window,
+                bytes,
+                error,
+            } => {
                 self.bytes_up += bytes;
-                self.ctx.log.event("uploaded", json!({ "window": window, "bytes": bytes, "error": error }));
+                self.ctx.log.event(
+                    "uploaded",
+                    json!({ "window": window, "bytes": bytes, "error": error }),
+                );
             }
             Resp::Listed { window, uploads } => {
                 let n = uploads.len();
-                for a in self.machine.handle(MinerEvent::UploadsListed { window, uploads })? {
+                for a in self
+                    .machine
+                    .handle(MinerEvent::UploadsListed { window, uploads })?
+                {
                     if let MinerAction::Gather { window, peers } = a {
-                        let view = self.views.get(&window).map(|v| v.peers.clone()).unwrap_or_default();
-                        self.ctx.log.event("listed", json!({ "window": window, "uploads": n, "gather": peers }));
-                        self.to_comm.send(Req::Gather { window, uids: peers, peers: view })?;
+                        let view = self
+                            .views
+                            .get(&window)
+                            .map(|v| v.peers.clone())
+                            .unwrap_or_default();
+                        self.ctx.log.event(
+                            "listed",
+                            json!({ "window": window, "uploads": n, "gather": peers }),
+                        );
+                        self.to_comm.send(Req::Gather {
+                            window,
+                            uids: peers,
+                            peers: view,
+                        })?;
                     }
                 }
             }
             Resp::Gathered { window, ok, bad } => {
                 self.bytes_down += ok.values().map(|(_, b)| b).sum::<u64>();
                 let valid: Vec<Uid> = ok.keys().copied().collect();
-                for a in self.machine.handle(MinerEvent::Gathered { window, valid })? {
+                for a in self
+                    .machine
+                    .handle(MinerEvent::Gathered { window, valid })?
+                {
                     if let MinerAction::ApplyOuterStep { window, peers, lr } = a {
                         self.outer_step(window, &peers, &ok, lr as f32, &bad)?;
                     }
@@ -275,15 +355,28 @@ impl State {
             return Ok(());
         }
         if self.applied.map(|a| a + 1).unwrap_or(0) != window {
-            // A window was missed: catch up from the validators' records first.
-            self.applied = self.ctx.replay_records(&mut self.canon, self.applied)?;
-            if self.applied.is_some_and(|a| a >= window) {
-                self.shift_live_to_canon()?;
-                return Ok(());
+            // A window was missed: catch up (records or recomputation) first, and continue
+            // training from the caught-up model.
+            self.applied = self
+                .ctx
+                .catch_up(&mut self.canon, self.applied, Some(window - 1))?;
+            self.shift_live_to_canon()?;
+            if !self.live_is_canon {
+                self.theta0 = Some(self.canon.theta.clone());
+                self.stale_steps += self.steps_in_window;
+                self.steps_in_window = 0;
             }
+            anyhow::ensure!(
+                self.applied.map(|a| a + 1).unwrap_or(0) == window,
+                "cannot bring the model to window {window} (it is at {:?})",
+                self.applied
+            );
         }
         let before = self.canon.theta.clone();
-        let payloads: Vec<&[TensorPayload]> = peers.iter().filter_map(|u| got.get(u).map(|(p, _)| p.as_slice())).collect();
+        let payloads: Vec<&[TensorPayload]> = peers
+            .iter()
+            .filter_map(|u| got.get(u).map(|(p, _)| p.as_slice()))
+            .collect();
         self.canon.apply(&payloads, lr)?;
         self.applied = Some(window);
         if self.live_is_canon {
@@ -329,26 +422,37 @@ impl State {
         let view = ctx.view(w)?;
         self.views.insert(w, view.clone());
         self.views.retain(|&k, _| k + 3 > w);
-        for a in self.machine.handle(MinerEvent::WindowStarted { window: w, chain: view.chain })? {
+        for a in self.machine.handle(MinerEvent::WindowStarted {
+            window: w,
+            chain: view.chain,
+        })? {
             match a {
                 MinerAction::Upload { window, .. } => {
                     if let Some((rw, grad)) = self.ready.take() {
                         if rw == window && ctx.opts.behaviour != Behaviour::Silent {
                             let fp = FingerprintDoc {
                                 window,
-                                fingerprint: self.canon.fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
+                                fingerprint: self
+                                    .canon
+                                    .fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
                             };
                             self.to_comm.send(Req::Upload { window, grad, fp })?;
                         }
                     }
                 }
                 MinerAction::ListUploadsAt { window, at } => {
-                    let peers = self.views.get(&window).map(|v| v.peers.clone()).unwrap_or_default();
+                    let peers = self
+                        .views
+                        .get(&window)
+                        .map(|v| v.peers.clone())
+                        .unwrap_or_default();
                     self.to_comm.send(Req::ListAt { window, at, peers })?;
                 }
-                MinerAction::Train { window, null, inner_steps } if train => {
-                    self.train(window, null, inner_steps)?
-                }
+                MinerAction::Train {
+                    window,
+                    null,
+                    inner_steps,
+                } if train => self.train(window, null, inner_steps)?,
                 MinerAction::Train { .. } => {}
                 other => ctx.log.warn(&format!("unexpected action {other:?}")),
             }
@@ -363,7 +467,11 @@ impl State {
             for e in &mut self.ef {
                 e.iter_mut().for_each(|x| *x = 0.0);
             }
-            ctx.layout.tensors.iter().map(|t| TensorPayload::zeros(&ctx.layout.config, t)).collect()
+            ctx.layout
+                .tensors
+                .iter()
+                .map(|t| TensorPayload::zeros(&ctx.layout.config, t))
+                .collect()
         } else {
             if !ctx.spec.overlap && w > 0 && self.applied.is_none_or(|a| a + 1 < w) {
                 // Wait (bounded) for the outer step of window w − 1 before training.
@@ -397,13 +505,20 @@ impl State {
             let t1 = Instant::now();
             let after = self.trainer.try_params()?;
             let theta0 = self.theta0.take();
-            let fresh_steps = if theta0.is_some() { self.steps_in_window } else { losses.len() as u64 };
+            let fresh_steps = if theta0.is_some() {
+                self.steps_in_window
+            } else {
+                losses.len() as u64
+            };
             let deltas: Vec<DeltaSource> = theta0
                 .as_ref()
                 .unwrap_or(&self.canon.theta)
                 .iter()
                 .zip(&after)
-                .map(|(b, a)| DeltaSource::Diff { before: b, after: &a.data })
+                .map(|(b, a)| DeltaSource::Diff {
+                    before: b,
+                    after: &a.data,
+                })
                 .collect();
             let mut efs: Vec<&mut [f32]> = self.ef.iter_mut().map(|e| e.as_mut_slice()).collect();
             let payload = match covenant_codec::compress_model(&ctx.layout, &mut efs, &deltas) {
@@ -413,8 +528,14 @@ impl State {
                     for e in &mut self.ef {
                         e.iter_mut().for_each(|x| *x = 0.0);
                     }
-                    ctx.log.warn(&format!("window {w}: compression failed ({e}); uploading a zero update"));
-                    ctx.layout.tensors.iter().map(|t| TensorPayload::zeros(&ctx.layout.config, t)).collect()
+                    ctx.log.warn(&format!(
+                        "window {w}: compression failed ({e}); uploading a zero update"
+                    ));
+                    ctx.layout
+                        .tensors
+                        .iter()
+                        .map(|t| TensorPayload::zeros(&ctx.layout.config, t))
+                        .collect()
                 }
             };
             // Roll back to the canonical model.
@@ -431,9 +552,16 @@ impl State {
             );
             payload
         };
-        let header = wire::PayloadHeader { run_id: ctx.run_hash, window: w, uid: ctx.uid };
+        let header = wire::PayloadHeader {
+            run_id: ctx.run_hash,
+            window: w,
+            uid: ctx.uid,
+        };
         let mut grad = wire::encode(
-            &wire::Payload { header, tensors: payload },
+            &wire::Payload {
+                header,
+                tensors: payload,
+            },
             &ctx.layout,
             ctx.key.signing_key(),
             wire::EncodeOptions::default(),

@@ -40,20 +40,35 @@ pub fn key_path(run: &Path, name: &str) -> PathBuf {
 }
 
 /// Creates the run directory (which must not exist or be empty).
-pub fn init(run: &Path, spec: &RunSpec, validators: usize, timing: &NetworkTiming) -> Result<Genesis> {
+pub fn init(
+    run: &Path,
+    spec: &RunSpec,
+    validators: usize,
+    timing: &NetworkTiming,
+) -> Result<Genesis> {
     spec.validate()?;
     ensure!(validators >= 1, "a network needs at least one validator");
-    ensure!(timing.block_ms >= 1 && timing.blocks_per_window >= 1, "block time and window length must be positive");
+    ensure!(
+        timing.block_ms >= 1 && timing.blocks_per_window >= 1,
+        "block time and window length must be positive"
+    );
     if run.exists() {
-        let empty = std::fs::read_dir(run).with_context(|| format!("reading {}", run.display()))?.next().is_none();
+        let empty = std::fs::read_dir(run)
+            .with_context(|| format!("reading {}", run.display()))?
+            .next()
+            .is_none();
         ensure!(empty, "{} already exists and is not empty", run.display());
     }
-    std::fs::create_dir_all(run.join("keys")).with_context(|| format!("creating {}", run.display()))?;
+    std::fs::create_dir_all(run.join("keys"))
+        .with_context(|| format!("creating {}", run.display()))?;
     let mut stakes = Vec::new();
     for i in 0..validators {
         let k = Keypair::generate()?;
         k.save(&key_path(run, &validator_name(i)), false)?;
-        stakes.push(ValidatorStake { key: k.public(), stake: 1_000 });
+        stakes.push(ValidatorStake {
+            key: k.public(),
+            stake: 1_000,
+        });
     }
     let genesis = Genesis {
         run_id: spec.name.clone(),

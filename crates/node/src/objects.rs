@@ -102,7 +102,10 @@ pub async fn put_doc<T: Serialize>(
 ) -> Result<()> {
     let json = serde_json::to_vec(doc)?;
     let sealed = seal(signer, run_id, uid, window, kind, &json).map_err(|e| anyhow!("{e}"))?;
-    store.put(key, Bytes::from(sealed)).await.with_context(|| format!("writing {key}"))?;
+    store
+        .put(key, Bytes::from(sealed))
+        .await
+        .with_context(|| format!("writing {key}"))?;
     Ok(())
 }
 
@@ -116,8 +119,17 @@ pub async fn get_doc<T: DeserializeOwned>(
     kind: &str,
     signer: PublicKey,
 ) -> Result<T> {
-    let sealed = store.get(key, MAX_DOC_BYTES).await.with_context(|| format!("reading {key}"))?;
-    let expect = Expected { run_id, uid, window, kind, signer };
+    let sealed = store
+        .get(key, MAX_DOC_BYTES)
+        .await
+        .with_context(|| format!("reading {key}"))?;
+    let expect = Expected {
+        run_id,
+        uid,
+        window,
+        kind,
+        signer,
+    };
     let (_, content) = open(&sealed, &expect, MAX_DOC_BYTES).map_err(|e| anyhow!("{key}: {e}"))?;
     serde_json::from_slice(content).with_context(|| format!("{key}: bad {kind} document"))
 }
@@ -142,14 +154,30 @@ mod tests {
         let store = Store::local(d.path()).unwrap();
         let k = Keypair::from_seed([3; 32]);
         let other = Keypair::from_seed([4; 32]);
-        let rec = WindowRecord { window: 5, aggregated: vec![1, 2], lr: 1.0, hash_after: "ab".into() };
-        put_doc(&store, &rec_key(5), &k, "run", 9, 5, KIND_RECORD, &rec).await.unwrap();
-        let back: WindowRecord =
-            get_doc(&store, &rec_key(5), "run", 9, 5, KIND_RECORD, k.public()).await.unwrap();
-        assert_eq!(back, rec);
-        let e = get_doc::<WindowRecord>(&store, &rec_key(5), "run", 9, 5, KIND_RECORD, other.public())
+        let rec = WindowRecord {
+            window: 5,
+            aggregated: vec![1, 2],
+            lr: 1.0,
+            hash_after: "ab".into(),
+        };
+        put_doc(&store, &rec_key(5), &k, "run", 9, 5, KIND_RECORD, &rec)
             .await
-            .unwrap_err();
+            .unwrap();
+        let back: WindowRecord = get_doc(&store, &rec_key(5), "run", 9, 5, KIND_RECORD, k.public())
+            .await
+            .unwrap();
+        assert_eq!(back, rec);
+        let e = get_doc::<WindowRecord>(
+            &store,
+            &rec_key(5),
+            "run",
+            9,
+            5,
+            KIND_RECORD,
+            other.public(),
+        )
+        .await
+        .unwrap_err();
         assert!(format!("{e:#}").contains("signed by"), "{e:#}");
         let e = get_doc::<WindowRecord>(&store, &rec_key(5), "run", 9, 6, KIND_RECORD, k.public())
             .await

@@ -61,7 +61,9 @@ impl std::str::FromStr for Behaviour {
             "honest" => Ok(Behaviour::Honest),
             "malformed" => Ok(Behaviour::Malformed),
             "silent" => Ok(Behaviour::Silent),
-            _ => Err(format!("unknown behaviour {s:?} (honest, malformed, silent)")),
+            _ => Err(format!(
+                "unknown behaviour {s:?} (honest, malformed, silent)"
+            )),
         }
     }
 }
@@ -111,12 +113,18 @@ impl Ctx {
         let params = spec.params_for(chain.genesis())?;
         let key = load_or_create_key(&opts.key)?;
         let node_dir = opts.run_dir.join("nodes").join(&opts.name);
-        std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
+        std::fs::create_dir_all(&node_dir)
+            .with_context(|| format!("creating {}", node_dir.display()))?;
         let log = EventLog::open(&node_dir.join("events.jsonl"), role, &opts.name)?;
         let store_url = opts.store.clone().unwrap_or_else(|| {
-            opts.run_dir.join("store").join(&opts.name).display().to_string()
+            opts.run_dir
+                .join("store")
+                .join(&opts.name)
+                .display()
+                .to_string()
         });
-        let store = Store::open(&store_url).with_context(|| format!("opening own store {store_url}"))?;
+        let store =
+            Store::open(&store_url).with_context(|| format!("opening own store {store_url}"))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -135,7 +143,9 @@ impl Ctx {
         );
         let layout = ModelLayout::new(
             spec.codec_config(),
-            cfg.param_shapes().iter().map(|(n, s)| (n.clone(), s.as_slice())),
+            cfg.param_shapes()
+                .iter()
+                .map(|(n, s)| (n.clone(), s.as_slice())),
         )?;
         let run_hash = spec.hash();
         Ok(Ctx {
@@ -162,11 +172,19 @@ impl Ctx {
 
     pub fn trainer(&self) -> Result<Trainer> {
         let cfg = self.spec.model_config(self.data.vocab_size() as usize)?;
-        Ok(Trainer::new(cfg, self.spec.optim_config(), self.spec.seed, DeviceChoice::Auto)?)
+        Ok(Trainer::new(
+            cfg,
+            self.spec.optim_config(),
+            self.spec.seed,
+            DeviceChoice::Auto,
+        )?)
     }
 
     pub fn now_ms() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 
     /// Sleeps until the wall clock reaches `ms`.
@@ -178,7 +196,10 @@ impl Ctx {
     }
 
     fn store_for(&self, url: &str) -> Result<Store> {
-        let mut m = self.stores.lock().map_err(|_| anyhow!("store cache poisoned"))?;
+        let mut m = self
+            .stores
+            .lock()
+            .map_err(|_| anyhow!("store cache poisoned"))?;
         if let Some(s) = m.get(url) {
             return Ok(s.clone());
         }
@@ -188,7 +209,12 @@ impl Ctx {
     }
 
     fn validator_keys(&self) -> BTreeSet<PublicKey> {
-        self.chain.genesis().validators.iter().map(|v| v.key).collect()
+        self.chain
+            .genesis()
+            .validators
+            .iter()
+            .map(|v| v.key)
+            .collect()
     }
 
     /// The chain at window `w`'s first block.
@@ -221,7 +247,9 @@ impl Ctx {
         let mut out = Vec::new();
         for v in &m.validators {
             let Some(uid) = v.uid else { continue };
-            let Some(c) = m.neuron(uid).and_then(|n| n.commitment.clone()) else { continue };
+            let Some(c) = m.neuron(uid).and_then(|n| n.commitment.clone()) else {
+                continue;
+            };
             if let Ok(s) = self.store_for(&c.bucket_url) {
                 out.push((uid, v.key, s));
             }
@@ -241,7 +269,11 @@ impl Ctx {
             .into_iter()
             .filter_map(|(uid, r)| {
                 let info = r.ok()?;
-                let ms = info.last_modified.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+                let ms = info
+                    .last_modified
+                    .duration_since(UNIX_EPOCH)
+                    .ok()?
+                    .as_millis() as u64;
                 Some((uid, ms))
             })
             .collect()
@@ -254,22 +286,67 @@ impl Ctx {
         w: u64,
         uids: &[Uid],
         peers: &BTreeMap<Uid, PeerInfo>,
-    ) -> (BTreeMap<Uid, (Vec<TensorPayload>, u64)>, BTreeMap<Uid, String>) {
+    ) -> (
+        BTreeMap<Uid, (Vec<TensorPayload>, u64)>,
+        BTreeMap<Uid, String>,
+    ) {
         gather_with(&self.rt, &self.layout, self.run_hash, w, uids, peers)
     }
 
-    /// Applies validators' records of windows after `applied` (θ after window `applied`, `None`:
-    /// the initial model) until one is missing; checks every hash. Returns the last window applied.
-    pub fn replay_records(&self, canon: &mut Canon, mut applied: Option<u64>) -> Result<Option<u64>> {
+    /// Window `w`'s outer step recomputed as a live node computes it: the chain at `w`'s first
+    /// block, the uploads' store timestamps, validation. Returns the aggregated uids (sorted)
+    /// and their payloads.
+    pub fn recompute_window(
+        &self,
+        w: u64,
+    ) -> Result<(Vec<Uid>, BTreeMap<Uid, (Vec<TensorPayload>, u64)>)> {
+        let p = &self.params;
+        let view = self.view(w)?;
+        let set = covenant_core::aggregation_set(
+            &view.chain.consensus,
+            &view.chain.registered,
+            p.aggregation_size,
+            p.reserves,
+            self.spec.seed,
+            w,
+        );
+        let uploads = self.list_uploads(w, &view.peers);
+        let accepted: BTreeSet<Uid> = uploads
+            .iter()
+            .filter(|(u, &t)| {
+                view.chain.registered.contains(u) && p.classify_upload(w, Some(t)).accepted()
+            })
+            .map(|(&u, _)| u)
+            .collect();
+        let gather = set.gather(&accepted);
+        let (ok, _) = self.gather(w, &gather, &view.peers);
+        let valid: Vec<Uid> = gather.into_iter().filter(|u| ok.contains_key(u)).collect();
+        Ok((valid, ok))
+    }
+
+    /// Brings `canon` (θ after window `applied`; `None`: the initial model) forward window by
+    /// window: from a validator's signed record (the aggregated uploads are downloaded and the
+    /// model hash after the step is checked), or, where no validator published one and the
+    /// window's grace period is over, by recomputing the window as a live node would. Stops at
+    /// the first window that can be done neither way yet; returns the last window applied.
+    /// With `until`, stops after that window.
+    pub fn catch_up(
+        &self,
+        canon: &mut Canon,
+        mut applied: Option<u64>,
+        until: Option<u64>,
+    ) -> Result<Option<u64>> {
         let validators = self.validators()?;
         loop {
             let w = applied.map(|a| a + 1).unwrap_or(0);
+            if until.is_some_and(|u| w > u) {
+                return Ok(applied);
+            }
             let mut rec: Option<WindowRecord> = None;
             for (vuid, vkey, vstore) in &validators {
-                let key = objects::rec_key(w);
                 let r = self.rt.block_on(objects::get_doc::<WindowRecord>(
                     vstore,
-                    &key,
+                    &objects::rec_key(w),
                     self.run_id(),
                     *vuid,
                     w,
@@ -281,23 +358,55 @@ impl Ctx {
                     break;
                 }
             }
-            let Some(rec) = rec else { return Ok(applied) };
-            ensure!(rec.window == w, "record for window {w} names window {}", rec.window);
-            ensure!(rec.lr.is_finite() && rec.lr >= 0.0, "record for window {w}: bad lr {}", rec.lr);
-            let view = self.view(w)?;
-            let (got, bad) = self.gather(w, &rec.aggregated, &view.peers);
-            if let Some((uid, why)) = bad.iter().next() {
-                bail!("replaying window {w}: the upload of uid {uid} is not available: {why}");
+            match rec {
+                Some(rec) => {
+                    ensure!(
+                        rec.window == w,
+                        "record for window {w} names window {}",
+                        rec.window
+                    );
+                    ensure!(
+                        rec.lr.is_finite() && rec.lr >= 0.0,
+                        "record for window {w}: bad lr {}",
+                        rec.lr
+                    );
+                    let view = self.view(w)?;
+                    let (got, bad) = self.gather(w, &rec.aggregated, &view.peers);
+                    if let Some((uid, why)) = bad.iter().next() {
+                        bail!(
+                            "replaying window {w}: the upload of uid {uid} is not available: {why}"
+                        );
+                    }
+                    let peers: Vec<&[TensorPayload]> = rec
+                        .aggregated
+                        .iter()
+                        .filter_map(|u| got.get(u).map(|(p, _)| p.as_slice()))
+                        .collect();
+                    canon.apply(&peers, rec.lr)?;
+                    let h = hex(&canon.hash());
+                    ensure!(
+                        h == rec.hash_after,
+                        "replaying window {w}: model hash {h} differs from the validators' {}",
+                        rec.hash_after
+                    );
+                }
+                None => {
+                    // A little after the grace period, so every upload's timestamp is final.
+                    if Ctx::now_ms() < self.params.gather_time(w) + self.params.block_time_ms {
+                        return Ok(applied);
+                    }
+                    let (valid, got) = self.recompute_window(w)?;
+                    let peers: Vec<&[TensorPayload]> = valid
+                        .iter()
+                        .filter_map(|u| got.get(u).map(|(p, _)| p.as_slice()))
+                        .collect();
+                    canon.apply(&peers, self.params.outer_lr_at(w) as f32)?;
+                    self.log.event(
+                        "recomputed",
+                        serde_json::json!({ "window": w, "peers": valid, "hash": hex(&canon.hash()) }),
+                    );
+                }
             }
-            let peers: Vec<&[TensorPayload]> =
-                rec.aggregated.iter().filter_map(|u| got.get(u).map(|(p, _)| p.as_slice())).collect();
-            canon.apply(&peers, rec.lr)?;
-            let h = hex(&canon.hash());
-            ensure!(
-                h == rec.hash_after,
-                "replaying window {w}: model hash {h} differs from the validators' {}",
-                rec.hash_after
-            );
             applied = Some(w);
         }
     }
@@ -310,14 +419,19 @@ pub(crate) fn gather_with(
     w: u64,
     uids: &[Uid],
     peers: &BTreeMap<Uid, PeerInfo>,
-) -> (BTreeMap<Uid, (Vec<TensorPayload>, u64)>, BTreeMap<Uid, String>) {
+) -> (
+    BTreeMap<Uid, (Vec<TensorPayload>, u64)>,
+    BTreeMap<Uid, String>,
+) {
     let limits = wire::DecodeLimits::for_layout(layout);
     let key = objects::grad_key(w);
     let futs = uids.iter().map(|&uid| {
         let key = key.clone();
         let peer = peers.get(&uid).cloned();
         async move {
-            let Some(p) = peer else { return (uid, Err("no commitment on chain".to_string())) };
+            let Some(p) = peer else {
+                return (uid, Err("no commitment on chain".to_string()));
+            };
             match p.store.get(&key, limits.max_bytes as u64).await {
                 Ok(b) => (uid, Ok((b, p.key))),
                 Err(e) => (uid, Err(e.to_string())),
@@ -337,7 +451,12 @@ pub(crate) fn gather_with(
                     bad.insert(uid, "registered key is not a valid ed25519 key".into());
                     continue;
                 };
-                let expected = wire::ExpectedModel { layout, run_id: run_hash, window: w, uid };
+                let expected = wire::ExpectedModel {
+                    layout,
+                    run_id: run_hash,
+                    window: w,
+                    uid,
+                };
                 match wire::decode(&bytes, &expected, &vk, &limits) {
                     Ok(p) => {
                         ok.insert(uid, (p.tensors, bytes.len() as u64));
@@ -364,8 +483,11 @@ pub fn register(chain: &dyn Chain, key: &Keypair, bucket_url: &str) -> Result<Ui
         Ok(_) | Err(ChainError::Rejected(Rejection::AlreadyRegistered(_))) => {}
         Err(e) => return Err(anyhow!("registering on the chain: {e}")),
     }
-    let r = send(TxBody::Commit { bucket_url: bucket_url.to_string(), read_credentials: String::new() })
-        .map_err(|e| anyhow!("committing the bucket: {e}"))?;
+    let r = send(TxBody::Commit {
+        bucket_url: bucket_url.to_string(),
+        read_credentials: String::new(),
+    })
+    .map_err(|e| anyhow!("committing the bucket: {e}"))?;
     r.uid.ok_or_else(|| anyhow!("the chain gave no uid"))
 }
 
@@ -377,7 +499,8 @@ pub fn load_or_create_key(path: &Path) -> Result<Keypair> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    k.save(path, false).with_context(|| format!("writing key {}", path.display()))?;
+    k.save(path, false)
+        .with_context(|| format!("writing key {}", path.display()))?;
     Ok(k)
 }
 
@@ -394,8 +517,13 @@ pub fn open_data(spec: &RunSpec, run_dir: &Path) -> Result<Dataset> {
                 .with_context(|| format!("preparing the bundled corpus in {}", dir.display()))?
         }
     };
-    let ds = Dataset::open(&dir).with_context(|| format!("opening prepared data in {}", dir.display()))?;
-    ensure!(ds.num_samples(Split::Train) > 0 && ds.num_samples(Split::Val) > 0, "{} has no samples", dir.display());
+    let ds = Dataset::open(&dir)
+        .with_context(|| format!("opening prepared data in {}", dir.display()))?;
+    ensure!(
+        ds.num_samples(Split::Train) > 0 && ds.num_samples(Split::Val) > 0,
+        "{} has no samples",
+        dir.display()
+    );
     Ok(ds)
 }
 
@@ -409,7 +537,13 @@ pub fn tokens(ds: &Dataset, split: Split, ids: &[u64]) -> Result<Vec<u32>> {
 }
 
 /// Mean loss over `ids` in batches of `batch`.
-pub fn mean_loss(t: &mut Trainer, ds: &Dataset, split: Split, ids: &[u64], batch: usize) -> Result<f64> {
+pub fn mean_loss(
+    t: &mut Trainer,
+    ds: &Dataset,
+    split: Split,
+    ids: &[u64],
+    batch: usize,
+) -> Result<f64> {
     let mut total = 0.0;
     let mut n = 0usize;
     for c in ids.chunks(batch.max(1)) {
@@ -443,7 +577,11 @@ impl EventLog {
             .append(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(EventLog { file: Arc::new(Mutex::new(file)), role: role.into(), name: name.into() })
+        Ok(EventLog {
+            file: Arc::new(Mutex::new(file)),
+            role: role.into(),
+            name: name.into(),
+        })
     }
 
     /// Appends `{"t", "role", "name", "event", ...fields}`.

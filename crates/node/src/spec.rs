@@ -92,12 +92,18 @@ impl RunSpec {
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-        ensure!(meta.len() <= MAX_SPEC_BYTES, "{} is larger than {MAX_SPEC_BYTES} bytes", path.display());
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        ensure!(
+            meta.len() <= MAX_SPEC_BYTES,
+            "{} is larger than {MAX_SPEC_BYTES} bytes",
+            path.display()
+        );
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let spec: RunSpec =
-            serde_json::from_slice(&bytes).with_context(|| format!("{} is not a valid run spec", path.display()))?;
-        spec.validate().with_context(|| format!("run spec {}", path.display()))?;
+        let spec: RunSpec = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a valid run spec", path.display()))?;
+        spec.validate()
+            .with_context(|| format!("run spec {}", path.display()))?;
         Ok(spec)
     }
 
@@ -107,25 +113,46 @@ impl RunSpec {
     }
 
     pub fn validate(&self) -> Result<()> {
-        ensure!(!self.name.is_empty() && self.name.len() <= 64, "name must be 1..=64 bytes");
+        ensure!(
+            !self.name.is_empty() && self.name.len() <= 64,
+            "name must be 1..=64 bytes"
+        );
         ModelConfig::preset(&self.preset)?;
-        ensure!(self.batch >= 1 && self.batch <= 4096, "batch must be in 1..=4096");
+        ensure!(
+            self.batch >= 1 && self.batch <= 4096,
+            "batch must be in 1..=4096"
+        );
         ensure!(self.lr.is_finite() && self.lr > 0.0, "lr must be positive");
-        ensure!(self.schedule_steps >= 1, "schedule_steps must be at least 1");
-        ensure!(self.weight_decay.is_finite() && self.weight_decay >= 0.0, "weight_decay must be ≥ 0");
-        ensure!(self.checkpoint_every >= 1, "checkpoint_every must be at least 1");
+        ensure!(
+            self.schedule_steps >= 1,
+            "schedule_steps must be at least 1"
+        );
+        ensure!(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "weight_decay must be ≥ 0"
+        );
+        ensure!(
+            self.checkpoint_every >= 1,
+            "checkpoint_every must be at least 1"
+        );
         ensure!(
             self.keep_windows >= self.checkpoint_every + 2,
             "keep_windows ({}) must exceed checkpoint_every ({}) by 2 so joiners can replay",
             self.keep_windows,
             self.checkpoint_every
         );
-        ensure!(self.val_sequences >= 1 && self.val_sequences <= 4096, "val_sequences must be in 1..=4096");
+        ensure!(
+            self.val_sequences >= 1 && self.val_sequences <= 4096,
+            "val_sequences must be in 1..=4096"
+        );
         ensure!(
             self.fingerprint_values >= 1 && self.fingerprint_values <= 1024,
             "fingerprint_values must be in 1..=1024"
         );
-        ensure!(self.params.inner_steps >= 1, "params.inner_steps must be at least 1");
+        ensure!(
+            self.params.inner_steps >= 1,
+            "params.inner_steps must be at least 1"
+        );
         self.params.validate()?;
         Ok(())
     }
@@ -149,7 +176,11 @@ impl RunSpec {
         };
         p.validate()?;
         if g.run_id != self.name {
-            bail!("the chain runs {:?} but the run spec is {:?}", g.run_id, self.name);
+            bail!(
+                "the chain runs {:?} but the run spec is {:?}",
+                g.run_id,
+                self.name
+            );
         }
         Ok(p)
     }

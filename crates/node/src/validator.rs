@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use covenant_codec::TensorPayload;
 use covenant_core::gauntlet::{EvalOutcome, Observations, WindowPlan};
 use covenant_core::machine::{Validator, ValidatorAction, ValidatorEvent};
-use covenant_core::{Gauntlet, LossProbe, UploadIndices, Uid, Weights};
+use covenant_core::{Gauntlet, LossProbe, Uid, UploadIndices, Weights};
 use covenant_data::{sampler, Split};
 use covenant_model::Trainer;
 use covenant_net::{Transaction, TxBody};
@@ -56,23 +56,32 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             );
             g
         }
-        None => Gauntlet::new(covenant_core::rng::derive_seed(ctx.spec.seed, &[u64::from(ctx.uid), 0x7A1])),
+        None => Gauntlet::new(covenant_core::rng::derive_seed(
+            ctx.spec.seed,
+            &[u64::from(ctx.uid), 0x7A1],
+        )),
     };
     let mut trainer = ctx.trainer()?;
     let joined = join::join(&ctx, &mut trainer)?;
     ctx.log.event(
         "joined",
         json!({ "uid": ctx.uid, "window": joined.start, "from_checkpoint": joined.from_checkpoint,
-                "replayed": joined.replayed, "hash": hex(&joined.canon.hash()) }),
+                "replayed": joined.replayed, "expect": joined.expect, "hash": hex(&joined.canon.hash()) }),
     );
-    let machine = Validator::new(ctx.params.clone(), ctx.spec.seed, gauntlet)?;
+    let mut machine = Validator::new(ctx.params.clone(), ctx.spec.seed, gauntlet)?;
+    let mut views = BTreeMap::new();
+    if let Some(w) = joined.expect {
+        let v = ctx.view(w)?;
+        machine.expect_window(w, &v.chain);
+        views.insert(w, v);
+    }
     let val_ids = runtime::val_ids(&ctx.data, ctx.spec.val_sequences);
     let mut s = State {
         trainer,
         canon: joined.canon,
         applied: joined.applied,
         machine,
-        views: BTreeMap::new(),
+        views,
         state_path,
         val_ids,
     };
@@ -83,17 +92,27 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         }
         Ctx::sleep_until(ctx.params.window_start_ms(w) + ctx.params.block_time_ms / 2);
         if let Err(e) = s.window(&ctx, w) {
-            ctx.log.event("error", json!({ "window": w, "message": format!("{e:#}") }));
+            ctx.log
+                .event("error", json!({ "window": w, "message": format!("{e:#}") }));
         }
         w += 1;
     }
-    ctx.log.event("finished", json!({ "applied": s.applied, "hash": hex(&s.canon.hash()) }));
+    ctx.log.event(
+        "finished",
+        json!({ "applied": s.applied, "hash": hex(&s.canon.hash()) }),
+    );
     Ok(())
 }
 
 fn load_state(ctx: &Ctx, path: &std::path::Path) -> Result<Option<Gauntlet>> {
-    let Ok(meta) = std::fs::metadata(path) else { return Ok(None) };
-    anyhow::ensure!(meta.len() <= MAX_STATE_BYTES, "{} is larger than {MAX_STATE_BYTES} bytes", path.display());
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        meta.len() <= MAX_STATE_BYTES,
+        "{} is larger than {MAX_STATE_BYTES} bytes",
+        path.display()
+    );
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let st: SavedState = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a validator state file", path.display()))?;
@@ -111,7 +130,12 @@ fn load_state(ctx: &Ctx, path: &std::path::Path) -> Result<Option<Gauntlet>> {
 
 /// Weights as the chain takes them: integers 0..=65535 proportional to the weights.
 pub fn chain_weights(w: &Weights) -> Vec<(u32, u16)> {
-    let max = w.per_uid.values().copied().filter(|x| x.is_finite()).fold(0.0f64, f64::max);
+    let max = w
+        .per_uid
+        .values()
+        .copied()
+        .filter(|x| x.is_finite())
+        .fold(0.0f64, f64::max);
     if max <= 0.0 {
         return Vec::new();
     }
@@ -128,7 +152,10 @@ impl State {
         self.views.insert(w, view.clone());
         self.views.retain(|&k, _| k + 3 > w);
         let mut queue: Vec<ValidatorAction> =
-            self.machine.handle(ValidatorEvent::WindowStarted { window: w, chain: view.chain })?;
+            self.machine.handle(ValidatorEvent::WindowStarted {
+                window: w,
+                chain: view.chain,
+            })?;
         let mut gathered: BTreeMap<Uid, (Vec<TensorPayload>, u64)> = BTreeMap::new();
         let mut report_extra = json!({});
         let mut listing: BTreeMap<Uid, u64> = BTreeMap::new();
@@ -137,18 +164,37 @@ impl State {
             match a {
                 ValidatorAction::ListUploadsAt { window, at } => {
                     Ctx::sleep_until(at);
-                    let peers = self.views.get(&window).map(|v| v.peers.clone()).unwrap_or_default();
+                    let peers = self
+                        .views
+                        .get(&window)
+                        .map(|v| v.peers.clone())
+                        .unwrap_or_default();
                     let uploads = ctx.list_uploads(window, &peers);
                     listing = uploads.clone();
-                    queue.extend(self.machine.handle(ValidatorEvent::UploadsListed { window, uploads })?);
+                    queue.extend(
+                        self.machine
+                            .handle(ValidatorEvent::UploadsListed { window, uploads })?,
+                    );
                 }
-                ValidatorAction::GatherAndEvaluate { plan, downloads, eval_lr } => {
-                    let peers = self.views.get(&plan.window).map(|v| v.peers.clone()).unwrap_or_default();
+                ValidatorAction::GatherAndEvaluate {
+                    plan,
+                    downloads,
+                    eval_lr,
+                } => {
+                    let peers = self
+                        .views
+                        .get(&plan.window)
+                        .map(|v| v.peers.clone())
+                        .unwrap_or_default();
                     let (ok, bad) = ctx.gather(plan.window, &downloads, &peers);
-                    let (obs, extra) = self.evaluate(ctx, &plan, &ok, &bad, &peers, &listing, eval_lr as f32)?;
+                    let (obs, extra) =
+                        self.evaluate(ctx, &plan, &ok, &bad, &peers, &listing, eval_lr as f32)?;
                     report_extra = extra;
                     gathered = ok;
-                    queue.extend(self.machine.handle(ValidatorEvent::Observed { window: plan.window, observations: obs })?);
+                    queue.extend(self.machine.handle(ValidatorEvent::Observed {
+                        window: plan.window,
+                        observations: obs,
+                    })?);
                 }
                 ValidatorAction::ApplyOuterStep { window, peers, lr } => {
                     self.outer_step(ctx, window, &peers, &gathered, lr as f32)?;
@@ -156,13 +202,22 @@ impl State {
                 ValidatorAction::SetWeights { weights, .. } => {
                     let ws = chain_weights(&weights);
                     let nonce = ctx.chain.next_nonce(&ctx.key.public())?;
-                    let tx = Transaction::sign(&ctx.key, ctx.run_id(), nonce, TxBody::SetWeights { weights: ws });
+                    let tx = Transaction::sign(
+                        &ctx.key,
+                        ctx.run_id(),
+                        nonce,
+                        TxBody::SetWeights { weights: ws },
+                    );
                     if let Err(e) = ctx.chain.submit(&tx) {
                         ctx.log.warn(&format!("setting weights: {e}"));
                     }
                 }
                 ValidatorAction::PersistState => {
-                    let st = SavedState { run: ctx.run_id().to_string(), uid: ctx.uid, gauntlet: self.machine.gauntlet.clone() };
+                    let st = SavedState {
+                        run: ctx.run_id().to_string(),
+                        uid: ctx.uid,
+                        gauntlet: self.machine.gauntlet.clone(),
+                    };
                     write_atomic(&self.state_path, &serde_json::to_vec(&st)?)?;
                 }
                 ValidatorAction::Report(r) => {
@@ -201,21 +256,41 @@ impl State {
         let p = &ctx.params;
         let n_train = ctx.data.num_samples(Split::Train);
         let b = ctx.spec.batch;
-        let rand_ids = sampler::random_pool(ctx.spec.seed, w, u64::from(ctx.uid), p.eval_sequences, n_train);
-        let rand_before = runtime::mean_loss(&mut self.trainer, &ctx.data, Split::Train, &rand_ids, b)?;
-        let mut obs = Observations { own_fingerprint: Some(self.canon.fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values)), ..Default::default() };
+        let rand_ids = sampler::random_pool(
+            ctx.spec.seed,
+            w,
+            u64::from(ctx.uid),
+            p.eval_sequences,
+            n_train,
+        );
+        let rand_before =
+            runtime::mean_loss(&mut self.trainer, &ctx.data, Split::Train, &rand_ids, b)?;
+        let mut obs = Observations {
+            own_fingerprint: Some(
+                self.canon
+                    .fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
+            ),
+            ..Default::default()
+        };
         let mut extra = serde_json::Map::new();
         let evaluate: BTreeSet<Uid> = plan.evaluate.iter().copied().collect();
         for (&uid, why) in bad {
             if evaluate.contains(&uid) {
-                obs.outcomes.insert(uid, EvalOutcome::Invalid { reason: why.clone() });
+                obs.outcomes.insert(
+                    uid,
+                    EvalOutcome::Invalid {
+                        reason: why.clone(),
+                    },
+                );
             } else {
                 obs.invalid.insert(uid);
             }
         }
         let mut touched = false;
         for &uid in &plan.evaluate {
-            let Some((payload, _)) = ok.get(&uid) else { continue };
+            let Some((payload, _)) = ok.get(&uid) else {
+                continue;
+            };
             let pool = sampler::pool(ctx.spec.seed, uid, w, p.inner_steps as usize * b, n_train);
             // The sequences the peer trained on last: where its update should help most.
             let own_ids: Vec<u64> = pool.iter().rev().take(p.eval_sequences).copied().collect();
@@ -224,16 +299,24 @@ impl State {
                 self.trainer.set_params(&self.canon.views())?;
                 touched = false;
             }
-            let own_before = runtime::mean_loss(&mut self.trainer, &ctx.data, Split::Train, &own_ids, b)?;
+            let own_before =
+                runtime::mean_loss(&mut self.trainer, &ctx.data, Split::Train, &own_ids, b)?;
             let mut alone = self.canon.clone();
             alone.apply(&[payload.as_slice()], eval_lr)?;
             if self.trainer.set_params(&alone.views()).is_err() {
-                obs.outcomes.insert(uid, EvalOutcome::Invalid { reason: "update makes the model non-finite".into() });
+                obs.outcomes.insert(
+                    uid,
+                    EvalOutcome::Invalid {
+                        reason: "update makes the model non-finite".into(),
+                    },
+                );
                 continue;
             }
             touched = true;
-            let own_after = runtime::mean_loss(&mut self.trainer, &ctx.data, Split::Train, &own_ids, b)?;
-            let rand_after = runtime::mean_loss(&mut self.trainer, &ctx.data, Split::Train, &rand_ids, b)?;
+            let own_after =
+                runtime::mean_loss(&mut self.trainer, &ctx.data, Split::Train, &own_ids, b)?;
+            let rand_after =
+                runtime::mean_loss(&mut self.trainer, &ctx.data, Split::Train, &rand_ids, b)?;
             let fingerprint = peers.get(&uid).and_then(|pi| {
                 ctx.rt
                     .block_on(objects::get_doc::<FingerprintDoc>(
@@ -249,11 +332,20 @@ impl State {
                     .filter(|d| d.window == w)
                     .map(|d| d.fingerprint)
             });
-            let probe = LossProbe { rand_before, rand_after, own_before, own_after };
-            extra.insert(uid.to_string(), json!({ "rand_before": rand_before, "rand_after": rand_after,
+            let probe = LossProbe {
+                rand_before,
+                rand_after,
+                own_before,
+                own_after,
+            };
+            extra.insert(
+                uid.to_string(),
+                json!({ "rand_before": rand_before, "rand_after": rand_after,
                                                   "own_before": own_before, "own_after": own_after,
-                                                  "fingerprint": fingerprint.is_some() }));
-            obs.outcomes.insert(uid, EvalOutcome::Measured { probe, fingerprint });
+                                                  "fingerprint": fingerprint.is_some() }),
+            );
+            obs.outcomes
+                .insert(uid, EvalOutcome::Measured { probe, fingerprint });
         }
         if touched {
             self.trainer.set_params(&self.canon.views())?;
@@ -261,7 +353,11 @@ impl State {
         // Copy check over every downloaded upload.
         for (&uid, (payload, _)) in ok {
             let store_time = listing.get(&uid).copied().unwrap_or(u64::MAX);
-            obs.indices.push(UploadIndices { uid, store_time, indices: selected_indices(ctx, payload) });
+            obs.indices.push(UploadIndices {
+                uid,
+                store_time,
+                indices: selected_indices(ctx, payload),
+            });
         }
         Ok((obs, serde_json::Value::Object(extra)))
     }
@@ -278,19 +374,27 @@ impl State {
             return Ok(());
         }
         if self.applied.map(|a| a + 1).unwrap_or(0) != window {
-            self.applied = ctx.replay_records(&mut self.canon, self.applied)?;
+            self.applied = ctx.catch_up(&mut self.canon, self.applied, Some(window - 1))?;
             anyhow::ensure!(
                 self.applied.map(|a| a + 1).unwrap_or(0) == window,
                 "the model is at window {:?} and cannot be brought to window {window}",
                 self.applied
             );
         }
-        let payloads: Vec<&[TensorPayload]> = peers.iter().filter_map(|u| got.get(u).map(|(p, _)| p.as_slice())).collect();
+        let payloads: Vec<&[TensorPayload]> = peers
+            .iter()
+            .filter_map(|u| got.get(u).map(|(p, _)| p.as_slice()))
+            .collect();
         self.canon.apply(&payloads, lr)?;
         self.applied = Some(window);
         self.trainer.set_params(&self.canon.views())?;
         let hash = hex(&self.canon.hash());
-        let rec = WindowRecord { window, aggregated: peers.to_vec(), lr, hash_after: hash.clone() };
+        let rec = WindowRecord {
+            window,
+            aggregated: peers.to_vec(),
+            lr,
+            hash_after: hash.clone(),
+        };
         ctx.rt.block_on(objects::put_doc(
             &ctx.store,
             &objects::rec_key(window),
@@ -302,14 +406,28 @@ impl State {
             &rec,
         ))?;
         if window >= ctx.spec.keep_windows {
-            let _ = ctx.rt.block_on(ctx.store.delete(&objects::rec_key(window - ctx.spec.keep_windows)));
+            let _ = ctx.rt.block_on(
+                ctx.store
+                    .delete(&objects::rec_key(window - ctx.spec.keep_windows)),
+            );
         }
-        let val = runtime::mean_loss(&mut self.trainer, &ctx.data, Split::Val, &self.val_ids, ctx.spec.batch)?;
-        ctx.log.event("outer_step", json!({ "window": window, "peers": peers, "lr": lr, "hash": hash, "val_loss": val }));
+        let val = runtime::mean_loss(
+            &mut self.trainer,
+            &ctx.data,
+            Split::Val,
+            &self.val_ids,
+            ctx.spec.batch,
+        )?;
+        ctx.log.event(
+            "outer_step",
+            json!({ "window": window, "peers": peers, "lr": lr, "hash": hash, "val_loss": val }),
+        );
         if (window + 1) % ctx.spec.checkpoint_every == 0 {
             match checkpoint::publish(ctx, &self.trainer, &self.canon, window) {
                 Ok(()) => ctx.log.event("checkpoint", json!({ "window": window })),
-                Err(e) => ctx.log.warn(&format!("publishing the checkpoint of window {window}: {e:#}")),
+                Err(e) => ctx.log.warn(&format!(
+                    "publishing the checkpoint of window {window}: {e:#}"
+                )),
             }
         }
         Ok(())
@@ -325,7 +443,10 @@ fn selected_indices(ctx: &Ctx, payload: &[TensorPayload]) -> Vec<u32> {
         let k = t.geom.k.max(1);
         for (i, &idx) in p.idx.iter().enumerate() {
             let chunk = (i / k) as u32;
-            out.push(base.wrapping_add(chunk.wrapping_mul(65536)).wrapping_add(u32::from(idx)));
+            out.push(
+                base.wrapping_add(chunk.wrapping_mul(65536))
+                    .wrapping_add(u32::from(idx)),
+            );
         }
         base = base.wrapping_add((t.geom.n_chunks as u32).wrapping_mul(65536));
     }

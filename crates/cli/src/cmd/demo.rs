@@ -73,8 +73,14 @@ struct Node {
 
 pub fn run(a: Args) -> Result<()> {
     ensure!(a.windows >= 1, "--windows must be at least 1");
-    ensure!(a.miners >= 1 && a.miners <= 32, "--miners must be in 1..=32");
-    ensure!(a.validators >= 1 && a.validators <= 8, "--validators must be in 1..=8");
+    ensure!(
+        a.miners >= 1 && a.miners <= 32,
+        "--miners must be in 1..=32"
+    );
+    ensure!(
+        a.validators >= 1 && a.validators <= 8,
+        "--validators must be in 1..=8"
+    );
     ensure!(a.window_secs >= 4, "--window-secs must be at least 4");
     let t0 = Instant::now();
     let seq = covenant_model::ModelConfig::preset(&a.preset)?.max_seq_len;
@@ -87,7 +93,8 @@ pub fn run(a: Args) -> Result<()> {
             "{} exists and is not a demo run directory; choose another --out",
             a.out.display()
         );
-        std::fs::remove_dir_all(&a.out).with_context(|| format!("removing the old {}", a.out.display()))?;
+        std::fs::remove_dir_all(&a.out)
+            .with_context(|| format!("removing the old {}", a.out.display()))?;
     }
     let init = super::node::InitArgs {
         run: a.out.clone(),
@@ -108,7 +115,11 @@ pub fn run(a: Args) -> Result<()> {
         &a.out,
         &spec,
         a.validators,
-        &NetworkTiming { block_ms: 1000, blocks_per_window: a.window_secs, start_in_ms: start_in.as_millis() as u64 },
+        &NetworkTiming {
+            block_ms: 1000,
+            blocks_per_window: a.window_secs,
+            start_in_ms: start_in.as_millis() as u64,
+        },
     )?;
     let last_window = a.windows - 1;
     eprintln!(
@@ -148,10 +159,14 @@ pub fn run(a: Args) -> Result<()> {
             .stdout(log.try_clone()?)
             .stderr(log);
         if let Some(prefix) = &a.store {
-            cmd.arg("--store").arg(format!("{}/{name}", prefix.trim_end_matches('/')));
+            cmd.arg("--store")
+                .arg(format!("{}/{name}", prefix.trim_end_matches('/')));
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        nodes.push(Node { name: name.clone(), child });
+        nodes.push(Node {
+            name: name.clone(),
+            child,
+        });
     }
     let result = watch(&a, &genesis, &mut nodes, last_window);
     for n in &mut nodes {
@@ -162,7 +177,11 @@ pub fn run(a: Args) -> Result<()> {
     summary["seconds"] = json!(t0.elapsed().as_secs_f64());
     let path = a.out.join("summary.json");
     report::write_atomic(&path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    eprintln!("\nsummary: {}  loss plot: {}", path.display(), a.out.join("loss.png").display());
+    eprintln!(
+        "\nsummary: {}  loss plot: {}",
+        path.display(),
+        a.out.join("loss.png").display()
+    );
     Ok(())
 }
 
@@ -177,9 +196,18 @@ struct WindowFacts {
     report: Option<Value>,
 }
 
-fn watch(a: &Args, genesis: &covenant_net::Genesis, nodes: &mut [Node], last_window: u64) -> Result<Value> {
+fn watch(
+    a: &Args,
+    genesis: &covenant_net::Genesis,
+    nodes: &mut [Node],
+    last_window: u64,
+) -> Result<Value> {
     let deadline = Instant::now()
-        + Duration::from_millis(genesis.window_start_ms(last_window + 2).saturating_sub(covenant_node::runtime::Ctx::now_ms()))
+        + Duration::from_millis(
+            genesis
+                .window_start_ms(last_window + 2)
+                .saturating_sub(covenant_node::runtime::Ctx::now_ms()),
+        )
         + Duration::from_secs(90);
     let mut offsets: BTreeMap<String, u64> = BTreeMap::new();
     let mut facts: BTreeMap<u64, WindowFacts> = BTreeMap::new();
@@ -203,7 +231,11 @@ fn watch(a: &Args, genesis: &covenant_net::Genesis, nodes: &mut [Node], last_win
                         }
                         if n.name == v1 {
                             f.val_loss = ev.get("val_loss").and_then(Value::as_f64);
-                            f.peers = ev.get("peers").and_then(Value::as_array).map(|p| p.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+                            f.peers = ev
+                                .get("peers")
+                                .and_then(Value::as_array)
+                                .map(|p| p.iter().filter_map(Value::as_u64).collect())
+                                .unwrap_or_default();
                         }
                     }
                     ("trained", Some(w)) => {
@@ -212,7 +244,8 @@ fn watch(a: &Args, genesis: &covenant_net::Genesis, nodes: &mut [Node], last_win
                         }
                     }
                     ("uploaded", Some(w)) => {
-                        facts.entry(w).or_default().bytes_up += ev.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+                        facts.entry(w).or_default().bytes_up +=
+                            ev.get("bytes").and_then(Value::as_u64).unwrap_or(0);
                     }
                     ("report", Some(w)) if n.name == v1 => {
                         facts.entry(w).or_default().report = Some(ev.clone());
@@ -221,7 +254,11 @@ fn watch(a: &Args, genesis: &covenant_net::Genesis, nodes: &mut [Node], last_win
                         finished.insert(n.name.clone(), ev.clone());
                     }
                     ("error", _) => {
-                        let msg = format!("{}: {}", n.name, ev.get("message").and_then(Value::as_str).unwrap_or("?"));
+                        let msg = format!(
+                            "{}: {}",
+                            n.name,
+                            ev.get("message").and_then(Value::as_str).unwrap_or("?")
+                        );
                         eprintln!("  ! {msg}");
                         errors.push(msg);
                     }
@@ -242,7 +279,9 @@ fn watch(a: &Args, genesis: &covenant_net::Genesis, nodes: &mut [Node], last_win
             print_window(next, f);
             printed = Some(next);
         }
-        let all_done = nodes.iter_mut().all(|n| matches!(n.child.try_wait(), Ok(Some(_))));
+        let all_done = nodes
+            .iter_mut()
+            .all(|n| matches!(n.child.try_wait(), Ok(Some(_))));
         if all_done || Instant::now() > deadline {
             if !all_done {
                 eprintln!("  ! stopping nodes that did not finish in time");
@@ -260,7 +299,9 @@ fn watch(a: &Args, genesis: &covenant_net::Genesis, nodes: &mut [Node], last_win
 }
 
 fn read_new(path: &Path, offset: &mut u64) -> Vec<Value> {
-    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
     if f.seek(std::io::SeekFrom::Start(*offset)).is_err() {
         return Vec::new();
     }
@@ -290,10 +331,18 @@ fn print_window(w: u64, f: &WindowFacts) {
     let train = if f.train_losses.is_empty() {
         "    —    ".to_string()
     } else {
-        format!("{:9.4}", f.train_losses.iter().sum::<f64>() / f.train_losses.len() as f64)
+        format!(
+            "{:9.4}",
+            f.train_losses.iter().sum::<f64>() / f.train_losses.len() as f64
+        )
     };
     let mut scores = String::new();
-    if let Some(peers) = f.report.as_ref().and_then(|r| r.get("peers")).and_then(Value::as_object) {
+    if let Some(peers) = f
+        .report
+        .as_ref()
+        .and_then(|r| r.get("peers"))
+        .and_then(Value::as_object)
+    {
         for (uid, p) in peers {
             let s = p.get("score").and_then(Value::as_f64).unwrap_or(0.0);
             let wt = p.get("weight").and_then(Value::as_f64).unwrap_or(0.0);
@@ -320,23 +369,43 @@ fn summarize(
     finished: &BTreeMap<String, Value>,
     errors: &[String],
 ) -> Result<Value> {
-    let rows: Vec<(u64, f64)> = facts.iter().filter_map(|(w, f)| f.val_loss.map(|v| (*w, v))).collect();
+    let rows: Vec<(u64, f64)> = facts
+        .iter()
+        .filter_map(|(w, f)| f.val_loss.map(|v| (*w, v)))
+        .collect();
     if rows.is_empty() {
-        bail!("no window completed; see the node logs under {}", a.out.join("nodes").display());
+        bail!(
+            "no window completed; see the node logs under {}",
+            a.out.join("nodes").display()
+        );
     }
     let train: Vec<(f64, f64)> = facts
         .iter()
         .filter(|(_, f)| !f.train_losses.is_empty())
-        .map(|(w, f)| (*w as f64, f.train_losses.iter().sum::<f64>() / f.train_losses.len() as f64))
+        .map(|(w, f)| {
+            (
+                *w as f64,
+                f.train_losses.iter().sum::<f64>() / f.train_losses.len() as f64,
+            )
+        })
         .collect();
     let val: Vec<(f64, f64)> = rows.iter().map(|(w, v)| (*w as f64, *v)).collect();
     LinePlot {
-        title: &format!("covenant demo: {} miners, {} validators, {}", a.miners, a.validators, a.preset),
+        title: &format!(
+            "covenant demo: {} miners, {} validators, {}",
+            a.miners, a.validators, a.preset
+        ),
         x_label: "window",
         y_label: "loss",
         series: vec![
-            Series { label: "validation loss (validator-1, after the window's outer step)".into(), points: val },
-            Series { label: "mean train loss of the miners' inner steps".into(), points: train },
+            Series {
+                label: "validation loss (validator-1, after the window's outer step)".into(),
+                points: val,
+            },
+            Series {
+                label: "mean train loss of the miners' inner steps".into(),
+                points: train,
+            },
         ],
     }
     .write_png(&a.out.join("loss.png"))?;
@@ -350,19 +419,37 @@ fn summarize(
             agree(f).map(|b| b.to_string()).unwrap_or_default(),
         ]);
     }
-    report::write_csv(&a.out.join("windows.csv"), &["window", "val_loss", "aggregated", "bytes_uploaded", "replicas_agree"], &csv)?;
+    report::write_csv(
+        &a.out.join("windows.csv"),
+        &[
+            "window",
+            "val_loss",
+            "aggregated",
+            "bytes_uploaded",
+            "replicas_agree",
+        ],
+        &csv,
+    )?;
     // Final weights from the chain.
     let chain = covenant_net::Ledger::open(&a.out.join("chain"))?;
     let m = chain.metagraph()?;
-    let weights: BTreeMap<String, f64> = m.neurons.iter().map(|n| (n.uid.to_string(), n.consensus_weight)).collect();
+    let weights: BTreeMap<String, f64> = m
+        .neurons
+        .iter()
+        .map(|n| (n.uid.to_string(), n.consensus_weight))
+        .collect();
     let mut util = BTreeMap::new();
     for (name, f) in finished {
-        if let (Some(inner), Some(wall)) = (f.get("inner_secs").and_then(Value::as_f64), f.get("wall_secs").and_then(Value::as_f64)) {
+        if let (Some(inner), Some(wall)) = (
+            f.get("inner_secs").and_then(Value::as_f64),
+            f.get("wall_secs").and_then(Value::as_f64),
+        ) {
             let outer = f.get("outer_secs").and_then(Value::as_f64).unwrap_or(0.0);
+            let wait = f.get("wait_secs").and_then(Value::as_f64).unwrap_or(0.0);
             util.insert(
                 name.clone(),
-                json!({ "inner_secs": inner, "outer_secs": outer, "wall_secs": wall,
-                        "busy_utilisation": inner / (inner + outer).max(1e-9),
+                json!({ "inner_secs": inner, "outer_secs": outer, "wait_secs": wait, "wall_secs": wall,
+                        "utilisation": inner / (inner + outer + wait).max(1e-9),
                         "wall_share": inner / wall.max(1e-9) }),
             );
         }
@@ -380,10 +467,12 @@ fn summarize(
     );
     for (name, u) in &util {
         eprintln!(
-            "{name}: inner steps {:.1} s, outer steps + compression {:.2} s → utilisation {:.1}% of busy time, {:.1}% of wall time",
+            "{name}: inner steps {:.1} s, outer steps + compression {:.2} s, waiting for outer steps {:.1} s → \
+             compute utilisation {:.1}% (inner ÷ inner + outer + wait), {:.1}% of wall time",
             u["inner_secs"].as_f64().unwrap_or(0.0),
             u["outer_secs"].as_f64().unwrap_or(0.0),
-            100.0 * u["busy_utilisation"].as_f64().unwrap_or(0.0),
+            u["wait_secs"].as_f64().unwrap_or(0.0),
+            100.0 * u["utilisation"].as_f64().unwrap_or(0.0),
             100.0 * u["wall_share"].as_f64().unwrap_or(0.0),
         );
     }

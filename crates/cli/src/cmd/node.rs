@@ -44,7 +44,10 @@ impl NodeArgs {
         NodeOptions {
             run_dir: self.run.clone(),
             name: self.name.clone(),
-            key: self.key.clone().unwrap_or_else(|| network::key_path(&self.run, &self.name)),
+            key: self
+                .key
+                .clone()
+                .unwrap_or_else(|| network::key_path(&self.run, &self.name)),
             store: self.store.clone(),
             until_window: self.until_window,
             threads: self.threads,
@@ -121,7 +124,11 @@ pub fn init(a: &InitArgs) -> Result<()> {
         &a.run,
         &spec,
         a.validators,
-        &NetworkTiming { block_ms: 1000, blocks_per_window: a.window_secs, start_in_ms: a.start_in * 1000 },
+        &NetworkTiming {
+            block_ms: 1000,
+            blocks_per_window: a.window_secs,
+            start_in_ms: a.start_in * 1000,
+        },
     )?;
     println!(
         "created {} (run {}, {} validator(s), {}-s windows, window 0 starts in {} s)",

@@ -115,7 +115,10 @@ fn bytes_h(b: u64) -> String {
 }
 
 pub fn comparison_table(results: &[RunResult]) -> String {
-    let dense = results.iter().find(|r| r.algo == Algo::Diloco).map(|r| r.bytes());
+    let dense = results
+        .iter()
+        .find(|r| r.algo == Algo::Diloco)
+        .map(|r| r.bytes());
     let mut s = String::from(
         "| algorithm | final val loss | bytes sent per replica | DiLoCo's bytes ÷ these |\n|---|---|---|---|\n",
     );
@@ -153,10 +156,20 @@ fn write_comparison(out: &Path, results: &[RunResult]) -> Result<()> {
     }
     report::write_csv(
         &out.join("compare.csv"),
-        &["algo", "inner_step", "tokens", "val_loss", "bytes_per_replica", "elapsed_s"],
+        &[
+            "algo",
+            "inner_step",
+            "tokens",
+            "val_loss",
+            "bytes_per_replica",
+            "elapsed_s",
+        ],
         &rows,
     )?;
-    report::write_atomic(&out.join("compare.md"), comparison_table(results).as_bytes())?;
+    report::write_atomic(
+        &out.join("compare.md"),
+        comparison_table(results).as_bytes(),
+    )?;
     LinePlot {
         title: "validation loss vs tokens (all replicas together)",
         x_label: "tokens",
@@ -165,7 +178,11 @@ fn write_comparison(out: &Path, results: &[RunResult]) -> Result<()> {
             .iter()
             .map(|r| Series {
                 label: format!("{} ({} sent/replica)", r.algo.name(), bytes_h(r.bytes())),
-                points: r.points.iter().map(|p| (p.tokens as f64, p.val_loss as f64)).collect(),
+                points: r
+                    .points
+                    .iter()
+                    .map(|p| (p.tokens as f64, p.val_loss as f64))
+                    .collect(),
             })
             .collect(),
     }
@@ -181,7 +198,11 @@ fn views_from(template: &[ParamView], data: &[Vec<f32>]) -> Vec<ParamView> {
     template
         .iter()
         .zip(data)
-        .map(|(t, d)| ParamView { name: t.name.clone(), shape: t.shape.clone(), data: d.clone() })
+        .map(|(t, d)| ParamView {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            data: d.clone(),
+        })
         .collect()
 }
 
@@ -192,7 +213,11 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
     let h = args.inner_steps;
     ensure!(r_count >= 1, "--replicas must be at least 1");
     ensure!(h >= 1, "--inner-steps must be at least 1");
-    ensure!(args.steps >= h, "--steps ({}) must be at least --inner-steps ({h})", args.steps);
+    ensure!(
+        args.steps >= h,
+        "--steps ({}) must be at least --inner-steps ({h})",
+        args.steps
+    );
     let device = parse_device(&args.device)?;
     covenant_model::set_num_threads(args.threads);
     let (ds, data_dir) = train::open_data(args)?;
@@ -222,16 +247,24 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
 
     // SparseLoCo state: the codec layout, one error-feedback buffer per replica, signing keys.
     let layout = ModelLayout::new(
-        CodecConfig { threads: args.threads, ..CodecConfig::default() },
-        template.iter().map(|v| (v.name.clone(), v.shape.as_slice())),
+        CodecConfig {
+            threads: args.threads,
+            ..CodecConfig::default()
+        },
+        template
+            .iter()
+            .map(|v| (v.name.clone(), v.shape.as_slice())),
     )?;
     let mut ef: Vec<Vec<Vec<f32>>> = if algo == Algo::Sparseloco {
-        (0..r_count).map(|_| template.iter().map(|v| vec![0.0; v.data.len()]).collect()).collect()
+        (0..r_count)
+            .map(|_| template.iter().map(|v| vec![0.0; v.data.len()]).collect())
+            .collect()
     } else {
         Vec::new()
     };
-    let keys: Vec<ed25519_dalek::SigningKey> =
-        (0..r_count).map(|r| ed25519_dalek::SigningKey::from_bytes(&[r as u8 + 1; 32])).collect();
+    let keys: Vec<ed25519_dalek::SigningKey> = (0..r_count)
+        .map(|r| ed25519_dalek::SigningKey::from_bytes(&[r as u8 + 1; 32]))
+        .collect();
     // DiLoCo's outer momentum buffer.
     let mut momentum: Vec<Vec<f32>> = Vec::new();
 
@@ -250,8 +283,10 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
 
     let pb = ProgressBar::new(args.steps);
     pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}")
-            .expect("static template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}",
+        )
+        .expect("static template"),
     );
     pb.set_message(algo.name());
     let mut order = DataOrder::new(args.seed, n_train);
@@ -276,14 +311,22 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
             let (first, count) = if algo == Algo::Ddp {
                 (step * per_step, per_step)
             } else {
-                ((step * r_count as u64 + m as u64) * args.batch as u64, args.batch as u64)
+                (
+                    (step * r_count as u64 + m as u64) * args.batch as u64,
+                    args.batch as u64,
+                )
             };
             for i in 0..count {
                 buf.extend_from_slice(&ds.sample(Split::Train, order.id(first + i))?);
             }
             let stats = t.step(&buf, count as usize)?;
             if !stats.loss.is_finite() {
-                bail!("{}: training diverged at step {} (loss {})", algo.name(), step + 1, stats.loss);
+                bail!(
+                    "{}: training diverged at step {} (loss {})",
+                    algo.name(),
+                    step + 1,
+                    stats.loss
+                );
             }
         }
         if algo == Algo::Ddp {
@@ -296,7 +339,8 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
             match algo {
                 Algo::Ddp | Algo::Single => {}
                 Algo::Diloco => {
-                    let replicas: Vec<Vec<Vec<f32>>> = trainers.iter().map(|t| flat(t.params())).collect();
+                    let replicas: Vec<Vec<Vec<f32>>> =
+                        trainers.iter().map(|t| flat(t.params())).collect();
                     if momentum.is_empty() {
                         momentum = global.iter().map(|g| vec![0.0; g.len()]).collect();
                     }
@@ -323,13 +367,21 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
                         let deltas: Vec<DeltaSource> = global
                             .iter()
                             .zip(&after)
-                            .map(|(b, a)| DeltaSource::Diff { before: b, after: a })
+                            .map(|(b, a)| DeltaSource::Diff {
+                                before: b,
+                                after: a,
+                            })
                             .collect();
-                        let mut efs: Vec<&mut [f32]> = ef[r].iter_mut().map(|e| e.as_mut_slice()).collect();
+                        let mut efs: Vec<&mut [f32]> =
+                            ef[r].iter_mut().map(|e| e.as_mut_slice()).collect();
                         let tensors = covenant_codec::compress_model(&layout, &mut efs, &deltas)?;
                         // Through the real wire format: what is counted is what would be uploaded,
                         // and what is aggregated is what a receiver decodes.
-                        let header = wire::PayloadHeader { run_id: [7; 32], window: done / h, uid: r as u32 };
+                        let header = wire::PayloadHeader {
+                            run_id: [7; 32],
+                            window: done / h,
+                            uid: r as u32,
+                        };
                         let bytes_r = wire::encode(
                             &wire::Payload { header, tensors },
                             &layout,
@@ -337,7 +389,12 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
                             wire::EncodeOptions::default(),
                         )?;
                         sent = sent.max(bytes_r.len() as u64);
-                        let expected = wire::ExpectedModel { layout: &layout, run_id: header.run_id, window: header.window, uid: header.uid };
+                        let expected = wire::ExpectedModel {
+                            layout: &layout,
+                            run_id: header.run_id,
+                            window: header.window,
+                            uid: header.uid,
+                        };
                         let decoded = wire::decode(
                             &bytes_r,
                             &expected,
@@ -346,14 +403,30 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
                         )?;
                         payloads.push(decoded.tensors);
                     }
-                    let peers: Vec<&[covenant_codec::TensorPayload]> = payloads.iter().map(|p| p.as_slice()).collect();
-                    let mut theta: Vec<&mut [f32]> = global.iter_mut().map(|g| g.as_mut_slice()).collect();
-                    let stats = covenant_codec::aggregate_apply_model(&layout, &peers, &mut theta, Some(outer_lr))?;
+                    let peers: Vec<&[covenant_codec::TensorPayload]> =
+                        payloads.iter().map(|p| p.as_slice()).collect();
+                    let mut theta: Vec<&mut [f32]> =
+                        global.iter_mut().map(|g| g.as_mut_slice()).collect();
+                    let stats = covenant_codec::aggregate_apply_model(
+                        &layout,
+                        &peers,
+                        &mut theta,
+                        Some(outer_lr),
+                    )?;
                     bytes += sent;
-                    let factors: Vec<f32> = stats.iter().flat_map(|st| st.factors.iter().copied()).collect();
+                    let factors: Vec<f32> = stats
+                        .iter()
+                        .flat_map(|st| st.factors.iter().copied())
+                        .collect();
                     let ef_norm = ef
                         .iter()
-                        .map(|rep| rep.iter().flatten().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt())
+                        .map(|rep| {
+                            rep.iter()
+                                .flatten()
+                                .map(|x| (*x as f64) * (*x as f64))
+                                .sum::<f64>()
+                                .sqrt()
+                        })
                         .sum::<f64>()
                         / r_count as f64;
                     sparse = Some(SparseStats {
@@ -395,7 +468,15 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
         pb.set_position(done);
     }
     pb.finish_and_clear();
-    let result = RunResult { algo, replicas: r_count, inner_steps: h, points };
-    report::write_atomic(&out.join("result.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    let result = RunResult {
+        algo,
+        replicas: r_count,
+        inner_steps: h,
+        points,
+    };
+    report::write_atomic(
+        &out.join("result.json"),
+        serde_json::to_string_pretty(&result)?.as_bytes(),
+    )?;
     Ok(result)
 }

@@ -109,7 +109,10 @@ pub fn run(args: Args) -> Result<()> {
             !args.algo.contains(&Algo::Single),
             "--algo single cannot be combined with replica algorithms"
         );
-        ensure!(!args.resume && args.stop_after.is_none(), "--resume/--stop-after apply to --algo single only");
+        ensure!(
+            !args.resume && args.stop_after.is_none(),
+            "--resume/--stop-after apply to --algo single only"
+        );
         super::replicas::run_all(&args, &args.algo)?;
         return Ok(());
     }
@@ -160,8 +163,15 @@ struct Row {
     elapsed: f64,
 }
 
-const CSV_HEADER: [&str; 7] =
-    ["step", "tokens", "train_loss", "val_loss", "lr", "grad_norm", "elapsed_s"];
+const CSV_HEADER: [&str; 7] = [
+    "step",
+    "tokens",
+    "train_loss",
+    "val_loss",
+    "lr",
+    "grad_norm",
+    "elapsed_s",
+];
 
 impl Row {
     fn to_csv(&self) -> Vec<String> {
@@ -185,7 +195,11 @@ impl Row {
             step: f[0].parse().ok()?,
             tokens: f[1].parse().ok()?,
             train_loss: f[2].parse().ok()?,
-            val_loss: if f[3].is_empty() { None } else { Some(f[3].parse().ok()?) },
+            val_loss: if f[3].is_empty() {
+                None
+            } else {
+                Some(f[3].parse().ok()?)
+            },
             lr: f[4].parse().ok()?,
             grad_norm: f[5].parse().ok()?,
             elapsed: f[6].parse().ok()?,
@@ -197,9 +211,15 @@ impl Row {
 pub fn train(args: &Args) -> Result<Summary> {
     ensure!(args.steps > 0, "--steps must be at least 1");
     ensure!(args.batch > 0, "--batch must be at least 1");
-    ensure!(args.eval_every > 0 && args.ckpt_every > 0, "--eval-every and --ckpt-every must be at least 1");
+    ensure!(
+        args.eval_every > 0 && args.ckpt_every > 0,
+        "--eval-every and --ckpt-every must be at least 1"
+    );
     ensure!(args.threads > 0, "--threads must be at least 1");
-    ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr must be a positive number");
+    ensure!(
+        args.lr.is_finite() && args.lr > 0.0,
+        "--lr must be a positive number"
+    );
     let device = parse_device(&args.device)?;
     covenant_model::set_num_threads(args.threads);
 
@@ -214,7 +234,11 @@ pub fn train(args: &Args) -> Result<Summary> {
         data_dir.display(),
         args.batch
     );
-    ensure!(n_val > 0, "{} has no validation sequences", data_dir.display());
+    ensure!(
+        n_val > 0,
+        "{} has no validation sequences",
+        data_dir.display()
+    );
 
     let ckpt_root = args.out.join("checkpoints");
     std::fs::create_dir_all(&ckpt_root)
@@ -222,7 +246,10 @@ pub fn train(args: &Args) -> Result<Summary> {
 
     let (mut trainer, mut rows) = if args.resume {
         let latest = latest_checkpoint(&ckpt_root)?.with_context(|| {
-            format!("--resume: no checkpoint in {} (run without --resume first)", ckpt_root.display())
+            format!(
+                "--resume: no checkpoint in {} (run without --resume first)",
+                ckpt_root.display()
+            )
         })?;
         let t = Trainer::load(&latest, device)
             .with_context(|| format!("loading checkpoint {}", latest.display()))?;
@@ -251,7 +278,10 @@ pub fn train(args: &Args) -> Result<Summary> {
     );
     let total_steps = trainer.optim_config().total_steps;
     let start = trainer.steps_done();
-    ensure!(start <= total_steps, "checkpoint is at step {start}, past the run's {total_steps} steps");
+    ensure!(
+        start <= total_steps,
+        "checkpoint is at step {start}, past the run's {total_steps} steps"
+    );
 
     let params = trainer.model_config().num_params();
     let tokens_per_step = args.batch as u64 * seq as u64;
@@ -342,7 +372,9 @@ pub fn train(args: &Args) -> Result<Summary> {
         let tps = (done - start) as f64 * tokens_per_step as f64 / t0.elapsed().as_secs_f64();
         pb.set_message(format!(
             "loss {e:.3}  val {}  {tps:.0} tok/s",
-            last_val.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
+            last_val
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "-".into())
         ));
         pb.set_position(done);
         if let Some(v) = val {
@@ -373,7 +405,11 @@ pub fn train(args: &Args) -> Result<Summary> {
         steps: total_steps,
         tokens,
         seconds,
-        tokens_per_second: if seconds > 0.0 { tokens as f64 / seconds } else { 0.0 },
+        tokens_per_second: if seconds > 0.0 {
+            tokens as f64 / seconds
+        } else {
+            0.0
+        },
         first_train_loss: rows
             .iter()
             .map(|r| r.train_loss)
@@ -384,7 +420,10 @@ pub fn train(args: &Args) -> Result<Summary> {
         final_val_loss: last_val.unwrap_or(f32::NAN),
         out: args.out.clone(),
     };
-    report::write_atomic(&args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    report::write_atomic(
+        &args.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
     Ok(summary)
 }
 
@@ -421,12 +460,20 @@ pub fn open_data(args: &Args) -> Result<(Dataset, PathBuf)> {
 
 /// The initial validation loss is stored as a row at step 0.
 fn first_val_loss(rows: &[Row], fallback: Option<f32>) -> f32 {
-    rows.iter().find_map(|r| r.val_loss).or(fallback).unwrap_or(f32::NAN)
+    rows.iter()
+        .find_map(|r| r.val_loss)
+        .or(fallback)
+        .unwrap_or(f32::NAN)
 }
 
 fn tail_mean(rows: &[Row], n: usize) -> f32 {
-    let tail: Vec<f32> =
-        rows.iter().rev().map(|r| r.train_loss).filter(|l| l.is_finite()).take(n).collect();
+    let tail: Vec<f32> = rows
+        .iter()
+        .rev()
+        .map(|r| r.train_loss)
+        .filter(|l| l.is_finite())
+        .take(n)
+        .collect();
     if tail.is_empty() {
         return f32::NAN;
     }
@@ -468,7 +515,12 @@ pub struct DataOrder {
 
 impl DataOrder {
     pub fn new(seed: u64, n: u64) -> Self {
-        DataOrder { seed, n, epoch: u64::MAX, perm: Vec::new() }
+        DataOrder {
+            seed,
+            n,
+            epoch: u64::MAX,
+            perm: Vec::new(),
+        }
     }
 
     pub fn id(&mut self, global: u64) -> u64 {
@@ -497,7 +549,12 @@ pub fn latest_checkpoint(root: &Path) -> Result<Option<PathBuf>> {
                 latest.display()
             );
             let p = root.join(name);
-            ensure!(p.is_dir(), "{} names {}, which is missing", latest.display(), p.display());
+            ensure!(
+                p.is_dir(),
+                "{} names {}, which is missing",
+                latest.display(),
+                p.display()
+            );
             Ok(Some(p))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -507,18 +564,31 @@ pub fn latest_checkpoint(root: &Path) -> Result<Option<PathBuf>> {
 
 fn save_checkpoint(trainer: &Trainer, root: &Path, step: u64) -> Result<()> {
     let dir = step_dir(root, step);
-    trainer.save(&dir).with_context(|| format!("saving checkpoint {}", dir.display()))?;
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    trainer
+        .save(&dir)
+        .with_context(|| format!("saving checkpoint {}", dir.display()))?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
     report::write_atomic(&root.join("latest"), name.as_bytes())?;
     // Keep the two newest step checkpoints.
     let mut steps: Vec<PathBuf> = std::fs::read_dir(root)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
         .collect();
     steps.sort();
     for old in steps.iter().rev().skip(2) {
         if let Err(e) = std::fs::remove_dir_all(old) {
-            eprintln!("warning: could not remove old checkpoint {}: {e}", old.display());
+            eprintln!(
+                "warning: could not remove old checkpoint {}: {e}",
+                old.display()
+            );
         }
     }
     Ok(())
@@ -546,15 +616,23 @@ fn write_reports(out: &Path, rows: &[Row], preset: &str) -> Result<()> {
         e = Some(v);
         smooth.push((r.tokens as f64, v));
     }
-    let val: Vec<(f64, f64)> =
-        rows.iter().filter_map(|r| r.val_loss.map(|v| (r.tokens as f64, v as f64))).collect();
+    let val: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.val_loss.map(|v| (r.tokens as f64, v as f64)))
+        .collect();
     LinePlot {
         title: &format!("covenant train --preset {preset}"),
         x_label: "tokens",
         y_label: "cross-entropy loss (nats)",
         series: vec![
-            Series { label: "train (EMA 0.9)".into(), points: smooth },
-            Series { label: "validation".into(), points: val },
+            Series {
+                label: "train (EMA 0.9)".into(),
+                points: smooth,
+            },
+            Series {
+                label: "validation".into(),
+                points: val,
+            },
         ],
     }
     .write_png(&out.join("loss.png"))
@@ -567,7 +645,10 @@ mod tests {
     #[test]
     fn device_strings() {
         assert!(matches!(parse_device("auto").unwrap(), DeviceChoice::Auto));
-        assert!(matches!(parse_device("cuda:1").unwrap(), DeviceChoice::Cuda(1)));
+        assert!(matches!(
+            parse_device("cuda:1").unwrap(),
+            DeviceChoice::Cuda(1)
+        ));
         assert!(parse_device("gpu").is_err());
         assert!(parse_device("cuda:x").is_err());
     }
@@ -581,7 +662,15 @@ mod tests {
 
     #[test]
     fn csv_rows_round_trip() {
-        let r = Row { step: 3, tokens: 99, train_loss: 2.5, val_loss: None, lr: 1e-3, grad_norm: 0.5, elapsed: 1.25 };
+        let r = Row {
+            step: 3,
+            tokens: 99,
+            train_loss: 2.5,
+            val_loss: None,
+            lr: 1e-3,
+            grad_norm: 0.5,
+            elapsed: 1.25,
+        };
         let line = r.to_csv().join(",");
         let back = Row::from_csv(&line).unwrap();
         assert_eq!((back.step, back.tokens, back.val_loss), (3, 99, None));

@@ -501,7 +501,11 @@ impl Chain for Ledger {
                 .map_err(|e| storage(p, e))?;
             let rows = st
                 .query_map([block], |r| {
-                    Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u64>(2)?))
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, u64>(2)?,
+                    ))
                 })
                 .map_err(|e| storage(p, e))?;
             for r in rows {
@@ -528,7 +532,9 @@ impl Chain for Ledger {
                         .map_err(|e| storage(p, format!("weights log: {e}")))?;
                     // Weights set before a uid's current holder registered were for its old holder.
                     all.into_iter()
-                        .filter(|(u, w)| *w > 0 && registered_at.get(u).is_some_and(|&reg| reg <= set_at))
+                        .filter(|(u, w)| {
+                            *w > 0 && registered_at.get(u).is_some_and(|&reg| reg <= set_at)
+                        })
                         .collect()
                 }
                 None => Vec::new(),
@@ -544,7 +550,11 @@ impl Chain for Ledger {
                 .query_map([], |r| {
                     Ok((
                         r.get::<_, u32>(0)?,
-                        Commitment { bucket_url: r.get(1)?, read_credentials: r.get(2)?, block: r.get(3)? },
+                        Commitment {
+                            bucket_url: r.get(1)?,
+                            read_credentials: r.get(2)?,
+                            block: r.get(3)?,
+                        },
                     ))
                 })
                 .map_err(|e| storage(p, e))?;
