@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `grad/<w>.bin` | miner | window-`w` pseudo-gradient in the codec's signed wire format |
 //! | `fp/<w>.json` | miner | signed fingerprint of the model it started window `w` from |
-//! | `rec/<w>.json` | validator | signed record of window `w`'s outer step: aggregated uids, lr, hash after |
+//! | `rec/<w>.json` | validator | signed record of window `w`'s outer step: aggregated uids, lr, hash and fingerprint after |
 //! | `ckpt/<w>/model.safetensors`, `config.json` | validator | the model after window `w` (Hugging Face layout) |
 //! | `ckpt/<w>/manifest` | validator | signed list of the files' sizes and hashes; written last |
 //!
@@ -67,6 +67,8 @@ pub struct WindowRecord {
     pub lr: f32,
     /// BLAKE3 (hex) of the canonical parameters after this window's outer step.
     pub hash_after: String,
+    /// The validator's fingerprint of those parameters (same positions as miners' fingerprints).
+    pub fingerprint: Fingerprint,
 }
 
 /// One file of a checkpoint.
