@@ -2,6 +2,7 @@
 //! the codec, the model, the data and the network shells together into processes that train one
 //! model across untrusted peers. See docs/NODES.md.
 
+pub mod adversary;
 pub mod canon;
 pub mod checkpoint;
 pub mod join;

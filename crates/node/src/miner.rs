@@ -29,7 +29,15 @@ use crate::objects::{self, FingerprintDoc};
 use crate::runtime::{self, Behaviour, Ctx, NodeOptions, PeerInfo};
 
 enum Req {
+    /// Re-sign another peer's window-`window` upload as ours (the copycat behaviour).
+    Copy {
+        window: u64,
+        fp: FingerprintDoc,
+        peers: BTreeMap<Uid, PeerInfo>,
+    },
     Upload {
+        /// Not before this time (ms; 0: now).
+        not_before: u64,
         window: u64,
         grad: Vec<u8>,
         fp: FingerprintDoc,
@@ -66,32 +74,23 @@ enum Resp {
 fn comm_worker(ctx: Arc<Ctx>, rx: Receiver<Req>, tx: Sender<Resp>) {
     for req in rx {
         let resp = match req {
-            Req::Upload { window, grad, fp } => {
-                let n = grad.len() as u64;
-                let put = ctx
-                    .rt
-                    .block_on(ctx.store.put(&objects::grad_key(window), Bytes::from(grad)));
-                let fp_put = ctx.rt.block_on(objects::put_doc(
-                    &ctx.store,
-                    &objects::fp_key(window),
-                    &ctx.key,
-                    ctx.run_id(),
-                    ctx.uid,
-                    window,
-                    objects::KIND_FINGERPRINT,
-                    &fp,
-                ));
-                prune(&ctx, window);
-                let error = put
-                    .err()
-                    .map(|e| e.to_string())
-                    .or(fp_put.err().map(|e| format!("{e:#}")));
-                Resp::Uploaded {
-                    window,
-                    bytes: n,
-                    error,
-                }
+            Req::Upload {
+                not_before,
+                window,
+                grad,
+                fp,
+            } => {
+                Ctx::sleep_until(not_before);
+                upload(&ctx, window, grad, fp)
             }
+            Req::Copy { window, fp, peers } => match copy_someone(&ctx, window, &peers) {
+                Some(grad) => upload(&ctx, window, grad, fp),
+                None => Resp::Uploaded {
+                    window,
+                    bytes: 0,
+                    error: Some("nothing to copy".into()),
+                },
+            },
             Req::ListAt { window, at, peers } => {
                 Ctx::sleep_until(at);
                 Resp::Listed {
@@ -112,6 +111,67 @@ fn comm_worker(ctx: Arc<Ctx>, rx: Receiver<Req>, tx: Sender<Resp>) {
             return;
         }
     }
+}
+
+fn upload(ctx: &Ctx, window: u64, grad: Vec<u8>, fp: FingerprintDoc) -> Resp {
+    let n = grad.len() as u64;
+    let put = ctx
+        .rt
+        .block_on(ctx.store.put(&objects::grad_key(window), Bytes::from(grad)));
+    let fp_put = ctx.rt.block_on(objects::put_doc(
+        &ctx.store,
+        &objects::fp_key(window),
+        &ctx.key,
+        ctx.run_id(),
+        ctx.uid,
+        window,
+        objects::KIND_FINGERPRINT,
+        &fp,
+    ));
+    prune(ctx, window);
+    let error = put
+        .err()
+        .map(|e| e.to_string())
+        .or(fp_put.err().map(|e| format!("{e:#}")));
+    Resp::Uploaded {
+        window,
+        bytes: n,
+        error,
+    }
+}
+
+/// The copycat: waits (until shortly before the grace period ends) for another peer's upload of
+/// `window`, decodes it with that peer's key and re-encodes it as its own.
+fn copy_someone(ctx: &Ctx, window: u64, peers: &BTreeMap<Uid, PeerInfo>) -> Option<Vec<u8>> {
+    let others: BTreeMap<Uid, PeerInfo> = peers
+        .iter()
+        .filter(|(u, _)| **u != ctx.uid)
+        .map(|(u, p)| (*u, p.clone()))
+        .collect();
+    let (start, end) = ctx.params.upload_interval(window);
+    let deadline = end.saturating_sub(ctx.params.block_time_ms).max(start);
+    while Ctx::now_ms() < deadline {
+        let listed = ctx.list_uploads(window, &others);
+        if let Some((&uid, _)) = listed.iter().min_by_key(|(_, &t)| t) {
+            let (ok, _) = ctx.gather(window, &[uid], &others);
+            if let Some((tensors, _)) = ok.into_iter().next().map(|(_, v)| v) {
+                let header = wire::PayloadHeader {
+                    run_id: ctx.run_hash,
+                    window,
+                    uid: ctx.uid,
+                };
+                return wire::encode(
+                    &wire::Payload { header, tensors },
+                    &ctx.layout,
+                    ctx.key.signing_key(),
+                    wire::EncodeOptions::default(),
+                )
+                .ok();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
 }
 
 /// Deletes own objects older than the retention.
@@ -354,6 +414,11 @@ impl State {
         if self.applied.is_some_and(|a| a >= window) {
             return Ok(());
         }
+        if self.ctx.opts.behaviour == Behaviour::Stale {
+            // Keeps training its old model.
+            self.applied = Some(window);
+            return Ok(());
+        }
         if self.applied.map(|a| a + 1).unwrap_or(0) != window {
             // A window was missed: catch up (records or recomputation) first, and continue
             // training from the caught-up model.
@@ -428,15 +493,39 @@ impl State {
         })? {
             match a {
                 MinerAction::Upload { window, .. } => {
-                    if let Some((rw, grad)) = self.ready.take() {
-                        if rw == window && ctx.opts.behaviour != Behaviour::Silent {
-                            let fp = FingerprintDoc {
-                                window,
-                                fingerprint: self
-                                    .canon
-                                    .fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
-                            };
-                            self.to_comm.send(Req::Upload { window, grad, fp })?;
+                    let fp = FingerprintDoc {
+                        window,
+                        fingerprint: self
+                            .canon
+                            .fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
+                    };
+                    match ctx.opts.behaviour {
+                        Behaviour::Silent | Behaviour::Early => {}
+                        Behaviour::Copycat => {
+                            let peers = self
+                                .views
+                                .get(&window)
+                                .map(|v| v.peers.clone())
+                                .unwrap_or_default();
+                            self.to_comm.send(Req::Copy { window, fp, peers })?;
+                        }
+                        b => {
+                            if let Some((rw, grad)) = self.ready.take() {
+                                if rw == window {
+                                    let not_before = if b == Behaviour::Late {
+                                        let (_, end) = ctx.params.upload_interval(window);
+                                        end + ctx.params.block_time_ms
+                                    } else {
+                                        0
+                                    };
+                                    self.to_comm.send(Req::Upload {
+                                        not_before,
+                                        window,
+                                        grad,
+                                        fp,
+                                    })?;
+                                }
+                            }
                         }
                     }
                 }
@@ -481,7 +570,13 @@ impl State {
                 self.wait_secs += t.elapsed().as_secs_f64();
             }
             let n_train = ctx.data.num_samples(Split::Train);
-            let pool = sampler::pool(ctx.spec.seed, ctx.uid, w, steps as usize * b, n_train);
+            // The wrong-data miner trains on a pool no uid is assigned.
+            let data_uid = if ctx.opts.behaviour == Behaviour::WrongData {
+                ctx.uid ^ 0x8000_0000
+            } else {
+                ctx.uid
+            };
+            let pool = sampler::pool(ctx.spec.seed, data_uid, w, steps as usize * b, n_train);
             let t0 = Instant::now();
             self.live_is_canon = false;
             self.theta0 = None;
@@ -552,26 +647,35 @@ impl State {
             );
             payload
         };
+        let mut payload = payload;
+        crate::adversary::tamper_payload(ctx.opts.behaviour, &mut payload, &ctx.layout, ctx.uid, w);
         let header = wire::PayloadHeader {
             run_id: ctx.run_hash,
             window: w,
             uid: ctx.uid,
         };
-        let mut grad = wire::encode(
-            &wire::Payload {
-                header,
-                tensors: payload,
-            },
+        let grad = crate::adversary::encode_as(
+            ctx.opts.behaviour,
             &ctx.layout,
             ctx.key.signing_key(),
-            wire::EncodeOptions::default(),
+            header,
+            payload,
         )?;
-        if ctx.opts.behaviour == Behaviour::Malformed {
-            // Keep the header, break the body: the signature no longer verifies.
-            let n = grad.len();
-            for x in grad[n / 2..].iter_mut() {
-                *x ^= 0x5A;
-            }
+        if ctx.opts.behaviour == Behaviour::Early {
+            // Upload now, before the window has ended.
+            let fp = FingerprintDoc {
+                window: w,
+                fingerprint: self
+                    .canon
+                    .fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
+            };
+            self.to_comm.send(Req::Upload {
+                not_before: 0,
+                window: w,
+                grad,
+                fp,
+            })?;
+            return Ok(());
         }
         self.ready = Some((w, grad));
         Ok(())

@@ -43,28 +43,83 @@ pub struct NodeOptions {
     pub behaviour: Behaviour,
 }
 
-/// How a miner behaves (everything but `Honest` exists to test the defences).
+/// How a miner behaves. Everything but `Honest` exists to test the defences (docs/SECURITY.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Behaviour {
     Honest,
-    /// Uploads bytes that are not a valid payload.
+    /// Random updates: random codes and lookup values on valid indices.
+    Noise,
+    /// The honest update × 100.
+    Scaled,
+    /// The honest update × −1.
+    SignFlip,
+    /// Re-uploads another peer's payload of the window, re-signed as its own, as soon as it appears.
+    Copycat,
+    /// Trains on an old model: never applies outer steps.
+    Stale,
+    /// Uploads a zero update every window.
+    FreeRider,
+    /// Trains on sequences other than its assigned pool.
+    WrongData,
+    /// Uploads after the grace period.
+    Late,
+    /// Uploads before its window has ended.
+    Early,
+    /// Corrupts the signed body (signature / body hash no longer verify).
     Malformed,
+    /// Uploads half of the payload.
+    Truncated,
+    /// Uploads more bytes than any honest payload can have.
+    Oversized,
+    /// Signs with a key other than its registered one.
+    BadSignature,
+    /// Encodes for a model with other tensor shapes.
+    WrongShape,
     /// Trains but never uploads.
     Silent,
+}
+
+impl Behaviour {
+    pub const ALL: [(&'static str, Behaviour); 16] = [
+        ("honest", Behaviour::Honest),
+        ("noise", Behaviour::Noise),
+        ("scaled", Behaviour::Scaled),
+        ("sign-flip", Behaviour::SignFlip),
+        ("copycat", Behaviour::Copycat),
+        ("stale", Behaviour::Stale),
+        ("free-rider", Behaviour::FreeRider),
+        ("wrong-data", Behaviour::WrongData),
+        ("late", Behaviour::Late),
+        ("early", Behaviour::Early),
+        ("malformed", Behaviour::Malformed),
+        ("truncated", Behaviour::Truncated),
+        ("oversized", Behaviour::Oversized),
+        ("bad-signature", Behaviour::BadSignature),
+        ("wrong-shape", Behaviour::WrongShape),
+        ("silent", Behaviour::Silent),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, b)| *b == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
 }
 
 impl std::str::FromStr for Behaviour {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "honest" => Ok(Behaviour::Honest),
-            "malformed" => Ok(Behaviour::Malformed),
-            "silent" => Ok(Behaviour::Silent),
-            _ => Err(format!(
-                "unknown behaviour {s:?} (honest, malformed, silent)"
-            )),
-        }
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
+                format!("unknown behaviour {s:?} ({})", names.join(", "))
+            })
     }
 }
 

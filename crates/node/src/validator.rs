@@ -394,7 +394,9 @@ impl State {
             aggregated: peers.to_vec(),
             lr,
             hash_after: hash.clone(),
-            fingerprint: self.canon.fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
+            fingerprint: self
+                .canon
+                .fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
         };
         ctx.rt.block_on(objects::put_doc(
             &ctx.store,

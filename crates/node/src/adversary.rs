@@ -1,0 +1,196 @@
+//! Test-only misbehaviour of a miner (`covenant miner --behaviour …`), to measure the defences
+//! (docs/SECURITY.md). Honest miners never call into this with anything but `Honest`.
+
+use anyhow::Result;
+use covenant_codec::{wire, ModelLayout, TensorPayload};
+use covenant_core::rng::{derive_seed, SplitMix64};
+use ed25519_dalek::SigningKey;
+
+use crate::runtime::Behaviour;
+
+/// Changes the compressed update according to `b` (noise, scaled, sign-flip, free-rider).
+pub fn tamper_payload(
+    b: Behaviour,
+    payload: &mut [TensorPayload],
+    layout: &ModelLayout,
+    uid: u32,
+    w: u64,
+) {
+    match b {
+        Behaviour::Noise => {
+            let mut rng = SplitMix64::new(derive_seed(u64::from(uid), &[w, 0x4E015E]));
+            let bins = layout.config.bins as u64;
+            for p in payload.iter_mut() {
+                let scale = p.lookup.iter().fold(1e-4f32, |m, v| m.max(v.abs()));
+                for c in p.codes.iter_mut() {
+                    *c = rng.below(bins) as u8;
+                }
+                for v in p.lookup.iter_mut() {
+                    *v = (rng.normal() as f32) * scale;
+                }
+                p.shift = 0.0;
+            }
+        }
+        Behaviour::Scaled | Behaviour::SignFlip => {
+            let f = if b == Behaviour::Scaled { 100.0 } else { -1.0 };
+            for p in payload.iter_mut() {
+                p.lookup.iter_mut().for_each(|v| *v *= f);
+                p.shift *= f;
+            }
+        }
+        Behaviour::FreeRider => {
+            for (p, t) in payload.iter_mut().zip(&layout.tensors) {
+                *p = TensorPayload::zeros(&layout.config, t);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Encodes the payload, then breaks the bytes according to `b` (malformed, truncated, oversized,
+/// bad signature, wrong shape).
+pub fn encode_as(
+    b: Behaviour,
+    layout: &ModelLayout,
+    key: &SigningKey,
+    header: wire::PayloadHeader,
+    tensors: Vec<TensorPayload>,
+) -> Result<Vec<u8>> {
+    let opts = wire::EncodeOptions::default();
+    match b {
+        Behaviour::BadSignature => {
+            let other = SigningKey::from_bytes(&[0xBA; 32]);
+            Ok(wire::encode(
+                &wire::Payload { header, tensors },
+                layout,
+                &other,
+                opts,
+            )?)
+        }
+        Behaviour::WrongShape => {
+            // The same tensors with the first one's shape transposed.
+            let shapes: Vec<(String, Vec<usize>)> = layout
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let mut s = t.geom.shape.clone();
+                    if i == 0 {
+                        s.reverse();
+                        if s.len() == 1 {
+                            s.push(1);
+                        }
+                    }
+                    (t.name.clone(), s)
+                })
+                .collect();
+            let other = ModelLayout::new(
+                layout.config.clone(),
+                shapes.iter().map(|(n, s)| (n.clone(), s.as_slice())),
+            )?;
+            let zeros: Vec<TensorPayload> = other
+                .tensors
+                .iter()
+                .map(|t| TensorPayload::zeros(&other.config, t))
+                .collect();
+            Ok(wire::encode(
+                &wire::Payload {
+                    header,
+                    tensors: zeros,
+                },
+                &other,
+                key,
+                opts,
+            )?)
+        }
+        _ => {
+            let mut bytes = wire::encode(&wire::Payload { header, tensors }, layout, key, opts)?;
+            match b {
+                Behaviour::Malformed => {
+                    let n = bytes.len();
+                    bytes[n / 2..].iter_mut().for_each(|x| *x ^= 0x5A);
+                }
+                Behaviour::Truncated => bytes.truncate(bytes.len() / 2),
+                Behaviour::Oversized => bytes.resize(wire::max_encoded_len(layout) + 4096, 0xEE),
+                _ => {}
+            }
+            Ok(bytes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use covenant_codec::CodecConfig;
+
+    fn layout() -> ModelLayout {
+        let shapes: [(&str, &[usize]); 2] = [("a", &[128, 64]), ("n", &[64])];
+        ModelLayout::new(CodecConfig::default(), shapes).unwrap()
+    }
+
+    #[test]
+    fn every_broken_encoding_is_refused_by_the_decoder_and_honest_is_not() {
+        let l = layout();
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let header = wire::PayloadHeader {
+            run_id: [3; 32],
+            window: 5,
+            uid: 2,
+        };
+        let zeros = || {
+            l.tensors
+                .iter()
+                .map(|t| TensorPayload::zeros(&l.config, t))
+                .collect::<Vec<_>>()
+        };
+        let expected = wire::ExpectedModel {
+            layout: &l,
+            run_id: [3; 32],
+            window: 5,
+            uid: 2,
+        };
+        let limits = wire::DecodeLimits::for_layout(&l);
+        for b in [
+            Behaviour::Honest,
+            Behaviour::Malformed,
+            Behaviour::Truncated,
+            Behaviour::Oversized,
+            Behaviour::BadSignature,
+            Behaviour::WrongShape,
+        ] {
+            let bytes = encode_as(b, &l, &key, header, zeros()).unwrap();
+            let r = wire::decode(&bytes, &expected, &key.verifying_key(), &limits);
+            assert_eq!(r.is_ok(), b == Behaviour::Honest, "{b:?}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn tampering_changes_values_as_named() {
+        let l = layout();
+        let mut p: Vec<TensorPayload> = l
+            .tensors
+            .iter()
+            .map(|t| TensorPayload::zeros(&l.config, t))
+            .collect();
+        for q in &mut p {
+            q.lookup = vec![-1.0, -0.5, 0.5, 1.0];
+            q.shift = 0.25;
+        }
+        let mut s = p.clone();
+        tamper_payload(Behaviour::Scaled, &mut s, &l, 1, 1);
+        assert_eq!(s[0].lookup[3], 100.0);
+        let mut f = p.clone();
+        tamper_payload(Behaviour::SignFlip, &mut f, &l, 1, 1);
+        assert_eq!((f[0].lookup[0], f[0].shift), (1.0, -0.25));
+        let mut z = p.clone();
+        tamper_payload(Behaviour::FreeRider, &mut z, &l, 1, 1);
+        assert!(z[0].lookup.iter().all(|v| *v == 0.0));
+        let mut n = p.clone();
+        tamper_payload(Behaviour::Noise, &mut n, &l, 1, 1);
+        assert_ne!(n[0].lookup, p[0].lookup);
+        let mut h = p.clone();
+        tamper_payload(Behaviour::Honest, &mut h, &l, 1, 1);
+        assert_eq!(h, p);
+    }
+}
