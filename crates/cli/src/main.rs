@@ -42,6 +42,8 @@ enum Command {
     /// Local networks: create a run directory (run spec, chain, validator keys).
     #[command(subcommand)]
     Network(cmd::node::NetworkCommand),
+    /// Honest and adversarial miners on loopback: what each attack earns and does to the model.
+    Scenario(cmd::scenario::Args),
     /// Simulate the protocol with synthetic peers on a virtual clock (who gets aggregated and paid).
     Simulate(cmd::simulate::Args),
 }
@@ -58,6 +60,7 @@ fn main() {
         Command::Chain(c) => cmd::chain::run(c),
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::Miner(a) => cmd::node::miner(a),
+        Command::Scenario(a) => cmd::scenario::run(a),
         Command::Validator(a) => cmd::node::validator(a),
         Command::Network(c) => cmd::node::network(c),
     };

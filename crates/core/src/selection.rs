@@ -49,9 +49,12 @@ impl AggregationSet {
     }
 }
 
-/// Builds the aggregation set of window `w`: peers with positive consensus weight, highest first
-/// (ties by lower uid), then the remaining `eligible` peers in a seeded shuffle (so a young
-/// network with few weights still aggregates someone, and every replica picks the same ones).
+/// Builds the aggregation set of window `w`: the peers with positive consensus weight, highest
+/// first (ties by lower uid). Only while nobody has weight yet (a young network) is it filled
+/// from all `eligible` peers in a seeded shuffle, so someone is aggregated and every replica
+/// picks the same ones; once weights exist, a peer with zero weight (an attacker the validators
+/// scored at zero, or a newcomer not yet scored) is not aggregated: newcomers enter once the
+/// validators, who evaluate every on-time upload in rotation, give them weight.
 /// The first `g` are primaries, the next `reserves` reserves. Peers not in `eligible`
 /// (deregistered) are ignored even if they still have weight.
 pub fn aggregation_set(
@@ -69,7 +72,7 @@ pub fn aggregation_set(
         .collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut order: Vec<Uid> = ranked.into_iter().map(|(u, _)| u).collect();
-    let need = (g + reserves).saturating_sub(order.len());
+    let need = if order.is_empty() { g + reserves } else { 0 };
     if need > 0 {
         let have: BTreeSet<Uid> = order.iter().copied().collect();
         let mut rest: Vec<Uid> = eligible
@@ -334,25 +337,28 @@ mod tests {
     }
 
     #[test]
-    fn aggregation_set_fills_deterministically_when_weights_are_few() {
-        let cw: BTreeMap<Uid, f64> = [(7, 1.0)].into();
+    fn aggregation_set_fills_deterministically_only_before_any_weight() {
         let elig = set(&(0..50).collect::<Vec<_>>());
-        let a = aggregation_set(&cw, &elig, 5, 3, 9, 4);
-        assert_eq!(a.primary[0], 7);
+        let a = aggregation_set(&BTreeMap::new(), &elig, 5, 3, 9, 4);
         assert_eq!(a.primary.len(), 5);
         assert_eq!(a.reserves.len(), 3);
         let all: BTreeSet<Uid> = a.all().collect();
         assert_eq!(all.len(), 8, "no duplicates");
         assert_eq!(
             a,
-            aggregation_set(&cw, &elig, 5, 3, 9, 4),
+            aggregation_set(&BTreeMap::new(), &elig, 5, 3, 9, 4),
             "same inputs, same set"
         );
         assert_ne!(
             a,
-            aggregation_set(&cw, &elig, 5, 3, 9, 5),
+            aggregation_set(&BTreeMap::new(), &elig, 5, 3, 9, 5),
             "another window, another fill"
         );
+        // Once someone has weight, zero-weight peers are not aggregated.
+        let cw: BTreeMap<Uid, f64> = [(7, 1.0), (9, 0.5), (3, 0.0)].into();
+        let b = aggregation_set(&cw, &elig, 5, 3, 9, 4);
+        assert_eq!(b.primary, vec![7, 9]);
+        assert!(b.reserves.is_empty());
     }
 
     #[test]

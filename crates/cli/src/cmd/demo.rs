@@ -45,6 +45,12 @@ pub struct Args {
     /// Miners train the next window while the last one is gathered (see docs/NODES.md).
     #[arg(long)]
     pub overlap: bool,
+    /// Upload grace period in seconds (default: a quarter of the window, 2..=10).
+    #[arg(long)]
+    pub grace_secs: Option<u64>,
+    /// Behaviour of each miner, in order (the rest are honest); set by `covenant scenario`.
+    #[arg(skip)]
+    pub behaviours: Vec<covenant_node::Behaviour>,
     /// Store all buckets under this prefix instead of <out>/store: s3://bucket/prefix (connection
     /// from COVENANT_S3_CONFIG / AWS_* variables) or a directory.
     #[arg(long)]
@@ -72,6 +78,11 @@ struct Node {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    run_network(&a).map(|_| ())
+}
+
+/// Runs the network described by `a` and returns its summary (also written to summary.json).
+pub fn run_network(a: &Args) -> Result<Value> {
     ensure!(a.windows >= 1, "--windows must be at least 1");
     ensure!(
         a.miners >= 1 && a.miners <= 32,
@@ -102,7 +113,7 @@ pub fn run(a: Args) -> Result<()> {
         preset: a.preset.clone(),
         validators: a.validators,
         window_secs: a.window_secs,
-        grace_secs: (a.window_secs / 4).clamp(2, 10),
+        grace_secs: a.grace_secs.unwrap_or((a.window_secs / 4).clamp(2, 10)),
         start_in: 20,
         inner_steps: a.inner_steps,
         batch: a.batch,
@@ -158,6 +169,11 @@ pub fn run(a: Args) -> Result<()> {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if *role == "miner" {
+            let i: usize = name.trim_start_matches("miner-").parse().unwrap_or(1);
+            let b = a.behaviours.get(i - 1).copied().unwrap_or(covenant_node::Behaviour::Honest);
+            cmd.arg("--behaviour").arg(b.name());
+        }
         if let Some(prefix) = &a.store {
             cmd.arg("--store")
                 .arg(format!("{}/{name}", prefix.trim_end_matches('/')));
@@ -168,7 +184,7 @@ pub fn run(a: Args) -> Result<()> {
             child,
         });
     }
-    let result = watch(&a, &genesis, &mut nodes, last_window);
+    let result = watch(a, &genesis, &mut nodes, last_window);
     for n in &mut nodes {
         let _ = n.child.kill();
         let _ = n.child.wait();
@@ -182,7 +198,7 @@ pub fn run(a: Args) -> Result<()> {
         path.display(),
         a.out.join("loss.png").display()
     );
-    Ok(())
+    Ok(summary)
 }
 
 /// Per-window facts collected from the nodes' event logs.

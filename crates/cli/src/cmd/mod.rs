@@ -6,5 +6,6 @@ pub mod keygen;
 pub mod model;
 pub mod node;
 pub mod replicas;
+pub mod scenario;
 pub mod simulate;
 pub mod train;
