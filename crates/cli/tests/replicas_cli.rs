@@ -90,4 +90,23 @@ fn three_algorithms_train_and_compare() {
         assert!(out.join(f).is_file(), "{f} written");
     }
     assert!(stdout.contains("| sparseloco |"), "table printed: {stdout}");
+
+    // The comparison can be rebuilt from saved results without training again.
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    std::fs::remove_file(out.join("compare.md")).unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(["train", "--preset", "tiny", "--algo", "ddp,diloco,sparseloco", "--reuse-results", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("compare.md")).unwrap(), md);
+    std::fs::remove_file(out.join("sparseloco").join("result.json")).unwrap();
+    let missing = Command::new(env!("CARGO_BIN_EXE_covenant"))
+        .args(["train", "--preset", "tiny", "--algo", "sparseloco", "--reuse-results", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("result.json"));
 }

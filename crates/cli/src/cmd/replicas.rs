@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::train::{self, parse_device, DataOrder};
 use crate::report::{self, LinePlot, Series};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Algo {
     /// One model, no replicas (the plain baseline trainer).
@@ -51,7 +51,7 @@ impl Algo {
 }
 
 /// One evaluation point of a replica run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Point {
     pub inner_step: u64,
     /// Tokens consumed by all replicas together.
@@ -67,14 +67,14 @@ pub struct Point {
     pub sparse: Option<SparseStats>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SparseStats {
     pub ef_norm: f32,
     pub mean_clip_factor: f32,
     pub skipped_tensors: usize,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunResult {
     pub algo: Algo,
     pub replicas: usize,
@@ -96,6 +96,14 @@ impl RunResult {
 pub fn run_all(args: &train::Args, algos: &[Algo]) -> Result<Vec<RunResult>> {
     let mut results = Vec::new();
     for &algo in algos {
+        let saved = args.out.join(algo.name()).join("result.json");
+        if args.reuse_results {
+            let bytes = std::fs::read(&saved).with_context(|| format!("--reuse-results: reading {}", saved.display()))?;
+            let r: RunResult = serde_json::from_slice(&bytes).with_context(|| format!("{} is not a result file", saved.display()))?;
+            ensure!(r.algo == algo, "{} holds a {} run", saved.display(), r.algo.name());
+            results.push(r);
+            continue;
+        }
         let r = run_one(args, algo)?;
         eprintln!(
             "{}: final validation loss {:.4}, {} sent per replica",

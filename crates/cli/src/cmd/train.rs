@@ -84,6 +84,10 @@ pub struct Args {
     /// DiLoCo's outer Nesterov momentum.
     #[arg(long, default_value_t = 0.9)]
     pub outer_momentum: f32,
+    /// Compare the results already in <out>/<algo>/result.json instead of training (e.g. runs
+    /// made separately, one algorithm per process).
+    #[arg(long)]
+    pub reuse_results: bool,
 }
 
 /// What a finished run reports.
