@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Run a cargo-fuzz target of the codec for N minutes.
+# Run a cargo-fuzz target for N minutes (docs/SECURITY.md lists the targets and their figures).
 #   scripts/fuzz.sh [TARGET] [MINUTES]      (defaults: decode_payload 5)
+# TARGET: decode_payload (codec payloads), open_envelope (signed envelopes), chain_tx (chain
+# transactions and the ledger), token_shard (token shards + manifest reader).
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`); set
 # FUZZ_INSTALL=1 to install cargo-fuzz automatically. Crashes land in fuzz/artifacts/TARGET/.
 # Without them, the same fuzz body runs as a stable smoke test:
@@ -30,9 +32,18 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   fi
 fi
 mkdir -p "corpus/$target" "artifacts/$target"
-if [ "$target" = decode_payload ] && [ -z "$(ls -A "corpus/$target")" ]; then
-  # Seed the corpus with valid payloads so the fuzzer starts behind the signature check.
-  (cd "$root" && cargo run -q -p covenant-codec --example fuzz_seeds -- "fuzz/corpus/$target")
+if [ -z "$(ls -A "corpus/$target")" ]; then
+  # Seed an empty corpus with valid inputs so the fuzzer starts behind the magic, header and
+  # signature checks.
+  case "$target" in
+    decode_payload) seed=(-p covenant-codec --example fuzz_seeds -- "fuzz/corpus/$target");;
+    open_envelope|chain_tx) seed=(-p covenant-net --example fuzz_seeds_net -- "$target" "fuzz/corpus/$target");;
+    token_shard) seed=(-p covenant-data --example fuzz_seeds_data -- "fuzz/corpus/$target");;
+    *) seed=();;
+  esac
+  if [ "${#seed[@]}" -gt 0 ]; then
+    (cd "$root" && cargo run -q --release "${seed[@]}")
+  fi
 fi
 # A fresh target dir inside fuzz/ (sanitizer builds must not mix with the workspace's).
 unset CARGO_TARGET_DIR

@@ -197,6 +197,16 @@ impl Dataset {
 
     /// Sample `id` of `split`: `seq_len` token ids, each checked to be below the vocabulary size.
     pub fn sample(&self, split: Split, id: u64) -> Result<Vec<u32>> {
+        // The range check comes before the allocation: `seq_len` comes from the manifest (or the
+        // caller) and is only backed by shard bytes for an id that exists.
+        let n = self.num_samples(split);
+        if id >= n {
+            return Err(DataError::SampleOutOfRange {
+                split: split.name(),
+                id,
+                num_samples: n,
+            });
+        }
         let mut out = vec![0u32; self.seq_len as usize];
         self.sample_into(split, id, &mut out)?;
         Ok(out)
@@ -291,4 +301,66 @@ fn open_split(dir: &Path, info: &SplitInfo, seq_len: u32) -> Result<SplitData> {
         data.shards.push(Shard { path, map });
     }
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{ShardInfo, TokenizerInfo, DTYPE, FORMAT, FORMAT_VERSION};
+
+    /// Found by the `token_shard` fuzz target: a manifest (or caller) with a huge `seq_len` and too
+    /// few tokens for one sample made `sample` allocate `seq_len` tokens (16 GiB) before refusing
+    /// the id as out of range.
+    #[test]
+    fn huge_seq_len_without_samples_is_refused_before_allocating() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let shard = [1u32, 2]
+            .iter()
+            .flat_map(|t| t.to_le_bytes())
+            .collect::<Vec<u8>>();
+        std::fs::write(tmp.path().join("train-0.bin"), &shard).expect("write shard");
+        let m = Manifest {
+            format: FORMAT.into(),
+            version: FORMAT_VERSION,
+            dtype: DTYPE.into(),
+            seq_len: u32::MAX,
+            total_tokens: 2,
+            tokenizer: TokenizerInfo {
+                blake3: blake3::hash(b"tok").to_hex().to_string(),
+                vocab_size: 10,
+                eot_id: 0,
+            },
+            train: SplitInfo {
+                documents: 1,
+                tokens: 2,
+                shards: vec![ShardInfo {
+                    file: "train-0.bin".into(),
+                    tokens: 2,
+                    blake3: blake3::hash(&shard).to_hex().to_string(),
+                }],
+            },
+            val: SplitInfo::default(),
+            source: None,
+        };
+        m.write(&tmp.path().join("manifest.json"))
+            .expect("write manifest");
+        let ds = Dataset::open(tmp.path()).expect("open");
+        ds.verify().expect("verify");
+        assert_eq!(ds.num_samples(Split::Train), 0);
+        for split in [Split::Train, Split::Val] {
+            assert!(matches!(
+                ds.sample(split, 0),
+                Err(DataError::SampleOutOfRange { num_samples: 0, .. })
+            ));
+        }
+        let opts = OpenOptions {
+            seq_len: Some(u32::MAX - 1),
+            ..OpenOptions::default()
+        };
+        let ds = Dataset::open_with(tmp.path(), &opts).expect("open with seq_len");
+        assert!(matches!(
+            ds.sample(Split::Train, 0),
+            Err(DataError::SampleOutOfRange { .. })
+        ));
+    }
 }

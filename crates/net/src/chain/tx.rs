@@ -11,6 +11,8 @@ use crate::hex;
 use crate::identity::{Keypair, PublicKey};
 
 const DOMAIN: &[u8] = b"covenant/tx/v1\0";
+/// The largest nonce accepted (`i64::MAX`: ledgers store nonces as SQLite integers).
+pub const MAX_NONCE: u64 = i64::MAX as u64;
 
 /// What a transaction does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +73,13 @@ impl Transaction {
 
     /// Checks sizes and the signature (not chain state).
     pub fn check(&self) -> Result<(), Rejection> {
+        // Ledgers store nonces as signed 64-bit integers (SQLite's INTEGER).
+        if self.nonce > MAX_NONCE {
+            return Err(Rejection::Malformed(format!(
+                "nonce {} is above the largest nonce {MAX_NONCE}",
+                self.nonce
+            )));
+        }
         match &self.body {
             TxBody::Commit {
                 bucket_url,
@@ -114,4 +123,46 @@ fn signed_message(run_id: &str, signer: &PublicKey, nonce: u64, body: &TxBody) -
     .unwrap_or_default();
     m.extend_from_slice(&json);
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::chain::{Chain, ChainError, Genesis, Ledger};
+    use crate::clock::VirtualClock;
+
+    /// A validly signed transaction with a nonce above `i64::MAX` used to reach the ledger and
+    /// fail there as a storage error (the nonce does not fit SQLite's INTEGER) instead of being
+    /// refused as malformed.
+    #[test]
+    fn nonce_above_i64_max_is_malformed_not_a_storage_error() {
+        let key = Keypair::from_seed([1; 32]);
+        let tx = Transaction::sign(&key, "run", MAX_NONCE + 1, TxBody::Register);
+        assert!(matches!(tx.check(), Err(Rejection::Malformed(_))));
+        Transaction::sign(&key, "run", MAX_NONCE, TxBody::Register)
+            .check()
+            .expect("largest nonce");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let genesis = Genesis {
+            run_id: "run".into(),
+            genesis_time_ms: 0,
+            block_time_ms: 1000,
+            blocks_per_window: 2,
+            max_uids: 4,
+            immunity_blocks: 0,
+            validators: vec![],
+            kappa: 0.5,
+        };
+        Ledger::init(tmp.path(), &genesis).expect("init");
+        let ledger =
+            Ledger::open_with_clock(tmp.path(), Arc::new(VirtualClock::new(5000))).expect("open");
+        assert!(matches!(
+            ledger.submit(&tx),
+            Err(ChainError::Rejected(Rejection::Malformed(_)))
+        ));
+        let ok = Transaction::sign(&key, "run", MAX_NONCE, TxBody::Register);
+        assert_eq!(ledger.submit(&ok).expect("register").uid, Some(0));
+    }
 }
