@@ -101,7 +101,7 @@ pub fn run_network(a: &Args) -> Result<Value> {
     if a.out.exists() {
         ensure!(
             a.out.join("run.json").is_file() || std::fs::read_dir(&a.out)?.next().is_none(),
-            "{} exists and is not a demo run directory; choose another --out",
+            "{} exists and is not a network demo run directory (an older single-process demo wrote there too): remove it or choose another --out",
             a.out.display()
         );
         std::fs::remove_dir_all(&a.out)
