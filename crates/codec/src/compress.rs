@@ -35,6 +35,15 @@ impl TensorPayload {
         }
     }
 
+    /// A zero update for every tensor of `layout` (what a null window uploads).
+    pub fn zeros_for(layout: &ModelLayout) -> Vec<Self> {
+        layout
+            .tensors
+            .iter()
+            .map(|t| Self::zeros(&layout.config, t))
+            .collect()
+    }
+
     /// Decoded value of selected entry `i` (no bounds on the code beyond the lookup length).
     #[inline]
     pub fn value(&self, i: usize) -> f32 {

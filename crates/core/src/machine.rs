@@ -192,13 +192,7 @@ impl Miner {
             }
             MinerEvent::UploadsListed { window, uploads } => {
                 let (set, registered) = self.book.get(window)?;
-                let accepted: BTreeSet<Uid> = uploads
-                    .iter()
-                    .filter(|(u, &t)| {
-                        registered.contains(u) && p.classify_upload(window, Some(t)).accepted()
-                    })
-                    .map(|(&u, _)| u)
-                    .collect();
+                let accepted = p.accepted_uploads(window, registered, &uploads);
                 Ok(vec![MinerAction::Gather {
                     window,
                     peers: set.gather(&accepted),

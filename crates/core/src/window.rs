@@ -4,10 +4,12 @@
 //! the chain's clock: block `b` starts at `genesis_ms + b × block_time_ms`. A window-`w` upload is
 //! accepted only if the store's own timestamp lies in `[start(w+1), start(w+1) + grace]`.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::params::RunParams;
-use crate::{Block, Millis, Window};
+use crate::{Block, Millis, Uid, Window};
 
 /// Where an upload's store timestamp lies relative to its acceptance interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +93,20 @@ impl RunParams {
         } else {
             UploadTiming::OnTime
         }
+    }
+
+    /// The registered peers whose window-`w` upload (store timestamps in `uploads`) is on time.
+    pub fn accepted_uploads(
+        &self,
+        w: Window,
+        registered: &BTreeSet<Uid>,
+        uploads: &BTreeMap<Uid, Millis>,
+    ) -> BTreeSet<Uid> {
+        uploads
+            .iter()
+            .filter(|(u, &t)| registered.contains(u) && self.classify_upload(w, Some(t)).accepted())
+            .map(|(&u, _)| u)
+            .collect()
     }
 
     /// Whether window `w` is a null window for a peer that (re)joined at window `joined`.

@@ -39,8 +39,8 @@ pub fn tamper_payload(
             }
         }
         Behaviour::FreeRider => {
-            for (p, t) in payload.iter_mut().zip(&layout.tensors) {
-                *p = TensorPayload::zeros(&layout.config, t);
+            for (p, z) in payload.iter_mut().zip(TensorPayload::zeros_for(layout)) {
+                *p = z;
             }
         }
         _ => {}
@@ -88,11 +88,7 @@ pub fn encode_as(
                 layout.config.clone(),
                 shapes.iter().map(|(n, s)| (n.clone(), s.as_slice())),
             )?;
-            let zeros: Vec<TensorPayload> = other
-                .tensors
-                .iter()
-                .map(|t| TensorPayload::zeros(&other.config, t))
-                .collect();
+            let zeros: Vec<TensorPayload> = TensorPayload::zeros_for(&other);
             Ok(wire::encode(
                 &wire::Payload {
                     header,
@@ -138,12 +134,7 @@ mod tests {
             window: 5,
             uid: 2,
         };
-        let zeros = || {
-            l.tensors
-                .iter()
-                .map(|t| TensorPayload::zeros(&l.config, t))
-                .collect::<Vec<_>>()
-        };
+        let zeros = || TensorPayload::zeros_for(&l);
         let expected = wire::ExpectedModel {
             layout: &l,
             run_id: [3; 32],
@@ -168,11 +159,7 @@ mod tests {
     #[test]
     fn tampering_changes_values_as_named() {
         let l = layout();
-        let mut p: Vec<TensorPayload> = l
-            .tensors
-            .iter()
-            .map(|t| TensorPayload::zeros(&l.config, t))
-            .collect();
+        let mut p: Vec<TensorPayload> = TensorPayload::zeros_for(&l);
         for q in &mut p {
             q.lookup = vec![-1.0, -0.5, 0.5, 1.0];
             q.shift = 0.25;

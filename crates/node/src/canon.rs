@@ -3,10 +3,16 @@
 //! thread, fixed order), so the result is bit-identical on every node that aggregates the same
 //! uploads; its BLAKE3 hash is what validators publish and joiners check.
 
+use std::collections::BTreeMap;
+
 use anyhow::{ensure, Result};
 use covenant_codec::{ModelLayout, TensorPayload};
 use covenant_core::Fingerprint;
+use covenant_core::Uid;
 use covenant_model::ParamView;
+
+/// Decoded uploads of a window by uid, with their sizes in bytes.
+pub type Gathered = BTreeMap<Uid, (Vec<TensorPayload>, u64)>;
 
 #[derive(Clone)]
 pub struct Canon {
@@ -72,6 +78,16 @@ impl Canon {
         let mut t: Vec<&mut [f32]> = self.theta.iter_mut().map(|v| v.as_mut_slice()).collect();
         covenant_codec::aggregate_apply_model(&self.layout, peers, &mut t, Some(lr))?;
         Ok(())
+    }
+
+    /// Aggregates the uploads of `order` found in `got` (in that order; uids missing from `got`
+    /// are skipped) and steps θ ← θ − lr·update.
+    pub fn apply_selected(&mut self, order: &[Uid], got: &Gathered, lr: f32) -> Result<()> {
+        let peers: Vec<&[TensorPayload]> = order
+            .iter()
+            .filter_map(|u| got.get(u).map(|(p, _)| p.as_slice()))
+            .collect();
+        self.apply(&peers, lr)
     }
 
     /// `fingerprint_values` values per tensor at positions fixed by the run seed.

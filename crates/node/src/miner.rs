@@ -23,7 +23,7 @@ use covenant_data::{sampler, Split};
 use covenant_model::Trainer;
 use serde_json::json;
 
-use crate::canon::{hex, Canon};
+use crate::canon::{hex, Canon, Gathered};
 use crate::join;
 use crate::objects::{self, FingerprintDoc};
 use crate::runtime::{self, Behaviour, Ctx, NodeOptions, PeerInfo};
@@ -66,7 +66,7 @@ enum Resp {
     },
     Gathered {
         window: u64,
-        ok: BTreeMap<Uid, (Vec<TensorPayload>, u64)>,
+        ok: Gathered,
         bad: BTreeMap<Uid, String>,
     },
 }
@@ -369,11 +369,7 @@ impl State {
                     .handle(MinerEvent::UploadsListed { window, uploads })?
                 {
                     if let MinerAction::Gather { window, peers } = a {
-                        let view = self
-                            .views
-                            .get(&window)
-                            .map(|v| v.peers.clone())
-                            .unwrap_or_default();
+                        let view = runtime::peers_at(&self.views, window);
                         self.ctx.log.event(
                             "listed",
                             json!({ "window": window, "uploads": n, "gather": peers }),
@@ -406,7 +402,7 @@ impl State {
         &mut self,
         window: u64,
         peers: &[Uid],
-        got: &BTreeMap<Uid, (Vec<TensorPayload>, u64)>,
+        got: &Gathered,
         lr: f32,
         bad: &BTreeMap<Uid, String>,
     ) -> Result<()> {
@@ -438,11 +434,7 @@ impl State {
             );
         }
         let before = self.canon.theta.clone();
-        let payloads: Vec<&[TensorPayload]> = peers
-            .iter()
-            .filter_map(|u| got.get(u).map(|(p, _)| p.as_slice()))
-            .collect();
-        self.canon.apply(&payloads, lr)?;
+        self.canon.apply_selected(peers, got, lr)?;
         self.applied = Some(window);
         if self.live_is_canon {
             self.shift_live_to_canon()?;
@@ -477,6 +469,15 @@ impl State {
         Ok(())
     }
 
+    /// The signed-upload companion: a fingerprint of the canonical model as it is now.
+    fn fingerprint_doc(&self, window: u64) -> FingerprintDoc {
+        let spec = &self.ctx.spec;
+        FingerprintDoc {
+            window,
+            fingerprint: self.canon.fingerprint(spec.seed, spec.fingerprint_values),
+        }
+    }
+
     fn shift_live_to_canon(&mut self) -> Result<()> {
         self.trainer.set_params(&self.canon.views())?;
         Ok(())
@@ -493,20 +494,11 @@ impl State {
         })? {
             match a {
                 MinerAction::Upload { window, .. } => {
-                    let fp = FingerprintDoc {
-                        window,
-                        fingerprint: self
-                            .canon
-                            .fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
-                    };
+                    let fp = self.fingerprint_doc(window);
                     match ctx.opts.behaviour {
                         Behaviour::Silent | Behaviour::Early => {}
                         Behaviour::Copycat => {
-                            let peers = self
-                                .views
-                                .get(&window)
-                                .map(|v| v.peers.clone())
-                                .unwrap_or_default();
+                            let peers = runtime::peers_at(&self.views, window);
                             self.to_comm.send(Req::Copy { window, fp, peers })?;
                         }
                         b => {
@@ -530,11 +522,7 @@ impl State {
                     }
                 }
                 MinerAction::ListUploadsAt { window, at } => {
-                    let peers = self
-                        .views
-                        .get(&window)
-                        .map(|v| v.peers.clone())
-                        .unwrap_or_default();
+                    let peers = runtime::peers_at(&self.views, window);
                     self.to_comm.send(Req::ListAt { window, at, peers })?;
                 }
                 MinerAction::Train {
@@ -556,11 +544,7 @@ impl State {
             for e in &mut self.ef {
                 e.iter_mut().for_each(|x| *x = 0.0);
             }
-            ctx.layout
-                .tensors
-                .iter()
-                .map(|t| TensorPayload::zeros(&ctx.layout.config, t))
-                .collect()
+            TensorPayload::zeros_for(&ctx.layout)
         } else {
             if !ctx.spec.overlap && w > 0 && self.applied.is_none_or(|a| a + 1 < w) {
                 // Wait (bounded) for the outer step of window w − 1 before training.
@@ -626,11 +610,7 @@ impl State {
                     ctx.log.warn(&format!(
                         "window {w}: compression failed ({e}); uploading a zero update"
                     ));
-                    ctx.layout
-                        .tensors
-                        .iter()
-                        .map(|t| TensorPayload::zeros(&ctx.layout.config, t))
-                        .collect()
+                    TensorPayload::zeros_for(&ctx.layout)
                 }
             };
             // Roll back to the canonical model.
@@ -663,12 +643,7 @@ impl State {
         )?;
         if ctx.opts.behaviour == Behaviour::Early {
             // Upload now, before the window has ended.
-            let fp = FingerprintDoc {
-                window: w,
-                fingerprint: self
-                    .canon
-                    .fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
-            };
+            let fp = self.fingerprint_doc(w);
             self.to_comm.send(Req::Upload {
                 not_before: 0,
                 window: w,

@@ -161,7 +161,9 @@ mod tests {
             aggregated: vec![1, 2],
             lr: 1.0,
             hash_after: "ab".into(),
-            fingerprint: Fingerprint { tensors: vec![vec![1.0, 2.0]] },
+            fingerprint: Fingerprint {
+                tensors: vec![vec![1.0, 2.0]],
+            },
         };
         put_doc(&store, &rec_key(5), &k, "run", 9, 5, KIND_RECORD, &rec)
             .await

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use covenant_codec::{wire, ModelLayout, TensorPayload};
+use covenant_codec::{wire, ModelLayout};
 use covenant_core::machine::ChainView;
 use covenant_core::{RunParams, Uid};
 use covenant_data::{Dataset, Split};
@@ -17,7 +17,7 @@ use covenant_model::{DeviceChoice, Trainer};
 use covenant_net::{Chain, Keypair, PublicKey, Store};
 use serde::Serialize;
 
-use crate::canon::{hex, Canon};
+use crate::canon::{hex, Canon, Gathered};
 use crate::objects::{self, WindowRecord};
 use crate::spec::{DataSpec, RunSpec};
 
@@ -155,6 +155,11 @@ pub struct WindowView {
     pub chain: ChainView,
     /// Miners (non-validator uids) with a readable commitment.
     pub peers: BTreeMap<Uid, PeerInfo>,
+}
+
+/// The peers of window `w` in a node's recent views (none if the window is not among them).
+pub fn peers_at(views: &BTreeMap<u64, WindowView>, w: u64) -> BTreeMap<Uid, PeerInfo> {
+    views.get(&w).map(|v| v.peers.clone()).unwrap_or_default()
 }
 
 impl Ctx {
@@ -341,20 +346,59 @@ impl Ctx {
         w: u64,
         uids: &[Uid],
         peers: &BTreeMap<Uid, PeerInfo>,
-    ) -> (
-        BTreeMap<Uid, (Vec<TensorPayload>, u64)>,
-        BTreeMap<Uid, String>,
-    ) {
-        gather_with(&self.rt, &self.layout, self.run_hash, w, uids, peers)
+    ) -> (Gathered, BTreeMap<Uid, String>) {
+        let limits = wire::DecodeLimits::for_layout(&self.layout);
+        let key = objects::grad_key(w);
+        let futs = uids.iter().map(|&uid| {
+            let key = key.clone();
+            let peer = peers.get(&uid).cloned();
+            async move {
+                let Some(p) = peer else {
+                    return (uid, Err("no commitment on chain".to_string()));
+                };
+                match p.store.get(&key, limits.max_bytes as u64).await {
+                    Ok(b) => (uid, Ok((b, p.key))),
+                    Err(e) => (uid, Err(e.to_string())),
+                }
+            }
+        });
+        let fetched = self.rt.block_on(futures::future::join_all(futs));
+        let mut ok = BTreeMap::new();
+        let mut bad = BTreeMap::new();
+        for (uid, r) in fetched {
+            match r {
+                Err(e) => {
+                    bad.insert(uid, e);
+                }
+                Ok((bytes, pk)) => {
+                    let Some(vk) = pk.verifying_key() else {
+                        bad.insert(uid, "registered key is not a valid ed25519 key".into());
+                        continue;
+                    };
+                    let expected = wire::ExpectedModel {
+                        layout: &self.layout,
+                        run_id: self.run_hash,
+                        window: w,
+                        uid,
+                    };
+                    match wire::decode(&bytes, &expected, &vk, &limits) {
+                        Ok(p) => {
+                            ok.insert(uid, (p.tensors, bytes.len() as u64));
+                        }
+                        Err(e) => {
+                            bad.insert(uid, format!("invalid payload: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        (ok, bad)
     }
 
     /// Window `w`'s outer step recomputed as a live node computes it: the chain at `w`'s first
     /// block, the uploads' store timestamps, validation. Returns the aggregated uids (sorted)
     /// and their payloads.
-    pub fn recompute_window(
-        &self,
-        w: u64,
-    ) -> Result<(Vec<Uid>, BTreeMap<Uid, (Vec<TensorPayload>, u64)>)> {
+    pub fn recompute_window(&self, w: u64) -> Result<(Vec<Uid>, Gathered)> {
         let p = &self.params;
         let view = self.view(w)?;
         let set = covenant_core::aggregation_set(
@@ -366,13 +410,7 @@ impl Ctx {
             w,
         );
         let uploads = self.list_uploads(w, &view.peers);
-        let accepted: BTreeSet<Uid> = uploads
-            .iter()
-            .filter(|(u, &t)| {
-                view.chain.registered.contains(u) && p.classify_upload(w, Some(t)).accepted()
-            })
-            .map(|(&u, _)| u)
-            .collect();
+        let accepted = p.accepted_uploads(w, &view.chain.registered, &uploads);
         let gather = set.gather(&accepted);
         let (ok, _) = self.gather(w, &gather, &view.peers);
         let valid: Vec<Uid> = gather.into_iter().filter(|u| ok.contains_key(u)).collect();
@@ -432,12 +470,7 @@ impl Ctx {
                             "replaying window {w}: the upload of uid {uid} is not available: {why}"
                         );
                     }
-                    let peers: Vec<&[TensorPayload]> = rec
-                        .aggregated
-                        .iter()
-                        .filter_map(|u| got.get(u).map(|(p, _)| p.as_slice()))
-                        .collect();
-                    canon.apply(&peers, rec.lr)?;
+                    canon.apply_selected(&rec.aggregated, &got, rec.lr)?;
                     let h = hex(&canon.hash());
                     ensure!(
                         h == rec.hash_after,
@@ -451,11 +484,7 @@ impl Ctx {
                         return Ok(applied);
                     }
                     let (valid, got) = self.recompute_window(w)?;
-                    let peers: Vec<&[TensorPayload]> = valid
-                        .iter()
-                        .filter_map(|u| got.get(u).map(|(p, _)| p.as_slice()))
-                        .collect();
-                    canon.apply(&peers, self.params.outer_lr_at(w) as f32)?;
+                    canon.apply_selected(&valid, &got, self.params.outer_lr_at(w) as f32)?;
                     self.log.event(
                         "recomputed",
                         serde_json::json!({ "window": w, "peers": valid, "hash": hex(&canon.hash()) }),
@@ -465,65 +494,6 @@ impl Ctx {
             applied = Some(w);
         }
     }
-}
-
-pub(crate) fn gather_with(
-    rt: &tokio::runtime::Runtime,
-    layout: &ModelLayout,
-    run_hash: [u8; 32],
-    w: u64,
-    uids: &[Uid],
-    peers: &BTreeMap<Uid, PeerInfo>,
-) -> (
-    BTreeMap<Uid, (Vec<TensorPayload>, u64)>,
-    BTreeMap<Uid, String>,
-) {
-    let limits = wire::DecodeLimits::for_layout(layout);
-    let key = objects::grad_key(w);
-    let futs = uids.iter().map(|&uid| {
-        let key = key.clone();
-        let peer = peers.get(&uid).cloned();
-        async move {
-            let Some(p) = peer else {
-                return (uid, Err("no commitment on chain".to_string()));
-            };
-            match p.store.get(&key, limits.max_bytes as u64).await {
-                Ok(b) => (uid, Ok((b, p.key))),
-                Err(e) => (uid, Err(e.to_string())),
-            }
-        }
-    });
-    let fetched = rt.block_on(futures::future::join_all(futs));
-    let mut ok = BTreeMap::new();
-    let mut bad = BTreeMap::new();
-    for (uid, r) in fetched {
-        match r {
-            Err(e) => {
-                bad.insert(uid, e);
-            }
-            Ok((bytes, pk)) => {
-                let Some(vk) = pk.verifying_key() else {
-                    bad.insert(uid, "registered key is not a valid ed25519 key".into());
-                    continue;
-                };
-                let expected = wire::ExpectedModel {
-                    layout,
-                    run_id: run_hash,
-                    window: w,
-                    uid,
-                };
-                match wire::decode(&bytes, &expected, &vk, &limits) {
-                    Ok(p) => {
-                        ok.insert(uid, (p.tensors, bytes.len() as u64));
-                    }
-                    Err(e) => {
-                        bad.insert(uid, format!("invalid payload: {e}"));
-                    }
-                }
-            }
-        }
-    }
-    (ok, bad)
 }
 
 /// Registers `key` (if needed) and commits `bucket_url`; returns the uid.

@@ -18,7 +18,7 @@ use covenant_model::Trainer;
 use covenant_net::{Transaction, TxBody};
 use serde_json::json;
 
-use crate::canon::{hex, Canon};
+use crate::canon::{hex, Canon, Gathered};
 use crate::objects::{self, FingerprintDoc, WindowRecord};
 use crate::runtime::{self, Ctx, NodeOptions, WindowView};
 use crate::spec::write_atomic;
@@ -156,7 +156,7 @@ impl State {
                 window: w,
                 chain: view.chain,
             })?;
-        let mut gathered: BTreeMap<Uid, (Vec<TensorPayload>, u64)> = BTreeMap::new();
+        let mut gathered: Gathered = BTreeMap::new();
         let mut report_extra = json!({});
         let mut listing: BTreeMap<Uid, u64> = BTreeMap::new();
         while !queue.is_empty() {
@@ -164,11 +164,7 @@ impl State {
             match a {
                 ValidatorAction::ListUploadsAt { window, at } => {
                     Ctx::sleep_until(at);
-                    let peers = self
-                        .views
-                        .get(&window)
-                        .map(|v| v.peers.clone())
-                        .unwrap_or_default();
+                    let peers = runtime::peers_at(&self.views, window);
                     let uploads = ctx.list_uploads(window, &peers);
                     listing = uploads.clone();
                     queue.extend(
@@ -181,11 +177,7 @@ impl State {
                     downloads,
                     eval_lr,
                 } => {
-                    let peers = self
-                        .views
-                        .get(&plan.window)
-                        .map(|v| v.peers.clone())
-                        .unwrap_or_default();
+                    let peers = runtime::peers_at(&self.views, plan.window);
                     let (ok, bad) = ctx.gather(plan.window, &downloads, &peers);
                     let (obs, extra) =
                         self.evaluate(ctx, &plan, &ok, &bad, &peers, &listing, eval_lr as f32)?;
@@ -246,7 +238,7 @@ impl State {
         &mut self,
         ctx: &Ctx,
         plan: &WindowPlan,
-        ok: &BTreeMap<Uid, (Vec<TensorPayload>, u64)>,
+        ok: &Gathered,
         bad: &BTreeMap<Uid, String>,
         peers: &BTreeMap<Uid, runtime::PeerInfo>,
         listing: &BTreeMap<Uid, u64>,
@@ -367,7 +359,7 @@ impl State {
         ctx: &Ctx,
         window: u64,
         peers: &[Uid],
-        got: &BTreeMap<Uid, (Vec<TensorPayload>, u64)>,
+        got: &Gathered,
         lr: f32,
     ) -> Result<()> {
         if self.applied.is_some_and(|a| a >= window) {
@@ -381,11 +373,7 @@ impl State {
                 self.applied
             );
         }
-        let payloads: Vec<&[TensorPayload]> = peers
-            .iter()
-            .filter_map(|u| got.get(u).map(|(p, _)| p.as_slice()))
-            .collect();
-        self.canon.apply(&payloads, lr)?;
+        self.canon.apply_selected(peers, got, lr)?;
         self.applied = Some(window);
         self.trainer.set_params(&self.canon.views())?;
         let hash = hex(&self.canon.hash());
