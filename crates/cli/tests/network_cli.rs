@@ -6,246 +6,12 @@
 //!   the run continues; the validator killed with SIGKILL and restarted keeps its ratings.
 //! * Windows with zero uploads, only invalid uploads, and one valid upload are survived.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde_json::Value;
+mod common;
+use common::*;
 
 const WINDOW_SECS: u64 = 7;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_covenant")
-}
-
-fn cache() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/covenant")
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-struct Net {
-    run: PathBuf,
-    genesis_ms: u64,
-    children: Vec<(String, Child)>,
-}
-
-impl Net {
-    fn init(run: &Path, start_in: u64) -> Net {
-        // Prepare the data once, before the clock starts.
-        let st = Command::new(bin())
-            .args(["data", "bundled", "--seq-len", "128", "--out"])
-            .arg(cache().join("data/bundled-seq128"))
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        let st = Command::new(bin())
-            .args(["network", "init", "--run"])
-            .arg(run)
-            .args([
-                "--window-secs",
-                &WINDOW_SECS.to_string(),
-                "--grace-secs",
-                "2",
-            ])
-            .args([
-                "--start-in",
-                &start_in.to_string(),
-                "--inner-steps",
-                "6",
-                "--batch",
-                "4",
-            ])
-            .args(["--checkpoint-every", "3"])
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        let spec: Value =
-            serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
-        assert_eq!(spec["params"]["inner_steps"], 6);
-        let genesis_ms = now_ms() + start_in * 1000; // within a few ms of the chain's
-        Net {
-            run: run.to_path_buf(),
-            genesis_ms,
-            children: Vec::new(),
-        }
-    }
-
-    fn window_start(&self, w: u64) -> u64 {
-        self.genesis_ms + w * WINDOW_SECS * 1000
-    }
-
-    fn wait_until_window(&self, w: u64, offset_ms: u64) {
-        let t = self.window_start(w) + offset_ms;
-        let now = now_ms();
-        if t > now {
-            std::thread::sleep(Duration::from_millis(t - now));
-        }
-    }
-
-    fn start(&mut self, role: &str, name: &str, until: u64, extra: &[&str]) {
-        let dir = self.run.join("nodes").join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("log.txt"))
-            .unwrap();
-        let child = Command::new(bin())
-            .env("COVENANT_CACHE", cache())
-            .arg(role)
-            .arg("--run")
-            .arg(&self.run)
-            .args([
-                "--name",
-                name,
-                "--until-window",
-                &until.to_string(),
-                "--threads",
-                "1",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children.push((name.to_string(), child));
-    }
-
-    fn kill(&mut self, name: &str) {
-        let i = self.children.iter().position(|(n, _)| n == name).unwrap();
-        let (_, mut c) = self.children.remove(i);
-        c.kill().unwrap(); // SIGKILL
-        c.wait().unwrap();
-    }
-
-    fn wait_all(&mut self, timeout: Duration) {
-        let end = std::time::Instant::now() + timeout;
-        let run = self.run.clone();
-        let log = |name: &str| {
-            std::fs::read_to_string(run.join("nodes").join(name).join("log.txt"))
-                .unwrap_or_default()
-        };
-        for (name, c) in &mut self.children {
-            loop {
-                if let Some(st) = c.try_wait().unwrap() {
-                    assert!(
-                        st.success(),
-                        "{name} exited with {st}; log:\n{}",
-                        tail(&log(name))
-                    );
-                    break;
-                }
-                if std::time::Instant::now() > end {
-                    let _ = c.kill();
-                    panic!("{name} did not finish in time; log:\n{}", tail(&log(name)));
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.run.join("nodes").join(name).join("log.txt"))
-            .unwrap_or_default()
-    }
-
-    fn events(&self, name: &str) -> Vec<Value> {
-        let p = self.run.join("nodes").join(name).join("events.jsonl");
-        std::fs::read_to_string(p)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn all_logs(&self) -> String {
-        let mut s = String::new();
-        for (n, _) in &self.children {
-            s.push_str(&format!("==== {n}\n{}\n", tail(&self.log(n))));
-        }
-        s
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn of(events: &[Value], kind: &str) -> Vec<Value> {
-    events
-        .iter()
-        .filter(|e| e["event"] == kind)
-        .cloned()
-        .collect()
-}
-
-/// window → hash of the model after that window's outer step.
-fn hashes(events: &[Value]) -> BTreeMap<u64, String> {
-    of(events, "outer_step")
-        .iter()
-        .map(|e| {
-            (
-                e["window"].as_u64().unwrap(),
-                e["hash"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn uid_of(events: &[Value]) -> u64 {
-    of(events, "joined")[0]["uid"].as_u64().unwrap()
-}
-
-fn consensus_weights(run: &Path) -> BTreeMap<u64, f64> {
-    let out = Command::new(bin())
-        .args(["chain", "status", "--json", "--dir"])
-        .arg(run.join("chain"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
-    m["neurons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["uid"].as_u64().unwrap(),
-                n["consensus_weight"].as_f64().unwrap(),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn miners_and_a_validator_train_join_leave_and_restart() {
@@ -484,42 +250,18 @@ fn a_network_runs_on_real_s3_storage() {
     let run = tmp.path().join("net");
     let mut net = Net::init(&run, 10);
     let last = 4;
-    let env = [
-        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", s3.port)),
-        ("AWS_ACCESS_KEY_ID", common_s3::ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY", common_s3::SECRET_KEY.to_string()),
-        ("AWS_ALLOW_HTTP", "true".to_string()),
-        ("AWS_REGION", "us-east-1".to_string()),
-    ];
+    net.env = s3.env();
     for (role, name) in [
         ("validator", "validator-1"),
         ("miner", "miner-1"),
         ("miner", "miner-2"),
     ] {
-        let dir = run.join("nodes").join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("log.txt")).unwrap();
-        let child = Command::new(bin())
-            .env("COVENANT_CACHE", cache())
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .arg(role)
-            .arg("--run")
-            .arg(&run)
-            .args([
-                "--name",
-                name,
-                "--until-window",
-                &last.to_string(),
-                "--threads",
-                "1",
-            ])
-            .args(["--store", &format!("s3://covenant/{name}")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        net.children.push((name.to_string(), child));
+        net.start(
+            role,
+            name,
+            last,
+            &["--store", &format!("s3://covenant/{name}")],
+        );
     }
     net.wait_all(Duration::from_secs(WINDOW_SECS * 7 + 90));
     let v = net.events("validator-1");

@@ -39,34 +39,47 @@ pub struct S3Server {
 impl S3Server {
     /// Starts the server with one bucket; panics with instructions when it is not installed.
     pub fn start(bucket: &str) -> S3Server {
-        let bin = server_bin();
-        assert!(
-            bin.is_file(),
-            "S3 test server not found at {} — run scripts/install-s3-server.sh (or set COVENANT_S3_SERVER_BIN)",
-            bin.display()
-        );
         let root = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(root.path().join(bucket)).expect("bucket dir");
         let port = {
             let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
             l.local_addr().expect("addr").port()
         };
+        let mut s = S3Server {
+            child: None,
+            port,
+            root,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts the server process again (same port, same data) after `stop`.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let bin = server_bin();
+        assert!(
+            bin.is_file(),
+            "S3 test server not found at {} — run scripts/install-s3-server.sh (or set COVENANT_S3_SERVER_BIN)",
+            bin.display()
+        );
+        let port = self.port;
         let child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(root.path())
+            .arg(self.root.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut s = S3Server {
-            child: Some(child),
-            port,
-            root,
-        };
+        self.child = Some(child);
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(c) = s.child.as_mut() {
+            if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
                     panic!("S3 test server exited at start-up: {status}");
                 }
@@ -77,7 +90,23 @@ impl S3Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        s
+    }
+
+    /// The environment a `covenant` process needs to reach this server (`AWS_*`).
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            (
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 
     pub fn config(&self) -> S3Config {
