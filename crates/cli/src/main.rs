@@ -65,7 +65,9 @@ fn main() {
         Command::Network(c) => cmd::node::network(c),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        // Not `eprintln!`: it panics when stderr cannot be written (a log file on a full disk).
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "error: {e:#}");
         std::process::exit(1);
     }
 }

@@ -34,6 +34,9 @@ pub struct LinePlot<'a> {
     pub series: Vec<Series>,
 }
 
+const PNG_W: u32 = 1000;
+const PNG_H: u32 = 600;
+
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -67,7 +70,32 @@ impl LinePlot<'_> {
         let pad = ((y1 - y0) * 0.05).max(1e-3);
         let (y0, y1) = (y0 - pad, y1 + pad);
 
-        let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+        // Drawn into memory, encoded here and written atomically, so a full disk or a missing
+        // permission is reported with the file and the OS error (and never leaves half a PNG).
+        let mut rgb = vec![0u8; (PNG_W * PNG_H * 3) as usize];
+        self.draw(&mut rgb, path, (x0, x1), (y0, y1))?;
+        let mut png_bytes = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut png_bytes, PNG_W, PNG_H);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            let encoded = enc
+                .write_header()
+                .and_then(|mut w| w.write_image_data(&rgb).and_then(|_| w.finish()));
+            encoded.with_context(|| format!("encoding {}", path.display()))?;
+        }
+        write_atomic(path, &png_bytes)
+    }
+
+    fn draw(
+        &self,
+        rgb: &mut [u8],
+        path: &Path,
+        (x0, x1): (f64, f64),
+        (y0, y1): (f64, f64),
+    ) -> Result<()> {
+        let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+        let root = BitMapBackend::with_buffer(rgb, (PNG_W, PNG_H)).into_drawing_area();
         let draw = |e| anyhow::anyhow!("drawing {}: {e:?}", path.display());
         root.fill(&WHITE).map_err(draw)?;
         let mut chart = ChartBuilder::on(&root)
@@ -136,11 +164,20 @@ pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<(
 }
 
 /// Writes a file through a temporary name and a rename, so readers never see half of it.
+/// On failure (full disk, no permission) the temporary file is removed and the error names
+/// `path` and the OS error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp~");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    let r = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("writing {} (through {})", path.display(), tmp.display()))
+        .and_then(|_| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("renaming {} onto {}", tmp.display(), path.display()))
+        });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 #[cfg(test)]

@@ -24,10 +24,11 @@ const KEY_TYPE: &str = "covenant-ed25519";
 pub enum KeyError {
     #[error("key file {path} already exists (use --force to overwrite)")]
     Exists { path: PathBuf },
-    #[error("key file {path}: {source}")]
+    // Not a `source`: the message already holds the OS error (no repetition in error chains).
+    #[error("key file {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
@@ -145,9 +146,9 @@ impl Keypair {
 
     /// Writes the key file with mode 0600; refuses to replace an existing file unless `force`.
     pub fn save(&self, path: &Path, force: bool) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io {
+        let io = |error| KeyError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let body = serde_json::to_string(&KeyFile {
             kind: KEY_TYPE.into(),
@@ -187,27 +188,35 @@ impl Keypair {
         }
         let _ = fs::remove_file(&tmp);
         let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(body.as_bytes())
+        let written = f
+            .write_all(body.as_bytes())
             .and_then(|_| f.write_all(b"\n"))
-            .and_then(|_| f.sync_all())
-            .map_err(io)?;
+            .and_then(|_| f.sync_all());
         drop(f);
+        if let Err(e) = written {
+            // A full disk: leave no partial key file behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(io(e));
+        }
         if !force && path.exists() {
             let _ = fs::remove_file(&tmp);
             return Err(KeyError::Exists {
                 path: path.to_path_buf(),
             });
         }
-        fs::rename(&tmp, path).map_err(io)
+        fs::rename(&tmp, path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io(e)
+        })
     }
 
     /// Loads a key file, checking its permissions (unix: no group/other access), size and format,
     /// and that the stored public key matches the secret.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let p = || path.to_path_buf();
-        let io = |source| KeyError::Io {
+        let io = |error| KeyError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let f = fs::File::open(path).map_err(io)?;
         let meta = f.metadata().map_err(io)?;

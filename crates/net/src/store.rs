@@ -384,6 +384,18 @@ impl Store {
                 key,
                 reason: source.to_string(),
             }),
+            // The directory backend: a full disk, missing permissions or a read-only file
+            // system will not go away on retry (and waiting out the deadline would stall the
+            // node for a minute per object); fail at once with the OS error and the path.
+            E::Generic {
+                store: "LocalFileSystem",
+                source,
+            } if permanent_local_error(source.as_ref()) => Attempt::Fatal(StoreError::Other {
+                store,
+                op,
+                key,
+                reason: error_chain(source.as_ref()),
+            }),
             E::Generic { source, .. } => {
                 let msg = error_chain(source.as_ref());
                 // A 4xx answer (other than 408 timeout / 429 throttling) will not change on retry.
@@ -658,6 +670,35 @@ impl Store {
     }
 }
 
+/// Whether the chain of `e` holds an OS error that retrying will not cure: no space, no
+/// permission, a read-only file system, a quota, a path component that is not a directory.
+fn permanent_local_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    // EPERM, ENOTDIR, EISDIR, EFBIG, ENOSPC, EROFS, EDQUOT (Linux numbering; the kinds cover
+    // the rest).
+    const CODES: [i32; 7] = [1, 20, 21, 27, 28, 30, 122];
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::PermissionDenied
+                    | K::StorageFull
+                    | K::ReadOnlyFilesystem
+                    | K::QuotaExceeded
+                    | K::FileTooLarge
+                    | K::NotADirectory
+                    | K::IsADirectory
+            ) || io.raw_os_error().is_some_and(|c| CODES.contains(&c))
+            {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    false
+}
+
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -670,4 +711,60 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local_error(e: std::io::Error) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        }
+    }
+
+    #[test]
+    fn full_disk_and_permission_errors_of_a_directory_store_are_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::local(dir.path()).unwrap();
+        for (code, text) in [
+            (28, "No space left on device"),
+            (13, "Permission denied"),
+            (30, "Read-only file system"),
+        ] {
+            let e = local_error(std::io::Error::from_raw_os_error(code));
+            match s.classify("put", "grad/00000001.bin", e) {
+                Attempt::Fatal(e) => {
+                    let m = e.to_string();
+                    assert!(m.contains(text) && m.contains("grad/00000001.bin"), "{m}");
+                    assert!(m.contains(&dir.path().display().to_string()), "{m}");
+                }
+                Attempt::Transient(m) => panic!("os error {code} would be retried: {m}"),
+            }
+        }
+        // Anything else from the directory backend is still retried.
+        let e = local_error(std::io::Error::from_raw_os_error(4)); // EINTR
+        assert!(matches!(s.classify("put", "k", e), Attempt::Transient(_)));
+    }
+
+    #[tokio::test]
+    async fn put_under_a_file_fails_at_once_with_the_os_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::local(dir.path()).unwrap();
+        std::fs::write(dir.path().join("grad"), b"not a directory").unwrap();
+        let t = Instant::now();
+        let e = s
+            .put("grad/00000001.bin", Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+        let m = e.to_string();
+        assert!(m.contains("Not a directory"), "{m}");
+        assert!(m.contains("grad/00000001.bin"), "{m}");
+    }
 }

@@ -16,11 +16,21 @@ use crate::runtime::Ctx;
 /// Writes the model held by `trainer` (which must equal `canon`) as the checkpoint of window `w`.
 pub fn publish(ctx: &Ctx, trainer: &Trainer, canon: &Canon, w: u64) -> Result<()> {
     let tmp = ctx.node_dir.join("ckpt-out");
+    let r = publish_from(ctx, trainer, canon, w, &tmp);
+    // Also on failure: a half-written model must not keep taking space on a full disk.
     let _ = std::fs::remove_dir_all(&tmp);
-    trainer.save_hf(&tmp)?;
+    r
+}
+
+fn publish_from(ctx: &Ctx, trainer: &Trainer, canon: &Canon, w: u64, tmp: &Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(tmp);
+    trainer
+        .save_hf(tmp)
+        .with_context(|| format!("writing the checkpoint to {}", tmp.display()))?;
     let mut files = Vec::new();
     for name in [MODEL_FILE, CONFIG_FILE] {
-        let bytes = std::fs::read(tmp.join(name)).with_context(|| format!("reading {name}"))?;
+        let file = tmp.join(name);
+        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
         files.push(CkptFile {
             name: name.to_string(),
             size: bytes.len() as u64,
@@ -59,7 +69,6 @@ pub fn publish(ctx: &Ctx, trainer: &Trainer, canon: &Canon, w: u64) -> Result<()
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
 
@@ -144,16 +153,21 @@ fn load(
             "{name}: content hash {h} differs from the manifest's {}",
             f.blake3
         );
-        std::fs::write(dir.join(name), &bytes).with_context(|| format!("writing {name}"))?;
+        let file = dir.join(name);
+        if let Err(e) = std::fs::write(&file, &bytes) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e).with_context(|| format!("writing {}", file.display()));
+        }
     }
-    let canon = canon_from_hf(ctx, &dir)?;
+    let canon = canon_from_hf(ctx, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let canon = canon?;
     let h = hex(&canon.hash());
     ensure!(
         h == m.model_hash,
         "loaded model hash {h} differs from the manifest's {}",
         m.model_hash
     );
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(canon)
 }
 

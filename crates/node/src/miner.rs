@@ -355,13 +355,21 @@ impl State {
                 window,
                 bytes,
                 error,
-            } => {
-                self.bytes_up += bytes;
-                self.ctx.log.event(
-                    "uploaded",
-                    json!({ "window": window, "bytes": bytes, "error": error }),
-                );
-            }
+            } => match error {
+                None => {
+                    self.bytes_up += bytes;
+                    self.ctx.log.event(
+                        "uploaded",
+                        json!({ "window": window, "bytes": bytes, "error": null }),
+                    );
+                }
+                // A full disk or a store this node may not write: the window's update is lost,
+                // the node carries on with the next window.
+                Some(e) => self.ctx.log.event(
+                    "error",
+                    json!({ "window": window, "message": format!("uploading the update of window {window}: {e}") }),
+                ),
+            },
             Resp::Listed { window, uploads } => {
                 let n = uploads.len();
                 for a in self

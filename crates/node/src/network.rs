@@ -39,7 +39,9 @@ pub fn key_path(run: &Path, name: &str) -> PathBuf {
     run.join("keys").join(format!("{name}.key"))
 }
 
-/// Creates the run directory (which must not exist or be empty).
+/// Creates the run directory (which must not exist or be empty). If a write fails (full disk,
+/// no permission), the error names the file and the OS error, and what was created is removed
+/// again so that the same command can be run once the problem is fixed.
 pub fn init(
     run: &Path,
     spec: &RunSpec,
@@ -52,19 +54,49 @@ pub fn init(
         timing.block_ms >= 1 && timing.blocks_per_window >= 1,
         "block time and window length must be positive"
     );
-    if run.exists() {
+    let existed = run.exists();
+    if existed {
         let empty = std::fs::read_dir(run)
             .with_context(|| format!("reading {}", run.display()))?
             .next()
             .is_none();
         ensure!(empty, "{} already exists and is not empty", run.display());
     }
-    std::fs::create_dir_all(run.join("keys"))
-        .with_context(|| format!("creating {}", run.display()))?;
+    let r = create(run, spec, validators, timing);
+    if r.is_err() {
+        // Only what this call created: the directory was missing or empty.
+        if existed {
+            if let Ok(entries) = std::fs::read_dir(run) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(run);
+        }
+    }
+    r
+}
+
+fn create(
+    run: &Path,
+    spec: &RunSpec,
+    validators: usize,
+    timing: &NetworkTiming,
+) -> Result<Genesis> {
+    let keys = run.join("keys");
+    std::fs::create_dir_all(&keys).with_context(|| format!("creating {}", keys.display()))?;
     let mut stakes = Vec::new();
     for i in 0..validators {
         let k = Keypair::generate()?;
-        k.save(&key_path(run, &validator_name(i)), false)?;
+        let name = validator_name(i);
+        k.save(&key_path(run, &name), false)
+            .with_context(|| format!("creating {name}'s key"))?;
         stakes.push(ValidatorStake {
             key: k.public(),
             stake: 1_000,
@@ -83,7 +115,9 @@ pub fn init(
         kappa: 0.5,
     };
     spec.params_for(&genesis)?;
-    Ledger::init(&run.join("chain"), &genesis)?;
+    let chain = run.join("chain");
+    Ledger::init(&chain, &genesis)
+        .with_context(|| format!("creating the chain ledger in {}", chain.display()))?;
     spec.write(&run.join("run.json"))?;
     Ok(genesis)
 }

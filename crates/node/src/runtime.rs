@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -524,8 +525,7 @@ pub fn load_or_create_key(path: &Path) -> Result<Keypair> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    k.save(path, false)
-        .with_context(|| format!("writing key {}", path.display()))?;
+    k.save(path, false).context("creating this node's key")?;
     Ok(k)
 }
 
@@ -587,10 +587,16 @@ pub fn val_ids(ds: &Dataset, want: usize) -> Vec<u64> {
     (0..want).map(|i| i * n / want).collect()
 }
 
-/// JSON lines of what a node did, for the demo's live view and the tests.
+/// JSON lines of what a node did, for the demo's live view and the tests. Every event is also
+/// printed on stderr. A write to the file that fails (full disk, lost permission) does not stop
+/// the node: the first failure prints one warning on stderr naming the file and the OS error,
+/// and later events are still tried (and still printed on stderr).
 #[derive(Clone)]
 pub struct EventLog {
     file: Arc<Mutex<std::fs::File>>,
+    path: Arc<PathBuf>,
+    /// Set once a write has failed (the warning is printed once).
+    failed: Arc<AtomicBool>,
     role: String,
     name: String,
 }
@@ -601,9 +607,11 @@ impl EventLog {
             .create(true)
             .append(true)
             .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .with_context(|| format!("opening the event log {}", path.display()))?;
         Ok(EventLog {
             file: Arc::new(Mutex::new(file)),
+            path: Arc::new(path.to_path_buf()),
+            failed: Arc::new(AtomicBool::new(false)),
             role: role.into(),
             name: name.into(),
         })
@@ -621,13 +629,37 @@ impl EventLog {
             o.extend(f);
         }
         let line = format!("{obj}\n");
-        if let Ok(mut f) = self.file.lock() {
-            let _ = f.write_all(line.as_bytes());
+        let written = match self.file.lock() {
+            Ok(mut f) => f.write_all(line.as_bytes()),
+            Err(_) => Err(std::io::Error::other("event log lock poisoned")),
+        };
+        if let Err(e) = written {
+            if !self.failed.swap(true, Ordering::Relaxed) {
+                stderr_line(&format!(
+                    "[{} {}] warning: writing the event log {} failed: {e}; the node carries on \
+                     and prints its events here only",
+                    self.role,
+                    self.name,
+                    self.path.display()
+                ));
+            }
         }
-        eprint!("[{} {}] {line}", self.role, self.name);
+        stderr_line(&format!(
+            "[{} {}] {}",
+            self.role,
+            self.name,
+            line.trim_end()
+        ));
     }
 
     pub fn warn(&self, msg: &str) {
         self.event("warning", serde_json::json!({ "message": msg }));
     }
+}
+
+/// Prints a line on stderr, ignoring a failure (`eprintln!` panics when stderr cannot be
+/// written, e.g. when it is a log file on a full disk).
+pub fn stderr_line(s: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_all(s.as_bytes()).and_then(|_| e.write_all(b"\n"));
 }

@@ -210,7 +210,19 @@ impl State {
                         uid: ctx.uid,
                         gauntlet: self.machine.gauntlet.clone(),
                     };
-                    write_atomic(&self.state_path, &serde_json::to_vec(&st)?)?;
+                    // A failed save (full disk, lost permission) only matters if the validator
+                    // restarts before a later save succeeds: say so and carry on.
+                    let saved = serde_json::to_vec(&st)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|b| write_atomic(&self.state_path, &b));
+                    if let Err(e) = saved {
+                        let message = format!(
+                            "saving the validator state: {e:#} (the ratings stay in memory; \
+                             the next window tries again)"
+                        );
+                        ctx.log
+                            .event("error", json!({ "window": w, "message": message }));
+                    }
                 }
                 ValidatorAction::Report(r) => {
                     let peers: BTreeMap<String, serde_json::Value> = r

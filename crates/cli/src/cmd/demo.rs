@@ -100,7 +100,11 @@ pub fn run_network(a: &Args) -> Result<Value> {
     let cache = std::fs::canonicalize(cache_dir()).context("resolving the cache directory")?;
     if a.out.exists() {
         ensure!(
-            a.out.join("run.json").is_file() || std::fs::read_dir(&a.out)?.next().is_none(),
+            a.out.join("run.json").is_file()
+                || std::fs::read_dir(&a.out)
+                    .with_context(|| format!("reading {}", a.out.display()))?
+                    .next()
+                    .is_none(),
             "{} exists and is not a network demo run directory (an older single-process demo wrote there too): remove it or choose another --out",
             a.out.display()
         );
@@ -153,8 +157,13 @@ pub fn run_network(a: &Args) -> Result<Value> {
         .collect();
     for (name, role) in &names {
         let dir = a.out.join("nodes").join(name);
-        std::fs::create_dir_all(&dir)?;
-        let log = std::fs::File::create(dir.join("log.txt"))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log_path = dir.join("log.txt");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log_err = log
+            .try_clone()
+            .with_context(|| format!("opening {}", log_path.display()))?;
         let mut cmd = Command::new(&exe);
         cmd.arg(role)
             .arg("--run")
@@ -167,11 +176,15 @@ pub fn run_network(a: &Args) -> Result<Value> {
             .arg("1")
             .env("COVENANT_CACHE", &cache)
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+            .stdout(log)
+            .stderr(log_err);
         if *role == "miner" {
             let i: usize = name.trim_start_matches("miner-").parse().unwrap_or(1);
-            let b = a.behaviours.get(i - 1).copied().unwrap_or(covenant_node::Behaviour::Honest);
+            let b = a
+                .behaviours
+                .get(i - 1)
+                .copied()
+                .unwrap_or(covenant_node::Behaviour::Honest);
             cmd.arg("--behaviour").arg(b.name());
         }
         if let Some(prefix) = &a.store {

@@ -130,7 +130,9 @@ pub fn init(a: &InitArgs) -> Result<()> {
             start_in_ms: a.start_in * 1000,
         },
     )?;
-    println!(
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "created {} (run {}, {} validator(s), {}-s windows, window 0 starts in {} s)",
         a.run.display(),
         g.run_id,

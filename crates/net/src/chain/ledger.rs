@@ -47,10 +47,54 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-fn storage(path: &Path, e: impl std::fmt::Display) -> ChainError {
+fn storage(path: &Path, e: impl std::fmt::Display + 'static) -> ChainError {
+    let mut reason = e.to_string();
+    // SQLite says "attempt to write a readonly database" or "unable to open database file" but
+    // not why: find the OS error (no permission, read-only file system) on the file or its
+    // directory, so that the message says what to fix.
+    if let Some(rusqlite::Error::SqliteFailure(f, _)) =
+        (&e as &dyn std::any::Any).downcast_ref::<rusqlite::Error>()
+    {
+        use rusqlite::ErrorCode as C;
+        if matches!(
+            f.code,
+            C::ReadOnly | C::CannotOpen | C::PermissionDenied | C::SystemIoFailure
+        ) {
+            if let Some(os) = os_error_at(path) {
+                reason = format!("{reason} ({os})");
+            }
+        }
+    }
     ChainError::Storage {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        reason,
+    }
+}
+
+/// Why the ledger file `path` or its directory cannot be written, if the OS says so: the file
+/// is opened for writing (without changing it) and a file is created and removed beside it.
+fn os_error_at(path: &Path) -> Option<String> {
+    if path.is_file() {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
+            return Some(format!("{}: {e}", path.display()));
+        }
+    }
+    let dir = path.parent()?;
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!("{}: {e}", dir.display())),
     }
 }
 
