@@ -267,7 +267,8 @@ pub fn max_encoded_len(layout: &ModelLayout) -> usize {
             .sum::<usize>()
 }
 
-fn check_encodable(layout: &ModelLayout, i: usize, p: &TensorPayload) -> Result<(), WireError> {
+/// Lengths of codes, indices and lookup against the tensor's geometry.
+fn check_lengths(layout: &ModelLayout, i: usize, p: &TensorPayload) -> Result<(), WireError> {
     let t = &layout.tensors[i];
     let g = &t.geom;
     let bins = layout.config.bins;
@@ -292,6 +293,19 @@ fn check_encodable(layout: &ModelLayout, i: usize, p: &TensorPayload) -> Result<
             p.lookup.len()
         )));
     }
+    Ok(())
+}
+
+/// Lengths, then finite values, codes below `bins`, indices in range and ascending.
+fn check_encodable(layout: &ModelLayout, i: usize, p: &TensorPayload) -> Result<(), WireError> {
+    check_lengths(layout, i, p)?;
+    let t = &layout.tensors[i];
+    let g = &t.geom;
+    let bins = layout.config.bins;
+    let err = |reason: String| WireError::Unencodable {
+        tensor: t.name.clone(),
+        reason,
+    };
     if !p.shift.is_finite() || p.lookup.iter().any(|v| !v.is_finite()) {
         return Err(err("non-finite lookup or shift".into()));
     }
@@ -321,6 +335,30 @@ pub fn encode(
     key: &SigningKey,
     opts: EncodeOptions,
 ) -> Result<Vec<u8>, WireError> {
+    encode_inner(payload, layout, key, opts, true)
+}
+
+/// Like [`encode`], but skips the checks that the values are encodable (finite lookup and
+/// shift, codes below `bins`, indices in range and strictly ascending; lengths are still
+/// checked). The result is framed and validly signed, so only the decoder's checks behind the
+/// signature stand between it and the model: this exists to simulate a malicious miner
+/// (`covenant miner --behaviour nan|bad-index`) and in tests, never for honest uploads.
+/// Indices are always packed (the Rice coder needs ascending indices).
+pub fn encode_unchecked(
+    payload: &Payload,
+    layout: &ModelLayout,
+    key: &SigningKey,
+) -> Result<Vec<u8>, WireError> {
+    encode_inner(payload, layout, key, EncodeOptions::default(), false)
+}
+
+fn encode_inner(
+    payload: &Payload,
+    layout: &ModelLayout,
+    key: &SigningKey,
+    opts: EncodeOptions,
+    check: bool,
+) -> Result<Vec<u8>, WireError> {
     if payload.tensors.len() != layout.tensors.len() {
         return Err(WireError::TensorCount {
             expected: layout.tensors.len(),
@@ -332,7 +370,11 @@ pub fn encode(
     let mut body = Vec::with_capacity(max_encoded_len(layout));
     let mut idx_buf = Vec::new();
     for (i, (t, p)) in layout.tensors.iter().zip(&payload.tensors).enumerate() {
-        check_encodable(layout, i, p)?;
+        if check {
+            check_encodable(layout, i, p)?;
+        } else {
+            check_lengths(layout, i, p)?;
+        }
         let g = &t.geom;
         // Index section.
         idx_buf.clear();
@@ -343,7 +385,7 @@ pub fn encode(
             IndexMode::Packed16 => pack::pack16(&p.idx, &mut idx_buf),
             _ => {}
         }
-        if opts.index_coding == IndexCoding::Entropy && mode != IndexMode::All {
+        if check && opts.index_coding == IndexCoding::Entropy && mode != IndexMode::All {
             let pr = rice::choose_param(&p.idx, g.k, g.chunk_len);
             let bits = rice::cost_bits(&p.idx, g.k, pr);
             if (bits.div_ceil(8) as usize) < idx_buf.len() {

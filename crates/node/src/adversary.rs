@@ -47,8 +47,9 @@ pub fn tamper_payload(
     }
 }
 
-/// Encodes the payload, then breaks the bytes according to `b` (malformed, truncated, oversized,
-/// bad signature, wrong shape).
+/// Encodes the payload, then breaks it according to `b`: the bytes (malformed, truncated,
+/// oversized), the signer (bad signature), the shapes (wrong shape), or the values behind a
+/// valid signature (NaN in a lookup table, indices not ascending).
 pub fn encode_as(
     b: Behaviour,
     layout: &ModelLayout,
@@ -97,6 +98,27 @@ pub fn encode_as(
                 &other,
                 key,
                 opts,
+            )?)
+        }
+        Behaviour::Nan | Behaviour::BadIndex => {
+            let mut tensors = tensors;
+            if b == Behaviour::Nan {
+                if let Some(v) = tensors.first_mut().and_then(|t| t.lookup.first_mut()) {
+                    *v = f32::NAN;
+                }
+            } else if let Some((t, p)) = layout
+                .tensors
+                .iter()
+                .zip(tensors.iter_mut())
+                .find(|(t, _)| !t.geom.sends_all() && t.geom.k >= 2)
+            {
+                // The first chunk's indices in descending order.
+                p.idx[..t.geom.k].reverse();
+            }
+            Ok(wire::encode_unchecked(
+                &wire::Payload { header, tensors },
+                layout,
+                key,
             )?)
         }
         _ => {
@@ -149,10 +171,19 @@ mod tests {
             Behaviour::Oversized,
             Behaviour::BadSignature,
             Behaviour::WrongShape,
+            Behaviour::Nan,
+            Behaviour::BadIndex,
         ] {
             let bytes = encode_as(b, &l, &key, header, zeros()).unwrap();
             let r = wire::decode(&bytes, &expected, &key.verifying_key(), &limits);
             assert_eq!(r.is_ok(), b == Behaviour::Honest, "{b:?}: {r:?}");
+            // The value attacks pass the signature and are caught by the checks behind it.
+            let why = r.err().map(|e| e.to_string()).unwrap_or_default();
+            match b {
+                Behaviour::Nan => assert!(why.contains("lookup[0] is not finite"), "{why}"),
+                Behaviour::BadIndex => assert!(why.contains("not ascending"), "{why}"),
+                _ => {}
+            }
         }
     }
 

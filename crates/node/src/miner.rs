@@ -554,7 +554,12 @@ impl State {
             }
             TensorPayload::zeros_for(&ctx.layout)
         } else {
-            if !ctx.spec.overlap && w > 0 && self.applied.is_none_or(|a| a + 1 < w) {
+            // (The early uploader does not wait: it wants its upload in before the window ends.)
+            if !ctx.spec.overlap
+                && w > 0
+                && self.applied.is_none_or(|a| a + 1 < w)
+                && ctx.opts.behaviour != Behaviour::Early
+            {
                 // Wait (bounded) for the outer step of window w − 1 before training.
                 let t = Instant::now();
                 let until = ctx.params.gather_time(w - 1) + ctx.params.window_ms() / 2;

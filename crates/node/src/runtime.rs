@@ -77,12 +77,16 @@ pub enum Behaviour {
     BadSignature,
     /// Encodes for a model with other tensor shapes.
     WrongShape,
+    /// A validly signed payload with a NaN in a lookup table.
+    Nan,
+    /// A validly signed payload whose indices are not ascending inside a chunk.
+    BadIndex,
     /// Trains but never uploads.
     Silent,
 }
 
 impl Behaviour {
-    pub const ALL: [(&'static str, Behaviour); 16] = [
+    pub const ALL: [(&'static str, Behaviour); 18] = [
         ("honest", Behaviour::Honest),
         ("noise", Behaviour::Noise),
         ("scaled", Behaviour::Scaled),
@@ -98,6 +102,8 @@ impl Behaviour {
         ("oversized", Behaviour::Oversized),
         ("bad-signature", Behaviour::BadSignature),
         ("wrong-shape", Behaviour::WrongShape),
+        ("nan", Behaviour::Nan),
+        ("bad-index", Behaviour::BadIndex),
         ("silent", Behaviour::Silent),
     ];
 

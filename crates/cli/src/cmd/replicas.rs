@@ -26,7 +26,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::train::{self, parse_device, DataOrder};
 use crate::report::{self, LinePlot, Series};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Algo {
     /// One model, no replicas (the plain baseline trainer).
@@ -98,9 +100,16 @@ pub fn run_all(args: &train::Args, algos: &[Algo]) -> Result<Vec<RunResult>> {
     for &algo in algos {
         let saved = args.out.join(algo.name()).join("result.json");
         if args.reuse_results {
-            let bytes = std::fs::read(&saved).with_context(|| format!("--reuse-results: reading {}", saved.display()))?;
-            let r: RunResult = serde_json::from_slice(&bytes).with_context(|| format!("{} is not a result file", saved.display()))?;
-            ensure!(r.algo == algo, "{} holds a {} run", saved.display(), r.algo.name());
+            let bytes = std::fs::read(&saved)
+                .with_context(|| format!("--reuse-results: reading {}", saved.display()))?;
+            let r: RunResult = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a result file", saved.display()))?;
+            ensure!(
+                r.algo == algo,
+                "{} holds a {} run",
+                saved.display(),
+                r.algo.name()
+            );
             results.push(r);
             continue;
         }

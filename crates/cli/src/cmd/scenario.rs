@@ -22,7 +22,7 @@ pub struct Args {
     pub honest: usize,
     /// Adversarial miners by behaviour, comma-separated: noise, scaled, sign-flip, copycat,
     /// stale, free-rider, wrong-data, late, early, malformed, truncated, oversized,
-    /// bad-signature, wrong-shape, silent.
+    /// bad-signature, wrong-shape, nan, bad-index, silent.
     #[arg(long, value_delimiter = ',', default_value = "noise,scaled,copycat")]
     pub adversaries: Vec<Behaviour>,
     #[arg(long, default_value_t = 20)]
@@ -70,7 +70,10 @@ fn events(run: &Path, name: &str) -> Vec<Value> {
 }
 
 fn uid_of(run: &Path, name: &str) -> Option<u64> {
-    events(run, name).iter().find(|e| e["event"] == "joined").and_then(|e| e["uid"].as_u64())
+    events(run, name)
+        .iter()
+        .find(|e| e["event"] == "joined")
+        .and_then(|e| e["uid"].as_u64())
 }
 
 /// Validation loss after the last outer step of validator-1.
@@ -84,7 +87,10 @@ fn final_val(run: &Path) -> Option<f64> {
 
 pub fn run(a: Args) -> Result<()> {
     ensure!(a.honest >= 1, "--honest must be at least 1");
-    ensure!(!a.adversaries.is_empty(), "name at least one adversarial behaviour");
+    ensure!(
+        !a.adversaries.is_empty(),
+        "name at least one adversarial behaviour"
+    );
     ensure!(
         !a.adversaries.contains(&Behaviour::Honest),
         "`honest` is not an adversarial behaviour (use --honest)"
@@ -92,7 +98,11 @@ pub fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut behaviours = vec![Behaviour::Honest; a.honest];
     behaviours.extend(a.adversaries.iter().copied());
-    eprintln!("== attack run: {} honest + {:?}", a.honest, a.adversaries.iter().map(|b| b.name()).collect::<Vec<_>>());
+    eprintln!(
+        "== attack run: {} honest + {:?}",
+        a.honest,
+        a.adversaries.iter().map(|b| b.name()).collect::<Vec<_>>()
+    );
     let attack_dir = a.out.join("attack");
     demo::run_network(&net(&a, attack_dir.clone(), behaviours.clone()))?;
     let baseline = if a.no_baseline {
@@ -104,7 +114,10 @@ pub fn run(a: Args) -> Result<()> {
         final_val(&dir)
     };
     let report = analyse(&attack_dir, &behaviours, a.honest, baseline)?;
-    report::write_atomic(&a.out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    report::write_atomic(
+        &a.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
     let md = markdown(&report);
     report::write_atomic(&a.out.join("report.md"), md.as_bytes())?;
     println!("{md}");
@@ -112,23 +125,50 @@ pub fn run(a: Args) -> Result<()> {
 }
 
 /// Per-behaviour outcome of an attack run (from validator-1's reports and outer steps).
-pub fn analyse(run: &Path, behaviours: &[Behaviour], honest: usize, baseline_val: Option<f64>) -> Result<Value> {
+pub fn analyse(
+    run: &Path,
+    behaviours: &[Behaviour],
+    honest: usize,
+    baseline_val: Option<f64>,
+) -> Result<Value> {
     let v = events(run, "validator-1");
     let reports: Vec<&Value> = v.iter().filter(|e| e["event"] == "report").collect();
     let steps: Vec<&Value> = v.iter().filter(|e| e["event"] == "outer_step").collect();
-    let names: Vec<String> = (0..behaviours.len()).map(covenant_node::network::miner_name).collect();
+    let names: Vec<String> = (0..behaviours.len())
+        .map(covenant_node::network::miner_name)
+        .collect();
     let uids: Vec<Option<u64>> = names.iter().map(|n| uid_of(run, n)).collect();
-    let weight = |r: &Value, uid: u64| r["peers"][uid.to_string()]["weight"].as_f64().unwrap_or(0.0);
-    let total = |r: &Value| -> f64 {
-        r["peers"].as_object().map(|m| m.values().filter_map(|p| p["weight"].as_f64()).sum()).unwrap_or(0.0)
+    let weight = |r: &Value, uid: u64| {
+        r["peers"][uid.to_string()]["weight"]
+            .as_f64()
+            .unwrap_or(0.0)
     };
-    let adversary_uids: Vec<u64> = uids.iter().zip(behaviours).filter(|(_, b)| **b != Behaviour::Honest).filter_map(|(u, _)| *u).collect();
+    let total = |r: &Value| -> f64 {
+        r["peers"]
+            .as_object()
+            .map(|m| m.values().filter_map(|p| p["weight"].as_f64()).sum())
+            .unwrap_or(0.0)
+    };
+    let adversary_uids: Vec<u64> = uids
+        .iter()
+        .zip(behaviours)
+        .filter(|(_, b)| **b != Behaviour::Honest)
+        .filter_map(|(u, _)| *u)
+        .collect();
     let share_at = |w: u64| -> Option<f64> {
         let r = reports.iter().find(|r| r["window"] == w)?;
         let t = total(r);
-        Some(if t > 0.0 { adversary_uids.iter().map(|&u| weight(r, u)).sum::<f64>() / t } else { 0.0 })
+        Some(if t > 0.0 {
+            adversary_uids.iter().map(|&u| weight(r, u)).sum::<f64>() / t
+        } else {
+            0.0
+        })
     };
-    let last_window = reports.iter().filter_map(|r| r["window"].as_u64()).max().unwrap_or(0);
+    let last_window = reports
+        .iter()
+        .filter_map(|r| r["window"].as_u64())
+        .max()
+        .unwrap_or(0);
     let mut rows = Vec::new();
     for ((name, uid), b) in names.iter().zip(&uids).zip(behaviours) {
         if *b == Behaviour::Honest {
@@ -138,20 +178,38 @@ pub fn analyse(run: &Path, behaviours: &[Behaviour], honest: usize, baseline_val
             rows.push(json!({ "miner": name, "behaviour": b.name(), "error": "never joined" }));
             continue;
         };
-        let ws: Vec<(u64, f64)> = reports.iter().map(|r| (r["window"].as_u64().unwrap_or(0), weight(r, uid))).collect();
+        let ws: Vec<(u64, f64)> = reports
+            .iter()
+            .map(|r| (r["window"].as_u64().unwrap_or(0), weight(r, uid)))
+            .collect();
         // First window from which its weight is zero until the end.
-        let zero_from = ws.iter().rev().take_while(|(_, w)| *w == 0.0).last().map(|(w, _)| *w);
+        let zero_from = ws
+            .iter()
+            .rev()
+            .take_while(|(_, w)| *w == 0.0)
+            .last()
+            .map(|(w, _)| *w);
         let final_share = reports.last().map(|r| {
             let t = total(r);
-            if t > 0.0 { weight(r, uid) / t } else { 0.0 }
+            if t > 0.0 {
+                weight(r, uid) / t
+            } else {
+                0.0
+            }
         });
         let aggregated: Vec<u64> = steps
             .iter()
-            .filter(|s| s["peers"].as_array().is_some_and(|p| p.iter().any(|x| x.as_u64() == Some(uid))))
+            .filter(|s| {
+                s["peers"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x.as_u64() == Some(uid)))
+            })
             .filter_map(|s| s["window"].as_u64())
             .collect();
         let copy_detected = reports.iter().any(|r| {
-            r["copies"].as_array().is_some_and(|c| c.iter().any(|x| x["copier"].as_u64() == Some(uid)))
+            r["copies"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|x| x["copier"].as_u64() == Some(uid)))
         });
         rows.push(json!({
             "miner": name, "uid": uid, "behaviour": b.name(),
@@ -182,10 +240,26 @@ fn markdown(r: &Value) -> String {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} |\n",
             row["behaviour"].as_str().unwrap_or("?"),
-            row["weight_zero_from_window"].as_u64().map(|w| w.to_string()).unwrap_or_else(|| "never".into()),
-            row["final_weight_share"].as_f64().map(|x| format!("{:.3}", x)).unwrap_or_default(),
-            row["max_weight"].as_f64().map(|x| format!("{:.3}", x)).unwrap_or_default(),
-            row["aggregated_windows"].as_array().map(|a| if a.is_empty() { "none".to_string() } else { format!("{} (first {})", a.len(), a[0]) }).unwrap_or_default(),
+            row["weight_zero_from_window"]
+                .as_u64()
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "never".into()),
+            row["final_weight_share"]
+                .as_f64()
+                .map(|x| format!("{:.3}", x))
+                .unwrap_or_default(),
+            row["max_weight"]
+                .as_f64()
+                .map(|x| format!("{:.3}", x))
+                .unwrap_or_default(),
+            row["aggregated_windows"]
+                .as_array()
+                .map(|a| if a.is_empty() {
+                    "none".to_string()
+                } else {
+                    format!("{} (first {})", a.len(), a[0])
+                })
+                .unwrap_or_default(),
             row["copy_detected"],
         ));
     }
@@ -201,5 +275,7 @@ fn markdown(r: &Value) -> String {
 }
 
 fn fmt(v: &Value) -> String {
-    v.as_f64().map(|x| format!("{x:.4}")).unwrap_or_else(|| "—".into())
+    v.as_f64()
+        .map(|x| format!("{x:.4}"))
+        .unwrap_or_else(|| "—".into())
 }
