@@ -167,17 +167,7 @@ pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<(
 /// On failure (full disk, no permission) the temporary file is removed and the error names
 /// `path` and the OS error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp~");
-    let r = std::fs::write(&tmp, bytes)
-        .with_context(|| format!("writing {} (through {})", path.display(), tmp.display()))
-        .and_then(|_| {
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("renaming {} onto {}", tmp.display(), path.display()))
-        });
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
+    covenant_node::spec::write_through(path, &path.with_extension("tmp~"), bytes)
 }
 
 #[cfg(test)]

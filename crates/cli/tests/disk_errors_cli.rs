@@ -20,17 +20,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+use common::{bin, cache, prepare_data};
+
 const NOBODY: u32 = 65534;
 const ENOSPC: &str = "No space left on device";
 const EACCES: &str = "Permission denied";
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_covenant")
-}
-
-fn cache() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/covenant")
-}
 
 fn is_root() -> bool {
     // /proc/self belongs to the effective uid of the process looking at it.
@@ -75,20 +70,6 @@ fn workdir() -> tempfile::TempDir {
         String::from_utf8_lossy(&out.stderr)
     );
     d
-}
-
-/// Prepares the bundled corpus (as the test's own user) so that the nodes only read it.
-fn prepare_data() {
-    let st = Command::new(bin())
-        .args(["data", "bundled", "--seq-len", "128", "--out"])
-        .arg(cache().join("data/bundled-seq128"))
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
 }
 
 fn init(run: &Path, window_secs: u64, start_in: u64) {

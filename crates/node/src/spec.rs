@@ -218,15 +218,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let r = std::fs::write(&tmp, bytes)
+    write_through(path, &path.with_extension(format!("tmp{}", std::process::id())), bytes)
+}
+
+/// Writes `bytes` to the temporary file `tmp` and renames it onto `path` (same directory);
+/// on failure `tmp` is removed and the error names `path`, `tmp` and the OS error.
+pub fn write_through(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<()> {
+    let r = std::fs::write(tmp, bytes)
         .with_context(|| format!("writing {} (through {})", path.display(), tmp.display()))
         .and_then(|_| {
-            std::fs::rename(&tmp, path)
+            std::fs::rename(tmp, path)
                 .with_context(|| format!("renaming {} onto {}", tmp.display(), path.display()))
         });
     if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
     r
 }

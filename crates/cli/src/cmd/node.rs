@@ -34,7 +34,7 @@ pub struct NodeArgs {
 pub struct MinerArgs {
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Test-only misbehaviour, to exercise the defences: honest, malformed, silent.
+    /// Test-only misbehaviour, to exercise the defences (docs/SECURITY.md lists them).
     #[arg(long, default_value = "honest", hide = true)]
     pub behaviour: Behaviour,
 }
@@ -105,6 +105,10 @@ pub struct InitArgs {
     /// Miners train the next window while the last one is gathered (see docs/NODES.md).
     #[arg(long)]
     pub overlap: bool,
+    /// Zero the score of miners whose update does not favour their assigned data (the BMA
+    /// own-vs-random check; off by default in local runs, see docs/NODES.md).
+    #[arg(long)]
+    pub own_data_check: bool,
 }
 
 pub fn spec_of(a: &InitArgs) -> RunSpec {
@@ -114,6 +118,7 @@ pub fn spec_of(a: &InitArgs) -> RunSpec {
     s.batch = a.batch;
     s.checkpoint_every = a.checkpoint_every;
     s.overlap = a.overlap;
+    s.params.own_data_check = a.own_data_check;
     s.keep_windows = s.keep_windows.max(a.checkpoint_every + 3);
     s
 }

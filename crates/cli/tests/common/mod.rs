@@ -25,6 +25,26 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// Panics with the command's stderr unless it succeeded.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Prepares the bundled corpus at sequence length 128 in the shared cache (the nodes only read
+/// it afterwards).
+pub fn prepare_data() {
+    let out = Command::new(bin())
+        .args(["data", "bundled", "--seq-len", "128", "--out"])
+        .arg(cache().join("data/bundled-seq128"))
+        .output()
+        .unwrap();
+    assert_success(&out);
+}
+
 /// `covenant network init` arguments the tests vary.
 pub struct NetConfig {
     pub window_secs: u64,
@@ -67,16 +87,7 @@ impl Net {
 
     pub fn init_with(run: &Path, c: &NetConfig) -> Net {
         // Prepare the data once, before the clock starts.
-        let st = Command::new(bin())
-            .args(["data", "bundled", "--seq-len", "128", "--out"])
-            .arg(cache().join("data/bundled-seq128"))
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        prepare_data();
         let st = Command::new(bin())
             .args(["network", "init", "--run"])
             .arg(run)
@@ -92,11 +103,7 @@ impl Net {
             .args(["--checkpoint-every", &c.checkpoint_every.to_string()])
             .output()
             .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        assert_success(&st);
         let spec: Value =
             serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
         assert_eq!(spec["params"]["inner_steps"], 6);
@@ -259,11 +266,7 @@ pub fn consensus_weights(run: &Path) -> BTreeMap<u64, f64> {
         .arg(run.join("chain"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
     m["neurons"]
         .as_array()
