@@ -44,6 +44,17 @@ impl TensorPayload {
             .collect()
     }
 
+    /// Whether every selected value decodes to exactly zero (a null window's upload, or a
+    /// free-rider's): such a payload carries no update. A code without a lookup entry counts
+    /// as non-zero (the decoder refuses such payloads anyway).
+    pub fn is_zero(&self) -> bool {
+        self.codes.iter().all(|&c| {
+            self.lookup
+                .get(c as usize)
+                .is_some_and(|v| *v + self.shift == 0.0)
+        })
+    }
+
     /// Decoded value of selected entry `i` (no bounds on the code beyond the lookup length).
     #[inline]
     pub fn value(&self, i: usize) -> f32 {

@@ -267,15 +267,20 @@ pub fn max_encoded_len(layout: &ModelLayout) -> usize {
             .sum::<usize>()
 }
 
+/// A constructor of `Unencodable` errors naming tensor `t`.
+fn unencodable(t: &TensorLayout) -> impl Fn(String) -> WireError + '_ {
+    move |reason| WireError::Unencodable {
+        tensor: t.name.clone(),
+        reason,
+    }
+}
+
 /// Lengths of codes, indices and lookup against the tensor's geometry.
 fn check_lengths(layout: &ModelLayout, i: usize, p: &TensorPayload) -> Result<(), WireError> {
     let t = &layout.tensors[i];
     let g = &t.geom;
     let bins = layout.config.bins;
-    let err = |reason: String| WireError::Unencodable {
-        tensor: t.name.clone(),
-        reason,
-    };
+    let err = unencodable(t);
     if p.codes.len() != g.n_selected() {
         return Err(err(format!(
             "{} codes, expected {}",
@@ -302,10 +307,7 @@ fn check_encodable(layout: &ModelLayout, i: usize, p: &TensorPayload) -> Result<
     let t = &layout.tensors[i];
     let g = &t.geom;
     let bins = layout.config.bins;
-    let err = |reason: String| WireError::Unencodable {
-        tensor: t.name.clone(),
-        reason,
-    };
+    let err = unencodable(t);
     if !p.shift.is_finite() || p.lookup.iter().any(|v| !v.is_finite()) {
         return Err(err("non-finite lookup or shift".into()));
     }

@@ -325,6 +325,23 @@ fn zero_payload_decodes_to_zero() {
         let mut out = vec![1f32; t.geom.numel()];
         decode_dense(&l.config, t, &p, &mut out).unwrap();
         assert!(out.iter().all(|&v| v == 0.0), "{}", t.name);
+        assert!(p.is_zero(), "{}", t.name);
+        // Any non-zero decoded value makes it a real update.
+        let mut q = p.clone();
+        q.shift = 1e-9;
+        assert!(!q.is_zero());
+        let mut q = p.clone();
+        q.lookup[0] = -0.5;
+        assert!(!q.is_zero());
+        // A non-zero lookup entry that no code uses still decodes to zeros.
+        let mut q = p.clone();
+        q.lookup[3] = 2.0;
+        assert!(q.is_zero());
+        // Shift and lookup cancelling: zero values.
+        let mut q = p.clone();
+        q.shift = 0.25;
+        q.lookup[0] = -0.25;
+        assert!(q.is_zero());
     }
 }
 
