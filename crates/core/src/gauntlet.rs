@@ -48,6 +48,9 @@ pub struct PeerRecord {
     /// Last measured values, for reports.
     pub last_loss_score: Option<f64>,
     pub last_sync: Option<f64>,
+    /// Accepted uploads seen so far (the first one is its join's null window: not rated).
+    #[serde(default)]
+    pub uploads: u64,
 }
 
 impl PeerRecord {
@@ -64,6 +67,7 @@ impl PeerRecord {
             excluded: false,
             last_loss_score: None,
             last_sync: None,
+            uploads: 0,
         }
     }
 }
@@ -115,6 +119,10 @@ pub struct Observations {
     pub invalid: BTreeSet<Uid>,
     /// Selected indices of every downloaded upload, for the copy check.
     pub indices: Vec<UploadIndices>,
+    /// Downloaded, valid uploads whose values are all zero (a null window's, a free-rider's):
+    /// not rated, not part of the copy check.
+    #[serde(default)]
+    pub zero: BTreeSet<Uid>,
     /// The validator's own fingerprint at the same point as the peers' fingerprints.
     pub own_fingerprint: Option<Fingerprint>,
 }
@@ -131,6 +139,14 @@ pub enum Verdict {
     },
     /// Uploaded on time, not evaluated this window: score kept.
     Idle,
+    /// Uploaded a zero update (a null window's, a free-rider's): nothing to rate; decays like
+    /// an inactive peer, neither penalised as missing nor checked for copying.
+    Zero,
+    /// Its first accepted upload, which the protocol makes a zero update (the null window of a
+    /// join) but was not: not rated, score kept. In a new network everybody's first upload is
+    /// null, so a peer that uploads something else there cannot be the only one rated and
+    /// take all the weight (and be aggregated alone) in the next window.
+    First,
     /// Expected (aggregation primary or selected) but missing, late or early.
     Missing { streak: u32 },
     /// Upload failed validation.
@@ -314,7 +330,14 @@ impl Gauntlet {
         let step_change = history.step_change();
 
         // Copy check over every downloaded upload (only accepted ones have timestamps in range).
-        let copies = detect_copies(&obs.indices, pen.copy_overlap);
+        // Zero updates all select the same indices and carry nothing to copy: left out.
+        let nonzero: Vec<UploadIndices> = obs
+            .indices
+            .iter()
+            .filter(|x| !obs.zero.contains(&x.uid))
+            .cloned()
+            .collect();
+        let copies = detect_copies(&nonzero, pen.copy_overlap);
         let mut copied: BTreeMap<Uid, (Uid, f64)> = BTreeMap::new();
         for c in &copies {
             copied.entry(c.copier).or_insert((c.original, c.overlap));
@@ -337,6 +360,15 @@ impl Gauntlet {
                 Verdict::Copied { original, overlap }
             } else if obs.invalid.contains(&u) {
                 Verdict::Invalid
+            } else if obs.zero.contains(&u)
+                && !matches!(obs.outcomes.get(&u), Some(EvalOutcome::Invalid { .. }))
+            {
+                Verdict::Zero
+            } else if accepted
+                && rec.uploads == 0
+                && !matches!(obs.outcomes.get(&u), Some(EvalOutcome::Invalid { .. }))
+            {
+                Verdict::First
             } else if selected.contains(&u) {
                 match obs.outcomes.get(&u) {
                     Some(EvalOutcome::Measured { probe, fingerprint }) => {
@@ -432,6 +464,12 @@ impl Gauntlet {
                     negative = loss_score <= 0.0;
                 }
                 Verdict::Idle => rec.missing_streak = 0,
+                Verdict::First => {
+                    rec.missing_streak = 0;
+                    if selected.contains(&u) {
+                        rec.last_evaluated = Some(w);
+                    }
+                }
                 Verdict::Missing { streak } => {
                     rec.missing_streak = streak;
                     rec.score *= (1.0 - pen.missing).powi(streak.min(64) as i32);
@@ -455,8 +493,21 @@ impl Gauntlet {
                     }
                 }
                 Verdict::Inactive => rec.score *= 1.0 - pen.inactive,
+                Verdict::Zero => {
+                    rec.missing_streak = 0;
+                    rec.score *= 1.0 - pen.inactive;
+                    if selected.contains(&u) {
+                        rec.last_evaluated = Some(w);
+                    }
+                }
             }
-            if !matches!(v, Verdict::Idle | Verdict::Inactive) {
+            if plan.accepted.contains(&u) {
+                rec.uploads += 1;
+            }
+            if !matches!(
+                v,
+                Verdict::Idle | Verdict::Inactive | Verdict::Zero | Verdict::First
+            ) {
                 if negative {
                     rec.negative_streak += 1;
                 } else {

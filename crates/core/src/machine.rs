@@ -5,7 +5,8 @@
 //! `w + 1` starts it uploads the window-`w` payload (deadline: end of the grace period), and once
 //! the grace period has ended it lists the window-`w` uploads, gathers the aggregation set and
 //! applies the outer step while already training `w + 1`. The validator does the same gather
-//! plus the Gauntlet and sets weights.
+//! plus the Gauntlet and sets weights. The aggregation set of `w` is fixed by the chain at
+//! `w + 1`'s first block (the `chain` of `WindowStarted(w + 1)`).
 //!
 //! ```text
 //! miner      WindowStarted(w) ─▶ Upload(w−1) · ListUploadsAt(w−1, end of grace) · Train(w)
@@ -27,7 +28,7 @@ use crate::selection::{aggregation_set, AggregationSet};
 use crate::weights::Weights;
 use crate::{Millis, Uid, Window};
 
-/// Chain state read at a window's first block.
+/// Chain state read at a window's first block (it fixes the previous window's aggregation set).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChainView {
     /// Registered uids.
@@ -36,29 +37,50 @@ pub struct ChainView {
     pub consensus: BTreeMap<Uid, f64>,
 }
 
-/// Aggregation sets of the windows whose gather is still to come (at most the last two).
+/// The windows whose uploads a node will gather, and their aggregation sets.
+///
+/// A window's set is fixed when its uploads are due, from the chain at the first block of the
+/// next window: the weights the validators set while the window ran (from the window before)
+/// already decide who is aggregated in it, one window sooner than reading the chain at the
+/// window's own start, so a peer scored at zero stops being aggregated a window earlier.
+/// Every node reads that block only once it has passed, so all of them fix the same set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct SetBook {
+    /// Windows seen starting (or expected by a joiner) whose set is not fixed yet.
+    watching: BTreeSet<Window>,
+    /// Fixed sets (with the uids registered then) of the windows still to be gathered.
     sets: BTreeMap<Window, (AggregationSet, BTreeSet<Uid>)>,
 }
 
 impl SetBook {
-    fn record(&mut self, params: &RunParams, seed: u64, w: Window, chain: &ChainView) {
-        let set = aggregation_set(
-            &chain.consensus,
-            &chain.registered,
-            params.aggregation_size,
-            params.reserves,
-            seed,
-            w,
-        );
-        self.sets.insert(w, (set, chain.registered.clone()));
-        // Keep w and w − 1 only.
+    /// Window `w` started: watch it; fix the set of `w − 1` from `chain` (the chain at `w`'s
+    /// first block) if `w − 1` was watched. Returns whether `w − 1` is to be gathered.
+    fn started(&mut self, params: &RunParams, w: Window, chain: &ChainView) -> bool {
+        self.watching.insert(w);
+        let prev = w.checked_sub(1).filter(|p| self.watching.remove(p));
+        if let Some(p) = prev {
+            let set = aggregation_set(
+                &chain.consensus,
+                &chain.registered,
+                params.aggregation_size,
+                params.reserves,
+            );
+            self.sets.insert(p, (set, chain.registered.clone()));
+        }
+        // Keep w − 1 (being gathered) and w (running) only.
+        self.watching.retain(|&k| k + 1 >= w);
         self.sets.retain(|&k, _| k + 1 >= w);
+        prev.is_some()
     }
 
     fn get(&self, w: Window) -> Result<&(AggregationSet, BTreeSet<Uid>)> {
-        let current = self.sets.keys().next_back().copied().unwrap_or(0);
+        let current = self
+            .watching
+            .iter()
+            .chain(self.sets.keys())
+            .max()
+            .copied()
+            .unwrap_or(0);
         self.sets.get(&w).ok_or(CoreError::WrongWindow {
             expected: current.saturating_sub(1),
             got: w,
@@ -123,7 +145,6 @@ pub enum MinerAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Miner {
     params: RunParams,
-    seed: u64,
     pub uid: Uid,
     /// Window of the (re)join: the first `null_windows` from here are null.
     pub joined: Window,
@@ -133,12 +154,10 @@ pub struct Miner {
 }
 
 impl Miner {
-    /// `seed` is the run's public seed (the same for everybody: it fills aggregation sets).
-    pub fn new(params: RunParams, seed: u64, uid: Uid, joined: Window) -> Result<Self> {
+    pub fn new(params: RunParams, uid: Uid, joined: Window) -> Result<Self> {
         params.validate()?;
         Ok(Self {
             params,
-            seed,
             uid,
             joined,
             current: None,
@@ -152,9 +171,9 @@ impl Miner {
     }
 
     /// Before the first event: window `w`'s uploads are to be gathered too (a node that joins
-    /// at `w + 1` gathers `w` itself). `chain` is the chain at `w`'s first block.
-    pub fn expect_window(&mut self, w: Window, chain: &ChainView) {
-        self.book.record(&self.params, self.seed, w, chain);
+    /// at `w + 1` gathers `w` itself; its set is fixed by `WindowStarted(w + 1)`).
+    pub fn expect_window(&mut self, w: Window) {
+        self.book.watching.insert(w);
     }
 
     pub fn handle(&mut self, ev: MinerEvent) -> Result<Vec<MinerAction>> {
@@ -162,7 +181,7 @@ impl Miner {
         match ev {
             MinerEvent::WindowStarted { window: w, chain } => {
                 advance(&mut self.current, w)?;
-                self.book.record(p, self.seed, w, &chain);
+                let gather_prev = self.book.started(p, w, &chain);
                 let mut out = Vec::new();
                 if let Some((tw, null)) = self.trained.take() {
                     if tw + 1 == w {
@@ -173,7 +192,7 @@ impl Miner {
                         });
                     }
                 }
-                if w > 0 && self.book.sets.contains_key(&(w - 1)) {
+                if gather_prev {
                     out.push(MinerAction::ListUploadsAt {
                         window: w - 1,
                         at: p.gather_time(w - 1),
@@ -264,7 +283,6 @@ pub enum ValidatorAction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Validator {
     params: RunParams,
-    run_seed: u64,
     pub gauntlet: Gauntlet,
     current: Option<Window>,
     book: SetBook,
@@ -273,11 +291,10 @@ pub struct Validator {
 
 impl Validator {
     /// `gauntlet` is a fresh [`Gauntlet::new`] or one restored after a restart.
-    pub fn new(params: RunParams, run_seed: u64, gauntlet: Gauntlet) -> Result<Self> {
+    pub fn new(params: RunParams, gauntlet: Gauntlet) -> Result<Self> {
         params.validate()?;
         Ok(Self {
             params,
-            run_seed,
             gauntlet,
             current: None,
             book: SetBook::default(),
@@ -286,8 +303,8 @@ impl Validator {
     }
 
     /// See [`Miner::expect_window`].
-    pub fn expect_window(&mut self, w: Window, chain: &ChainView) {
-        self.book.record(&self.params, self.run_seed, w, chain);
+    pub fn expect_window(&mut self, w: Window) {
+        self.book.watching.insert(w);
     }
 
     pub fn handle(&mut self, ev: ValidatorEvent) -> Result<Vec<ValidatorAction>> {
@@ -295,9 +312,8 @@ impl Validator {
         match ev {
             ValidatorEvent::WindowStarted { window: w, chain } => {
                 advance(&mut self.current, w)?;
-                self.book.record(p, self.run_seed, w, &chain);
                 let mut out = Vec::new();
-                if w > 0 && self.book.sets.contains_key(&(w - 1)) {
+                if self.book.started(p, w, &chain) {
                     out.push(ValidatorAction::ListUploadsAt {
                         window: w - 1,
                         at: p.gather_time(w - 1),
@@ -367,13 +383,21 @@ mod tests {
         }
     }
 
+    /// Registered `uids`, each with consensus weight (plus `extra` weighted but unregistered).
+    fn weighted(uids: &[Uid], extra: &[Uid]) -> ChainView {
+        ChainView {
+            registered: uids.iter().copied().collect(),
+            consensus: uids.iter().chain(extra).map(|&u| (u, 1.0)).collect(),
+        }
+    }
+
     #[test]
     fn miner_joins_with_a_null_window_then_trains_uploads_gathers_steps() {
         let p = RunParams {
             null_windows: 1,
             ..RunParams::local()
         };
-        let mut m = Miner::new(p.clone(), 1, 3, 5).unwrap();
+        let mut m = Miner::new(p.clone(), 3, 5).unwrap();
         let a = m
             .handle(MinerEvent::WindowStarted {
                 window: 5,
@@ -389,10 +413,11 @@ mod tests {
             }],
             "no gather of a window it never saw"
         );
+        // The chain at window 6's first block fixes window 5's set.
         let a = m
             .handle(MinerEvent::WindowStarted {
                 window: 6,
-                chain: chain(&[1, 2, 3]),
+                chain: weighted(&[1, 2, 3], &[9]),
             })
             .unwrap();
         assert_eq!(
@@ -450,11 +475,36 @@ mod tests {
             .is_err(),
             "gathered twice"
         );
+        // Window 6's set is fixed by window 7's chain: nobody has weight there.
+        let a = m
+            .handle(MinerEvent::WindowStarted {
+                window: 7,
+                chain: chain(&[1, 2, 3]),
+            })
+            .unwrap();
+        assert!(a.contains(&MinerAction::ListUploadsAt {
+            window: 6,
+            at: p.gather_time(6)
+        }));
+        let a = m
+            .handle(MinerEvent::UploadsListed {
+                window: 6,
+                uploads: [(1, p.upload_interval(6).0)].into(),
+            })
+            .unwrap();
+        assert_eq!(
+            a,
+            vec![MinerAction::Gather {
+                window: 6,
+                peers: vec![]
+            }],
+            "no weights on chain: nobody aggregated"
+        );
     }
 
     #[test]
     fn miner_rejects_stale_windows_and_survives_skips() {
-        let mut m = Miner::new(RunParams::local(), 1, 0, 0).unwrap();
+        let mut m = Miner::new(RunParams::local(), 0, 0).unwrap();
         m.handle(MinerEvent::WindowStarted {
             window: 0,
             chain: chain(&[0]),
@@ -487,7 +537,7 @@ mod tests {
     #[test]
     fn miner_with_no_peers_gathers_nothing() {
         let p = RunParams::local();
-        let mut m = Miner::new(p, 1, 0, 0).unwrap();
+        let mut m = Miner::new(p, 0, 0).unwrap();
         m.handle(MinerEvent::WindowStarted {
             window: 0,
             chain: chain(&[]),
@@ -516,9 +566,9 @@ mod tests {
     #[test]
     fn validator_cycle_sets_weights_and_agrees_with_miners_on_the_gather_set() {
         let p = RunParams::local();
-        let mut v = Validator::new(p.clone(), 1, Gauntlet::new(5)).unwrap();
-        let mut m = Miner::new(p.clone(), 1, 1, 0).unwrap();
-        let c = chain(&[1, 2, 3]);
+        let mut v = Validator::new(p.clone(), Gauntlet::new(5)).unwrap();
+        let mut m = Miner::new(p.clone(), 1, 0).unwrap();
+        let c = weighted(&[1, 2, 3], &[]);
         assert!(v
             .handle(ValidatorEvent::WindowStarted {
                 window: 0,
@@ -619,16 +669,57 @@ mod tests {
         assert!(
             matches!(&a[0], ValidatorAction::ApplyOuterStep { peers, .. } if peers == &vec![1, 2])
         );
-        assert!(
-            matches!(&a[1], ValidatorAction::SetWeights { weights, .. } if weights.get(1) > 0.0 && weights.get(3) == 0.0)
-        );
+        // Everybody's first upload is the null window of its join: nobody is rated yet.
+        assert!(matches!(&a[1], ValidatorAction::SetWeights { weights, .. } if weights.is_empty()));
         assert_eq!(a[2], ValidatorAction::PersistState);
         assert!(matches!(
             v.handle(ValidatorEvent::Observed {
                 window: 0,
-                observations: obs
+                observations: obs.clone()
             }),
             Err(CoreError::UnexpectedEvent { .. })
         ));
+        // Window 1: the same uploads are rated and earn weight.
+        v.handle(ValidatorEvent::WindowStarted {
+            window: 2,
+            chain: c.clone(),
+        })
+        .unwrap();
+        let t = p.upload_interval(1).0;
+        let a = v
+            .handle(ValidatorEvent::UploadsListed {
+                window: 1,
+                uploads: [(1, t), (2, t)].into(),
+            })
+            .unwrap();
+        let ValidatorAction::GatherAndEvaluate { plan, .. } = &a[0] else {
+            panic!("{a:?}")
+        };
+        let obs = Observations {
+            outcomes: plan
+                .evaluate
+                .iter()
+                .map(|&u| {
+                    (
+                        u,
+                        EvalOutcome::Measured {
+                            probe,
+                            fingerprint: None,
+                        },
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let a = v
+            .handle(ValidatorEvent::Observed {
+                window: 1,
+                observations: obs,
+            })
+            .unwrap();
+        assert!(
+            matches!(&a[1], ValidatorAction::SetWeights { weights, .. } if weights.get(1) > 0.0 && weights.get(3) == 0.0),
+            "{a:?}"
+        );
     }
 }

@@ -7,11 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::rng::{derive_seed, SplitMix64};
 use crate::{Millis, Uid, Window};
 
-/// Purpose tags for derived seeds, so streams never collide.
-const TAG_FILL: u64 = 0xF111;
+/// Purpose tag for derived seeds, so streams never collide.
 const TAG_EVAL: u64 = 0xE7A1;
 
-/// The aggregation set of a window, fixed at its start from consensus weights.
+/// The aggregation set of a window, fixed from the consensus weights when its uploads are due.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregationSet {
     /// The top G: aggregated when their upload is accepted.
@@ -49,12 +48,13 @@ impl AggregationSet {
     }
 }
 
-/// Builds the aggregation set of window `w`: the peers with positive consensus weight, highest
-/// first (ties by lower uid). Only while nobody has weight yet (a young network) is it filled
-/// from all `eligible` peers in a seeded shuffle, so someone is aggregated and every replica
-/// picks the same ones; once weights exist, a peer with zero weight (an attacker the validators
-/// scored at zero, or a newcomer not yet scored) is not aggregated: newcomers enter once the
-/// validators, who evaluate every on-time upload in rotation, give them weight.
+/// Builds the aggregation set of a window from the consensus weights on chain when its uploads
+/// are due (the first block of the next window): the peers with positive consensus weight,
+/// highest first (ties by lower uid). A peer with zero weight is never aggregated: not an
+/// attacker the validators scored at zero, not a newcomer they have not scored yet, and, in a
+/// young network before any validator has set weights, nobody at all. So an update is applied
+/// only once a validator has measured its sender; newcomers enter once the validators, who
+/// evaluate every on-time upload in rotation, give them weight.
 /// The first `g` are primaries, the next `reserves` reserves. Peers not in `eligible`
 /// (deregistered) are ignored even if they still have weight.
 pub fn aggregation_set(
@@ -62,8 +62,6 @@ pub fn aggregation_set(
     eligible: &BTreeSet<Uid>,
     g: usize,
     reserves: usize,
-    seed: u64,
-    w: Window,
 ) -> AggregationSet {
     let mut ranked: Vec<(Uid, f64)> = consensus
         .iter()
@@ -71,24 +69,7 @@ pub fn aggregation_set(
         .map(|(&u, &x)| (u, x))
         .collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut order: Vec<Uid> = ranked.into_iter().map(|(u, _)| u).collect();
-    let need = if order.is_empty() { g + reserves } else { 0 };
-    if need > 0 {
-        let have: BTreeSet<Uid> = order.iter().copied().collect();
-        let mut rest: Vec<Uid> = eligible
-            .iter()
-            .copied()
-            .filter(|u| !have.contains(u))
-            .collect();
-        let mut rng = SplitMix64::new(derive_seed(seed, &[TAG_FILL, w]));
-        // Partial Fisher–Yates: only the first `need` positions are drawn.
-        let take = need.min(rest.len());
-        for i in 0..take {
-            let j = i + rng.below((rest.len() - i) as u64) as usize;
-            rest.swap(i, j);
-        }
-        order.extend_from_slice(&rest[..take]);
-    }
+    let order: Vec<Uid> = ranked.into_iter().map(|(u, _)| u).collect();
     let primary: Vec<Uid> = order.iter().copied().take(g).collect();
     let reserves: Vec<Uid> = order.iter().copied().skip(g).take(reserves).collect();
     AggregationSet { primary, reserves }
@@ -331,49 +312,38 @@ mod tests {
     #[test]
     fn aggregation_set_takes_top_by_weight_with_uid_tiebreak() {
         let cw: BTreeMap<Uid, f64> = [(1, 0.1), (2, 0.4), (3, 0.4), (4, 0.05), (5, 0.0)].into();
-        let a = aggregation_set(&cw, &set(&[1, 2, 3, 4, 5]), 2, 2, 0, 0);
+        let a = aggregation_set(&cw, &set(&[1, 2, 3, 4, 5]), 2, 2);
         assert_eq!(a.primary, vec![2, 3]);
         assert_eq!(a.reserves, vec![1, 4]);
     }
 
     #[test]
-    fn aggregation_set_fills_deterministically_only_before_any_weight() {
+    fn peers_without_weight_are_never_aggregated() {
         let elig = set(&(0..50).collect::<Vec<_>>());
-        let a = aggregation_set(&BTreeMap::new(), &elig, 5, 3, 9, 4);
-        assert_eq!(a.primary.len(), 5);
-        assert_eq!(a.reserves.len(), 3);
-        let all: BTreeSet<Uid> = a.all().collect();
-        assert_eq!(all.len(), 8, "no duplicates");
-        assert_eq!(
-            a,
-            aggregation_set(&BTreeMap::new(), &elig, 5, 3, 9, 4),
-            "same inputs, same set"
-        );
-        assert_ne!(
-            a,
-            aggregation_set(&BTreeMap::new(), &elig, 5, 3, 9, 5),
-            "another window, another fill"
-        );
+        // Before any validator has set weights: nobody.
+        let a = aggregation_set(&BTreeMap::new(), &elig, 5, 3);
+        assert!(a.primary.is_empty() && a.reserves.is_empty(), "{a:?}");
         // Once someone has weight, zero-weight peers are not aggregated.
         let cw: BTreeMap<Uid, f64> = [(7, 1.0), (9, 0.5), (3, 0.0)].into();
-        let b = aggregation_set(&cw, &elig, 5, 3, 9, 4);
+        let b = aggregation_set(&cw, &elig, 5, 3);
         assert_eq!(b.primary, vec![7, 9]);
         assert!(b.reserves.is_empty());
+        // Non-finite or negative weights count as none.
+        let bad: BTreeMap<Uid, f64> = [(1, f64::NAN), (2, -1.0), (4, f64::INFINITY)].into();
+        assert!(aggregation_set(&bad, &elig, 5, 3).primary.is_empty());
     }
 
     #[test]
     fn aggregation_set_edge_cases() {
-        let none = aggregation_set(&BTreeMap::new(), &BTreeSet::new(), 20, 10, 0, 0);
+        let none = aggregation_set(&BTreeMap::new(), &BTreeSet::new(), 20, 10);
         assert!(none.primary.is_empty() && none.reserves.is_empty());
-        let one = aggregation_set(&BTreeMap::new(), &set(&[3]), 20, 10, 0, 0);
+        let cw: BTreeMap<Uid, f64> = [(3, 1.0)].into();
+        let one = aggregation_set(&cw, &set(&[3]), 20, 10);
         assert_eq!(one.primary, vec![3]);
         assert!(one.reserves.is_empty());
         // Deregistered peers with weight are ignored.
         let cw: BTreeMap<Uid, f64> = [(1, 0.5), (2, 0.5)].into();
-        assert_eq!(
-            aggregation_set(&cw, &set(&[2]), 2, 0, 0, 0).primary,
-            vec![2]
-        );
+        assert_eq!(aggregation_set(&cw, &set(&[2]), 2, 0).primary, vec![2]);
     }
 
     #[test]

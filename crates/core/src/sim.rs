@@ -301,7 +301,6 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
     let mut rng = SplitMix64::new(derive_seed(cfg.seed, &[0x5111]));
     let peers = assign(cfg, &mut rng);
     let by_uid: BTreeMap<Uid, &Peer> = peers.iter().map(|x| (x.uid, x)).collect();
-    let run_seed = derive_seed(cfg.seed, &[0x5EED]);
 
     let mut validators: Vec<Validator> = (0..cfg.validators.max(1))
         .map(|v| {
@@ -309,7 +308,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                 cfg.seed,
                 &[0x7A11, if cfg.shared_rotation { 0 } else { v as u64 }],
             );
-            Validator::new(p.clone(), run_seed, Gauntlet::new(vseed))
+            Validator::new(p.clone(), Gauntlet::new(vseed))
         })
         .collect::<Result<_>>()?;
     let mut vweights: Vec<BTreeMap<Uid, f64>> = vec![BTreeMap::new(); validators.len()];
@@ -321,7 +320,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
         .collect();
     let mut miners: Vec<Miner> = checked
         .iter()
-        .map(|&u| Miner::new(p.clone(), run_seed, u, 0))
+        .map(|&u| Miner::new(p.clone(), u, 0))
         .collect::<Result<_>>()?;
 
     // Validator fingerprint random walk.
@@ -549,14 +548,8 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
             break;
         }
         // Train window w: draw each online peer's true improvement.
-        let set_w = aggregation_set(
-            &consensus,
-            &registered,
-            p.aggregation_size,
-            p.reserves,
-            run_seed,
-            w,
-        );
+        // (The copycat picks its victim among the best-weighted peers on chain now.)
+        let set_w = aggregation_set(&consensus, &registered, p.aggregation_size, p.reserves);
         let mut truth = BTreeMap::new();
         let mut copy_of = BTreeMap::new();
         let mut tr = SplitMix64::new(derive_seed(cfg.seed, &[0x7A, w]));

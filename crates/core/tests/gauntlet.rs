@@ -108,6 +108,25 @@ impl Net {
         self.w += 1;
         (plan, rep)
     }
+
+    /// A window in which `peers` upload the zero update of their join's null window (their
+    /// first upload, never rated).
+    fn join(&mut self, peers: &[Uid]) {
+        let t = on_time(&self.p, self.w);
+        let uploads: BTreeMap<Uid, u64> = peers.iter().map(|&u| (u, t)).collect();
+        let plan = self
+            .g
+            .plan(&self.p, self.w, &reg(peers), agg(peers, &[]), &uploads)
+            .unwrap();
+        let obs = Observations {
+            zero: reg(peers),
+            ..Default::default()
+        };
+        let rep = self.g.finish(&self.p, &plan, obs).unwrap();
+        assert!(peers.iter().all(|u| rep.peers[u].verdict == Verdict::Zero));
+        assert!(rep.weights.is_empty());
+        self.w += 1;
+    }
 }
 
 #[test]
@@ -266,12 +285,13 @@ fn reserves_replace_missing_primaries_and_late_uploads_are_skipped() {
 
 #[test]
 fn copier_is_blamed_and_original_is_not() {
-    let p = params();
-    let mut g = Gauntlet::new(1);
-    let (open, _) = p.upload_interval(0);
+    let mut n = Net::new();
+    n.join(&[1, 2, 3]);
+    let (p, mut g) = (n.p, n.g);
+    let (open, _) = p.upload_interval(1);
     let uploads: BTreeMap<Uid, u64> = [(1, open + 10), (2, open + 500), (3, open + 20)].into();
     let plan = g
-        .plan(&p, 0, &reg(&[1, 2, 3]), agg(&[1, 2, 3], &[]), &uploads)
+        .plan(&p, 1, &reg(&[1, 2, 3]), agg(&[1, 2, 3], &[]), &uploads)
         .unwrap();
     let orig: Vec<u32> = (0..64).collect();
     let copy: Vec<u32> = (0..40).chain(5000..5024).collect();
@@ -350,6 +370,7 @@ fn invalid_uploads_are_not_aggregated_and_enter_at_minus_99() {
 fn exclusion_after_three_negatives_and_recovery() {
     let mut n = Net::new();
     let peers = [1, 2];
+    n.join(&peers);
     let bad = |u: Uid| if u == 2 { gain(-0.01) } else { honest() };
     for i in 0..3 {
         n.window(&peers, agg(&peers, &[]), &peers, bad);
@@ -613,6 +634,65 @@ fn own_data_check_can_be_switched_off() {
             assert_eq!(w.get(1), 0.0, "{w:?}");
         } else {
             assert!(w.get(1) > 0.5, "{w:?}");
+        }
+    }
+}
+
+/// A null window's zero updates (everyone's, identical indices) earn nobody a rating or a copy
+/// verdict, so nobody has weight before a real update is measured; a free-rider that keeps
+/// uploading zeros never gains weight while an honest peer does. A peer whose first upload is
+/// not the protocol's zero update (uid 4) is not rated for it either: it cannot be the only
+/// rated peer of the genesis window and take all the weight.
+#[test]
+fn zero_updates_are_neither_rated_nor_copies() {
+    let p = params();
+    let mut g = Gauntlet::new(7);
+    let peers = [1, 2, 3, 4];
+    let same: Vec<u32> = (0..64).collect();
+    for w in 0..4u64 {
+        let open = p.upload_interval(w).0;
+        let uploads: BTreeMap<Uid, u64> = peers.iter().map(|&u| (u, open + u as u64)).collect();
+        let plan = g
+            .plan(&p, w, &reg(&peers), agg(&peers, &[]), &uploads)
+            .unwrap();
+        // Window 0: everybody's null window (uid 4 uploads something else). Later: uid 3
+        // keeps uploading zeros.
+        let zero: BTreeSet<Uid> = if w == 0 { reg(&[1, 2, 3]) } else { reg(&[3]) };
+        let obs = Observations {
+            outcomes: plan
+                .evaluate
+                .iter()
+                .filter(|u| !zero.contains(u))
+                .map(|&u| (u, honest()))
+                .collect(),
+            indices: peers
+                .iter()
+                .map(|&u| UploadIndices {
+                    uid: u,
+                    store_time: uploads[&u],
+                    indices: if zero.contains(&u) {
+                        same.clone()
+                    } else {
+                        (0..64).map(|i| i * 7 + u * 1000).collect()
+                    },
+                })
+                .collect(),
+            zero: zero.clone(),
+            ..Default::default()
+        };
+        let rep = g.finish(&p, &plan, obs).unwrap();
+        assert!(rep.copies.is_empty(), "window {w}: {:?}", rep.copies);
+        for u in &zero {
+            assert_eq!(rep.peers[u].verdict, Verdict::Zero, "window {w}");
+            assert!(rep.peers[u].ordinal.abs() < 1e-9, "window {w}: never rated");
+            assert_eq!(rep.weights.get(*u), 0.0, "window {w}");
+        }
+        if w == 0 {
+            assert_eq!(rep.peers[&4].verdict, Verdict::First);
+            assert!(rep.weights.is_empty(), "no weights from null windows");
+        } else {
+            assert!(matches!(rep.peers[&4].verdict, Verdict::Evaluated { .. }));
+            assert!(rep.weights.get(1) > 0.0 && rep.weights.get(2) > 0.0);
         }
     }
 }

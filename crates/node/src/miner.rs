@@ -228,12 +228,10 @@ pub fn run(opts: NodeOptions) -> Result<()> {
             "device": trainer.device_description(),
         }),
     );
-    let mut machine = Miner::new(ctx.params.clone(), ctx.spec.seed, ctx.uid, joined.start)?;
-    let mut views = BTreeMap::new();
+    let mut machine = Miner::new(ctx.params.clone(), ctx.uid, joined.start)?;
+    let views = BTreeMap::new();
     if let Some(w) = joined.expect {
-        let v = ctx.view(w)?;
-        machine.expect_window(w, &v.chain);
-        views.insert(w, v);
+        machine.expect_window(w);
     }
     let (req_tx, req_rx) = mpsc::channel();
     let (resp_tx, resp_rx) = mpsc::channel();
@@ -377,7 +375,7 @@ impl State {
                     .handle(MinerEvent::UploadsListed { window, uploads })?
                 {
                     if let MinerAction::Gather { window, peers } = a {
-                        let view = runtime::peers_at(&self.views, window);
+                        let view = runtime::gather_peers(&self.views, window);
                         self.ctx.log.event(
                             "listed",
                             json!({ "window": window, "uploads": n, "gather": peers }),
@@ -506,7 +504,7 @@ impl State {
                     match ctx.opts.behaviour {
                         Behaviour::Silent | Behaviour::Early => {}
                         Behaviour::Copycat => {
-                            let peers = runtime::peers_at(&self.views, window);
+                            let peers = runtime::gather_peers(&self.views, window);
                             self.to_comm.send(Req::Copy { window, fp, peers })?;
                         }
                         b => {
@@ -530,7 +528,7 @@ impl State {
                     }
                 }
                 MinerAction::ListUploadsAt { window, at } => {
-                    let peers = runtime::peers_at(&self.views, window);
+                    let peers = runtime::gather_peers(&self.views, window);
                     self.to_comm.send(Req::ListAt { window, at, peers })?;
                 }
                 MinerAction::Train {

@@ -39,6 +39,29 @@ pub fn key_path(run: &Path, name: &str) -> PathBuf {
     run.join("keys").join(format!("{name}.key"))
 }
 
+/// The bucket a node uses when no `--store` is given: `<run>/store/<name>`.
+pub fn default_store_url(run: &Path, name: &str) -> String {
+    run.join("store").join(name).display().to_string()
+}
+
+/// Registers the named nodes on the run's chain in the given order, each with its key at the
+/// default path (created if missing) and its bucket committed, so that their uids follow that
+/// order instead of the race of process start-ups. `covenant demo` and `covenant scenario` do
+/// this, so the same node gets the same uid, and hence the same data pools, in every run.
+/// Returns the uids. A node started later finds itself registered and carries on.
+pub fn preregister(run: &Path, nodes: &[(String, String)]) -> Result<Vec<covenant_core::Uid>> {
+    let chain = Ledger::open(&run.join("chain")).context("opening the run's chain")?;
+    nodes
+        .iter()
+        .map(|(name, store_url)| {
+            let key = crate::runtime::load_or_create_key(&key_path(run, name))
+                .with_context(|| format!("the key of {name}"))?;
+            crate::runtime::register(&chain, &key, store_url)
+                .with_context(|| format!("registering {name}"))
+        })
+        .collect()
+}
+
 /// Creates the run directory (which must not exist or be empty). If a write fails (full disk,
 /// no permission), the error names the file and the OS error, and what was created is removed
 /// again so that the same command can be run once the problem is fixed.

@@ -164,9 +164,14 @@ pub struct WindowView {
     pub peers: BTreeMap<Uid, PeerInfo>,
 }
 
-/// The peers of window `w` in a node's recent views (none if the window is not among them).
-pub fn peers_at(views: &BTreeMap<u64, WindowView>, w: u64) -> BTreeMap<Uid, PeerInfo> {
-    views.get(&w).map(|v| v.peers.clone()).unwrap_or_default()
+/// The peers whose window-`w` uploads may be gathered: from the view read at `w + 1`'s first
+/// block, the chain that also fixes `w`'s aggregation set (none if it is not among a node's
+/// recent views).
+pub fn gather_peers(views: &BTreeMap<u64, WindowView>, w: u64) -> BTreeMap<Uid, PeerInfo> {
+    views
+        .get(&(w + 1))
+        .map(|v| v.peers.clone())
+        .unwrap_or_default()
 }
 
 impl Ctx {
@@ -183,13 +188,10 @@ impl Ctx {
         std::fs::create_dir_all(&node_dir)
             .with_context(|| format!("creating {}", node_dir.display()))?;
         let log = EventLog::open(&node_dir.join("events.jsonl"), role, &opts.name)?;
-        let store_url = opts.store.clone().unwrap_or_else(|| {
-            opts.run_dir
-                .join("store")
-                .join(&opts.name)
-                .display()
-                .to_string()
-        });
+        let store_url = opts
+            .store
+            .clone()
+            .unwrap_or_else(|| crate::network::default_store_url(&opts.run_dir, &opts.name));
         let store =
             Store::open(&store_url).with_context(|| format!("opening own store {store_url}"))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -402,19 +404,17 @@ impl Ctx {
         (ok, bad)
     }
 
-    /// Window `w`'s outer step recomputed as a live node computes it: the chain at `w`'s first
-    /// block, the uploads' store timestamps, validation. Returns the aggregated uids (sorted)
-    /// and their payloads.
+    /// Window `w`'s outer step recomputed as a live node computes it: the chain at `w + 1`'s
+    /// first block (which fixes `w`'s aggregation set), the uploads' store timestamps,
+    /// validation. Returns the aggregated uids (sorted) and their payloads.
     pub fn recompute_window(&self, w: u64) -> Result<(Vec<Uid>, Gathered)> {
         let p = &self.params;
-        let view = self.view(w)?;
+        let view = self.view(w + 1)?;
         let set = covenant_core::aggregation_set(
             &view.chain.consensus,
             &view.chain.registered,
             p.aggregation_size,
             p.reserves,
-            self.spec.seed,
-            w,
         );
         let uploads = self.list_uploads(w, &view.peers);
         let accepted = p.accepted_uploads(w, &view.chain.registered, &uploads);
@@ -470,7 +470,7 @@ impl Ctx {
                         "record for window {w}: bad lr {}",
                         rec.lr
                     );
-                    let view = self.view(w)?;
+                    let view = self.view(w + 1)?;
                     let (got, bad) = self.gather(w, &rec.aggregated, &view.peers);
                     if let Some((uid, why)) = bad.iter().next() {
                         bail!(

@@ -68,12 +68,10 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         json!({ "uid": ctx.uid, "window": joined.start, "from_checkpoint": joined.from_checkpoint,
                 "replayed": joined.replayed, "expect": joined.expect, "hash": hex(&joined.canon.hash()) }),
     );
-    let mut machine = Validator::new(ctx.params.clone(), ctx.spec.seed, gauntlet)?;
-    let mut views = BTreeMap::new();
+    let mut machine = Validator::new(ctx.params.clone(), gauntlet)?;
+    let views = BTreeMap::new();
     if let Some(w) = joined.expect {
-        let v = ctx.view(w)?;
-        machine.expect_window(w, &v.chain);
-        views.insert(w, v);
+        machine.expect_window(w);
     }
     let val_ids = runtime::val_ids(&ctx.data, ctx.spec.val_sequences);
     let mut s = State {
@@ -164,7 +162,7 @@ impl State {
             match a {
                 ValidatorAction::ListUploadsAt { window, at } => {
                     Ctx::sleep_until(at);
-                    let peers = runtime::peers_at(&self.views, window);
+                    let peers = runtime::gather_peers(&self.views, window);
                     let uploads = ctx.list_uploads(window, &peers);
                     listing = uploads.clone();
                     queue.extend(
@@ -177,7 +175,7 @@ impl State {
                     downloads,
                     eval_lr,
                 } => {
-                    let peers = runtime::peers_at(&self.views, plan.window);
+                    let peers = runtime::gather_peers(&self.views, plan.window);
                     let (ok, bad) = ctx.gather(plan.window, &downloads, &peers);
                     let (obs, extra) =
                         self.evaluate(ctx, &plan, &ok, &bad, &peers, &listing, eval_lr as f32)?;
@@ -295,6 +293,9 @@ impl State {
             let Some((payload, _)) = ok.get(&uid) else {
                 continue;
             };
+            if payload.iter().all(|t| t.is_zero()) {
+                continue; // nothing to measure: reported in `obs.zero` below
+            }
             let pool = sampler::pool(ctx.spec.seed, uid, w, p.inner_steps as usize * b, n_train);
             // The sequences the peer trained on last: where its update should help most.
             let own_ids: Vec<u64> = pool.iter().rev().take(p.eval_sequences).copied().collect();
@@ -354,8 +355,11 @@ impl State {
         if touched {
             self.trainer.set_params(&self.canon.views())?;
         }
-        // Copy check over every downloaded upload.
+        // Copy check over every downloaded upload; zero updates are marked.
         for (&uid, (payload, _)) in ok {
+            if payload.iter().all(|t| t.is_zero()) {
+                obs.zero.insert(uid);
+            }
             let store_time = listing.get(&uid).copied().unwrap_or(u64::MAX);
             obs.indices.push(UploadIndices {
                 uid,
