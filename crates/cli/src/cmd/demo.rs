@@ -159,6 +159,17 @@ pub fn run_network(a: &Args) -> Result<Value> {
         .map(|i| (network::validator_name(i), "validator"))
         .chain((0..a.miners).map(|i| (network::miner_name(i), "miner")))
         .collect();
+    let store_of = |name: &str| match &a.store {
+        Some(prefix) => format!("{}/{name}", prefix.trim_end_matches('/')),
+        None => network::default_store_url(&a.out, name),
+    };
+    // Uids in name order (validators, then miner-1, miner-2, …), not in start-up order: the
+    // same miner trains the same data pools in every run (the scenario's two runs compare).
+    let stores: Vec<(String, String)> = names
+        .iter()
+        .map(|(n, _)| (n.clone(), store_of(n)))
+        .collect();
+    network::preregister(&a.out, &stores)?;
     for (name, role) in &names {
         let dir = a.out.join("nodes").join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -191,9 +202,8 @@ pub fn run_network(a: &Args) -> Result<Value> {
                 .unwrap_or(covenant_node::Behaviour::Honest);
             cmd.arg("--behaviour").arg(b.name());
         }
-        if let Some(prefix) = &a.store {
-            cmd.arg("--store")
-                .arg(format!("{}/{name}", prefix.trim_end_matches('/')));
+        if a.store.is_some() {
+            cmd.arg("--store").arg(store_of(name));
         }
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         nodes.push(Node {
