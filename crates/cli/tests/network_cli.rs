@@ -214,8 +214,20 @@ fn zero_invalid_and_single_upload_windows_are_survived() {
         invalid >= 3,
         "malformed uploads judged invalid: {reports:?}"
     );
-    // Later windows aggregate exactly the one valid upload, and the model still learns.
-    for w in 7..=last {
+    // The honest miner joins at window j (a null window: its zero update earns nothing), its
+    // first real update (j + 1) gives it weight while j + 2 runs, so from window j + 2 on
+    // exactly its upload is aggregated; nothing is aggregated before anybody had weight.
+    let j = net
+        .events("good")
+        .iter()
+        .find(|e| e["event"] == "joined")
+        .and_then(|e| e["window"].as_u64())
+        .unwrap();
+    assert!(j + 3 <= last, "the honest miner joined in time: window {j}");
+    for w in 0..j + 2 {
+        assert!(peers(w).is_empty(), "window {w}: nobody has weight yet");
+    }
+    for w in j + 2..=last {
         assert_eq!(peers(w), vec![good], "window {w}");
     }
     let val = |w: usize| steps[w]["val_loss"].as_f64().unwrap();
@@ -268,11 +280,13 @@ fn a_network_runs_on_real_s3_storage() {
     let logs = net.all_logs();
     let steps = of(&v, "outer_step");
     assert_eq!(steps.len() as u64, last + 1, "{logs}");
-    for w in 1..=last as usize {
+    // Window 0 is everybody's null window and window 1 is measured before anybody has
+    // weight: the first outer step with peers is window 2.
+    for w in 0..=last as usize {
         assert_eq!(
             steps[w]["peers"].as_array().unwrap().len(),
-            2,
-            "both S3 uploads aggregated in window {w}\n{logs}"
+            if w < 2 { 0 } else { 2 },
+            "S3 uploads aggregated in window {w}\n{logs}"
         );
     }
     let val = |w: usize| steps[w]["val_loss"].as_f64().unwrap();

@@ -2,7 +2,7 @@
 //! for 20 windows, then the 4 honest miners alone. For each mix of adversaries: their combined
 //! weight share is below 5% after 10 windows and zero at the end, nobody crashes, and the honest
 //! miners' validation loss is within 2% of the all-honest run. A copycat is caught by index
-//! overlap.
+//! overlap; broken, late, early and NaN uploads are never aggregated.
 
 use std::path::Path;
 use std::process::Command;
@@ -103,5 +103,16 @@ fn late_early_and_nan_uploads_earn_nothing() {
     // Uploads outside [end of window, end of grace] and NaN payloads are never aggregated.
     for row in r["adversaries"].as_array().unwrap() {
         assert_eq!(row["aggregated_windows"], serde_json::json!([]), "{row}");
+    }
+}
+
+#[test]
+fn malformed_truncated_and_bad_signature_uploads_earn_nothing() {
+    let r = scenario("malformed,truncated,bad-signature");
+    // Broken bytes and a foreign signer are refused by the decoder: never aggregated, never
+    // any weight, and (checked in `scenario`) every node still finishes.
+    for row in r["adversaries"].as_array().unwrap() {
+        assert_eq!(row["aggregated_windows"], serde_json::json!([]), "{row}");
+        assert_eq!(row["max_weight"].as_f64(), Some(0.0), "{row}");
     }
 }
