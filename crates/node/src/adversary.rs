@@ -2,7 +2,7 @@
 //! (docs/SECURITY.md). Honest miners never call into this with anything but `Honest`.
 
 use anyhow::Result;
-use covenant_codec::{wire, ModelLayout, TensorPayload};
+use covenant_codec::{wire, DeltaSource, ModelLayout, TensorPayload};
 use covenant_core::rng::{derive_seed, SplitMix64};
 use ed25519_dalek::SigningKey;
 
@@ -45,6 +45,29 @@ pub fn tamper_payload(
         }
         _ => {}
     }
+}
+
+/// The update that the outer step from `before` to `after` applied: `(before − after) / lr`,
+/// what the `echo` adversary re-uploads as its own.
+pub fn echo_update(before: &[Vec<f32>], after: &[Vec<f32>], lr: f32) -> Vec<Vec<f32>> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| b.iter().zip(a).map(|(b, a)| (b - a) / lr).collect())
+        .collect()
+}
+
+/// The `echo` adversary's payload: the last aggregate compressed like an honest update (top-k
+/// per chunk, fresh error feedback), or a zero update when nothing has been aggregated yet.
+pub fn echo_payload(layout: &ModelLayout, update: Option<&[Vec<f32>]>) -> Vec<TensorPayload> {
+    let Some(update) = update else {
+        return TensorPayload::zeros_for(layout);
+    };
+    let mut ef: Vec<Vec<f32>> = update.iter().map(|u| vec![0.0; u.len()]).collect();
+    let mut efs: Vec<&mut [f32]> = ef.iter_mut().map(|e| e.as_mut_slice()).collect();
+    let deltas: Vec<DeltaSource> = update.iter().map(|u| DeltaSource::Delta(u)).collect();
+    covenant_codec::compress_model(layout, &mut efs, &deltas)
+        .unwrap_or_else(|_| TensorPayload::zeros_for(layout))
 }
 
 /// Encodes the payload, then breaks it according to `b`: the bytes (malformed, truncated,
@@ -210,5 +233,70 @@ mod tests {
         let mut h = p.clone();
         tamper_payload(Behaviour::Honest, &mut h, &l, 1, 1);
         assert_eq!(h, p);
+    }
+
+    #[test]
+    fn echo_re_uploads_the_last_aggregate() {
+        let l = layout();
+        // Nothing aggregated yet: a zero update.
+        assert!(echo_payload(&l, None).iter().all(|p| p.is_zero()));
+        // θ moved by −lr·u: the echo recovers u, and its payload keeps u's largest entries.
+        let lr = 0.5f32;
+        let u: Vec<Vec<f32>> = l
+            .tensors
+            .iter()
+            .map(|t| {
+                (0..t.geom.numel())
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                    .collect()
+            })
+            .collect();
+        let before: Vec<Vec<f32>> = u.iter().map(|t| vec![1.0; t.len()]).collect();
+        let after: Vec<Vec<f32>> = before
+            .iter()
+            .zip(&u)
+            .map(|(b, u)| b.iter().zip(u).map(|(b, u)| b - lr * u).collect())
+            .collect();
+        let got = echo_update(&before, &after, lr);
+        for (g, u) in got.iter().zip(&u) {
+            for (g, u) in g.iter().zip(u) {
+                assert!((g - u).abs() < 1e-5, "{g} vs {u}");
+            }
+        }
+        let p = echo_payload(&l, Some(&got));
+        assert!(p.iter().all(|p| !p.is_zero()));
+        for ((t, p), u) in l.tensors.iter().zip(&p).zip(&u) {
+            let mut out = vec![0f32; t.geom.numel()];
+            covenant_codec::decode_dense(&l.config, t, p, &mut out).unwrap();
+            // The (quantized) values sent point the way of the update where they are sent,
+            // and they are sent where the update is large.
+            let on: Vec<(f32, f32)> = out
+                .iter()
+                .zip(u)
+                .filter(|(o, _)| **o != 0.0)
+                .map(|(o, u)| (*o, *u))
+                .collect();
+            assert!(!on.is_empty());
+            let dot: f32 = on.iter().map(|(o, u)| o * u).sum();
+            let n_o = on.iter().map(|(o, _)| o * o).sum::<f32>().sqrt();
+            let n_u = on.iter().map(|(_, u)| u * u).sum::<f32>().sqrt();
+            assert!(
+                dot / (n_o * n_u) > 0.8,
+                "{}: cosine {}",
+                t.name,
+                dot / (n_o * n_u)
+            );
+            let mean_abs = |v: &mut dyn Iterator<Item = f32>| {
+                let (s, n) = v.fold((0.0, 0), |(s, n), x| (s + x.abs(), n + 1));
+                s / n as f32
+            };
+            let sent = mean_abs(&mut on.iter().map(|(_, u)| *u));
+            let all = mean_abs(&mut u.iter().copied());
+            assert!(
+                t.geom.sends_all() || sent > 1.2 * all,
+                "{}: sent |u| {sent}, all {all}",
+                t.name
+            );
+        }
     }
 }

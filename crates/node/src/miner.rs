@@ -211,6 +211,9 @@ struct State {
     steps_in_window: u64,
     stale_steps: u64,
     total_steps: u64,
+    /// The `echo` adversary's copy of the last applied outer step, as an update
+    /// (Δ = (θ before − θ after) / lr, the convention of an upload).
+    echo: Option<Vec<Vec<f32>>>,
 }
 
 pub fn run(opts: NodeOptions) -> Result<()> {
@@ -269,6 +272,7 @@ pub fn run(opts: NodeOptions) -> Result<()> {
         theta0: None,
         steps_in_window: 0,
         stale_steps: 0,
+        echo: None,
         total_steps: 0,
     };
     let mut w = joined.start;
@@ -442,6 +446,13 @@ impl State {
         let before = self.canon.theta.clone();
         self.canon.apply_selected(peers, got, lr)?;
         self.applied = Some(window);
+        if self.ctx.opts.behaviour == Behaviour::Echo && !peers.is_empty() && lr > 0.0 {
+            self.echo = Some(crate::adversary::echo_update(
+                &before,
+                &self.canon.theta,
+                lr,
+            ));
+        }
         if self.live_is_canon {
             self.shift_live_to_canon()?;
         } else {
@@ -640,6 +651,9 @@ impl State {
         };
         let mut payload = payload;
         crate::adversary::tamper_payload(ctx.opts.behaviour, &mut payload, &ctx.layout, ctx.uid, w);
+        if ctx.opts.behaviour == Behaviour::Echo {
+            payload = crate::adversary::echo_payload(&ctx.layout, self.echo.take().as_deref());
+        }
         let header = wire::PayloadHeader {
             run_id: ctx.run_hash,
             window: w,

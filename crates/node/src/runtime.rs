@@ -61,6 +61,9 @@ pub enum Behaviour {
     Stale,
     /// Uploads a zero update every window.
     FreeRider,
+    /// A free-rider that uploads a copy of the last window's aggregated outer step
+    /// (re-compressed) instead of its own update.
+    Echo,
     /// Trains on sequences other than its assigned pool.
     WrongData,
     /// Uploads after the grace period.
@@ -86,7 +89,7 @@ pub enum Behaviour {
 }
 
 impl Behaviour {
-    pub const ALL: [(&'static str, Behaviour); 18] = [
+    pub const ALL: [(&'static str, Behaviour); 19] = [
         ("honest", Behaviour::Honest),
         ("noise", Behaviour::Noise),
         ("scaled", Behaviour::Scaled),
@@ -94,6 +97,7 @@ impl Behaviour {
         ("copycat", Behaviour::Copycat),
         ("stale", Behaviour::Stale),
         ("free-rider", Behaviour::FreeRider),
+        ("echo", Behaviour::Echo),
         ("wrong-data", Behaviour::WrongData),
         ("late", Behaviour::Late),
         ("early", Behaviour::Early),

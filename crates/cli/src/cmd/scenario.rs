@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub honest: usize,
     /// Adversarial miners by behaviour, comma-separated: noise, scaled, sign-flip, copycat,
-    /// stale, free-rider, wrong-data, late, early, malformed, truncated, oversized,
+    /// stale, free-rider, echo, wrong-data, late, early, malformed, truncated, oversized,
     /// bad-signature, wrong-shape, nan, bad-index, silent.
     #[arg(long, value_delimiter = ',', default_value = "noise,scaled,copycat")]
     pub adversaries: Vec<Behaviour>,
