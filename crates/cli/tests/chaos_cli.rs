@@ -261,8 +261,21 @@ fn the_network_survives_kills_store_outages_and_corrupt_checkpoints() {
 
     // The joiner refused both corrupt checkpoints and joined from something older.
     let jev = net.events(joiner);
-    let joins = of(&jev, "joined");
-    let after_corruption = joins.last().unwrap();
+    // Its join right after the corruption: the first one after its first refusal (a later
+    // random restart of the same miner may rightly join from a newer, intact checkpoint).
+    let first_refusal = jev
+        .iter()
+        .position(|e| {
+            e["event"] == "warning"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("checkpoint of window") && m.contains("refused"))
+        })
+        .unwrap_or_else(|| panic!("{joiner} refused no checkpoint\n{ctx}"));
+    let after_corruption = jev[first_refusal..]
+        .iter()
+        .find(|e| e["event"] == "joined")
+        .unwrap_or_else(|| panic!("{joiner} joined after refusing a checkpoint\n{ctx}"));
     let refused: Vec<String> = of(&jev, "warning")
         .iter()
         .filter_map(|w| w["message"].as_str().map(str::to_string))
