@@ -356,18 +356,14 @@ impl Gauntlet {
         let mut match_scores: Vec<f64> = Vec::new();
         for (&u, rec) in &self.peers {
             let accepted = plan.accepted.contains(&u);
+            let eval_invalid = matches!(obs.outcomes.get(&u), Some(EvalOutcome::Invalid { .. }));
             let v = if let Some(&(original, overlap)) = copied.get(&u) {
                 Verdict::Copied { original, overlap }
             } else if obs.invalid.contains(&u) {
                 Verdict::Invalid
-            } else if obs.zero.contains(&u)
-                && !matches!(obs.outcomes.get(&u), Some(EvalOutcome::Invalid { .. }))
-            {
+            } else if obs.zero.contains(&u) && !eval_invalid {
                 Verdict::Zero
-            } else if accepted
-                && rec.uploads == 0
-                && !matches!(obs.outcomes.get(&u), Some(EvalOutcome::Invalid { .. }))
-            {
+            } else if accepted && rec.uploads == 0 && !eval_invalid {
                 Verdict::First
             } else if selected.contains(&u) {
                 match obs.outcomes.get(&u) {
@@ -464,10 +460,13 @@ impl Gauntlet {
                     negative = loss_score <= 0.0;
                 }
                 Verdict::Idle => rec.missing_streak = 0,
-                Verdict::First => {
+                Verdict::First | Verdict::Zero => {
                     rec.missing_streak = 0;
                     if selected.contains(&u) {
                         rec.last_evaluated = Some(w);
+                    }
+                    if matches!(v, Verdict::Zero) {
+                        rec.score *= 1.0 - pen.inactive;
                     }
                 }
                 Verdict::Missing { streak } => {
@@ -493,13 +492,6 @@ impl Gauntlet {
                     }
                 }
                 Verdict::Inactive => rec.score *= 1.0 - pen.inactive,
-                Verdict::Zero => {
-                    rec.missing_streak = 0;
-                    rec.score *= 1.0 - pen.inactive;
-                    if selected.contains(&u) {
-                        rec.last_evaluated = Some(w);
-                    }
-                }
             }
             if plan.accepted.contains(&u) {
                 rec.uploads += 1;

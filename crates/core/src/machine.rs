@@ -634,9 +634,9 @@ mod tests {
             own_before: 5.0,
             own_after: 4.8,
         };
-        let obs = Observations {
-            outcomes: plan
-                .evaluate
+        // Every planned peer measured with the same probe.
+        let measured = |evaluate: &[Uid]| Observations {
+            outcomes: evaluate
                 .iter()
                 .map(|&u| {
                     (
@@ -650,6 +650,7 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
+        let obs = measured(&plan.evaluate);
         assert!(matches!(
             v.handle(ValidatorEvent::Observed {
                 window: 7,
@@ -695,22 +696,7 @@ mod tests {
         let ValidatorAction::GatherAndEvaluate { plan, .. } = &a[0] else {
             panic!("{a:?}")
         };
-        let obs = Observations {
-            outcomes: plan
-                .evaluate
-                .iter()
-                .map(|&u| {
-                    (
-                        u,
-                        EvalOutcome::Measured {
-                            probe,
-                            fingerprint: None,
-                        },
-                    )
-                })
-                .collect(),
-            ..Default::default()
-        };
+        let obs = measured(&plan.evaluate);
         let a = v
             .handle(ValidatorEvent::Observed {
                 window: 1,

@@ -272,6 +272,12 @@ impl State {
                 self.canon
                     .fingerprint(ctx.spec.seed, ctx.spec.fingerprint_values),
             ),
+            // Zero updates: nothing to measure, left out of the copy check by the Gauntlet.
+            zero: ok
+                .iter()
+                .filter(|(_, (payload, _))| payload.iter().all(TensorPayload::is_zero))
+                .map(|(&uid, _)| uid)
+                .collect(),
             ..Default::default()
         };
         let mut extra = serde_json::Map::new();
@@ -293,8 +299,8 @@ impl State {
             let Some((payload, _)) = ok.get(&uid) else {
                 continue;
             };
-            if payload.iter().all(|t| t.is_zero()) {
-                continue; // nothing to measure: reported in `obs.zero` below
+            if obs.zero.contains(&uid) {
+                continue;
             }
             let pool = sampler::pool(ctx.spec.seed, uid, w, p.inner_steps as usize * b, n_train);
             // The sequences the peer trained on last: where its update should help most.
@@ -355,11 +361,8 @@ impl State {
         if touched {
             self.trainer.set_params(&self.canon.views())?;
         }
-        // Copy check over every downloaded upload; zero updates are marked.
+        // Copy check over every downloaded upload.
         for (&uid, (payload, _)) in ok {
-            if payload.iter().all(|t| t.is_zero()) {
-                obs.zero.insert(uid);
-            }
             let store_time = listing.get(&uid).copied().unwrap_or(u64::MAX);
             obs.indices.push(UploadIndices {
                 uid,
