@@ -51,6 +51,9 @@ pub struct PeerRecord {
     /// Accepted uploads seen so far (the first one is its join's null window: not rated).
     #[serde(default)]
     pub uploads: u64,
+    /// Consecutive windows its upload could not be read (store failures).
+    #[serde(default)]
+    pub unavailable_streak: u32,
 }
 
 impl PeerRecord {
@@ -68,6 +71,7 @@ impl PeerRecord {
             last_loss_score: None,
             last_sync: None,
             uploads: 0,
+            unavailable_streak: 0,
         }
     }
 }
@@ -95,28 +99,36 @@ impl WindowPlan {
     }
 }
 
-/// What the runtime measured for one evaluated peer.
+/// What the validator measured for one evaluated peer whose upload verified.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EvalOutcome {
-    /// The upload decoded and validated; losses measured as in SPEC §5.
+    /// Losses measured as in SPEC §5.
     Measured {
         probe: LossProbe,
         /// The peer's published fingerprint for this window (`None`: not published).
         fingerprint: Option<Fingerprint>,
     },
-    /// The upload failed validation (signature, shapes, ranges, finiteness, ...).
-    Invalid { reason: String },
-    /// The upload was listed but could not be downloaded in time.
-    Unavailable,
+    /// Applied alone, the update makes the model non-finite.
+    NonFinite,
 }
 
-/// The runtime's observations of one window.
+/// The validator's observations of one window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observations {
-    /// One outcome per evaluated peer; a missing entry counts as [`EvalOutcome::Unavailable`].
+    /// Outcomes of the evaluated peers whose upload verified. An evaluated peer in none of
+    /// `outcomes`, `invalid`, `unavailable` and `zero` counts as missing.
     pub outcomes: BTreeMap<Uid, EvalOutcome>,
-    /// Gathered (not evaluated) peers whose upload failed validation.
+    /// Downloaded peers whose upload failed validation (signature, shapes, ranges,
+    /// finiteness, size).
     pub invalid: BTreeSet<Uid>,
+    /// Peers whose upload could not be read because a store failed: nothing is known about
+    /// them, so they are neither rated nor penalised (for `penalties.unavailable_grace`
+    /// windows in a row).
+    #[serde(default)]
+    pub unavailable: BTreeSet<Uid>,
+    /// Peers listed on time whose upload was gone, replaced or out of time when read.
+    #[serde(default)]
+    pub missing: BTreeSet<Uid>,
     /// Selected indices of every downloaded upload, for the copy check.
     pub indices: Vec<UploadIndices>,
     /// Downloaded, valid uploads whose values are all zero (a null window's, a free-rider's):
@@ -149,6 +161,10 @@ pub enum Verdict {
     First,
     /// Expected (aggregation primary or selected) but missing, late or early.
     Missing { streak: u32 },
+    /// Its upload could not be read because a store failed (the `streak`-th window in a row):
+    /// not rated; the score is kept for `penalties.unavailable_grace` windows, then decays
+    /// like an inactive peer's.
+    Unavailable { streak: u32 },
     /// Upload failed validation.
     Invalid,
     /// Blamed for copying `original`.
@@ -172,8 +188,6 @@ pub struct WindowReport {
     pub window: Window,
     pub peers: BTreeMap<Uid, PeerReport>,
     pub copies: Vec<Copy>,
-    /// Peers whose updates enter the outer step: the plan's gather set minus invalid uploads.
-    pub aggregated: Vec<Uid>,
     pub weights: Weights,
 }
 
@@ -355,54 +369,7 @@ impl Gauntlet {
         let mut match_players: Vec<Uid> = Vec::new();
         let mut match_scores: Vec<f64> = Vec::new();
         for (&u, rec) in &self.peers {
-            let accepted = plan.accepted.contains(&u);
-            let eval_invalid = matches!(obs.outcomes.get(&u), Some(EvalOutcome::Invalid { .. }));
-            let v = if let Some(&(original, overlap)) = copied.get(&u) {
-                Verdict::Copied { original, overlap }
-            } else if obs.invalid.contains(&u) {
-                Verdict::Invalid
-            } else if obs.zero.contains(&u) && !eval_invalid {
-                Verdict::Zero
-            } else if accepted && rec.uploads == 0 && !eval_invalid {
-                Verdict::First
-            } else if selected.contains(&u) {
-                match obs.outcomes.get(&u) {
-                    Some(EvalOutcome::Measured { probe, fingerprint }) => {
-                        match (probe.loss_score(), probe.own_vs_random()) {
-                            (Ok(s), Ok(b)) => {
-                                let steps = match (fingerprint, history.latest(), &step_change) {
-                                    (Some(m), Some(v), Some(sc)) => Some(
-                                        sync_distance(m, v, sc, params.sync_max_steps)
-                                            .unwrap_or(params.sync_max_steps),
-                                    ),
-                                    (None, Some(_), Some(_)) => Some(params.sync_max_steps),
-                                    _ => None,
-                                };
-                                let sync = steps.map_or(1.0, |x| sync_score(x, params));
-                                Verdict::Evaluated {
-                                    loss_score: s,
-                                    indicator: b,
-                                    sync,
-                                    sync_steps: steps,
-                                }
-                            }
-                            _ => Verdict::Invalid,
-                        }
-                    }
-                    Some(EvalOutcome::Invalid { .. }) => Verdict::Invalid,
-                    Some(EvalOutcome::Unavailable) | None => Verdict::Missing {
-                        streak: rec.missing_streak + 1,
-                    },
-                }
-            } else if !accepted && expected.contains(&u) {
-                Verdict::Missing {
-                    streak: rec.missing_streak + 1,
-                }
-            } else if !accepted {
-                Verdict::Inactive
-            } else {
-                Verdict::Idle
-            };
+            let v = self.verdict(params, u, rec, plan, &obs, &copied, &expected, &history, &step_change);
             match v {
                 Verdict::Evaluated { loss_score, .. } => {
                     match_players.push(u);
@@ -477,6 +444,15 @@ impl Gauntlet {
                         rec.last_evaluated = Some(w);
                     }
                 }
+                Verdict::Unavailable { streak } => {
+                    rec.unavailable_streak = streak;
+                    if streak > pen.unavailable_grace {
+                        rec.score *= 1.0 - pen.inactive;
+                    }
+                    if selected.contains(&u) {
+                        rec.last_evaluated = Some(w);
+                    }
+                }
                 Verdict::Invalid => {
                     rec.score *= 1.0 - pen.invalid;
                     negative = true;
@@ -493,12 +469,19 @@ impl Gauntlet {
                 }
                 Verdict::Inactive => rec.score *= 1.0 - pen.inactive,
             }
+            if !matches!(v, Verdict::Unavailable { .. }) {
+                rec.unavailable_streak = 0;
+            }
             if plan.accepted.contains(&u) {
                 rec.uploads += 1;
             }
             if !matches!(
                 v,
-                Verdict::Idle | Verdict::Inactive | Verdict::Zero | Verdict::First
+                Verdict::Idle
+                    | Verdict::Inactive
+                    | Verdict::Zero
+                    | Verdict::First
+                    | Verdict::Unavailable { .. }
             ) {
                 if negative {
                     rec.negative_streak += 1;
@@ -521,19 +504,94 @@ impl Gauntlet {
             );
         }
         self.last_window = Some(w);
-        let aggregated: Vec<Uid> = plan
-            .gather
-            .iter()
-            .copied()
-            .filter(|u| !matches!(verdicts.get(u), Some(Verdict::Invalid)))
-            .collect();
         let weights = self.weights(params);
         Ok(WindowReport {
             window: w,
             peers: reports,
             copies,
-            aggregated,
             weights,
         })
+    }
+
+    /// The verdict on peer `u` for the window (see [`Verdict`]).
+    #[allow(clippy::too_many_arguments)]
+    fn verdict(
+        &self,
+        params: &RunParams,
+        u: Uid,
+        rec: &PeerRecord,
+        plan: &WindowPlan,
+        obs: &Observations,
+        copied: &BTreeMap<Uid, (Uid, f64)>,
+        expected: &BTreeSet<Uid>,
+        history: &FingerprintHistory,
+        step_change: &Option<Vec<f64>>,
+    ) -> Verdict {
+        let accepted = plan.accepted.contains(&u);
+        let selected = plan.evaluate.contains(&u);
+        let non_finite = matches!(obs.outcomes.get(&u), Some(EvalOutcome::NonFinite));
+        if let Some(&(original, overlap)) = copied.get(&u) {
+            return Verdict::Copied { original, overlap };
+        }
+        if obs.invalid.contains(&u) || non_finite {
+            return Verdict::Invalid;
+        }
+        if obs.zero.contains(&u) {
+            return Verdict::Zero;
+        }
+        if obs.unavailable.contains(&u) {
+            return Verdict::Unavailable {
+                streak: rec.unavailable_streak + 1,
+            };
+        }
+        let missing = Verdict::Missing {
+            streak: rec.missing_streak + 1,
+        };
+        if obs.missing.contains(&u) && expected.contains(&u) {
+            return missing;
+        }
+        if accepted && rec.uploads == 0 {
+            return Verdict::First;
+        }
+        if selected {
+            return match obs.outcomes.get(&u) {
+                Some(EvalOutcome::Measured { probe, fingerprint }) => {
+                    evaluated(params, probe, fingerprint.as_ref(), history, step_change)
+                }
+                _ => missing,
+            };
+        }
+        match (accepted, expected.contains(&u)) {
+            (false, true) => missing,
+            (false, false) => Verdict::Inactive,
+            (true, _) => Verdict::Idle,
+        }
+    }
+}
+
+/// The verdict on a measured peer: its loss score, own-vs-random indicator and sync.
+fn evaluated(
+    params: &RunParams,
+    probe: &LossProbe,
+    fingerprint: Option<&Fingerprint>,
+    history: &FingerprintHistory,
+    step_change: &Option<Vec<f64>>,
+) -> Verdict {
+    let (Ok(s), Ok(b)) = (probe.loss_score(), probe.own_vs_random()) else {
+        return Verdict::Invalid;
+    };
+    let steps = match (fingerprint, history.latest(), step_change) {
+        (Some(m), Some(v), Some(sc)) => {
+            Some(sync_distance(m, v, sc, params.sync_max_steps).unwrap_or(params.sync_max_steps))
+        }
+        (None, Some(_), Some(_)) => Some(params.sync_max_steps),
+        _ => None,
+    };
+    let sync = steps.map_or(1.0, |x| sync_score(x, params));
+    Verdict::Evaluated {
+        loss_score: s,
+        indicator: b,
+        sync,
+        sync_steps: steps,
     }
 }

@@ -1,14 +1,16 @@
 //! covenant-core: the protocol without I/O.
 //!
-//! Window arithmetic, aggregation and evaluation sets, the Gauntlet's scoring rules, OpenSkill
-//! ratings, penalties, weights, and the per-window state machines of miners and validators. Time,
-//! randomness (as seeds) and the results of I/O (store timestamps, losses, fingerprints, chain
-//! state) are passed in; decisions come out. [`sim`] drives all of it with a virtual clock and
-//! synthetic peers. The rules and defaults are summarised in `docs/PROTOCOL.md`.
+//! Window arithmetic, aggregation and evaluation sets, consensus, the Gauntlet's scoring rules,
+//! OpenSkill ratings, penalties, weights, and the whole logic of miners and validators as
+//! sans-I/O drivers ([`driver`]). Time, randomness (as seeds) and the results of I/O (store
+//! timestamps, losses, fingerprints, chain state) are passed in; decisions come out. No tensors,
+//! no I/O, no clock. [`sim`] drives the rules at scale with synthetic peers. The rules and
+//! defaults are summarised in `docs/PROTOCOL.md`.
 
+pub mod consensus;
+pub mod driver;
 pub mod error;
 pub mod gauntlet;
-pub mod machine;
 pub mod openskill;
 pub mod params;
 pub mod rng;
@@ -34,6 +36,7 @@ pub use gauntlet::{
 pub use openskill::Rating;
 pub use params::RunParams;
 pub use scoring::{Fingerprint, LossProbe};
-pub use selection::{aggregation_set, AggregationSet, UploadIndices};
+pub use consensus::yuma_consensus;
+pub use selection::{aggregation_set, copy_keys, AggregationSet, SelectedIndices, UploadIndices};
 pub use weights::{compute_weights, Weights};
 pub use window::UploadTiming;

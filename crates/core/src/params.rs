@@ -53,6 +53,15 @@ pub struct Penalties {
     /// This many negative evaluations in a row exclude a peer from aggregation (until a
     /// positive one).
     pub negative_streak: u32,
+    /// Windows in a row a peer's upload may be unreadable (a store failure) with its score
+    /// kept; after that it decays like an inactive peer's. Not in the reference, which counts
+    /// a store failure as a missing upload.
+    #[serde(default = "default_unavailable_grace")]
+    pub unavailable_grace: u32,
+}
+
+fn default_unavailable_grace() -> u32 {
+    2
 }
 
 impl Default for Penalties {
@@ -66,6 +75,7 @@ impl Default for Penalties {
             copy: 1.0,
             copy_overlap: 0.40,
             negative_streak: 3,
+            unavailable_grace: default_unavailable_grace(),
         }
     }
 }
@@ -239,7 +249,7 @@ impl RunParams {
 
     /// Window length in ms.
     pub fn window_ms(&self) -> u64 {
-        self.blocks_per_window * self.block_time_ms
+        self.schedule().window_ms()
     }
 
     /// Checks every field; call once on parameters read from outside.

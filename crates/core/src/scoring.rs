@@ -97,6 +97,30 @@ pub fn interquartile_mean(values: &[f64]) -> Option<f64> {
     Some(mid.iter().sum::<f64>() / mid.len() as f64)
 }
 
+/// Purpose tag of fingerprint positions.
+const TAG_FINGERPRINT: u64 = 0xF1F1;
+
+/// Where a fingerprint samples each tensor (the same for every node of a run): `per_tensor`
+/// positions per tensor from SplitMix64 over (run seed, tensor index, j), modulo the tensor's
+/// length; none for an empty tensor.
+pub fn fingerprint_positions(seed: u64, lens: &[usize], per_tensor: usize) -> Vec<Vec<usize>> {
+    lens.iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            if n == 0 {
+                return Vec::new();
+            }
+            let mut rng = crate::rng::SplitMix64::new(crate::rng::derive_seed(
+                seed,
+                &[TAG_FINGERPRINT, i as u64],
+            ));
+            (0..per_tensor)
+                .map(|_| rng.below(n as u64) as usize)
+                .collect()
+        })
+        .collect()
+}
+
 /// A model fingerprint: a few values sampled at agreed positions of every parameter tensor.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Fingerprint {

@@ -75,51 +75,6 @@ pub fn aggregation_set(
     AggregationSet { primary, reserves }
 }
 
-/// Consensus weights from several validators: for every uid the stake-weighted median of the
-/// weights the validators gave it (the lower median at an exact split), then normalised to sum 1.
-/// Validators with zero or non-finite stake are ignored. No votes: empty.
-pub fn consensus_weights(votes: &[(f64, &BTreeMap<Uid, f64>)]) -> BTreeMap<Uid, f64> {
-    let votes: Vec<_> = votes
-        .iter()
-        .filter(|(s, _)| *s > 0.0 && s.is_finite())
-        .collect();
-    let total: f64 = votes.iter().map(|(s, _)| s).sum();
-    let uids: BTreeSet<Uid> = votes.iter().flat_map(|(_, w)| w.keys().copied()).collect();
-    let mut out = BTreeMap::new();
-    for u in uids {
-        let mut vals: Vec<(f64, f64)> = votes
-            .iter()
-            .map(|(s, w)| {
-                (
-                    w.get(&u)
-                        .copied()
-                        .filter(|x| x.is_finite() && *x > 0.0)
-                        .unwrap_or(0.0),
-                    *s,
-                )
-            })
-            .collect();
-        vals.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut acc = 0.0;
-        let mut med = 0.0;
-        for (x, s) in vals {
-            acc += s;
-            if acc >= total / 2.0 - 1e-12 {
-                med = x;
-                break;
-            }
-        }
-        if med > 0.0 {
-            out.insert(u, med);
-        }
-    }
-    let sum: f64 = out.values().sum();
-    if sum > 0.0 {
-        out.values_mut().for_each(|x| *x /= sum);
-    }
-    out
-}
-
 /// A candidate for evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EvalCandidate {
@@ -208,7 +163,7 @@ pub fn select_for_evaluation(
 
 /// Fraction of index overlap of two uploads: |A ∩ B| / min(|A|, |B|) (0 if either is empty).
 /// Inputs need not be sorted; duplicates count once.
-pub fn index_overlap(a: &[u32], b: &[u32]) -> f64 {
+pub fn index_overlap(a: &[u64], b: &[u64]) -> f64 {
     let mut a = a.to_vec();
     let mut b = b.to_vec();
     a.sort_unstable();
@@ -233,13 +188,42 @@ pub fn index_overlap(a: &[u32], b: &[u32]) -> f64 {
     common as f64 / a.len().min(b.len()) as f64
 }
 
-/// One upload as seen by the copy check: who, the store's timestamp, and its selected indices
-/// (for one or several tensors, concatenated in an agreed order with per-tensor offsets).
+/// One upload as seen by the copy check: who, the store's timestamp, and the keys of its
+/// selected coordinates ([`copy_keys`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadIndices {
     pub uid: Uid,
     pub store_time: Millis,
-    pub indices: Vec<u32>,
+    pub indices: Vec<u64>,
+}
+
+/// One tensor of an upload as the copy check sees it: its number of chunks and the in-chunk
+/// indices of its selected values (`k` per chunk, chunks in order; empty when the tensor is sent
+/// whole, which says nothing about copying).
+#[derive(Debug, Clone, Copy)]
+pub struct SelectedIndices<'a> {
+    pub n_chunks: usize,
+    pub k: usize,
+    pub idx: &'a [u16],
+}
+
+/// The copy-check keys of an upload: one per selected coordinate,
+/// `(chunk number over the whole model) << 16 | in-chunk index`, chunks numbered across the
+/// tensors in layout order. In-chunk indices are below 65,536 (a chunk holds at most that many
+/// values), so two coordinates share a key only if they are the same coordinate, for any model
+/// size (a 72B model has about 17 million chunks).
+pub fn copy_keys<'a>(tensors: impl IntoIterator<Item = SelectedIndices<'a>>) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut base: u64 = 0;
+    for t in tensors {
+        let k = t.k.max(1);
+        for (i, &idx) in t.idx.iter().enumerate() {
+            let chunk = base + (i / k) as u64;
+            out.push((chunk << 16) | u64::from(idx));
+        }
+        base += t.n_chunks as u64;
+    }
+    out
 }
 
 /// A detected copy: `copier` uploaded after `original` with `overlap` ≥ the threshold.
@@ -363,25 +347,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn consensus_is_stake_weighted_median() {
-        let a: BTreeMap<Uid, f64> = [(1, 0.9), (2, 0.1)].into();
-        let b: BTreeMap<Uid, f64> = [(1, 0.5), (2, 0.5)].into();
-        let c: BTreeMap<Uid, f64> = [(1, 0.0), (2, 1.0)].into();
-        // An outlier validator with little stake cannot move the median.
-        let cw = consensus_weights(&[(10.0, &a), (10.0, &b), (1.0, &c)]);
-        // uid 1: values 0(1),0.5(10),0.9(10) → median 0.5; uid 2: 0.1(10),0.5(10),1(1) → 0.1 at
-        // cumulative 10 ≥ 10.5? no → 0.5.
-        assert!((cw[&1] - 0.5).abs() < 1e-12 && (cw[&2] - 0.5).abs() < 1e-12);
-        assert!(consensus_weights(&[]).is_empty());
-        let single = consensus_weights(&[(1.0, &a)]);
-        assert!((single[&1] - 0.9).abs() < 1e-12);
-        assert!(
-            consensus_weights(&[(0.0, &a)]).is_empty(),
-            "no stake, no say"
-        );
-    }
-
     fn cands(n: u32) -> Vec<EvalCandidate> {
         (0..n)
             .map(|u| EvalCandidate {
@@ -454,15 +419,47 @@ mod tests {
     }
 
     #[test]
+    fn copy_keys_never_collide_across_chunks_of_a_large_model() {
+        // The covenant-72b embedding alone, [262144, 8192], is 512 × 128 = 65,536 tiles of
+        // 64 × 64: chunk 65,536 exists in the next tensor. The same in-chunk indices in chunks
+        // c and c + 65,536 are different coordinates and must get different keys (a u32 key
+        // `chunk · 65536 + idx` wrapped and called them the same).
+        let idx: Vec<u16> = (0..64).map(|i| i * 64).collect();
+        let a = copy_keys([SelectedIndices {
+            n_chunks: 65_536,
+            k: 64,
+            idx: &idx[..],
+        }]);
+        let b = copy_keys([
+            SelectedIndices {
+                n_chunks: 65_536,
+                k: 64,
+                idx: &[],
+            },
+            SelectedIndices {
+                n_chunks: 1,
+                k: 64,
+                idx: &idx[..],
+            },
+        ]);
+        assert_eq!(a.len(), 64);
+        assert_eq!(index_overlap(&a, &b), 0.0, "chunk 0 and chunk 65,536 are not the same");
+        // A tensor sent whole carries no keys; a re-sent copy overlaps fully.
+        assert_eq!(b.len(), 64);
+        assert_eq!(b[0], 65_536u64 << 16);
+        assert_eq!(index_overlap(&a, &a.clone()), 1.0);
+    }
+
+    #[test]
     fn copies_blame_the_later_uploader() {
-        let up = |uid, t, idx: Vec<u32>| UploadIndices {
+        let up = |uid, t, idx: Vec<u64>| UploadIndices {
             uid,
             store_time: t,
             indices: idx,
         };
-        let orig: Vec<u32> = (0..100).collect();
-        let copy: Vec<u32> = (0..40).chain(1000..1060).collect(); // 40% overlap
-        let near: Vec<u32> = (0..39).chain(2000..2061).collect(); // 39%
+        let orig: Vec<u64> = (0..100).collect();
+        let copy: Vec<u64> = (0..40).chain(1000..1060).collect(); // 40% overlap
+        let near: Vec<u64> = (0..39).chain(2000..2061).collect(); // 39%
         let c = detect_copies(
             &[
                 up(5, 200, copy.clone()),

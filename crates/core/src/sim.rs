@@ -1,10 +1,11 @@
 //! A virtual-clock simulator: the core's rules at scale with synthetic peers (no model).
 //!
 //! Every peer has a hidden quality and a behaviour; the simulator draws what a validator would
-//! measure from them and drives real [`Validator`] state machines (and a few [`Miner`] ones, to
-//! check that miners and validators agree on every gather set) through virtual windows. Times
-//! are computed from the run parameters, never waited for, so 1,000 peers × 100 windows take a
-//! fraction of a second.
+//! measure from them and runs the real Gauntlets of the validators through virtual windows, with
+//! the chain's own consensus ([`yuma_consensus`] over the weights as validators submit them) and
+//! the real aggregation set. Times are computed from the run parameters, never waited for, so
+//! 1,000 peers × 100 windows take a fraction of a second. (The whole network with real nodes,
+//! codec and model runs in `covenant-node`'s simulator.)
 //!
 //! The synthetic world, per window (losses relative to the current global loss `L`):
 //! - honest: true improvement `s = 0.01 × quality` on random data (quality ~ U(0.5, 1.5)), and
@@ -24,15 +25,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::consensus::yuma_consensus;
 use crate::error::Result;
 use crate::gauntlet::{EvalOutcome, Gauntlet, Observations};
-use crate::machine::{
-    ChainView, Miner, MinerAction, MinerEvent, Validator, ValidatorAction, ValidatorEvent,
-};
 use crate::params::RunParams;
 use crate::rng::{derive_seed, SplitMix64};
 use crate::scoring::{Fingerprint, LossProbe};
-use crate::selection::{aggregation_set, consensus_weights, UploadIndices};
+use crate::selection::{aggregation_set, UploadIndices};
+use crate::weights::Weights;
 use crate::{Millis, Uid, Window};
 
 /// How a synthetic peer behaves.
@@ -97,8 +97,8 @@ pub struct SimConfig {
     pub validators: usize,
     pub mix: Mix,
     pub params: RunParams,
-    /// Miners run through the full [`Miner`] state machine to cross-check gather sets.
-    pub checked_miners: usize,
+    /// Yuma consensus threshold (the chain's `kappa`).
+    pub kappa: f64,
     /// All validators seed their evaluation rotation alike (they then mostly evaluate the same
     /// peers, which the median consensus needs to see agreement); otherwise each has its own.
     pub shared_rotation: bool,
@@ -113,7 +113,7 @@ impl Default for SimConfig {
             validators: 1,
             mix: Mix::default(),
             params: RunParams::reference(),
-            checked_miners: 4,
+            kappa: 0.5,
             shared_rotation: false,
         }
     }
@@ -149,9 +149,6 @@ pub struct SimReport {
     pub loss_end: f64,
     /// Windows in which nothing was aggregated.
     pub empty_windows: u64,
-    /// Gather sets compared between miner and validator state machines, and mismatches.
-    pub gather_checks: u64,
-    pub gather_mismatches: u64,
 }
 
 impl SimReport {
@@ -196,15 +193,10 @@ impl fmt::Display for SimReport {
                 r.blamed_copies
             )?;
         }
-        writeln!(
+        write!(
             f,
             "synthetic loss {:.3} -> {:.3}; windows with nothing aggregated: {}",
             self.loss_start, self.loss_end, self.empty_windows
-        )?;
-        write!(
-            f,
-            "miner/validator gather sets compared: {}, mismatches: {}",
-            self.gather_checks, self.gather_mismatches
         )
     }
 }
@@ -286,12 +278,101 @@ fn assign(cfg: &SimConfig, rng: &mut SplitMix64) -> Vec<Peer> {
         .collect()
 }
 
-fn random_indices(seed: u64) -> Vec<u32> {
+fn random_indices(seed: u64) -> Vec<u64> {
     let mut r = SplitMix64::new(seed);
-    let mut v: Vec<u32> = (0..INDICES).map(|_| r.below(INDEX_SPACE) as u32).collect();
+    let mut v: Vec<u64> = (0..INDICES).map(|_| r.below(INDEX_SPACE)).collect();
     v.sort_unstable();
     v.dedup();
     v
+}
+
+/// The consensus the chain computes from the validators' weights as they submit them
+/// (quantised), equal stake; only uids with positive weight.
+fn chain_consensus(
+    registered: &BTreeSet<Uid>,
+    vweights: &[Weights],
+    kappa: f64,
+) -> BTreeMap<Uid, f64> {
+    let uids: Vec<Uid> = registered.iter().copied().collect();
+    let votes: Vec<(u64, Vec<(Uid, u16)>)> = vweights.iter().map(|w| (1, w.quantize())).collect();
+    let c = yuma_consensus(&uids, &votes, kappa);
+    c.uids
+        .into_iter()
+        .zip(c.weights)
+        .filter(|(_, x)| *x > 0.0)
+        .collect()
+}
+
+/// What validator `vi` measures for the evaluated peers of window `lw`.
+#[allow(clippy::too_many_arguments)]
+fn observe(
+    cfg: &SimConfig,
+    by_uid: &BTreeMap<Uid, &Peer>,
+    lw: Window,
+    vi: usize,
+    downloads: &[Uid],
+    evaluate: &[Uid],
+    uploads: &BTreeMap<Uid, Millis>,
+    prev_truth: &BTreeMap<Uid, f64>,
+    prev_copy_of: &BTreeMap<Uid, Uid>,
+    vfp: &Fingerprint,
+    loss: f64,
+    step: f32,
+) -> Observations {
+    let mut mr = SplitMix64::new(derive_seed(cfg.seed, &[0xE7, lw, vi as u64]));
+    let mut obs = Observations {
+        own_fingerprint: Some(vfp.clone()),
+        ..Default::default()
+    };
+    for &u in downloads {
+        let idx_seed = derive_seed(cfg.seed, &[0x1D, lw, u as u64]);
+        let indices = match prev_copy_of.get(&u) {
+            Some(&victim) => {
+                let mut a = random_indices(derive_seed(cfg.seed, &[0x1D, lw, victim as u64]));
+                let r = random_indices(idx_seed);
+                let keep = a.len() * 7 / 10;
+                a.truncate(keep);
+                a.extend_from_slice(&r[..r.len() - keep.min(r.len())]);
+                a
+            }
+            None => random_indices(idx_seed),
+        };
+        obs.indices.push(UploadIndices {
+            uid: u,
+            store_time: uploads[&u],
+            indices,
+        });
+    }
+    for &u in evaluate {
+        let x = by_uid[&u];
+        let truth = prev_truth.get(&u).copied().unwrap_or(0.0);
+        let trained_own = matches!(
+            x.behaviour,
+            Behaviour::Honest | Behaviour::Late | Behaviour::Offline
+        );
+        let s = truth + noise(truth) * mr.normal();
+        let own = truth * if trained_own { 1.5 } else { 1.0 } + noise(truth) * mr.normal();
+        let probe = LossProbe {
+            rand_before: loss,
+            rand_after: loss * (1.0 - s),
+            own_before: loss * 1.02,
+            own_after: loss * 1.02 * (1.0 - own),
+        };
+        let mut mfp = vfp.clone();
+        for t in mfp.tensors.iter_mut() {
+            for v in t.iter_mut() {
+                *v += 0.2 * step * mr.normal() as f32;
+            }
+        }
+        obs.outcomes.insert(
+            u,
+            EvalOutcome::Measured {
+                probe,
+                fingerprint: Some(mfp),
+            },
+        );
+    }
+    obs
 }
 
 /// Runs a simulation.
@@ -302,26 +383,15 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
     let peers = assign(cfg, &mut rng);
     let by_uid: BTreeMap<Uid, &Peer> = peers.iter().map(|x| (x.uid, x)).collect();
 
-    let mut validators: Vec<Validator> = (0..cfg.validators.max(1))
+    let mut validators: Vec<Gauntlet> = (0..cfg.validators.max(1))
         .map(|v| {
-            let vseed = derive_seed(
+            Gauntlet::new(derive_seed(
                 cfg.seed,
                 &[0x7A11, if cfg.shared_rotation { 0 } else { v as u64 }],
-            );
-            Validator::new(p.clone(), Gauntlet::new(vseed))
+            ))
         })
-        .collect::<Result<_>>()?;
-    let mut vweights: Vec<BTreeMap<Uid, f64>> = vec![BTreeMap::new(); validators.len()];
-    let checked: Vec<Uid> = peers
-        .iter()
-        .filter(|x| x.behaviour == Behaviour::Honest && x.joined == 0)
-        .take(cfg.checked_miners)
-        .map(|x| x.uid)
         .collect();
-    let mut miners: Vec<Miner> = checked
-        .iter()
-        .map(|&u| Miner::new(p.clone(), u, 0))
-        .collect::<Result<_>>()?;
+    let mut vweights: Vec<Weights> = vec![Weights::default(); validators.len()];
 
     // Validator fingerprint random walk.
     let mut vfp = Fingerprint {
@@ -330,7 +400,6 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
     let mut loss = 10.0f64;
     let loss_start = loss;
     let mut empty_windows = 0;
-    let (mut gather_checks, mut gather_mismatches) = (0u64, 0u64);
 
     let mut aggregated_slots: BTreeMap<Behaviour, u64> = BTreeMap::new();
     let mut total_slots = 0u64;
@@ -349,47 +418,18 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
             .filter(|x| x.joined <= w)
             .map(|x| x.uid)
             .collect();
-        consensus = {
-            let votes: Vec<(f64, &BTreeMap<Uid, f64>)> =
-                vweights.iter().map(|m| (1.0, m)).collect();
-            consensus_weights(&votes)
-        };
+        // The chain at window w's first block: it fixes window w − 1's aggregation set.
+        consensus = chain_consensus(&registered, &vweights, cfg.kappa);
         if w > 0 {
             for (b, share) in consensus.iter().map(|(u, x)| (by_uid[u].behaviour, *x)) {
                 *paid.entry(b).or_default() += share;
                 paid_total += share;
             }
         }
-        let chain = ChainView {
-            registered: registered.clone(),
-            consensus: consensus.clone(),
-        };
-
-        let mut listed: Option<Window> = None;
-        for v in validators.iter_mut() {
-            for a in v.handle(ValidatorEvent::WindowStarted {
-                window: w,
-                chain: chain.clone(),
-            })? {
-                if let ValidatorAction::ListUploadsAt { window, .. } = a {
-                    listed = Some(window);
-                }
-            }
-        }
-        let mut miner_lists = Vec::new();
-        for m in miners.iter_mut() {
-            for a in m.handle(MinerEvent::WindowStarted {
-                window: w,
-                chain: chain.clone(),
-            })? {
-                if let MinerAction::ListUploadsAt { window, .. } = a {
-                    miner_lists.push(window);
-                }
-            }
-        }
 
         // The window-(w−1) uploads, with the truths drawn when they were trained.
-        if let Some(lw) = listed {
+        if let Some(lw) = w.checked_sub(1) {
+            let set = aggregation_set(&consensus, &registered, p.aggregation_size, p.reserves);
             let (open, _close) = p.upload_interval(lw);
             let grace = p.grace_ms;
             let mut wr = SplitMix64::new(derive_seed(cfg.seed, &[0x0B5, lw]));
@@ -406,24 +446,6 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                 };
                 uploads.insert(u, t);
             }
-            // Miner state machines gather; their sets are compared with validator 0's below.
-            let mut miner_gathers: Vec<Vec<Uid>> = Vec::new();
-            for m in miners.iter_mut() {
-                if miner_lists.contains(&lw) {
-                    for a in m.handle(MinerEvent::UploadsListed {
-                        window: lw,
-                        uploads: uploads.clone(),
-                    })? {
-                        if let MinerAction::Gather { peers, .. } = a {
-                            m.handle(MinerEvent::Gathered {
-                                window: lw,
-                                valid: peers.clone(),
-                            })?;
-                            miner_gathers.push(peers);
-                        }
-                    }
-                }
-            }
             // Fingerprint of the validators' model after the previous outer step.
             let mut fr = SplitMix64::new(derive_seed(cfg.seed, &[0xF1, lw]));
             let step = 0.01f32;
@@ -433,112 +455,48 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                 }
             }
             for (vi, v) in validators.iter_mut().enumerate() {
-                let acts = v.handle(ValidatorEvent::UploadsListed {
-                    window: lw,
-                    uploads: uploads.clone(),
-                })?;
-                let Some(ValidatorAction::GatherAndEvaluate {
-                    plan, downloads, ..
-                }) = acts.into_iter().next()
-                else {
-                    continue;
-                };
+                let plan = v.plan(p, lw, &registered, set.clone(), &uploads)?;
+                let obs = observe(
+                    cfg,
+                    &by_uid,
+                    lw,
+                    vi,
+                    &plan.downloads(),
+                    &plan.evaluate,
+                    &uploads,
+                    &prev_truth,
+                    &prev_copy_of,
+                    &vfp,
+                    loss,
+                    step,
+                );
                 if vi == 0 {
-                    for gs in miner_gathers.drain(..) {
-                        gather_checks += 1;
-                        if gs != plan.gather {
-                            gather_mismatches += 1;
-                        }
+                    for &u in &plan.evaluate {
+                        *evals.entry(by_uid[&u].behaviour).or_default() += 1;
                     }
                 }
-                let mut mr = SplitMix64::new(derive_seed(cfg.seed, &[0xE7, lw, vi as u64]));
-                let mut obs = Observations {
-                    own_fingerprint: Some(vfp.clone()),
-                    ..Default::default()
-                };
-                for &u in &downloads {
-                    let idx_seed = derive_seed(cfg.seed, &[0x1D, lw, u as u64]);
-                    let indices = match prev_copy_of.get(&u) {
-                        Some(&victim) => {
-                            let mut a =
-                                random_indices(derive_seed(cfg.seed, &[0x1D, lw, victim as u64]));
-                            let r = random_indices(idx_seed);
-                            let keep = a.len() * 7 / 10;
-                            a.truncate(keep);
-                            a.extend_from_slice(&r[..r.len() - keep.min(r.len())]);
-                            a
-                        }
-                        None => random_indices(idx_seed),
-                    };
-                    obs.indices.push(UploadIndices {
-                        uid: u,
-                        store_time: uploads[&u],
-                        indices,
-                    });
+                let rep = v.finish(p, &plan, obs)?;
+                vweights[vi] = rep.weights;
+                if vi != 0 {
+                    continue;
                 }
-                for &u in &plan.evaluate {
-                    let x = by_uid[&u];
-                    let truth = prev_truth.get(&u).copied().unwrap_or(0.0);
-                    let trained_own = matches!(
-                        x.behaviour,
-                        Behaviour::Honest | Behaviour::Late | Behaviour::Offline
-                    );
-                    let s = truth + noise(truth) * mr.normal();
-                    let own =
-                        truth * if trained_own { 1.5 } else { 1.0 } + noise(truth) * mr.normal();
-                    let probe = LossProbe {
-                        rand_before: loss,
-                        rand_after: loss * (1.0 - s),
-                        own_before: loss * 1.02,
-                        own_after: loss * 1.02 * (1.0 - own),
-                    };
-                    let mut mfp = vfp.clone();
-                    for t in mfp.tensors.iter_mut() {
-                        for v in t.iter_mut() {
-                            *v += 0.2 * step * mr.normal() as f32;
-                        }
-                    }
-                    obs.outcomes.insert(
-                        u,
-                        EvalOutcome::Measured {
-                            probe,
-                            fingerprint: Some(mfp),
-                        },
-                    );
-                    if vi == 0 {
-                        *evals.entry(x.behaviour).or_default() += 1;
-                    }
+                // Every gathered upload is valid in this world: the outer step takes them all.
+                if plan.gather.is_empty() {
+                    empty_windows += 1;
                 }
-                for a in v.handle(ValidatorEvent::Observed {
-                    window: lw,
-                    observations: obs,
-                })? {
-                    match a {
-                        ValidatorAction::SetWeights { weights, .. } => {
-                            vweights[vi] = weights.per_uid
-                        }
-                        ValidatorAction::Report(rep) if vi == 0 => {
-                            if rep.aggregated.is_empty() {
-                                empty_windows += 1;
-                            }
-                            let mut step_gain = 0.0;
-                            for u in &rep.aggregated {
-                                *aggregated_slots.entry(by_uid[u].behaviour).or_default() += 1;
-                                total_slots += 1;
-                                step_gain += prev_truth.get(u).copied().unwrap_or(0.0);
-                            }
-                            if !rep.aggregated.is_empty() {
-                                loss *= 1.0
-                                    - (step_gain / rep.aggregated.len() as f64).clamp(-0.5, 0.5);
-                            }
-                            let mut seen = BTreeSet::new();
-                            for c in &rep.copies {
-                                if seen.insert(c.copier) {
-                                    *blamed.entry(by_uid[&c.copier].behaviour).or_default() += 1;
-                                }
-                            }
-                        }
-                        _ => {}
+                let mut step_gain = 0.0;
+                for u in &plan.gather {
+                    *aggregated_slots.entry(by_uid[u].behaviour).or_default() += 1;
+                    total_slots += 1;
+                    step_gain += prev_truth.get(u).copied().unwrap_or(0.0);
+                }
+                if !plan.gather.is_empty() {
+                    loss *= 1.0 - (step_gain / plan.gather.len() as f64).clamp(-0.5, 0.5);
+                }
+                let mut seen = BTreeSet::new();
+                for c in &rep.copies {
+                    if seen.insert(c.copier) {
+                        *blamed.entry(by_uid[&c.copier].behaviour).or_default() += 1;
                     }
                 }
             }
@@ -648,7 +606,5 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
         loss_start,
         loss_end: loss,
         empty_windows,
-        gather_checks,
-        gather_mismatches,
     })
 }

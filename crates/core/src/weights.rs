@@ -32,6 +32,32 @@ impl Weights {
     }
 }
 
+/// Largest raw weight the chain takes for one uid.
+pub const CHAIN_WEIGHT_MAX: u16 = u16::MAX;
+
+impl Weights {
+    /// The weights as a validator submits them to the chain: integers in 1..=65535, the
+    /// largest weight 65535 and the others proportional (rounded), zero and non-finite weights
+    /// left out. The chain normalises them again, so only the proportions matter.
+    pub fn quantize(&self) -> Vec<(Uid, u16)> {
+        let max = self
+            .per_uid
+            .values()
+            .copied()
+            .filter(|x| x.is_finite())
+            .fold(0.0f64, f64::max);
+        if max <= 0.0 {
+            return Vec::new();
+        }
+        let top = f64::from(CHAIN_WEIGHT_MAX);
+        self.per_uid
+            .iter()
+            .filter(|(_, &x)| x.is_finite() && x > 0.0)
+            .map(|(&u, &x)| (u, ((x / max) * top).round().clamp(1.0, top) as u16))
+            .collect()
+    }
+}
+
 /// Ranks uids by score (descending, ties by uid), keeping positive finite scores only.
 pub fn rank_by_score(scores: &BTreeMap<Uid, f64>) -> Vec<(Uid, f64)> {
     let mut r: Vec<(Uid, f64)> = scores
@@ -91,6 +117,16 @@ pub fn compute_weights(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantized_weights_keep_proportions_and_drop_zeros() {
+        let w = Weights {
+            per_uid: [(1, 0.5), (2, 0.25), (3, 0.0), (4, f64::NAN), (5, 1e-9)].into(),
+            burn: 0.0,
+        };
+        assert_eq!(w.quantize(), vec![(1, 65535), (2, 32768), (5, 1)]);
+        assert!(Weights::default().quantize().is_empty());
+    }
 
     fn scores(v: &[(Uid, f64)]) -> BTreeMap<Uid, f64> {
         v.iter().copied().collect()

@@ -31,10 +31,22 @@ impl UploadTiming {
     }
 }
 
-impl RunParams {
+/// The chain's clock: block heights, windows and their wall-clock times. The one home of the
+/// window arithmetic: the run parameters, the chain ledger and the nodes all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Wall-clock time (ms since the Unix epoch) of block 0.
+    pub genesis_ms: Millis,
+    /// Milliseconds per block.
+    pub block_time_ms: u64,
+    /// Blocks per window.
+    pub blocks_per_window: u64,
+}
+
+impl Schedule {
     /// The window a block belongs to.
     pub fn window_of_block(&self, block: Block) -> Window {
-        block / self.blocks_per_window
+        block / self.blocks_per_window.max(1)
     }
 
     /// First block of window `w`.
@@ -58,14 +70,65 @@ impl RunParams {
         self.block_start_ms(self.window_start_block(w))
     }
 
+    /// Window length in ms.
+    pub fn window_ms(&self) -> u64 {
+        self.blocks_per_window.saturating_mul(self.block_time_ms)
+    }
+
+    /// The block a wall-clock time falls in (times before genesis are block 0).
+    pub fn block_of_time(&self, t: Millis) -> Block {
+        t.saturating_sub(self.genesis_ms) / self.block_time_ms.max(1)
+    }
+
     /// The window a wall-clock time falls in (times before genesis are window 0).
     pub fn window_of_time(&self, t: Millis) -> Window {
-        t.saturating_sub(self.genesis_ms) / self.window_ms()
+        self.window_of_block(self.block_of_time(t))
+    }
+}
+
+impl RunParams {
+    /// The chain's clock as these parameters set it.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            genesis_ms: self.genesis_ms,
+            block_time_ms: self.block_time_ms,
+            blocks_per_window: self.blocks_per_window,
+        }
+    }
+
+    /// The window a block belongs to.
+    pub fn window_of_block(&self, block: Block) -> Window {
+        self.schedule().window_of_block(block)
+    }
+
+    /// First block of window `w`.
+    pub fn window_start_block(&self, w: Window) -> Block {
+        self.schedule().window_start_block(w)
+    }
+
+    /// One past the last block of window `w` (= first block of `w + 1`).
+    pub fn window_end_block(&self, w: Window) -> Block {
+        self.schedule().window_end_block(w)
+    }
+
+    /// Wall-clock start of block `b`.
+    pub fn block_start_ms(&self, b: Block) -> Millis {
+        self.schedule().block_start_ms(b)
+    }
+
+    /// Wall-clock start of window `w`.
+    pub fn window_start_ms(&self, w: Window) -> Millis {
+        self.schedule().window_start_ms(w)
+    }
+
+    /// The window a wall-clock time falls in (times before genesis are window 0).
+    pub fn window_of_time(&self, t: Millis) -> Window {
+        self.schedule().window_of_time(t)
     }
 
     /// The block a wall-clock time falls in.
     pub fn block_of_time(&self, t: Millis) -> Block {
-        t.saturating_sub(self.genesis_ms) / self.block_time_ms
+        self.schedule().block_of_time(t)
     }
 
     /// Acceptance interval `[open, close]` (both inclusive) of window `w`'s uploads.

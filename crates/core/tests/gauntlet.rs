@@ -70,6 +70,15 @@ fn free_rider() -> EvalOutcome {
     }
 }
 
+/// What the validator saw of one download.
+enum Seen {
+    Measured(EvalOutcome),
+    /// Failed validation.
+    Invalid,
+    /// A store error: nothing is known.
+    Unavailable,
+}
+
 struct Net {
     p: RunParams,
     g: Gauntlet,
@@ -94,16 +103,38 @@ impl Net {
         uploaders: &[Uid],
         outcome: impl Fn(Uid) -> EvalOutcome,
     ) -> (WindowPlan, covenant_core::WindowReport) {
+        self.window_seen(registered, a, uploaders, |u| Seen::Measured(outcome(u)))
+    }
+
+    /// Like [`Net::window`], with downloads that failed validation or could not be read.
+    fn window_seen(
+        &mut self,
+        registered: &[Uid],
+        a: AggregationSet,
+        uploaders: &[Uid],
+        seen: impl Fn(Uid) -> Seen,
+    ) -> (WindowPlan, covenant_core::WindowReport) {
         let t = on_time(&self.p, self.w);
         let uploads: BTreeMap<Uid, u64> = uploaders.iter().map(|&u| (u, t)).collect();
         let plan = self
             .g
             .plan(&self.p, self.w, &reg(registered), a, &uploads)
             .unwrap();
-        let obs = Observations {
-            outcomes: plan.evaluate.iter().map(|&u| (u, outcome(u))).collect(),
-            ..Default::default()
-        };
+        let mut obs = Observations::default();
+        for u in plan.downloads() {
+            match seen(u) {
+                Seen::Measured(o) if plan.evaluate.contains(&u) => {
+                    obs.outcomes.insert(u, o);
+                }
+                Seen::Measured(_) => {}
+                Seen::Invalid => {
+                    obs.invalid.insert(u);
+                }
+                Seen::Unavailable => {
+                    obs.unavailable.insert(u);
+                }
+            }
+        }
         let rep = self.g.finish(&self.p, &plan, obs).unwrap();
         self.w += 1;
         (plan, rep)
@@ -134,7 +165,7 @@ fn no_peers_is_a_quiet_window() {
     let mut n = Net::new();
     let (plan, rep) = n.window(&[], agg(&[], &[]), &[], |_| honest());
     assert!(plan.evaluate.is_empty() && plan.gather.is_empty());
-    assert!(rep.peers.is_empty() && rep.weights.is_empty() && rep.aggregated.is_empty());
+    assert!(rep.peers.is_empty() && rep.weights.is_empty());
 }
 
 #[test]
@@ -143,7 +174,8 @@ fn one_honest_peer_earns_all_weight() {
     for _ in 0..5 {
         let (plan, rep) = n.window(&[3], agg(&[3], &[]), &[3], |_| honest());
         assert_eq!(plan.evaluate, vec![3]);
-        assert_eq!(rep.aggregated, vec![3]);
+        assert_eq!(plan.gather, vec![3]);
+        assert!(rep.peers.contains_key(&3));
     }
     let w = n.g.weights(&n.p);
     assert!((w.get(3) - 1.0).abs() < 1e-12, "{w:?}");
@@ -210,7 +242,7 @@ fn all_missing_penalises_escalating_and_gathers_nothing() {
     let s0 = n.g.peers[&1].score;
     assert!(s0 > 0.0);
     let (plan, rep) = n.window(&peers, agg(&peers, &[]), &[], |_| honest());
-    assert!(plan.gather.is_empty() && plan.evaluate.is_empty() && rep.aggregated.is_empty());
+    assert!(plan.gather.is_empty() && plan.evaluate.is_empty());
     assert_eq!(rep.peers[&1].verdict, Verdict::Missing { streak: 1 });
     let s1 = n.g.peers[&1].score;
     assert!((s1 - s0 * 0.25).abs() < 1e-12);
@@ -293,9 +325,9 @@ fn copier_is_blamed_and_original_is_not() {
     let plan = g
         .plan(&p, 1, &reg(&[1, 2, 3]), agg(&[1, 2, 3], &[]), &uploads)
         .unwrap();
-    let orig: Vec<u32> = (0..64).collect();
-    let copy: Vec<u32> = (0..40).chain(5000..5024).collect();
-    let own: Vec<u32> = (100..164).collect();
+    let orig: Vec<u64> = (0..64).collect();
+    let copy: Vec<u64> = (0..40).chain(5000..5024).collect();
+    let own: Vec<u64> = (100..164).collect();
     let obs = Observations {
         outcomes: plan.evaluate.iter().map(|&u| (u, honest())).collect(),
         indices: vec![
@@ -329,41 +361,78 @@ fn copier_is_blamed_and_original_is_not() {
 }
 
 #[test]
-fn invalid_uploads_are_not_aggregated_and_enter_at_minus_99() {
+fn invalid_uploads_enter_at_minus_99_and_are_excluded() {
     let mut n = Net::new();
     let peers = [1, 2];
-    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |u| {
+    let (_, rep) = n.window_seen(&peers, agg(&peers, &[]), &peers, |u| {
         if u == 2 {
-            EvalOutcome::Invalid {
-                reason: "index out of range".into(),
-            }
+            Seen::Invalid
         } else {
-            honest()
+            Seen::Measured(honest())
         }
     });
-    assert_eq!(rep.aggregated, vec![1]);
     assert_eq!(rep.peers[&2].verdict, Verdict::Invalid);
     assert!(n.g.peers[&2].rating.mu < 25.0);
-    // All invalid: survived, nobody aggregated.
-    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |_| EvalOutcome::Invalid {
-        reason: "bad".into(),
+    // All invalid: survived.
+    let (_, rep) = n.window_seen(&peers, agg(&peers, &[]), &peers, |_| Seen::Invalid);
+    assert!(rep.weights.is_empty());
+    // Non-finite losses count as invalid, not as a crash; so does an update that makes the
+    // model non-finite.
+    let (_, rep) = n.window_seen(&peers, agg(&peers, &[]), &peers, |u| {
+        Seen::Measured(if u == 1 {
+            EvalOutcome::NonFinite
+        } else {
+            EvalOutcome::Measured {
+                probe: LossProbe {
+                    rand_before: 5.0,
+                    rand_after: f64::NAN,
+                    own_before: 5.0,
+                    own_after: 4.0,
+                },
+                fingerprint: None,
+            }
+        })
     });
-    assert!(rep.aggregated.is_empty());
-    // Non-finite losses count as invalid, not as a crash.
-    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |_| {
-        EvalOutcome::Measured {
-            probe: LossProbe {
-                rand_before: 5.0,
-                rand_after: f64::NAN,
-                own_before: 5.0,
-                own_after: 4.0,
-            },
-            fingerprint: None,
-        }
-    });
-    assert!(rep.aggregated.is_empty());
+    assert_eq!(rep.peers[&1].verdict, Verdict::Invalid);
+    assert_eq!(rep.peers[&2].verdict, Verdict::Invalid);
     assert!(n.g.peers[&2].excluded, "three negatives in a row");
     assert!(!n.g.peers[&1].excluded, "only two");
+}
+
+#[test]
+fn unreadable_uploads_are_not_penalised_until_the_grace_runs_out() {
+    let mut n = Net::new();
+    let peers = [1, 2];
+    n.join(&peers);
+    for _ in 0..3 {
+        n.window(&peers, agg(&peers, &[]), &peers, |_| honest());
+    }
+    let s0 = n.g.peers[&2].score;
+    let mu0 = n.g.peers[&2].rating.mu;
+    assert!(s0 > 0.0);
+    let seen = |u: Uid| {
+        if u == 2 {
+            Seen::Unavailable
+        } else {
+            Seen::Measured(honest())
+        }
+    };
+    let grace = n.p.penalties.unavailable_grace;
+    for k in 1..=grace {
+        let (_, rep) = n.window_seen(&peers, agg(&peers, &[]), &peers, seen);
+        assert_eq!(rep.peers[&2].verdict, Verdict::Unavailable { streak: k });
+        assert_eq!(n.g.peers[&2].score, s0, "a store outage is not the peer's fault");
+        assert_eq!(n.g.peers[&2].rating.mu, mu0, "not rated");
+        assert!(!n.g.peers[&2].excluded);
+    }
+    // Unreadable for longer than the grace: it decays like an inactive peer (never excluded).
+    n.window_seen(&peers, agg(&peers, &[]), &peers, seen);
+    assert!((n.g.peers[&2].score - 0.75 * s0).abs() < 1e-12);
+    assert!(!n.g.peers[&2].excluded);
+    // Readable again: rated as before, the streak forgotten.
+    let (_, rep) = n.window(&peers, agg(&peers, &[]), &peers, |_| honest());
+    assert!(matches!(rep.peers[&2].verdict, Verdict::Evaluated { .. }));
+    assert_eq!(n.g.peers[&2].unavailable_streak, 0);
 }
 
 #[test]
@@ -551,6 +620,14 @@ fn random_garbage_never_panics_and_weights_stay_normalised() {
         let mut obs = Observations::default();
         for &u in &plan.evaluate {
             let o = match u % 4 {
+                1 => {
+                    obs.invalid.insert(u);
+                    continue;
+                }
+                2 => {
+                    obs.unavailable.insert(u);
+                    continue;
+                }
                 0 => EvalOutcome::Measured {
                     probe: LossProbe {
                         rand_before: pick(),
@@ -562,10 +639,6 @@ fn random_garbage_never_panics_and_weights_stay_normalised() {
                         tensors: vec![vec![f32::NAN; (u % 3) as usize]; (u % 5) as usize],
                     }),
                 },
-                1 => EvalOutcome::Invalid {
-                    reason: "garbage".into(),
-                },
-                2 => EvalOutcome::Unavailable,
                 _ => honest(),
             };
             obs.outcomes.insert(u, o);
@@ -579,7 +652,7 @@ fn random_garbage_never_panics_and_weights_stay_normalised() {
             .map(|&u| UploadIndices {
                 uid: u,
                 store_time: uploads.get(&u).copied().unwrap_or(0),
-                indices: (0..16).map(|i| i * (u % 3 + 1)).collect(),
+                indices: (0..16).map(|i| i * (u64::from(u) % 3 + 1)).collect(),
             })
             .collect();
         let rep = g.finish(&p, &plan, obs).unwrap();
@@ -648,7 +721,7 @@ fn zero_updates_are_neither_rated_nor_copies() {
     let p = params();
     let mut g = Gauntlet::new(7);
     let peers = [1, 2, 3, 4];
-    let same: Vec<u32> = (0..64).collect();
+    let same: Vec<u64> = (0..64).collect();
     for w in 0..4u64 {
         let open = p.upload_interval(w).0;
         let uploads: BTreeMap<Uid, u64> = peers.iter().map(|&u| (u, open + u as u64)).collect();
@@ -673,7 +746,7 @@ fn zero_updates_are_neither_rated_nor_copies() {
                     indices: if zero.contains(&u) {
                         same.clone()
                     } else {
-                        (0..64).map(|i| i * 7 + u * 1000).collect()
+                        (0..64).map(|i| i * 7 + u64::from(u) * 1000).collect()
                     },
                 })
                 .collect(),

@@ -44,7 +44,6 @@ fn honest_peers_earn_and_free_riders_and_copycats_do_not() {
         );
         assert!(copy.blamed_copies > 0, "copycats are caught\n{r}");
         assert_eq!(honest.blamed_copies, 0, "no honest peer is blamed\n{r}");
-        assert!(r.gather_checks > 0 && r.gather_mismatches == 0, "{r}");
         assert!(r.loss_end < r.loss_start);
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::consensus::yuma_consensus;
+use covenant_core::consensus::yuma_consensus;
 use super::{
     Chain, ChainError, Commitment, Genesis, Metagraph, Neuron, Receipt, Rejection, Snapshot,
     Transaction, TxBody, ValidatorState,
@@ -108,6 +108,21 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), ChainError> {
     Ok(())
 }
 
+/// Creates the schema and stores the genesis, in one transaction.
+fn write_genesis(conn: &mut Connection, path: &Path, genesis: &Genesis) -> Result<(), ChainError> {
+    let json = serde_json::to_string(genesis).map_err(|e| storage(path, e))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(|e| storage(path, e))?;
+    tx.execute_batch(SCHEMA).map_err(|e| storage(path, e))?;
+    tx.execute(
+        "INSERT INTO meta VALUES ('schema', ?1), ('genesis', ?2)",
+        params![SCHEMA_VERSION, json],
+    )
+    .map_err(|e| storage(path, e))?;
+    tx.commit().map_err(|e| storage(path, e))
+}
+
 fn key_from_blob(path: &Path, b: Vec<u8>) -> Result<PublicKey, ChainError> {
     let arr: [u8; 32] = b
         .try_into()
@@ -134,17 +149,22 @@ impl Ledger {
         )
         .map_err(|e| storage(&path, e))?;
         configure(&conn, &path)?;
-        let json = serde_json::to_string(genesis).map_err(|e| storage(&path, e))?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Exclusive)
-            .map_err(|e| storage(&path, e))?;
-        tx.execute_batch(SCHEMA).map_err(|e| storage(&path, e))?;
-        tx.execute(
-            "INSERT INTO meta VALUES ('schema', ?1), ('genesis', ?2)",
-            params![SCHEMA_VERSION, json],
-        )
-        .map_err(|e| storage(&path, e))?;
-        tx.commit().map_err(|e| storage(&path, e))
+        write_genesis(&mut conn, &path, genesis)
+    }
+
+    /// A ledger that lives in memory only (the simulator's chain): the same rules and the same
+    /// SQL as the shared file, on `clock`.
+    pub fn in_memory(genesis: &Genesis, clock: Arc<dyn Clock>) -> Result<Ledger, ChainError> {
+        genesis.validate()?;
+        let path = PathBuf::from(":memory:");
+        let mut conn = Connection::open_in_memory().map_err(|e| storage(&path, e))?;
+        write_genesis(&mut conn, &path, genesis)?;
+        Ok(Ledger {
+            conn: Mutex::new(conn),
+            genesis: genesis.clone(),
+            clock,
+            path,
+        })
     }
 
     /// Opens an existing ledger with the system clock.
@@ -421,7 +441,7 @@ impl Chain for Ledger {
     }
 
     fn block(&self) -> u64 {
-        self.genesis.block_at(self.clock.now_ms())
+        self.genesis.schedule().block_of_time(self.clock.now_ms())
     }
 
     fn next_nonce(&self, key: &PublicKey) -> Result<u64, ChainError> {
@@ -524,7 +544,7 @@ impl Chain for Ledger {
         Ok(Metagraph {
             run_id: g.run_id.clone(),
             block,
-            window: g.window_of_block(block),
+            window: g.schedule().window_of_block(block),
             max_uids: g.max_uids,
             neurons,
             validators,

@@ -6,7 +6,6 @@
 //! in WAL mode, shared by the processes of one machine). A real blockchain implements the same
 //! trait; docs/CHAIN.md maps it to Bittensor's subtensor.
 
-pub mod consensus;
 pub mod ledger;
 pub mod text;
 pub mod tx;
@@ -14,7 +13,8 @@ pub mod tx;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::PublicKey;
-pub use consensus::{aggregation_set, yuma_consensus, Consensus};
+pub use covenant_core::consensus::{yuma_consensus, Consensus};
+use covenant_core::window::Schedule;
 pub use ledger::Ledger;
 pub use tx::{Transaction, TxBody};
 
@@ -75,23 +75,13 @@ impl Genesis {
         }
         Ok(())
     }
-    /// Block height at a time (0 before genesis).
-    pub fn block_at(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(self.genesis_time_ms) / self.block_time_ms
-    }
-    pub fn window_of_block(&self, block: u64) -> u64 {
-        block / self.blocks_per_window
-    }
-    pub fn window_at(&self, now_ms: u64) -> u64 {
-        self.window_of_block(self.block_at(now_ms))
-    }
-    /// Unix milliseconds at which a window starts.
-    pub fn window_start_ms(&self, window: u64) -> u64 {
-        self.genesis_time_ms.saturating_add(
-            window
-                .saturating_mul(self.blocks_per_window)
-                .saturating_mul(self.block_time_ms),
-        )
+    /// The chain's clock (blocks, windows and their times).
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            genesis_ms: self.genesis_time_ms,
+            block_time_ms: self.block_time_ms,
+            blocks_per_window: self.blocks_per_window,
+        }
     }
     pub fn stake_of(&self, key: &PublicKey) -> u64 {
         self.validators
@@ -151,14 +141,16 @@ impl Metagraph {
     pub fn uid_of(&self, key: &PublicKey) -> Option<u32> {
         self.neurons.iter().find(|n| &n.key == key).map(|n| n.uid)
     }
-    /// The next aggregation set: the `g` uids with the highest consensus weight (> 0), ties by uid.
+    /// The next aggregation set's primaries: the `g` uids with the highest consensus weight
+    /// (> 0), ties by uid ([`covenant_core::aggregation_set`]).
     pub fn aggregation_set(&self, g: usize) -> Vec<u32> {
-        let w: Vec<(u32, f64)> = self
+        let w = self
             .neurons
             .iter()
             .map(|n| (n.uid, n.consensus_weight))
             .collect();
-        aggregation_set(&w, g)
+        let all = self.neurons.iter().map(|n| n.uid).collect();
+        covenant_core::aggregation_set(&w, &all, g, 0).primary
     }
     /// Rewards of the window: the consensus weights of all registered uids.
     pub fn rewards(&self) -> Vec<(u32, f64)> {
@@ -231,7 +223,7 @@ pub trait Chain: Send + Sync {
     fn block(&self) -> u64;
     /// Current window.
     fn window(&self) -> u64 {
-        self.genesis().window_of_block(self.block())
+        self.genesis().schedule().window_of_block(self.block())
     }
     /// The next nonce this key must use.
     fn next_nonce(&self, key: &PublicKey) -> Result<u64, ChainError>;

@@ -1,5 +1,7 @@
 //! Yuma-style consensus over validators' weights (a simplified form of Bittensor's Yuma
-//! consensus): a deterministic function of the submitted weights and stakes.
+//! consensus): a deterministic function of the submitted weights and stakes. The one consensus
+//! of the system: the chain ledger computes its consensus weights with it, and the simulators
+//! use it to simulate what the chain computes.
 //!
 //! For every uid `u`:
 //! 1. each validator's weights are normalised to sum 1 (`W[v][u]`);
@@ -83,13 +85,6 @@ pub fn yuma_consensus(
     }
 }
 
-/// The `g` uids with the highest weight (> 0), ties broken by the lower uid.
-pub fn aggregation_set(weights: &[(u32, f64)], g: usize) -> Vec<u32> {
-    let mut v: Vec<(u32, f64)> = weights.iter().copied().filter(|(_, w)| *w > 0.0).collect();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    v.into_iter().take(g).map(|(u, _)| u).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,17 +111,13 @@ mod tests {
             (clean.weights[0] - c.weights[0]).abs() < 0.05,
             "{clean:?} vs {c:?}"
         );
-        assert_eq!(
-            aggregation_set(
-                &uids
-                    .iter()
-                    .copied()
-                    .zip(c.weights.iter().copied())
-                    .collect::<Vec<_>>(),
-                3
-            ),
-            vec![0, 1]
+        let set = crate::selection::aggregation_set(
+            &uids.iter().copied().zip(c.weights.iter().copied()).collect(),
+            &uids.iter().copied().collect(),
+            3,
+            0,
         );
+        assert_eq!(set.primary, vec![0, 1]);
     }
 
     #[test]
@@ -149,10 +140,5 @@ mod tests {
         assert!(c.weights.is_empty());
         let c = yuma_consensus(&[1], &[(1, vec![(5, 1)])], 0.5);
         assert_eq!(c.weights, vec![0.0]);
-        assert!(aggregation_set(&[(1, 0.0)], 5).is_empty());
-        assert_eq!(
-            aggregation_set(&[(4, 0.5), (2, 0.5), (9, 0.7)], 2),
-            vec![9, 2]
-        );
     }
 }

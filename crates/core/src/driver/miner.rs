@@ -1,0 +1,425 @@
+//! The miner driver (SPEC §3, §4): every window it takes part in, train H inner steps on the
+//! assigned pool, compress the pseudo-gradient with error feedback, upload it as the next
+//! window starts, and apply the window's outer step with everybody else ([`Replica`]).
+//!
+//! Schedule of window `w`:
+//! ```text
+//! read_time(w)   upload w−1 (prepared) · take part in w if in time for it:
+//!                the first window of a (re)join is null (zero update, error feedback reset,
+//!                fresh optimizer state); otherwise train once w−1's outer step is applied
+//!                (bounded by live_deadline(w−1)), or at once with overlap
+//! …              TrainStep × H, one at a time (an outer step can land between two)
+//! after H steps  Compress(w): held until read_time(w+1), uploaded then
+//! ```
+//! An outer step that lands while a window trains ([`Live::Shift`]) moves the live model by
+//! the same update and restarts the window's pseudo-gradient from there, so no progress is
+//! sent twice (the steps before it are counted as `stale_steps`).
+
+use std::collections::BTreeSet;
+
+use super::events::{NodeEvent, NodeStats};
+use super::replica::{Note, Replica};
+use super::{hex, Action, Driver, FetchDetail, Hash, Input, NodeConfig, Output, Timers};
+use crate::{Millis, Window};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Train window `w` even if window `w − 1`'s outer step has not landed.
+    TrainAnyway(Window),
+    /// Stop even if the last window could not be applied.
+    GiveUp,
+}
+
+/// A window the miner takes part in, waiting for the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Waiting {
+    window: Window,
+    since: Millis,
+    null: bool,
+    /// The wait for the previous outer step timed out.
+    anyway: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Training {
+    window: Window,
+    steps: u32,
+    next: u32,
+    losses: Vec<f32>,
+    /// Steps since the window started or an outer step last shifted it.
+    fresh: u32,
+    inner_ms: u64,
+    /// The window is over: compress after the step in flight.
+    cut: bool,
+}
+
+/// See the module docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Miner {
+    r: Replica,
+    timers: Timers<Timer>,
+    /// First window of the current (re)join (its first `null_windows` are null).
+    joined: Option<Window>,
+    train: Option<Training>,
+    waiting: Option<Waiting>,
+    /// Windows whose compressed update is ready to upload.
+    ready: BTreeSet<Window>,
+    compressing: Option<Window>,
+    /// Uploads put or in flight, by window.
+    uploading: BTreeSet<Window>,
+    last_hash: Option<Hash>,
+    stats: NodeStats,
+    started: Option<Millis>,
+    stopped: bool,
+}
+
+impl Miner {
+    pub fn new(cfg: NodeConfig) -> Self {
+        Miner {
+            r: Replica::new(cfg, false),
+            timers: Timers::default(),
+            joined: None,
+            train: None,
+            waiting: None,
+            ready: BTreeSet::new(),
+            compressing: None,
+            uploading: BTreeSet::new(),
+            last_hash: None,
+            stats: NodeStats::default(),
+            started: None,
+            stopped: false,
+        }
+    }
+
+    fn cfg(&self) -> &NodeConfig {
+        &self.r.cfg
+    }
+
+    /// Window `w` started.
+    fn window_started(&mut self, now: Millis, w: Window, out: &mut Vec<Output>) {
+        if let Some(prev) = w.checked_sub(1) {
+            if self.ready.remove(&prev) {
+                self.upload(prev, out);
+            }
+            if let Some(t) = self.train.as_mut().filter(|t| t.window == prev) {
+                t.cut = true; // a slow window: send what it has
+            }
+        }
+        self.ready.retain(|&x| x + 1 >= w);
+        self.waiting = None;
+        if self.cfg().until_window.is_some_and(|u| w > u) {
+            return;
+        }
+        if !self.r.in_time_for(w) {
+            self.joined = None; // taking part again later is a re-join
+            return;
+        }
+        let joined = *self.joined.get_or_insert(w);
+        if joined == w {
+            self.r.submit(Action::ResetTrainer, out);
+        }
+        let null = self.cfg().params.is_null_window(joined, w);
+        self.waiting = Some(Waiting {
+            window: w,
+            since: now,
+            null,
+            anyway: false,
+        });
+        if !null && !self.cfg().overlap {
+            let at = self.cfg().live_deadline(w - 1);
+            self.timers.set(at, Timer::TrainAnyway(w));
+        }
+        self.try_start(now, out);
+    }
+
+    /// Starts the waiting window once the model is free for it: the previous window is
+    /// compressed and (without overlap) its outer step applied, or the wait has timed out.
+    fn try_start(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let Some(wt) = self.waiting else { return };
+        if self.train.is_some() || self.compressing.is_some() {
+            return;
+        }
+        let applied = self.r.next() >= wt.window;
+        if !(wt.null || self.cfg().overlap || applied || wt.anyway) {
+            return;
+        }
+        self.waiting = None;
+        if wt.null {
+            self.compress(wt.window, true, out);
+            return;
+        }
+        self.stats.wait_ms += now.saturating_sub(wt.since);
+        let steps = self.cfg().params.inner_steps;
+        self.train = Some(Training {
+            window: wt.window,
+            steps,
+            next: 0,
+            losses: Vec::with_capacity(steps as usize),
+            fresh: 0,
+            inner_ms: 0,
+            cut: false,
+        });
+        self.r.set_training(true);
+        self.r.submit(
+            Action::TrainStep {
+                window: wt.window,
+                step: 0,
+            },
+            out,
+        );
+    }
+
+    fn stepped(&mut self, w: Window, result: &Result<super::StepInfo, super::Failure>, out: &mut Vec<Output>) {
+        let Some(t) = self.train.as_mut().filter(|t| t.window == w) else {
+            return;
+        };
+        let mut more = true;
+        match result {
+            Ok(s) if s.trained => {
+                t.losses.push(s.loss);
+                t.fresh += 1;
+                t.inner_ms += s.elapsed_ms;
+                self.stats.inner_ms += s.elapsed_ms;
+                self.stats.inner_steps += 1;
+            }
+            Ok(_) => more = false,
+            Err(e) => {
+                more = false;
+                out.push(Output::Emit(NodeEvent::Error {
+                    window: Some(w),
+                    message: format!("inner step: {e}"),
+                }));
+            }
+        }
+        t.next += 1;
+        if more && t.next < t.steps && !t.cut {
+            let step = t.next;
+            self.r.submit(Action::TrainStep { window: w, step }, out);
+        } else {
+            self.compress(w, false, out);
+        }
+    }
+
+    fn compress(&mut self, w: Window, zero: bool, out: &mut Vec<Output>) {
+        self.compressing = Some(w);
+        self.r.submit(Action::Compress { window: w, zero }, out);
+    }
+
+    fn compressed(
+        &mut self,
+        now: Millis,
+        w: Window,
+        result: &Result<super::Compressed, super::Failure>,
+        out: &mut Vec<Output>,
+    ) {
+        if self.compressing != Some(w) {
+            return;
+        }
+        self.compressing = None;
+        self.r.set_training(false);
+        let t = self.train.take().filter(|t| t.window == w);
+        match result {
+            Ok(c) => {
+                self.stats.outer_ms += c.elapsed_ms;
+                if c.fell_back_to_zero {
+                    out.push(Output::Emit(NodeEvent::Error {
+                        window: Some(w),
+                        message: "the pseudo-gradient was not finite; uploading a zero update"
+                            .into(),
+                    }));
+                }
+                if let Some(t) = t {
+                    out.push(Output::Emit(trained_event(&t)));
+                }
+                if now >= self.cfg().read_time(w + 1) {
+                    self.upload(w, out); // the window is already over
+                } else {
+                    self.ready.insert(w);
+                }
+            }
+            Err(e) => out.push(Output::Emit(NodeEvent::Error {
+                window: Some(w),
+                message: format!("compressing the update: {e}"),
+            })),
+        }
+        self.try_start(now, out);
+    }
+
+    fn upload(&mut self, w: Window, out: &mut Vec<Output>) {
+        self.uploading.insert(w);
+        let deadline = self.cfg().params.upload_interval(w).1;
+        out.push(Output::Do(Action::Upload {
+            window: w,
+            deadline,
+        }));
+    }
+
+    fn uploaded(&mut self, w: Window, result: &Result<u64, super::Failure>, out: &mut Vec<Output>) {
+        self.uploading.remove(&w);
+        match result {
+            Ok(bytes) => {
+                self.stats.bytes_up += bytes;
+                out.push(Output::Emit(NodeEvent::Uploaded {
+                    window: w,
+                    bytes: *bytes,
+                }));
+                let keep = self.cfg().keep_windows;
+                if w >= keep {
+                    out.push(Output::Do(Action::Prune { window: w - keep }));
+                }
+            }
+            Err(e) => out.push(Output::Emit(NodeEvent::Error {
+                window: Some(w),
+                message: format!("uploading the update of window {w}: {e}"),
+            })),
+        }
+    }
+
+    fn note(&mut self, now: Millis, note: Note, out: &mut Vec<Output>) {
+        match note {
+            Note::WindowStarted(w) => self.window_started(now, w, out),
+            Note::Listed { window, gather, .. } => {
+                self.r.fetch(window, gather, FetchDetail::default(), out)
+            }
+            Note::Gathered {
+                window,
+                valid,
+                complete,
+                ..
+            } => {
+                if complete {
+                    self.r.apply(window, valid, out);
+                }
+            }
+            Note::Applied {
+                window,
+                hash,
+                peers,
+                lr,
+                source,
+                rejected,
+            } => {
+                self.last_hash = Some(hash);
+                if let Some(t) = self.train.as_mut() {
+                    // The live model was shifted: the window's update restarts here.
+                    self.stats.stale_steps += u64::from(t.fresh);
+                    t.fresh = 0;
+                }
+                out.push(Output::Emit(NodeEvent::OuterStep {
+                    window,
+                    peers,
+                    rejected,
+                    lr,
+                    hash: hex(&hash),
+                    source,
+                    val_loss: None,
+                }));
+                self.try_start(now, out);
+            }
+            Note::Joined => {}
+        }
+    }
+
+    fn maybe_stop(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let Some(u) = self.cfg().until_window else {
+            return;
+        };
+        let done = self.r.applied().is_some_and(|a| a >= u)
+            && self.uploading.is_empty()
+            && self.ready.is_empty()
+            && self.compressing.is_none();
+        if self.stopped || !(done || now >= self.cfg().read_time(u + 3)) {
+            return;
+        }
+        self.stopped = true;
+        self.stats.wall_ms = now.saturating_sub(self.started.unwrap_or(now));
+        out.push(Output::Emit(NodeEvent::Finished {
+            applied: self.r.applied(),
+            hash: self.last_hash.as_ref().map(hex).unwrap_or_default(),
+            stats: self.stats,
+        }));
+        out.push(Output::Stop);
+    }
+}
+
+fn trained_event(t: &Training) -> NodeEvent {
+    let finite = |x: f32| Some(x).filter(|v| v.is_finite());
+    let mean = t.losses.iter().sum::<f32>() / t.losses.len().max(1) as f32;
+    NodeEvent::Trained {
+        window: t.window,
+        steps: t.losses.len() as u32,
+        sent_steps: t.fresh,
+        loss_first: t.losses.first().copied().and_then(finite),
+        loss_last: t.losses.last().copied().and_then(finite),
+        loss_mean: finite(mean).filter(|_| !t.losses.is_empty()),
+        inner_ms: t.inner_ms,
+    }
+}
+
+impl Driver for Miner {
+    fn handle(&mut self, now: Millis, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.stopped {
+            return out;
+        }
+        if input == Input::Start {
+            self.started = Some(now);
+            if let Some(u) = self.cfg().until_window {
+                let at = self.cfg().read_time(u + 3);
+                self.timers.set(at, Timer::GiveUp);
+            }
+            out.push(Output::Emit(NodeEvent::Started {
+                uid: self.cfg().uid,
+            }));
+        }
+        let notes = self.r.handle(now, &input, &mut out);
+        match &input {
+            Input::Tick => {
+                for t in self.timers.due(now) {
+                    match (t, self.waiting.as_mut()) {
+                        (Timer::TrainAnyway(w), Some(wt)) if wt.window == w => wt.anyway = true,
+                        _ => {}
+                    }
+                }
+                self.try_start(now, &mut out);
+            }
+            Input::Stepped { window, result, .. } => self.stepped(*window, result, &mut out),
+            Input::Compressed { window, result } => {
+                self.compressed(now, *window, result, &mut out)
+            }
+            Input::Uploaded { window, result } => self.uploaded(*window, result, &mut out),
+            Input::Applied { result: Ok(a), .. } => self.stats.outer_ms += a.elapsed_ms,
+            Input::Fetched { results, .. } => {
+                self.stats.bytes_down += results
+                    .values()
+                    .filter_map(|r| r.as_ref().ok())
+                    .map(|f| f.bytes)
+                    .sum::<u64>();
+            }
+            Input::Done {
+                result: Err(e),
+                window,
+                ..
+            } => out.push(Output::Emit(NodeEvent::Error {
+                window: *window,
+                message: e.to_string(),
+            })),
+            _ => {}
+        }
+        for n in notes {
+            self.note(now, n, &mut out);
+        }
+        self.maybe_stop(now, &mut out);
+        out
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        if self.stopped {
+            return None;
+        }
+        [self.r.poll_timeout(), self.timers.next()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}

@@ -1,0 +1,503 @@
+//! The validator driver (SPEC §5, §6): for each window it follows live, plan the Gauntlet
+//! (who is aggregated, who is evaluated), fetch the uploads, measure the evaluated peers'
+//! updates one by one on the canonical model, rate and score, set weights on the chain, save
+//! its state, apply the same outer step as the miners ([`Replica`]), and publish a signed
+//! record of the step (joiners replay from it) and every C windows a checkpoint.
+//!
+//! The validator aggregates exactly what a miner aggregates: the gathered peers whose upload
+//! verified. How an update scores never changes whether it is applied, so a validator and the
+//! miners cannot split over an update that scores badly. A window the validator only catches
+//! up (it was behind) is applied but not scored.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::events::{NodeEvent, NodeStats, PeerLine, ProbeLine, RejectionNote};
+use super::replica::{Note, Replica};
+use super::{
+    hex, Action, Chore, Driver, FailureKind, FetchDetail, Fetched, Hash, Input, Listing,
+    NodeConfig, Output, Rejection, Timers,
+};
+use crate::gauntlet::{EvalOutcome, Gauntlet, Observations, WindowPlan};
+use crate::rng::derive_seed;
+use crate::scoring::Fingerprint;
+use crate::selection::UploadIndices;
+use crate::{Millis, Uid, Window};
+
+/// Purpose tag of a validator's evaluation seed.
+const TAG_GAUNTLET: u64 = 0x7A1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    GiveUp,
+}
+
+/// One live window's Gauntlet in progress.
+#[derive(Debug, Clone, PartialEq)]
+struct Round {
+    plan: WindowPlan,
+    /// Store timestamps from the listing.
+    listed: BTreeMap<Uid, Millis>,
+    gathered: Option<Gathered>,
+    obs: Observations,
+    fingerprints: BTreeMap<Uid, Fingerprint>,
+    queue: VecDeque<Uid>,
+    eval: BTreeMap<Uid, ProbeLine>,
+    rejected: BTreeMap<Uid, RejectionNote>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Gathered {
+    valid: Vec<Uid>,
+    complete: bool,
+}
+
+/// See the module docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validator {
+    r: Replica,
+    pub gauntlet: Gauntlet,
+    restored: bool,
+    round: Option<Round>,
+    /// The live window applied last, waiting for its validation loss.
+    stepped: Option<Note>,
+    timers: Timers<Timer>,
+    last_hash: Option<Hash>,
+    stats: NodeStats,
+    started: Option<Millis>,
+    stopped: bool,
+}
+
+impl Validator {
+    /// `saved`: the Gauntlet of an earlier run of this validator (a restart), if any.
+    pub fn new(cfg: NodeConfig, saved: Option<Gauntlet>) -> Self {
+        let restored = saved.is_some();
+        let gauntlet = saved.unwrap_or_else(|| {
+            Gauntlet::new(derive_seed(cfg.seed, &[u64::from(cfg.uid), TAG_GAUNTLET]))
+        });
+        Validator {
+            r: Replica::new(cfg, true),
+            gauntlet,
+            restored,
+            round: None,
+            stepped: None,
+            timers: Timers::default(),
+            last_hash: None,
+            stats: NodeStats::default(),
+            started: None,
+            stopped: false,
+        }
+    }
+
+    fn cfg(&self) -> &NodeConfig {
+        &self.r.cfg
+    }
+
+    fn start(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.started = Some(now);
+        out.push(Output::Emit(NodeEvent::Started {
+                uid: self.cfg().uid,
+            }));
+        if self.restored {
+            let g = &self.gauntlet;
+            out.push(Output::Emit(NodeEvent::Restored {
+                peers: g.peers.len(),
+                last_window: g.last_window,
+                scores: g.scores(),
+            }));
+        }
+        if let Some(u) = self.cfg().until_window {
+            let at = self.cfg().read_time(u + 3);
+            self.timers.set(at, Timer::GiveUp);
+        }
+    }
+
+    /// The live window is listed: plan it and fetch what the plan needs.
+    fn listed(
+        &mut self,
+        window: Window,
+        note_set: crate::selection::AggregationSet,
+        view: &super::ChainView,
+        uploads: &BTreeMap<Uid, Listing>,
+        gather: Vec<Uid>,
+        out: &mut Vec<Output>,
+    ) {
+        let listed: BTreeMap<Uid, Millis> = uploads
+            .iter()
+            .filter_map(|(&u, l)| match l {
+                Listing::Found(t) => Some((u, *t)),
+                _ => None,
+            })
+            .collect();
+        let p = self.cfg().params.clone();
+        let planned = self
+            .gauntlet
+            .plan(&p, window, &view.registered, note_set, &listed);
+        let detail = FetchDetail {
+            copy_keys: true,
+            fingerprint: true,
+        };
+        match planned {
+            Ok(plan) => {
+                let downloads = plan.downloads();
+                self.round = Some(Round {
+                    plan,
+                    listed,
+                    gathered: None,
+                    obs: Observations::default(),
+                    fingerprints: BTreeMap::new(),
+                    queue: VecDeque::new(),
+                    eval: BTreeMap::new(),
+                    rejected: BTreeMap::new(),
+                });
+                self.r.fetch(window, downloads, detail, out);
+            }
+            Err(e) => {
+                // A restored state already past this window: follow it without scoring.
+                out.push(Output::Emit(NodeEvent::Error {
+                    window: Some(window),
+                    message: format!("not scoring window {window}: {e}"),
+                }));
+                self.r.fetch(window, gather, detail, out);
+            }
+        }
+    }
+
+    /// The live window's uploads are in: sort them into observations and queue the
+    /// evaluations (own fingerprint first).
+    fn gathered(
+        &mut self,
+        window: Window,
+        valid: Vec<Uid>,
+        complete: bool,
+        results: &BTreeMap<Uid, Result<Fetched, Rejection>>,
+        out: &mut Vec<Output>,
+    ) {
+        self.stats.bytes_down += results
+            .values()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|f| f.bytes)
+            .sum::<u64>();
+        let Some(round) = self.round.as_mut().filter(|r| r.plan.window == window) else {
+            if complete {
+                self.r.apply(window, valid, out);
+            }
+            return;
+        };
+        let evaluate: BTreeSet<Uid> = round.plan.evaluate.iter().copied().collect();
+        for (&uid, r) in results {
+            match r {
+                Ok(f) => {
+                    if f.zero {
+                        round.obs.zero.insert(uid);
+                    } else if evaluate.contains(&uid) {
+                        round.queue.push_back(uid);
+                    }
+                    if let Some(fp) = &f.fingerprint {
+                        round.fingerprints.insert(uid, fp.clone());
+                    }
+                    round.obs.indices.push(UploadIndices {
+                        uid,
+                        store_time: round.listed.get(&uid).copied().unwrap_or(f.store_time),
+                        indices: f.copy_keys.clone(),
+                    });
+                }
+                Err(e) => {
+                    round.rejected.insert(uid, RejectionNote::from(e));
+                    match e {
+                        Rejection::Invalid(_) | Rejection::TooLarge { .. } => {
+                            round.obs.invalid.insert(uid);
+                        }
+                        Rejection::Unavailable { .. } => {
+                            round.obs.unavailable.insert(uid);
+                        }
+                        _ => {
+                            round.obs.missing.insert(uid);
+                        }
+                    }
+                }
+            }
+        }
+        round.gathered = Some(Gathered { valid, complete });
+        self.r.submit(Action::Fingerprint { window }, out);
+    }
+
+    /// The next evaluation, or the window's outcome once all are measured.
+    fn next_evaluation(&mut self, out: &mut Vec<Output>) {
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        let window = round.plan.window;
+        if let Some(uid) = round.queue.pop_front() {
+            let lr = self.r.cfg.params.outer_lr_at(window) * self.r.cfg.params.eval_lr_factor;
+            self.r.submit(Action::Evaluate { window, uid, lr }, out);
+            return;
+        }
+        self.finish_round(out);
+    }
+
+    fn evaluated(
+        &mut self,
+        window: Window,
+        uid: Uid,
+        result: &Result<crate::scoring::LossProbe, super::Failure>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(round) = self.round.as_mut().filter(|r| r.plan.window == window) else {
+            return;
+        };
+        match result {
+            Ok(probe) => {
+                let fingerprint = round.fingerprints.get(&uid).cloned();
+                round.eval.insert(
+                    uid,
+                    ProbeLine {
+                        rand_before: probe.rand_before,
+                        rand_after: probe.rand_after,
+                        own_before: probe.own_before,
+                        own_after: probe.own_after,
+                        fingerprint: fingerprint.is_some(),
+                    },
+                );
+                round.obs.outcomes.insert(
+                    uid,
+                    EvalOutcome::Measured {
+                        probe: *probe,
+                        fingerprint,
+                    },
+                );
+            }
+            // The update itself makes the model non-finite: the peer's doing.
+            Err(e) if e.kind == FailureKind::Codec => {
+                round.obs.outcomes.insert(uid, EvalOutcome::NonFinite);
+            }
+            // This validator's own trouble (its model, its data): not the peer's.
+            Err(e) => {
+                round.obs.unavailable.insert(uid);
+                out.push(Output::Emit(NodeEvent::Error {
+                    window: Some(window),
+                    message: format!("evaluating uid {uid}: {e}"),
+                }));
+            }
+        }
+        self.next_evaluation(out);
+    }
+
+    /// Scores the window, sets weights, saves the state and applies the outer step.
+    fn finish_round(&mut self, out: &mut Vec<Output>) {
+        let Some(round) = self.round.take() else {
+            return;
+        };
+        let window = round.plan.window;
+        let Some(g) = round.gathered else { return };
+        let p = self.r.cfg.params.clone();
+        match self.gauntlet.finish(&p, &round.plan, round.obs) {
+            Ok(report) => {
+                let peers = report
+                    .peers
+                    .iter()
+                    .map(|(&u, r)| (u, PeerLine::new(r, report.weights.get(u))))
+                    .collect();
+                out.push(Output::Emit(NodeEvent::Report {
+                    window,
+                    aggregated: g.valid.clone(),
+                    copies: report.copies.clone(),
+                    peers,
+                    eval: round.eval,
+                    rejected: round.rejected,
+                }));
+                out.push(Output::Do(Action::SetWeights {
+                    window,
+                    weights: report.weights.quantize(),
+                }));
+                out.push(Output::Do(Action::Persist {
+                    gauntlet: Box::new(self.gauntlet.clone()),
+                }));
+            }
+            Err(e) => out.push(Output::Emit(NodeEvent::Error {
+                window: Some(window),
+                message: format!("scoring window {window}: {e}"),
+            })),
+        }
+        if g.complete {
+            self.r.apply(window, g.valid, out);
+        }
+    }
+
+    /// After a live outer step: the record, the validation loss, a checkpoint.
+    fn stepped(&mut self, note: Note, out: &mut Vec<Output>) {
+        let Note::Applied {
+            window,
+            hash,
+            ref peers,
+            lr,
+            source,
+            ..
+        } = note
+        else {
+            return;
+        };
+        self.last_hash = Some(hash);
+        if source != super::events::StepSource::Live {
+            self.emit_step(&note, None, out);
+            return;
+        }
+        out.push(Output::Do(Action::PublishRecord {
+            window,
+            aggregated: peers.clone(),
+            lr,
+            hash,
+        }));
+        let keep = self.cfg().keep_windows;
+        if window >= keep {
+            out.push(Output::Do(Action::Prune {
+                window: window - keep,
+            }));
+        }
+        if (window + 1) % self.cfg().checkpoint_every.max(1) == 0 {
+            out.push(Output::Do(Action::PublishCheckpoint { window }));
+        }
+        self.stepped = Some(note);
+        self.r.submit(Action::MeasureValLoss { window }, out);
+    }
+
+    fn emit_step(&self, note: &Note, val_loss: Option<f64>, out: &mut Vec<Output>) {
+        if let Note::Applied {
+            window,
+            hash,
+            peers,
+            lr,
+            source,
+            rejected,
+        } = note
+        {
+            out.push(Output::Emit(NodeEvent::OuterStep {
+                window: *window,
+                peers: peers.clone(),
+                rejected: rejected.clone(),
+                lr: *lr,
+                hash: hex(hash),
+                source: *source,
+                val_loss,
+            }));
+        }
+    }
+
+    fn note(&mut self, note: Note, out: &mut Vec<Output>) {
+        match note {
+            Note::Listed {
+                window,
+                view,
+                set,
+                uploads,
+                gather,
+            } => self.listed(window, set, &view, &uploads, gather, out),
+            Note::Gathered {
+                window,
+                valid,
+                complete,
+                results,
+                ..
+            } => self.gathered(window, valid, complete, &results, out),
+            n @ Note::Applied { .. } => self.stepped(n, out),
+            Note::WindowStarted(_) | Note::Joined => {}
+        }
+    }
+
+    fn maybe_stop(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let Some(u) = self.cfg().until_window else {
+            return;
+        };
+        let done = self.r.applied().is_some_and(|a| a >= u) && self.stepped.is_none();
+        if self.stopped || !(done || now >= self.cfg().read_time(u + 3)) {
+            return;
+        }
+        self.stopped = true;
+        self.stats.wall_ms = now.saturating_sub(self.started.unwrap_or(now));
+        out.push(Output::Emit(NodeEvent::Finished {
+            applied: self.r.applied(),
+            hash: self.last_hash.as_ref().map(hex).unwrap_or_default(),
+            stats: self.stats,
+        }));
+        out.push(Output::Stop);
+    }
+}
+
+impl Driver for Validator {
+    fn handle(&mut self, now: Millis, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.stopped {
+            return out;
+        }
+        if input == Input::Start {
+            self.start(now, &mut out);
+        }
+        let notes = self.r.handle(now, &input, &mut out);
+        match &input {
+            Input::Tick => {
+                self.timers.due(now);
+            }
+            Input::Fingerprinted {
+                window,
+                fingerprint,
+            } => {
+                if let Some(r) = self.round.as_mut().filter(|r| r.plan.window == *window) {
+                    r.obs.own_fingerprint = Some(fingerprint.clone());
+                    self.next_evaluation(&mut out);
+                }
+            }
+            Input::Evaluated {
+                window,
+                uid,
+                result,
+            } => self.evaluated(*window, *uid, result, &mut out),
+            Input::Validated { window, result } => {
+                if let Some(n) = self.stepped.take() {
+                    let loss = match result {
+                        Ok(l) => Some(*l),
+                        Err(e) => {
+                            out.push(Output::Emit(NodeEvent::Error {
+                                window: Some(*window),
+                                message: format!("validation loss: {e}"),
+                            }));
+                            None
+                        }
+                    };
+                    self.emit_step(&n, loss, &mut out);
+                }
+            }
+            Input::Applied { result: Ok(a), .. } => self.stats.outer_ms += a.elapsed_ms,
+            Input::Done {
+                chore,
+                window,
+                result,
+            } => match result {
+                Ok(()) if *chore == Chore::PublishCheckpoint => {
+                    if let Some(w) = window {
+                        out.push(Output::Emit(NodeEvent::Checkpoint { window: *w }));
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => out.push(Output::Emit(NodeEvent::Error {
+                    window: *window,
+                    message: format!("{chore:?}: {e}"),
+                })),
+            },
+            _ => {}
+        }
+        for n in notes {
+            self.note(n, &mut out);
+        }
+        self.maybe_stop(now, &mut out);
+        out
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        if self.stopped {
+            return None;
+        }
+        [self.r.poll_timeout(), self.timers.next()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
