@@ -14,6 +14,7 @@ mod llama;
 mod optim;
 mod trainer;
 
+pub use checkpoint::{decode_safetensors, encode_safetensors, safetensors_header};
 pub use config::ModelConfig;
 pub use error::{ModelError, Result};
 pub use optim::OptimConfig;

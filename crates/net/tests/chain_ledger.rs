@@ -61,7 +61,7 @@ fn blocks_and_windows_follow_the_clock() {
     assert_eq!((chain.block(), chain.window()), (10, 1));
     clock.advance(125_000);
     assert_eq!((chain.block(), chain.window()), (135, 13));
-    assert_eq!(chain.genesis().window_start_ms(13), T0 + 130_000);
+    assert_eq!(chain.genesis().schedule().window_start_ms(13), T0 + 130_000);
 }
 
 #[test]
