@@ -1,302 +1,455 @@
-//! Test-only misbehaviour of a miner (`covenant miner --behaviour …`), to measure the defences
-//! (docs/SECURITY.md). Honest miners never call into this with anything but `Honest`.
+//! Misbehaving miners, to measure the defences (docs/SECURITY.md): decorators around an honest
+//! miner's environment, never branches in it. `covenant miner --behaviour B`, `covenant
+//! scenario` and the simulator's `--adversaries` wrap the honest node's [`Trainer`] (what it
+//! learns) or its own [`ObjectStore`] (what it uploads, and when).
+//!
+//! | behaviour | decorator | what it does |
+//! |---|---|---|
+//! | noise | trainer | sends random noise of the honest update's size |
+//! | scaled / sign-flip | trainer | sends the honest update × 100 / × −1 |
+//! | stale | trainer | never takes the network's outer steps: trains its own old model |
+//! | free-rider | trainer | trains nothing: zero updates |
+//! | echo | trainer | trains nothing; sends the last aggregated outer step as its own |
+//! | wrong-data | trainer | trains on samples other than its assigned pool |
+//! | late / early / silent | store | uploads after the grace period / for the next window before it ends / never |
+//! | malformed / truncated / oversized | store | corrupts / halves / pads the signed bytes |
+//! | bad-signature / wrong-shape | store | signs with another key / encodes other shapes |
+//! | nan / bad-index | store | a validly signed payload with a NaN lookup / descending indices |
+//! | copycat | store | re-signs another peer's upload of the window as its own |
 
-use anyhow::Result;
-use covenant_codec::{wire, DeltaSource, ModelLayout, TensorPayload};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use covenant_codec::{wire, ModelLayout, TensorPayload};
 use covenant_core::rng::{derive_seed, SplitMix64};
+use covenant_core::{RunParams, Window};
+use covenant_data::Split;
+use covenant_net::Keypair;
 use ed25519_dalek::SigningKey;
+use serde::Serialize;
 
-use crate::runtime::Behaviour;
+use crate::env::{Chain, Clock, ObjectInfo, ObjectStore, StoreError, Stores, Trainer, TrainerError};
+use crate::objects;
 
-/// Changes the compressed update according to `b` (noise, scaled, sign-flip, free-rider).
-pub fn tamper_payload(
-    b: Behaviour,
-    payload: &mut [TensorPayload],
-    layout: &ModelLayout,
-    uid: u32,
-    w: u64,
-) {
-    match b {
-        Behaviour::Noise => {
-            let mut rng = SplitMix64::new(derive_seed(u64::from(uid), &[w, 0x4E015E]));
-            let bins = layout.config.bins as u64;
-            for p in payload.iter_mut() {
-                let scale = p.lookup.iter().fold(1e-4f32, |m, v| m.max(v.abs()));
-                for c in p.codes.iter_mut() {
-                    *c = rng.below(bins) as u8;
-                }
-                for v in p.lookup.iter_mut() {
-                    *v = (rng.normal() as f32) * scale;
-                }
-                p.shift = 0.0;
-            }
-        }
-        Behaviour::Scaled | Behaviour::SignFlip => {
-            let f = if b == Behaviour::Scaled { 100.0 } else { -1.0 };
-            for p in payload.iter_mut() {
-                p.lookup.iter_mut().for_each(|v| *v *= f);
-                p.shift *= f;
-            }
-        }
-        Behaviour::FreeRider => {
-            for (p, z) in payload.iter_mut().zip(TensorPayload::zeros_for(layout)) {
-                *p = z;
-            }
-        }
-        _ => {}
+/// How a miner behaves. Everything but `Honest` exists to test the defences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behaviour {
+    Honest,
+    Noise,
+    Scaled,
+    SignFlip,
+    Copycat,
+    Stale,
+    FreeRider,
+    Echo,
+    WrongData,
+    Late,
+    Early,
+    Malformed,
+    Truncated,
+    Oversized,
+    BadSignature,
+    WrongShape,
+    Nan,
+    BadIndex,
+    Silent,
+}
+
+impl Behaviour {
+    pub const ALL: [(&'static str, Behaviour); 19] = [
+        ("honest", Behaviour::Honest),
+        ("noise", Behaviour::Noise),
+        ("scaled", Behaviour::Scaled),
+        ("sign-flip", Behaviour::SignFlip),
+        ("copycat", Behaviour::Copycat),
+        ("stale", Behaviour::Stale),
+        ("free-rider", Behaviour::FreeRider),
+        ("echo", Behaviour::Echo),
+        ("wrong-data", Behaviour::WrongData),
+        ("late", Behaviour::Late),
+        ("early", Behaviour::Early),
+        ("malformed", Behaviour::Malformed),
+        ("truncated", Behaviour::Truncated),
+        ("oversized", Behaviour::Oversized),
+        ("bad-signature", Behaviour::BadSignature),
+        ("wrong-shape", Behaviour::WrongShape),
+        ("nan", Behaviour::Nan),
+        ("bad-index", Behaviour::BadIndex),
+        ("silent", Behaviour::Silent),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, b)| *b == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
+    }
+
+    fn changes_training(self) -> bool {
+        matches!(
+            self,
+            Behaviour::Noise
+                | Behaviour::Scaled
+                | Behaviour::SignFlip
+                | Behaviour::Stale
+                | Behaviour::FreeRider
+                | Behaviour::Echo
+                | Behaviour::WrongData
+        )
     }
 }
 
-/// The update that the outer step from `before` to `after` applied: `(before − after) / lr`,
-/// what the `echo` adversary re-uploads as its own.
-pub fn echo_update(before: &[Vec<f32>], after: &[Vec<f32>], lr: f32) -> Vec<Vec<f32>> {
-    before
-        .iter()
-        .zip(after)
-        .map(|(b, a)| b.iter().zip(a).map(|(b, a)| (b - a) / lr).collect())
+impl std::str::FromStr for Behaviour {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, b)| *b)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
+                format!("unknown behaviour {s:?} ({})", names.join(", "))
+            })
+    }
+}
+
+/// What the store decorators need to re-sign, time and find uploads.
+#[derive(Clone)]
+pub struct Context {
+    pub layout: ModelLayout,
+    pub key: Arc<Keypair>,
+    pub run_hash: [u8; 32],
+    pub uid: u32,
+    pub params: RunParams,
+    pub clock: Arc<dyn Clock>,
+    pub chain: Arc<dyn Chain>,
+    pub stores: Arc<dyn Stores>,
+}
+
+/// Wraps an honest miner's trainer and own store for behaviour `b`.
+pub fn decorate(
+    b: Behaviour,
+    cx: Context,
+    trainer: Box<dyn Trainer>,
+    own: Arc<dyn ObjectStore>,
+) -> (Box<dyn Trainer>, Arc<dyn ObjectStore>) {
+    match b {
+        Behaviour::Honest => (trainer, own),
+        b if b.changes_training() => (
+            Box::new(Tampered {
+                b,
+                inner: trainer,
+                base: None,
+                frozen: None,
+                prev: None,
+                uid: cx.uid,
+                calls: 0,
+            }),
+            own,
+        ),
+        b => (
+            trainer,
+            Arc::new(Tampering {
+                b,
+                inner: own,
+                cx,
+            }),
+        ),
+    }
+}
+
+/// A trainer whose update is not the honest one (see the module table).
+struct Tampered {
+    b: Behaviour,
+    inner: Box<dyn Trainer>,
+    /// What the node last set as the live model.
+    base: Option<Vec<Vec<f32>>>,
+    /// The stale miner's own old model.
+    frozen: Option<Vec<Vec<f32>>>,
+    /// The echo's model before the last outer step.
+    prev: Option<Vec<Vec<f32>>>,
+    uid: u32,
+    calls: u64,
+}
+
+fn add_scaled(a: &[Vec<f32>], b: &[Vec<f32>], c: &[Vec<f32>], f: f32) -> Vec<Vec<f32>> {
+    // a + f·(b − c)
+    a.iter()
+        .zip(b)
+        .zip(c)
+        .map(|((a, b), c)| {
+            a.iter()
+                .zip(b)
+                .zip(c)
+                .map(|((a, b), c)| a + f * (b - c))
+                .collect()
+        })
         .collect()
 }
 
-/// The `echo` adversary's payload: the last aggregate compressed like an honest update (top-k
-/// per chunk, fresh error feedback), or a zero update when nothing has been aggregated yet.
-pub fn echo_payload(layout: &ModelLayout, update: Option<&[Vec<f32>]>) -> Vec<TensorPayload> {
-    let Some(update) = update else {
-        return TensorPayload::zeros_for(layout);
-    };
-    let mut ef: Vec<Vec<f32>> = update.iter().map(|u| vec![0.0; u.len()]).collect();
-    let mut efs: Vec<&mut [f32]> = ef.iter_mut().map(|e| e.as_mut_slice()).collect();
-    let deltas: Vec<DeltaSource> = update.iter().map(|u| DeltaSource::Delta(u)).collect();
-    covenant_codec::compress_model(layout, &mut efs, &deltas)
-        .unwrap_or_else(|_| TensorPayload::zeros_for(layout))
+impl Trainer for Tampered {
+    fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.inner.shapes()
+    }
+    fn samples(&self, split: Split) -> u64 {
+        self.inner.samples(split)
+    }
+
+    fn params(&self) -> Result<Vec<Vec<f32>>, TrainerError> {
+        let live = self.inner.params()?;
+        let Some(base) = &self.base else {
+            return Ok(live);
+        };
+        Ok(match self.b {
+            Behaviour::Scaled => add_scaled(base, &live, base, 100.0),
+            Behaviour::SignFlip => add_scaled(base, &live, base, -1.0),
+            // Its own model's progress, on top of what the node thinks it trained from.
+            Behaviour::Stale => match &self.frozen {
+                Some(f) => add_scaled(&live, base, f, 1.0),
+                None => live,
+            },
+            // Sends prev − base: the last outer step.
+            Behaviour::Echo => match &self.prev {
+                Some(p) => add_scaled(base, base, p, 1.0),
+                None => base.clone(),
+            },
+            Behaviour::Noise => {
+                let mut rng = SplitMix64::new(derive_seed(u64::from(self.uid), &[self.calls, 0x4E015E]));
+                base.iter()
+                    .zip(&live)
+                    .map(|(b, l)| {
+                        let rms = (b.iter().zip(l).map(|(b, l)| (l - b) * (l - b)).sum::<f32>()
+                            / b.len().max(1) as f32)
+                            .sqrt();
+                        b.iter().map(|b| b + rms * rng.normal() as f32).collect()
+                    })
+                    .collect()
+            }
+            _ => live,
+        })
+    }
+
+    fn set_params(&mut self, theta: &[Vec<f32>]) -> Result<(), TrainerError> {
+        self.calls += 1;
+        if self.b == Behaviour::Echo && self.base.as_deref().is_some_and(|b| b != theta) {
+            self.prev = self.base.take();
+        }
+        self.base = Some(theta.to_vec());
+        if self.b == Behaviour::Stale {
+            let own = self.frozen.get_or_insert_with(|| theta.to_vec()).clone();
+            return self.inner.set_params(&own);
+        }
+        self.inner.set_params(theta)
+    }
+
+    fn step(&mut self, ids: &[u64]) -> Result<f32, TrainerError> {
+        match self.b {
+            Behaviour::FreeRider | Behaviour::Echo => self.inner.eval(Split::Train, ids).map(|l| l as f32),
+            Behaviour::WrongData => {
+                // Samples half the data away from the assigned ones: some other peer's pool.
+                let n = self.inner.samples(Split::Train).max(1);
+                let other: Vec<u64> = ids.iter().map(|i| (i + n / 2) % n).collect();
+                self.inner.step(&other)
+            }
+            _ => self.inner.step(ids),
+        }
+    }
+
+    fn eval(&mut self, split: Split, ids: &[u64]) -> Result<f64, TrainerError> {
+        self.inner.eval(split, ids)
+    }
+    fn reset_optimizer(&mut self) -> Result<(), TrainerError> {
+        self.inner.reset_optimizer()
+    }
+    fn hf_config(&self) -> serde_json::Value {
+        self.inner.hf_config()
+    }
+    fn describe(&self) -> String {
+        format!("{} ({})", self.inner.describe(), self.b.name())
+    }
 }
 
-/// Encodes the payload, then breaks it according to `b`: the bytes (malformed, truncated,
-/// oversized), the signer (bad signature), the shapes (wrong shape), or the values behind a
-/// valid signature (NaN in a lookup table, indices not ascending).
-pub fn encode_as(
+/// A miner's own store that changes what it uploads (see the module table).
+struct Tampering {
     b: Behaviour,
-    layout: &ModelLayout,
-    key: &SigningKey,
-    header: wire::PayloadHeader,
-    tensors: Vec<TensorPayload>,
-) -> Result<Vec<u8>> {
-    let opts = wire::EncodeOptions::default();
-    match b {
-        Behaviour::BadSignature => {
-            let other = SigningKey::from_bytes(&[0xBA; 32]);
-            Ok(wire::encode(
-                &wire::Payload { header, tensors },
-                layout,
-                &other,
-                opts,
-            )?)
-        }
-        Behaviour::WrongShape => {
-            // The same tensors with the first one's shape transposed.
-            let shapes: Vec<(String, Vec<usize>)> = layout
-                .tensors
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let mut s = t.geom.shape.clone();
-                    if i == 0 {
-                        s.reverse();
-                        if s.len() == 1 {
-                            s.push(1);
-                        }
-                    }
-                    (t.name.clone(), s)
-                })
-                .collect();
-            let other = ModelLayout::new(
-                layout.config.clone(),
-                shapes.iter().map(|(n, s)| (n.clone(), s.as_slice())),
-            )?;
-            let zeros: Vec<TensorPayload> = TensorPayload::zeros_for(&other);
-            Ok(wire::encode(
-                &wire::Payload {
-                    header,
-                    tensors: zeros,
-                },
-                &other,
-                key,
-                opts,
-            )?)
-        }
-        Behaviour::Nan | Behaviour::BadIndex => {
-            let mut tensors = tensors;
-            if b == Behaviour::Nan {
-                if let Some(v) = tensors.first_mut().and_then(|t| t.lookup.first_mut()) {
-                    *v = f32::NAN;
-                }
-            } else if let Some((t, p)) = layout
-                .tensors
-                .iter()
-                .zip(tensors.iter_mut())
-                .find(|(t, _)| !t.geom.sends_all() && t.geom.k >= 2)
-            {
-                // The first chunk's indices in descending order.
-                p.idx[..t.geom.k].reverse();
-            }
-            Ok(wire::encode_unchecked(
-                &wire::Payload { header, tensors },
-                layout,
-                key,
-            )?)
-        }
-        _ => {
-            let mut bytes = wire::encode(&wire::Payload { header, tensors }, layout, key, opts)?;
-            match b {
-                Behaviour::Malformed => {
-                    let n = bytes.len();
-                    bytes[n / 2..].iter_mut().for_each(|x| *x ^= 0x5A);
-                }
-                Behaviour::Truncated => bytes.truncate(bytes.len() / 2),
-                Behaviour::Oversized => bytes.resize(wire::max_encoded_len(layout) + 4096, 0xEE),
-                _ => {}
-            }
-            Ok(bytes)
-        }
-    }
+    inner: Arc<dyn ObjectStore>,
+    cx: Context,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use covenant_codec::CodecConfig;
-
-    fn layout() -> ModelLayout {
-        let shapes: [(&str, &[usize]); 2] = [("a", &[128, 64]), ("n", &[64])];
-        ModelLayout::new(CodecConfig::default(), shapes).unwrap()
-    }
-
-    #[test]
-    fn every_broken_encoding_is_refused_by_the_decoder_and_honest_is_not() {
-        let l = layout();
-        let key = SigningKey::from_bytes(&[1; 32]);
-        let header = wire::PayloadHeader {
-            run_id: [3; 32],
-            window: 5,
-            uid: 2,
-        };
-        let zeros = || TensorPayload::zeros_for(&l);
+impl Tampering {
+    fn decode_own(&self, w: Window, bytes: &[u8]) -> Option<wire::Payload> {
         let expected = wire::ExpectedModel {
-            layout: &l,
-            run_id: [3; 32],
-            window: 5,
-            uid: 2,
+            layout: &self.cx.layout,
+            run_id: self.cx.run_hash,
+            window: w,
+            uid: self.cx.uid,
         };
-        let limits = wire::DecodeLimits::for_layout(&l);
-        for b in [
-            Behaviour::Honest,
-            Behaviour::Malformed,
-            Behaviour::Truncated,
-            Behaviour::Oversized,
-            Behaviour::BadSignature,
-            Behaviour::WrongShape,
-            Behaviour::Nan,
-            Behaviour::BadIndex,
-        ] {
-            let bytes = encode_as(b, &l, &key, header, zeros()).unwrap();
-            let r = wire::decode(&bytes, &expected, &key.verifying_key(), &limits);
-            assert_eq!(r.is_ok(), b == Behaviour::Honest, "{b:?}: {r:?}");
-            // The value attacks pass the signature and are caught by the checks behind it.
-            let why = r.err().map(|e| e.to_string()).unwrap_or_default();
-            match b {
-                Behaviour::Nan => assert!(why.contains("lookup[0] is not finite"), "{why}"),
-                Behaviour::BadIndex => assert!(why.contains("not ascending"), "{why}"),
-                _ => {}
+        let limits = wire::DecodeLimits::for_layout(&self.cx.layout);
+        wire::decode(bytes, &expected, &self.cx.key.signing_key().verifying_key(), &limits).ok()
+    }
+
+    fn sign(&self, p: &wire::Payload, key: &SigningKey) -> Result<Vec<u8>, StoreError> {
+        wire::encode(p, &self.cx.layout, key, wire::EncodeOptions::default())
+            .map_err(|e| StoreError::Config(format!("re-encoding: {e}")))
+    }
+
+    /// The bytes (and key) this behaviour uploads instead of `bytes`, `None` for nothing.
+    fn replace(&self, w: Window, bytes: Bytes) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let key = objects::grad_key(w);
+        let mut out = bytes.to_vec();
+        match self.b {
+            Behaviour::Silent => return Ok(None),
+            Behaviour::Late => {
+                let t = self.cx.params.upload_interval(w).1 + self.cx.params.block_time_ms;
+                self.cx.clock.sleep_ms(t.saturating_sub(self.cx.clock.now_ms()));
             }
+            Behaviour::Malformed => {
+                let n = out.len();
+                out[n / 2..].iter_mut().for_each(|x| *x ^= 0x5A);
+            }
+            Behaviour::Truncated => out.truncate(out.len() / 2),
+            Behaviour::Oversized => out.resize(wire::max_encoded_len(&self.cx.layout) + 4096, 0xEE),
+            Behaviour::Early => {
+                // Re-signed for the next window and put now, before that window has ended.
+                let Some(mut p) = self.decode_own(w, &bytes) else { return Ok(None) };
+                p.header.window = w + 1;
+                return Ok(Some((objects::grad_key(w + 1), self.sign(&p, self.cx.key.signing_key())?)));
+            }
+            Behaviour::BadSignature => {
+                let Some(p) = self.decode_own(w, &bytes) else { return Ok(None) };
+                out = self.sign(&p, &SigningKey::from_bytes(&[0xBA; 32]))?;
+            }
+            Behaviour::WrongShape => out = self.wrong_shape(w)?,
+            Behaviour::Nan | Behaviour::BadIndex => {
+                let Some(mut p) = self.decode_own(w, &bytes) else { return Ok(None) };
+                self.break_values(&mut p.tensors);
+                out = wire::encode_unchecked(&p, &self.cx.layout, self.cx.key.signing_key())
+                    .map_err(|e| StoreError::Config(format!("re-encoding: {e}")))?;
+            }
+            Behaviour::Copycat => match self.copy_someone(w)? {
+                Some(b) => out = b,
+                None => return Ok(None),
+            },
+            _ => {}
         }
+        Ok(Some((key, out)))
     }
 
-    #[test]
-    fn tampering_changes_values_as_named() {
-        let l = layout();
-        let mut p: Vec<TensorPayload> = TensorPayload::zeros_for(&l);
-        for q in &mut p {
-            q.lookup = vec![-1.0, -0.5, 0.5, 1.0];
-            q.shift = 0.25;
-        }
-        let mut s = p.clone();
-        tamper_payload(Behaviour::Scaled, &mut s, &l, 1, 1);
-        assert_eq!(s[0].lookup[3], 100.0);
-        let mut f = p.clone();
-        tamper_payload(Behaviour::SignFlip, &mut f, &l, 1, 1);
-        assert_eq!((f[0].lookup[0], f[0].shift), (1.0, -0.25));
-        let mut z = p.clone();
-        tamper_payload(Behaviour::FreeRider, &mut z, &l, 1, 1);
-        assert!(z[0].lookup.iter().all(|v| *v == 0.0));
-        let mut n = p.clone();
-        tamper_payload(Behaviour::Noise, &mut n, &l, 1, 1);
-        assert_ne!(n[0].lookup, p[0].lookup);
-        let mut h = p.clone();
-        tamper_payload(Behaviour::Honest, &mut h, &l, 1, 1);
-        assert_eq!(h, p);
-    }
-
-    #[test]
-    fn echo_re_uploads_the_last_aggregate() {
-        let l = layout();
-        // Nothing aggregated yet: a zero update.
-        assert!(echo_payload(&l, None).iter().all(|p| p.is_zero()));
-        // θ moved by −lr·u: the echo recovers u, and its payload keeps u's largest entries.
-        let lr = 0.5f32;
-        let u: Vec<Vec<f32>> = l
+    /// Zero updates encoded for a model whose first tensor is transposed.
+    fn wrong_shape(&self, w: Window) -> Result<Vec<u8>, StoreError> {
+        let l = &self.cx.layout;
+        let shapes: Vec<(String, Vec<usize>)> = l
             .tensors
             .iter()
-            .map(|t| {
-                (0..t.geom.numel())
-                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-                    .collect()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut s = t.geom.shape.clone();
+                if i == 0 {
+                    s.reverse();
+                    if s.len() == 1 {
+                        s.push(1);
+                    }
+                }
+                (t.name.clone(), s)
             })
             .collect();
-        let before: Vec<Vec<f32>> = u.iter().map(|t| vec![1.0; t.len()]).collect();
-        let after: Vec<Vec<f32>> = before
+        let other = ModelLayout::new(l.config.clone(), shapes.iter().map(|(n, s)| (n.clone(), s.as_slice())))
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let p = wire::Payload {
+            header: wire::PayloadHeader {
+                run_id: self.cx.run_hash,
+                window: w,
+                uid: self.cx.uid,
+            },
+            tensors: TensorPayload::zeros_for(&other),
+        };
+        wire::encode(&p, &other, self.cx.key.signing_key(), wire::EncodeOptions::default())
+            .map_err(|e| StoreError::Config(e.to_string()))
+    }
+
+    fn break_values(&self, tensors: &mut [TensorPayload]) {
+        if self.b == Behaviour::Nan {
+            if let Some(v) = tensors.first_mut().and_then(|t| t.lookup.first_mut()) {
+                *v = f32::NAN;
+            }
+        } else if let Some((t, p)) = self
+            .cx
+            .layout
+            .tensors
             .iter()
-            .zip(&u)
-            .map(|(b, u)| b.iter().zip(u).map(|(b, u)| b - lr * u).collect())
-            .collect();
-        let got = echo_update(&before, &after, lr);
-        for (g, u) in got.iter().zip(&u) {
-            for (g, u) in g.iter().zip(u) {
-                assert!((g - u).abs() < 1e-5, "{g} vs {u}");
+            .zip(tensors.iter_mut())
+            .find(|(t, _)| !t.geom.sends_all() && t.geom.k >= 2)
+        {
+            p.idx[..t.geom.k].reverse(); // the first chunk's indices descending
+        }
+    }
+
+    /// Waits (until shortly before the grace period ends) for another miner's upload of `w`
+    /// and re-signs it as its own.
+    fn copy_someone(&self, w: Window) -> Result<Option<Vec<u8>>, StoreError> {
+        let p = &self.cx.params;
+        let snap = self
+            .cx
+            .chain
+            .snapshot(p.window_start_block(w + 1))
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let validators: Vec<_> = self.cx.chain.genesis().validators.iter().map(|v| v.key).collect();
+        let (open, close) = p.upload_interval(w);
+        let until = close.saturating_sub(p.block_time_ms).max(open);
+        loop {
+            self.cx.clock.sleep_ms(p.block_time_ms / 2);
+            for n in snap.neurons.iter().filter(|n| n.uid != self.cx.uid && !validators.contains(&n.key)) {
+                let Some(c) = &n.commitment else { continue };
+                let Some(vk) = n.key.verifying_key() else { continue };
+                let Ok(store) = self.cx.stores.open(&c.bucket_url) else { continue };
+                let limits = wire::DecodeLimits::for_layout(&self.cx.layout);
+                let Ok((_, bytes)) = store.get(&objects::grad_key(w), limits.max_bytes as u64) else {
+                    continue;
+                };
+                let expected = wire::ExpectedModel {
+                    layout: &self.cx.layout,
+                    run_id: self.cx.run_hash,
+                    window: w,
+                    uid: n.uid,
+                };
+                if let Ok(mut payload) = wire::decode(&bytes, &expected, &vk, &limits) {
+                    payload.header.uid = self.cx.uid;
+                    return self.sign(&payload, self.cx.key.signing_key()).map(Some);
+                }
+            }
+            if self.cx.clock.now_ms() >= until {
+                return Ok(None);
             }
         }
-        let p = echo_payload(&l, Some(&got));
-        assert!(p.iter().all(|p| !p.is_zero()));
-        for ((t, p), u) in l.tensors.iter().zip(&p).zip(&u) {
-            let mut out = vec![0f32; t.geom.numel()];
-            covenant_codec::decode_dense(&l.config, t, p, &mut out).unwrap();
-            // The (quantized) values sent point the way of the update where they are sent,
-            // and they are sent where the update is large.
-            let on: Vec<(f32, f32)> = out
-                .iter()
-                .zip(u)
-                .filter(|(o, _)| **o != 0.0)
-                .map(|(o, u)| (*o, *u))
-                .collect();
-            assert!(!on.is_empty());
-            let dot: f32 = on.iter().map(|(o, u)| o * u).sum();
-            let n_o = on.iter().map(|(o, _)| o * o).sum::<f32>().sqrt();
-            let n_u = on.iter().map(|(_, u)| u * u).sum::<f32>().sqrt();
-            assert!(
-                dot / (n_o * n_u) > 0.8,
-                "{}: cosine {}",
-                t.name,
-                dot / (n_o * n_u)
-            );
-            let mean_abs = |v: &mut dyn Iterator<Item = f32>| {
-                let (s, n) = v.fold((0.0, 0), |(s, n), x| (s + x.abs(), n + 1));
-                s / n as f32
-            };
-            let sent = mean_abs(&mut on.iter().map(|(_, u)| *u));
-            let all = mean_abs(&mut u.iter().copied());
-            assert!(
-                t.geom.sends_all() || sent > 1.2 * all,
-                "{}: sent |u| {sent}, all {all}",
-                t.name
-            );
+    }
+}
+
+impl ObjectStore for Tampering {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let w = objects::window_of_key(key).filter(|_| key.starts_with("grad/"));
+        let Some(w) = w else {
+            return self.inner.put(key, bytes);
+        };
+        match self.replace(w, bytes)? {
+            Some((k, b)) => self.inner.put(&k, Bytes::from(b)),
+            None => Ok(()),
         }
+    }
+    fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        self.inner.head(key)
+    }
+    fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectInfo, Bytes), StoreError> {
+        self.inner.get(key, max_bytes)
+    }
+    fn list(&self, prefix: &str, max: usize) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.inner.list(prefix, max)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key)
     }
 }

@@ -1,77 +1,55 @@
 //! The canonical model: the parameters every honest node holds after each outer step, as flat
 //! f32 buffers in layout order. Outer steps are applied here by the codec (plain Rust, one
 //! thread, fixed order), so the result is bit-identical on every node that aggregates the same
-//! uploads; its BLAKE3 hash is what validators publish and joiners check.
+//! uploads; its BLAKE3 hash is what replicas compare and validators publish.
 
 use std::collections::BTreeMap;
 
-use anyhow::{ensure, Result};
-use covenant_codec::{ModelLayout, TensorPayload};
-use covenant_core::Fingerprint;
-use covenant_core::Uid;
-use covenant_model::ParamView;
+use covenant_codec::{CodecError, ModelLayout, TensorPayload};
+use covenant_core::driver::Hash;
+use covenant_core::scoring::fingerprint_positions;
+use covenant_core::{Fingerprint, Uid};
 
-/// Decoded uploads of a window by uid, with their sizes in bytes.
-pub type Gathered = BTreeMap<Uid, (Vec<TensorPayload>, u64)>;
+/// Decoded uploads of a window by uid.
+pub type Gathered = BTreeMap<Uid, std::sync::Arc<Vec<TensorPayload>>>;
 
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Canon {
     pub layout: ModelLayout,
-    pub names: Vec<String>,
-    pub shapes: Vec<Vec<usize>>,
     pub theta: Vec<Vec<f32>>,
 }
 
 impl Canon {
-    pub fn from_views(layout: ModelLayout, views: Vec<ParamView>) -> Result<Self> {
-        ensure!(
-            views.len() == layout.tensors.len(),
-            "model has {} tensors, layout {}",
-            views.len(),
-            layout.tensors.len()
-        );
-        let mut names = Vec::new();
-        let mut shapes = Vec::new();
-        let mut theta = Vec::new();
-        for (v, t) in views.into_iter().zip(&layout.tensors) {
-            ensure!(
-                v.name == t.name,
-                "tensor {} where the layout has {}",
-                v.name,
-                t.name
-            );
-            names.push(v.name);
-            shapes.push(v.shape);
-            theta.push(v.data);
+    /// `theta[i]` belongs to `layout.tensors[i]`.
+    pub fn new(layout: ModelLayout, theta: Vec<Vec<f32>>) -> Result<Self, CodecError> {
+        if theta.len() != layout.tensors.len() {
+            return Err(CodecError::TensorCount {
+                what: "parameters",
+                got: theta.len(),
+                expected: layout.tensors.len(),
+            });
         }
-        Ok(Canon {
-            layout,
-            names,
-            shapes,
-            theta,
-        })
-    }
-
-    pub fn views(&self) -> Vec<ParamView> {
-        self.names
-            .iter()
-            .zip(&self.shapes)
-            .zip(&self.theta)
-            .map(|((n, s), d)| ParamView {
-                name: n.clone(),
-                shape: s.clone(),
-                data: d.clone(),
-            })
-            .collect()
+        for (t, l) in theta.iter().zip(&layout.tensors) {
+            if t.len() != l.geom.numel() {
+                return Err(CodecError::LengthMismatch {
+                    tensor: l.name.clone(),
+                    what: "parameters",
+                    got: t.len(),
+                    expected: l.geom.numel(),
+                });
+            }
+        }
+        Ok(Canon { layout, theta })
     }
 
     /// BLAKE3 over the parameters' bytes in layout order.
-    pub fn hash(&self) -> [u8; 32] {
+    pub fn hash(&self) -> Hash {
         hash_params(&self.theta)
     }
 
-    /// Aggregates `peers` (each one payload per tensor) and steps θ ← θ − lr·update.
-    pub fn apply(&mut self, peers: &[&[TensorPayload]], lr: f32) -> Result<()> {
+    /// Aggregates `peers` (each one payload per tensor, in this order) and steps
+    /// θ ← θ − lr·update.
+    pub fn apply(&mut self, peers: &[&[TensorPayload]], lr: f32) -> Result<(), CodecError> {
         if peers.is_empty() {
             return Ok(());
         }
@@ -80,23 +58,13 @@ impl Canon {
         Ok(())
     }
 
-    /// Aggregates the uploads of `order` found in `got` (in that order; uids missing from `got`
-    /// are skipped) and steps θ ← θ − lr·update.
-    pub fn apply_selected(&mut self, order: &[Uid], got: &Gathered, lr: f32) -> Result<()> {
-        let peers: Vec<&[TensorPayload]> = order
-            .iter()
-            .filter_map(|u| got.get(u).map(|(p, _)| p.as_slice()))
-            .collect();
-        self.apply(&peers, lr)
-    }
-
-    /// `fingerprint_values` values per tensor at positions fixed by the run seed.
+    /// `per_tensor` values per tensor at the run's fingerprint positions.
     pub fn fingerprint(&self, seed: u64, per_tensor: usize) -> Fingerprint {
         fingerprint_of(&self.theta, seed, per_tensor)
     }
 }
 
-pub fn hash_params(theta: &[Vec<f32>]) -> [u8; 32] {
+pub fn hash_params(theta: &[Vec<f32>]) -> Hash {
     let mut h = blake3::Hasher::new();
     let mut buf = Vec::with_capacity(1 << 16);
     for t in theta {
@@ -111,25 +79,17 @@ pub fn hash_params(theta: &[Vec<f32>]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Positions: SplitMix64 over (seed, tensor index, j) modulo the tensor's length.
+/// The values of `theta` at [`fingerprint_positions`].
 pub fn fingerprint_of(theta: &[Vec<f32>], seed: u64, per_tensor: usize) -> Fingerprint {
-    let tensors = theta
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            if t.is_empty() {
-                return Vec::new();
-            }
-            let s = covenant_core::rng::derive_seed(seed, &[0xF1F1, i as u64]);
-            let mut rng = covenant_core::rng::SplitMix64::new(s);
-            (0..per_tensor)
-                .map(|_| t[rng.below(t.len() as u64) as usize])
-                .collect()
-        })
+    let lens: Vec<usize> = theta.iter().map(Vec::len).collect();
+    let tensors = fingerprint_positions(seed, &lens, per_tensor)
+        .into_iter()
+        .zip(theta)
+        .map(|(pos, t)| pos.into_iter().map(|i| t[i]).collect())
         .collect();
     Fingerprint { tensors }
 }
 
-pub fn hex(h: &[u8; 32]) -> String {
-    covenant_net::hex::encode(h)
+pub fn hex(h: &Hash) -> String {
+    covenant_core::driver::hex(h)
 }

@@ -15,7 +15,6 @@ use anyhow::{ensure, Context, Result};
 use covenant_net::chain::ValidatorStake;
 use covenant_net::{Genesis, Keypair, Ledger};
 
-use crate::runtime::Ctx;
 use crate::spec::RunSpec;
 
 /// Timing of a local network.
@@ -54,9 +53,9 @@ pub fn preregister(run: &Path, nodes: &[(String, String)]) -> Result<Vec<covenan
     nodes
         .iter()
         .map(|(name, store_url)| {
-            let key = crate::runtime::load_or_create_key(&key_path(run, name))
+            let key = crate::setup::load_or_create_key(&key_path(run, name))
                 .with_context(|| format!("the key of {name}"))?;
-            crate::runtime::register(&chain, &key, store_url)
+            crate::setup::register(&chain, &key, store_url)
                 .with_context(|| format!("registering {name}"))
         })
         .collect()
@@ -129,7 +128,7 @@ fn create(
         run_id: spec.name.clone(),
         // On a whole second: S3 timestamps have whole-second resolution, so window starts must
         // fall on whole seconds for an upload just after one to count as on time.
-        genesis_time_ms: (Ctx::now_ms() + timing.start_in_ms).div_ceil(1000) * 1000,
+        genesis_time_ms: (crate::now_ms() + timing.start_in_ms).div_ceil(1000) * 1000,
         block_time_ms: timing.block_ms,
         blocks_per_window: timing.blocks_per_window,
         max_uids: 256,

@@ -10,11 +10,12 @@
 //!
 //! `<w>` is the window zero-padded to 8 digits so keys sort by window.
 
-use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use covenant_core::Fingerprint;
-use covenant_net::{open, seal, Expected, Keypair, PublicKey, Store};
+use covenant_net::{open, seal, EnvelopeError, Expected, Keypair, PublicKey};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::env::{ObjectInfo, ObjectStore, StoreError};
 
 pub const KIND_FINGERPRINT: &str = "fingerprint";
 pub const KIND_RECORD: &str = "record";
@@ -90,50 +91,87 @@ pub struct CkptManifest {
     pub model_hash: String,
 }
 
-/// Signs `doc` as JSON in an envelope for (run, uid, window, kind) and puts it at `key`.
-#[allow(clippy::too_many_arguments)]
-pub async fn put_doc<T: Serialize>(
-    store: &Store,
-    key: &str,
-    signer: &Keypair,
-    run_id: &str,
-    uid: u32,
-    window: u64,
-    kind: &str,
-    doc: &T,
-) -> Result<()> {
-    let json = serde_json::to_vec(doc)?;
-    let sealed = seal(signer, run_id, uid, window, kind, &json).map_err(|e| anyhow!("{e}"))?;
-    store
-        .put(key, Bytes::from(sealed))
-        .await
-        .with_context(|| format!("writing {key}"))?;
-    Ok(())
+/// Why a signed document could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    #[error("{key}: {source}")]
+    Store { key: String, source: StoreError },
+    #[error("{key}: {source}")]
+    Envelope { key: String, source: EnvelopeError },
+    #[error("{key}: bad {kind} document: {source}")]
+    Json {
+        key: String,
+        kind: String,
+        source: serde_json::Error,
+    },
 }
 
-/// Reads and verifies a signed JSON document.
-pub async fn get_doc<T: DeserializeOwned>(
-    store: &Store,
+/// Who signed a document, for what.
+#[derive(Debug, Clone, Copy)]
+pub struct DocId<'a> {
+    pub run_id: &'a str,
+    pub uid: u32,
+    pub window: u64,
+    pub kind: &'a str,
+}
+
+/// Signs `doc` as JSON in an envelope for (run, uid, window, kind) and puts it at `key`.
+pub fn put_doc<T: Serialize>(
+    store: &dyn ObjectStore,
     key: &str,
-    run_id: &str,
-    uid: u32,
-    window: u64,
-    kind: &str,
+    signer: &Keypair,
+    id: DocId<'_>,
+    doc: &T,
+) -> Result<(), DocError> {
+    let json = serde_json::to_vec(doc).map_err(|e| DocError::Json {
+        key: key.into(),
+        kind: id.kind.into(),
+        source: e,
+    })?;
+    let sealed = seal(signer, id.run_id, id.uid, id.window, id.kind, &json).map_err(|e| {
+        DocError::Envelope {
+            key: key.into(),
+            source: e,
+        }
+    })?;
+    store
+        .put(key, Bytes::from(sealed))
+        .map_err(|e| DocError::Store {
+            key: key.into(),
+            source: e,
+        })
+}
+
+/// Reads and verifies a signed JSON document, with the store's info about it.
+pub fn get_doc<T: DeserializeOwned>(
+    store: &dyn ObjectStore,
+    key: &str,
+    id: DocId<'_>,
     signer: PublicKey,
-) -> Result<T> {
-    let sealed = store
+) -> Result<(ObjectInfo, T), DocError> {
+    let (info, sealed) = store
         .get(key, MAX_DOC_BYTES)
-        .await
-        .with_context(|| format!("reading {key}"))?;
+        .map_err(|e| DocError::Store {
+            key: key.into(),
+            source: e,
+        })?;
     let expect = Expected {
-        run_id,
-        uid,
-        window,
-        kind,
+        run_id: id.run_id,
+        uid: id.uid,
+        window: id.window,
+        kind: id.kind,
         signer,
     };
-    let (_, content) = open(&sealed, &expect, MAX_DOC_BYTES).map_err(|e| anyhow!("{key}: {e}"))?;
-    serde_json::from_slice(content).with_context(|| format!("{key}: bad {kind} document"))
+    let (_, content) = open(&sealed, &expect, MAX_DOC_BYTES).map_err(|e| DocError::Envelope {
+        key: key.into(),
+        source: e,
+    })?;
+    let doc = serde_json::from_slice(content).map_err(|e| DocError::Json {
+        key: key.into(),
+        kind: id.kind.into(),
+        source: e,
+    })?;
+    Ok((info, doc))
 }
 
 #[cfg(test)]
@@ -150,10 +188,14 @@ mod tests {
         assert!(grad_key(9) < grad_key(10));
     }
 
-    #[tokio::test]
-    async fn signed_docs_roundtrip_and_refuse_other_signers_and_windows() {
+    #[test]
+    fn signed_docs_roundtrip_and_refuse_other_signers_and_windows() {
         let d = tempfile::tempdir().unwrap();
-        let store = Store::local(d.path()).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = crate::env::NetStore::new(
+            covenant_net::Store::local(d.path()).unwrap(),
+            rt.handle().clone(),
+        );
         let k = Keypair::from_seed([3; 32]);
         let other = Keypair::from_seed([4; 32]);
         let rec = WindowRecord {
@@ -165,28 +207,18 @@ mod tests {
                 tensors: vec![vec![1.0, 2.0]],
             },
         };
-        put_doc(&store, &rec_key(5), &k, "run", 9, 5, KIND_RECORD, &rec)
-            .await
-            .unwrap();
-        let back: WindowRecord = get_doc(&store, &rec_key(5), "run", 9, 5, KIND_RECORD, k.public())
-            .await
-            .unwrap();
+        let id = |window| DocId {
+            run_id: "run",
+            uid: 9,
+            window,
+            kind: KIND_RECORD,
+        };
+        put_doc(&store, &rec_key(5), &k, id(5), &rec).unwrap();
+        let (_, back): (_, WindowRecord) = get_doc(&store, &rec_key(5), id(5), k.public()).unwrap();
         assert_eq!(back, rec);
-        let e = get_doc::<WindowRecord>(
-            &store,
-            &rec_key(5),
-            "run",
-            9,
-            5,
-            KIND_RECORD,
-            other.public(),
-        )
-        .await
-        .unwrap_err();
-        assert!(format!("{e:#}").contains("signed by"), "{e:#}");
-        let e = get_doc::<WindowRecord>(&store, &rec_key(5), "run", 9, 6, KIND_RECORD, k.public())
-            .await
-            .unwrap_err();
-        assert!(format!("{e:#}").contains("window"), "{e:#}");
+        let e = get_doc::<WindowRecord>(&store, &rec_key(5), id(5), other.public()).unwrap_err();
+        assert!(e.to_string().contains("signed by"), "{e}");
+        let e = get_doc::<WindowRecord>(&store, &rec_key(5), id(6), k.public()).unwrap_err();
+        assert!(e.to_string().contains("window"), "{e}");
     }
 }

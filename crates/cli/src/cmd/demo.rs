@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use covenant_core::driver::events::{EventLine, PeerLine};
+use covenant_core::driver::{NodeEvent, NodeStats};
+use covenant_core::Uid;
 use covenant_net::Chain;
 use covenant_node::network::{self, NetworkTiming};
 use serde_json::{json, Value};
@@ -232,11 +235,65 @@ pub fn run_network(a: &Args) -> Result<Value> {
 #[derive(Default, Debug)]
 struct WindowFacts {
     val_loss: Option<f64>,
-    peers: Vec<u64>,
+    peers: Vec<Uid>,
     train_losses: Vec<f64>,
     hashes: BTreeMap<String, String>,
     bytes_up: u64,
-    report: Option<Value>,
+    report: Option<BTreeMap<Uid, PeerLine>>,
+}
+
+/// What the demo learns from the nodes while they run.
+#[derive(Default)]
+struct Watched {
+    facts: BTreeMap<u64, WindowFacts>,
+    finished: BTreeMap<String, NodeStats>,
+    errors: Vec<String>,
+}
+
+impl Watched {
+    fn take(&mut self, name: &str, v1: &str, ev: NodeEvent) {
+        match ev {
+            NodeEvent::OuterStep {
+                window,
+                peers,
+                hash,
+                val_loss,
+                ..
+            } => {
+                let f = self.facts.entry(window).or_default();
+                f.hashes.insert(name.to_string(), hash);
+                if name == v1 {
+                    f.val_loss = val_loss;
+                    f.peers = peers;
+                }
+            }
+            NodeEvent::Trained {
+                window,
+                loss_mean: Some(l),
+                ..
+            } => self
+                .facts
+                .entry(window)
+                .or_default()
+                .train_losses
+                .push(f64::from(l)),
+            NodeEvent::Uploaded { window, bytes } => {
+                self.facts.entry(window).or_default().bytes_up += bytes
+            }
+            NodeEvent::Report { window, peers, .. } if name == v1 => {
+                self.facts.entry(window).or_default().report = Some(peers);
+            }
+            NodeEvent::Finished { stats, .. } => {
+                self.finished.insert(name.to_string(), stats);
+            }
+            NodeEvent::Error { message, .. } => {
+                let msg = format!("{name}: {message}");
+                eprintln!("  ! {msg}");
+                self.errors.push(msg);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn watch(
@@ -245,17 +302,16 @@ fn watch(
     nodes: &mut [Node],
     last_window: u64,
 ) -> Result<Value> {
+    let schedule = genesis.schedule();
     let deadline = Instant::now()
         + Duration::from_millis(
-            genesis
+            schedule
                 .window_start_ms(last_window + 2)
-                .saturating_sub(covenant_node::runtime::Ctx::now_ms()),
+                .saturating_sub(covenant_node::now_ms()),
         )
         + Duration::from_secs(90);
     let mut offsets: BTreeMap<String, u64> = BTreeMap::new();
-    let mut facts: BTreeMap<u64, WindowFacts> = BTreeMap::new();
-    let mut finished: BTreeMap<String, Value> = BTreeMap::new();
-    let mut errors: Vec<String> = Vec::new();
+    let mut seen = Watched::default();
     let mut printed: Option<u64> = None;
     let v1 = network::validator_name(0);
     let n_miners = a.miners;
@@ -263,58 +319,16 @@ fn watch(
     loop {
         for n in nodes.iter() {
             let path = a.out.join("nodes").join(&n.name).join("events.jsonl");
-            for ev in read_new(&path, offsets.entry(n.name.clone()).or_insert(0)) {
-                let w = ev.get("window").and_then(Value::as_u64);
-                let kind = ev.get("event").and_then(Value::as_str).unwrap_or("");
-                match (kind, w) {
-                    ("outer_step", Some(w)) => {
-                        let f = facts.entry(w).or_default();
-                        if let Some(h) = ev.get("hash").and_then(Value::as_str) {
-                            f.hashes.insert(n.name.clone(), h.to_string());
-                        }
-                        if n.name == v1 {
-                            f.val_loss = ev.get("val_loss").and_then(Value::as_f64);
-                            f.peers = ev
-                                .get("peers")
-                                .and_then(Value::as_array)
-                                .map(|p| p.iter().filter_map(Value::as_u64).collect())
-                                .unwrap_or_default();
-                        }
-                    }
-                    ("trained", Some(w)) => {
-                        if let Some(l) = ev.get("loss_mean").and_then(Value::as_f64) {
-                            facts.entry(w).or_default().train_losses.push(l);
-                        }
-                    }
-                    ("uploaded", Some(w)) => {
-                        facts.entry(w).or_default().bytes_up +=
-                            ev.get("bytes").and_then(Value::as_u64).unwrap_or(0);
-                    }
-                    ("report", Some(w)) if n.name == v1 => {
-                        facts.entry(w).or_default().report = Some(ev.clone());
-                    }
-                    ("finished", _) => {
-                        finished.insert(n.name.clone(), ev.clone());
-                    }
-                    ("error", _) => {
-                        let msg = format!(
-                            "{}: {}",
-                            n.name,
-                            ev.get("message").and_then(Value::as_str).unwrap_or("?")
-                        );
-                        eprintln!("  ! {msg}");
-                        errors.push(msg);
-                    }
-                    _ => {}
-                }
+            for line in read_new(&path, offsets.entry(n.name.clone()).or_insert(0)) {
+                seen.take(&n.name, &v1, line.event);
             }
         }
         // Print windows whose validator report and all replicas' outer steps are in (or that
         // are old enough that stragglers will not come).
-        let now_w = genesis.window_at(covenant_node::runtime::Ctx::now_ms());
+        let now_w = schedule.window_of_time(covenant_node::now_ms());
         loop {
             let next = printed.map(|p| p + 1).unwrap_or(0);
-            let Some(f) = facts.get(&next) else { break };
+            let Some(f) = seen.facts.get(&next) else { break };
             let complete = f.report.is_some() && f.hashes.len() >= n_miners + a.validators;
             if !(complete || (f.report.is_some() && now_w >= next + 3)) {
                 break;
@@ -333,15 +347,16 @@ fn watch(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    for (w, f) in &facts {
+    for (w, f) in &seen.facts {
         if printed.is_none_or(|p| *w > p) && f.report.is_some() {
             print_window(*w, f);
         }
     }
-    summarize(a, genesis, &facts, &finished, &errors)
+    summarize(a, genesis, &seen)
 }
 
-fn read_new(path: &Path, offset: &mut u64) -> Vec<Value> {
+/// The complete event lines appended to a node's log since `offset`.
+fn read_new(path: &Path, offset: &mut u64) -> Vec<EventLine> {
     let Ok(mut f) = std::fs::File::open(path) else {
         return Vec::new();
     };
@@ -356,7 +371,7 @@ fn read_new(path: &Path, offset: &mut u64) -> Vec<Value> {
             break;
         }
         *offset += n as u64;
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+        if let Ok(v) = serde_json::from_str::<EventLine>(&line) {
             out.push(v);
         }
         line.clear();
@@ -380,17 +395,8 @@ fn print_window(w: u64, f: &WindowFacts) {
         )
     };
     let mut scores = String::new();
-    if let Some(peers) = f
-        .report
-        .as_ref()
-        .and_then(|r| r.get("peers"))
-        .and_then(Value::as_object)
-    {
-        for (uid, p) in peers {
-            let s = p.get("score").and_then(Value::as_f64).unwrap_or(0.0);
-            let wt = p.get("weight").and_then(Value::as_f64).unwrap_or(0.0);
-            scores.push_str(&format!("{uid}: {s:.2}/{wt:.2}  "));
-        }
+    for (uid, p) in f.report.iter().flatten() {
+        scores.push_str(&format!("{uid}: {:.2}/{:.2}  ", p.score, p.weight));
     }
     let agree = match agree(f) {
         Some(true) => format!("{} agree", f.hashes.len()),
@@ -405,13 +411,8 @@ fn print_window(w: u64, f: &WindowFacts) {
     );
 }
 
-fn summarize(
-    a: &Args,
-    genesis: &covenant_net::Genesis,
-    facts: &BTreeMap<u64, WindowFacts>,
-    finished: &BTreeMap<String, Value>,
-    errors: &[String],
-) -> Result<Value> {
+fn summarize(a: &Args, genesis: &covenant_net::Genesis, seen: &Watched) -> Result<Value> {
+    let (facts, finished, errors) = (&seen.facts, &seen.finished, &seen.errors);
     let rows: Vec<(u64, f64)> = facts
         .iter()
         .filter_map(|(w, f)| f.val_loss.map(|v| (*w, v)))
@@ -482,20 +483,20 @@ fn summarize(
         .map(|n| (n.uid.to_string(), n.consensus_weight))
         .collect();
     let mut util = BTreeMap::new();
-    for (name, f) in finished {
-        if let (Some(inner), Some(wall)) = (
-            f.get("inner_secs").and_then(Value::as_f64),
-            f.get("wall_secs").and_then(Value::as_f64),
-        ) {
-            let outer = f.get("outer_secs").and_then(Value::as_f64).unwrap_or(0.0);
-            let wait = f.get("wait_secs").and_then(Value::as_f64).unwrap_or(0.0);
-            util.insert(
-                name.clone(),
-                json!({ "inner_secs": inner, "outer_secs": outer, "wait_secs": wait, "wall_secs": wall,
-                        "utilisation": inner / (inner + outer + wait).max(1e-9),
-                        "wall_share": inner / wall.max(1e-9) }),
-            );
-        }
+    for (name, st) in finished.iter().filter(|(_, st)| st.inner_steps > 0) {
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        let (inner, outer, wait, wall) = (
+            secs(st.inner_ms),
+            secs(st.outer_ms),
+            secs(st.wait_ms),
+            secs(st.wall_ms),
+        );
+        util.insert(
+            name.clone(),
+            json!({ "inner_secs": inner, "outer_secs": outer, "wait_secs": wait, "wall_secs": wall,
+                    "utilisation": inner / (inner + outer + wait).max(1e-9),
+                    "wall_share": inner / wall.max(1e-9) }),
+        );
     }
     let all_agree = facts.values().filter_map(agree).all(|b| b);
     let (first, last) = (rows[0], rows[rows.len() - 1]);

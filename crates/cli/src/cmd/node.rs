@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use covenant_node::network::{self, NetworkTiming};
-use covenant_node::{Behaviour, NodeOptions, RunSpec};
+use covenant_node::{Behaviour, NodeOptions, Role, RunSpec};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -57,11 +57,11 @@ impl NodeArgs {
 }
 
 pub fn miner(a: MinerArgs) -> Result<()> {
-    covenant_node::miner::run(a.node.options(a.behaviour))
+    covenant_node::real::run(a.node.options(a.behaviour), Role::Miner)
 }
 
 pub fn validator(a: NodeArgs) -> Result<()> {
-    covenant_node::validator::run(a.options(Behaviour::Honest))
+    covenant_node::real::run(a.options(Behaviour::Honest), Role::Validator)
 }
 
 #[derive(clap::Subcommand)]

@@ -1,0 +1,175 @@
+//! The environment an executor drives a node with: a clock, the chain, object stores, the
+//! model (a [`Trainer`]) and a typed event sink. The real executor fills it with the OS clock,
+//! the chain ledger, directory and S3 stores and the tch model ([`crate::real`]); the simulator
+//! with a virtual clock, an in-memory chain and stores, and the real model or a stand-in
+//! ([`crate::sim`]). Adversaries are decorators around these ([`crate::adversary`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use covenant_core::driver::NodeEvent;
+use covenant_core::Millis;
+use covenant_data::Split;
+pub use covenant_net::store::{ObjectInfo, StoreError};
+pub use covenant_net::Chain;
+
+/// Time as a node sees it.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> Millis;
+    /// Waits `ms` (the real clock sleeps; a simulated one makes the current action take that
+    /// much longer). Only executors and adversaries wait; drivers never do.
+    fn sleep_ms(&self, ms: u64);
+}
+
+/// An object store (one bucket or prefix), with blocking calls.
+pub trait ObjectStore: Send + Sync {
+    /// Where it is, for messages.
+    fn location(&self) -> String;
+    fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
+    /// Size and store timestamp.
+    fn head(&self, key: &str) -> Result<ObjectInfo, StoreError>;
+    /// The object (at most `max_bytes`) with its info.
+    fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectInfo, Bytes), StoreError>;
+    /// Objects under `prefix` (at most `max`).
+    fn list(&self, prefix: &str, max: usize) -> Result<Vec<ObjectInfo>, StoreError>;
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Opens the stores that chain commitments name.
+pub trait Stores: Send + Sync {
+    fn open(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError>;
+}
+
+/// Why the model or its data failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainerError {
+    #[error(transparent)]
+    Model(#[from] covenant_model::ModelError),
+    #[error(transparent)]
+    Data(#[from] covenant_data::DataError),
+    #[error("parameters do not fit the model: {0}")]
+    Shape(String),
+    #[error("{what} is not finite")]
+    NonFinite { what: &'static str },
+}
+
+/// The model a node trains and evaluates, seen as named flat f32 buffers, with its data.
+pub trait Trainer: Send {
+    /// Parameter names and shapes, in layout order.
+    fn shapes(&self) -> Vec<(String, Vec<usize>)>;
+    /// Samples in a split of the data.
+    fn samples(&self, split: Split) -> u64;
+    /// Flat copies of the live parameters, in layout order.
+    fn params(&self) -> Result<Vec<Vec<f32>>, TrainerError>;
+    /// Overwrites the live parameters (all finite, in layout order).
+    fn set_params(&mut self, theta: &[Vec<f32>]) -> Result<(), TrainerError>;
+    /// One optimizer step on these training samples (one batch); the loss before it.
+    fn step(&mut self, ids: &[u64]) -> Result<f32, TrainerError>;
+    /// Mean loss over these samples of `split`.
+    fn eval(&mut self, split: Split, ids: &[u64]) -> Result<f64, TrainerError>;
+    /// Fresh optimizer state.
+    fn reset_optimizer(&mut self) -> Result<(), TrainerError>;
+    /// The `config.json` of a checkpoint of this model (Hugging Face layout).
+    fn hf_config(&self) -> serde_json::Value;
+    /// For logs: what runs where.
+    fn describe(&self) -> String;
+}
+
+/// Where a node's typed events go.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, t: Millis, event: &NodeEvent);
+}
+
+/// Everything but the model: shared by a node's threads.
+#[derive(Clone)]
+pub struct Env {
+    pub clock: Arc<dyn Clock>,
+    pub chain: Arc<dyn Chain>,
+    pub stores: Arc<dyn Stores>,
+    /// This node's own bucket (what it writes; an adversary's may tamper).
+    pub own: Arc<dyn ObjectStore>,
+    /// This node's local disk (the validator's saved state).
+    pub local: Arc<dyn ObjectStore>,
+    pub sink: Arc<dyn EventSink>,
+}
+
+/// The operating system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Millis {
+        covenant_net::clock::Clock::now_ms(&covenant_net::SystemClock)
+    }
+    fn sleep_ms(&self, ms: u64) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// A [`covenant_net::Store`] (directory or S3) behind blocking calls.
+pub struct NetStore {
+    inner: covenant_net::Store,
+    rt: tokio::runtime::Handle,
+}
+
+impl NetStore {
+    pub fn new(inner: covenant_net::Store, rt: tokio::runtime::Handle) -> Self {
+        NetStore { inner, rt }
+    }
+}
+
+impl ObjectStore for NetStore {
+    fn location(&self) -> String {
+        self.inner.location().to_string()
+    }
+    fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.rt.block_on(self.inner.put(key, bytes))
+    }
+    fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        self.rt.block_on(self.inner.head(key))
+    }
+    fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectInfo, Bytes), StoreError> {
+        self.rt.block_on(self.inner.get_with_info(key, max_bytes))
+    }
+    fn list(&self, prefix: &str, max: usize) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.rt.block_on(self.inner.list(prefix, max))
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.rt.block_on(self.inner.delete(key))
+    }
+}
+
+/// Opens directory and S3 stores by URL (cached: one client per URL).
+pub struct NetStores {
+    rt: tokio::runtime::Handle,
+    open: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl NetStores {
+    pub fn new(rt: tokio::runtime::Handle) -> Self {
+        NetStores {
+            rt,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Stores for NetStores {
+    fn open(&self, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        let mut m = self
+            .open
+            .lock()
+            .map_err(|_| StoreError::Config("store cache poisoned".into()))?;
+        if let Some(s) = m.get(url) {
+            return Ok(s.clone());
+        }
+        let s: Arc<dyn ObjectStore> = Arc::new(NetStore::new(
+            covenant_net::Store::open(url)?,
+            self.rt.clone(),
+        ));
+        m.insert(url.to_string(), s.clone());
+        Ok(s)
+    }
+}

@@ -1,0 +1,382 @@
+//! The model actions: inner steps, compression, outer steps, evaluation, checkpoints in.
+//!
+//! Besides the canonical model (in [`Shared`]) a node has a live model (in its [`Trainer`]):
+//! the one it trains. Its window's starting point θ0 is the canonical model unless an outer
+//! step landed mid-window ([`Live::Shift`]), which moves the live model by the same update and
+//! makes the shifted model the new θ0. Compressing sends θ0 − θ and rolls the live model back to
+//! the canonical one.
+
+use std::sync::Arc;
+
+use covenant_codec::{wire, DeltaSource, TensorPayload};
+use covenant_core::driver::{
+    Action, Applied, Chore, Compressed, Failure, FailureKind, Hash, Input, Live, StepInfo,
+};
+use covenant_core::{LossProbe, Uid, Window};
+use covenant_data::{sampler, Split};
+
+use super::Shared;
+use crate::canon::Canon;
+use crate::checkpoint;
+use crate::env::{Trainer, TrainerError};
+
+/// The model side of a node.
+pub struct Compute {
+    shared: Arc<Shared>,
+    trainer: Box<dyn Trainer>,
+    ef: Vec<Vec<f32>>,
+    /// The window's starting point when it is not the canonical model.
+    theta0: Option<Vec<Vec<f32>>>,
+    /// The assigned pool of the window being trained.
+    pool: Option<(Window, Vec<u64>)>,
+    /// The random-pool loss of the canonical model for a window's evaluations.
+    rand_before: Option<(Window, Vec<u64>, f64)>,
+    /// The trainer holds the canonical model (nothing trained or tried since it was set).
+    at_canon: bool,
+}
+
+fn trainer_failure(e: TrainerError) -> Failure {
+    match e {
+        TrainerError::NonFinite { .. } => Failure::new(FailureKind::Codec, e),
+        e => Failure::new(FailureKind::Trainer, e),
+    }
+}
+
+fn codec_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::new(FailureKind::Codec, e)
+}
+
+fn poisoned() -> Failure {
+    Failure::new(FailureKind::Trainer, "model lock poisoned")
+}
+
+impl Compute {
+    pub fn new(shared: Arc<Shared>, trainer: Box<dyn Trainer>) -> Self {
+        let ef = shared
+            .layout
+            .tensors
+            .iter()
+            .map(|t| vec![0.0; t.geom.numel()])
+            .collect();
+        Compute {
+            shared,
+            trainer,
+            ef,
+            theta0: None,
+            pool: None,
+            rand_before: None,
+            at_canon: true,
+        }
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub fn shared_arc(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Carries out a model action, with the time it took on the node's clock.
+    pub fn run(&mut self, action: Action) -> Input {
+        let t0 = self.shared.now();
+        let ms = |s: &Self| s.shared.now().saturating_sub(t0);
+        match action {
+            Action::LoadCheckpoint { window, validator } => Input::CheckpointLoaded {
+                window,
+                validator,
+                result: self.load_checkpoint(window, validator),
+            },
+            Action::ResetTrainer => Input::Done {
+                chore: Chore::ResetTrainer,
+                window: None,
+                result: self.reset(),
+            },
+            Action::TrainStep { window, step } => {
+                let r = self.step(window, step);
+                Input::Stepped {
+                    window,
+                    step,
+                    result: r.map(|(loss, trained)| StepInfo {
+                        loss,
+                        elapsed_ms: ms(self),
+                        trained,
+                    }),
+                }
+            }
+            Action::Compress { window, zero } => {
+                let r = self.compress(window, zero);
+                Input::Compressed {
+                    window,
+                    result: r.map(|(bytes, fell_back_to_zero)| Compressed {
+                        bytes,
+                        elapsed_ms: ms(self),
+                        fell_back_to_zero,
+                    }),
+                }
+            }
+            Action::Apply {
+                window,
+                peers,
+                lr,
+                expect,
+                live,
+            } => {
+                let r = self.apply(window, &peers, lr, expect, live);
+                Input::Applied {
+                    window,
+                    result: r.map(|(hash, committed)| Applied {
+                        hash,
+                        committed,
+                        elapsed_ms: ms(self),
+                    }),
+                }
+            }
+            Action::Fingerprint { window } => Input::Fingerprinted {
+                window,
+                fingerprint: self
+                    .shared
+                    .canon
+                    .read()
+                    .map(|c| c.fingerprint(self.shared.run.seed, self.shared.run.fingerprint_values))
+                    .unwrap_or_default(),
+            },
+            Action::Evaluate { window, uid, lr } => Input::Evaluated {
+                window,
+                uid,
+                result: self.evaluate(window, uid, lr),
+            },
+            Action::MeasureValLoss { window } => Input::Validated {
+                window,
+                result: self.val_loss(),
+            },
+            other => super::io::run(&self.shared, other),
+        }
+    }
+
+    /// Makes the trainer hold the canonical model.
+    fn to_canon(&mut self) -> Result<(), Failure> {
+        if !self.at_canon {
+            let c = self.shared.canon.read().map_err(|_| poisoned())?;
+            self.trainer.set_params(&c.theta).map_err(trainer_failure)?;
+            self.at_canon = true;
+        }
+        Ok(())
+    }
+
+    fn load_checkpoint(&mut self, window: Window, validator: Uid) -> Result<Hash, Failure> {
+        let s = self.shared.clone();
+        let v = super::io::validator(&s, validator).ok_or_else(|| {
+            Failure::new(
+                FailureKind::Verification,
+                format!("validator uid {validator} has no readable store"),
+            )
+        })?;
+        let expect = checkpoint::Expect {
+            run_id: &s.id.run_id,
+            layout: &s.layout,
+            config: &s.hf_config,
+        };
+        let canon = checkpoint::load(v.store.as_ref(), window, validator, v.key, &expect)
+            .map_err(|e| Failure::new(FailureKind::Verification, e))?;
+        self.trainer.set_params(&canon.theta).map_err(trainer_failure)?;
+        let h = canon.hash();
+        *s.canon.write().map_err(|_| poisoned())? = canon;
+        self.theta0 = None;
+        self.at_canon = true;
+        Ok(h)
+    }
+
+    fn reset(&mut self) -> Result<(), Failure> {
+        self.trainer.reset_optimizer().map_err(trainer_failure)?;
+        self.at_canon = false;
+        self.theta0 = None;
+        self.to_canon()
+    }
+
+    /// One inner step; `Ok((loss, false))` when the pool has no batch left.
+    fn step(&mut self, window: Window, step: u32) -> Result<(f32, bool), Failure> {
+        let r = &self.shared.run;
+        let b = r.batch;
+        if step == 0 {
+            self.theta0 = None;
+        }
+        if self.pool.as_ref().is_none_or(|p| p.0 != window) {
+            let n = self.trainer.samples(Split::Train);
+            let size = r.params.inner_steps as usize * b;
+            let ids = sampler::pool(r.seed, self.shared.id.uid, window, size, n);
+            self.pool = Some((window, ids));
+        }
+        let ids: Vec<u64> = self
+            .pool
+            .as_ref()
+            .map(|p| p.1.iter().skip(step as usize * b).take(b).copied().collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Ok((f32::NAN, false));
+        }
+        self.at_canon = false;
+        let loss = self.trainer.step(&ids).map_err(trainer_failure)?;
+        Ok((loss, true))
+    }
+
+    /// Compresses and signs the window's update; rolls the live model back.
+    fn compress(&mut self, window: Window, zero: bool) -> Result<(u64, bool), Failure> {
+        let s = self.shared.clone();
+        let (payload, fell_back) = if zero {
+            self.ef.iter_mut().for_each(|e| e.fill(0.0));
+            (TensorPayload::zeros_for(&s.layout), false)
+        } else {
+            let after = self.trainer.params().map_err(trainer_failure)?;
+            let canon = s.canon.read().map_err(|_| poisoned())?;
+            let before = self.theta0.as_ref().unwrap_or(&canon.theta);
+            let deltas: Vec<DeltaSource> = before
+                .iter()
+                .zip(&after)
+                .map(|(b, a)| DeltaSource::Diff { before: b, after: a })
+                .collect();
+            let mut efs: Vec<&mut [f32]> = self.ef.iter_mut().map(|e| e.as_mut_slice()).collect();
+            match covenant_codec::compress_model(&s.layout, &mut efs, &deltas) {
+                Ok(p) => (p, false),
+                Err(_) => {
+                    // A non-finite pseudo-gradient: reset the error feedback, send nothing.
+                    self.ef.iter_mut().for_each(|e| e.fill(0.0));
+                    (TensorPayload::zeros_for(&s.layout), true)
+                }
+            }
+        };
+        self.theta0 = None;
+        self.to_canon()?;
+        let header = wire::PayloadHeader {
+            run_id: s.id.run_hash,
+            window,
+            uid: s.id.uid,
+        };
+        let opts = wire::EncodeOptions {
+            index_coding: s.run.index_coding,
+        };
+        let bytes = wire::encode(
+            &wire::Payload {
+                header,
+                tensors: payload,
+            },
+            &s.layout,
+            s.id.key.signing_key(),
+            opts,
+        )
+        .map_err(codec_failure)?;
+        let n = bytes.len() as u64;
+        s.prepared
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(window, bytes);
+        Ok((n, fell_back))
+    }
+
+    fn payloads(&self, window: Window, peers: &[Uid]) -> Result<Vec<Arc<Vec<TensorPayload>>>, Failure> {
+        let g = self.shared.gathered.lock().map_err(|_| poisoned())?;
+        peers
+            .iter()
+            .map(|u| {
+                g.get(&(window, *u)).cloned().ok_or_else(|| {
+                    Failure::new(
+                        FailureKind::Verification,
+                        format!("the upload of uid {u} for window {window} was not fetched"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The outer step; `Ok((hash, false))` when `expect` is given and not met.
+    fn apply(
+        &mut self,
+        window: Window,
+        peers: &[Uid],
+        lr: f64,
+        expect: Option<Hash>,
+        live: Live,
+    ) -> Result<(Hash, bool), Failure> {
+        let s = self.shared.clone();
+        let ps = self.payloads(window, peers)?;
+        let refs: Vec<&[TensorPayload]> = ps.iter().map(|p| p.as_slice()).collect();
+        let mut canon = s.canon.write().map_err(|_| poisoned())?;
+        let mut next: Canon = canon.clone();
+        next.apply(&refs, lr as f32).map_err(codec_failure)?;
+        let hash = next.hash();
+        if expect.is_some_and(|e| e != hash) {
+            return Ok((hash, false));
+        }
+        let before = std::mem::replace(&mut *canon, next);
+        match live {
+            Live::Canon => {
+                self.trainer.set_params(&canon.theta).map_err(trainer_failure)?;
+                self.theta0 = None;
+                self.at_canon = true;
+            }
+            Live::Shift => {
+                let mut moved = self.trainer.params().map_err(trainer_failure)?;
+                for ((m, b), a) in moved.iter_mut().zip(&before.theta).zip(&canon.theta) {
+                    for ((x, b), a) in m.iter_mut().zip(b).zip(a) {
+                        *x += a - b;
+                    }
+                }
+                self.trainer.set_params(&moved).map_err(trainer_failure)?;
+                self.theta0 = Some(moved);
+                self.at_canon = false;
+            }
+        }
+        drop(canon);
+        if let Ok(mut g) = s.gathered.lock() {
+            g.retain(|(w, _), _| *w > window);
+        }
+        self.rand_before = None;
+        Ok((hash, true))
+    }
+
+    /// The four Gauntlet losses of `uid`'s update applied alone (SPEC §5).
+    fn evaluate(&mut self, window: Window, uid: Uid, lr: f64) -> Result<LossProbe, Failure> {
+        let s = self.shared.clone();
+        let payload = self.payloads(window, &[uid])?.remove(0);
+        self.to_canon()?;
+        let r = &s.run;
+        let n = self.trainer.samples(Split::Train);
+        let (rand_ids, rand_before) = match &self.rand_before {
+            Some((w, ids, l)) if *w == window => (ids.clone(), *l),
+            _ => {
+                let ids = sampler::random_pool(r.seed, window, u64::from(s.id.uid), r.params.eval_sequences, n);
+                let l = self.trainer.eval(Split::Train, &ids).map_err(trainer_failure)?;
+                self.rand_before = Some((window, ids.clone(), l));
+                (ids, l)
+            }
+        };
+        let pool = sampler::pool(r.seed, uid, window, r.params.inner_steps as usize * r.batch, n);
+        // The sequences the peer trained on last: where its update should help most.
+        let own_ids: Vec<u64> = pool.iter().rev().take(r.params.eval_sequences).copied().collect();
+        let own_before = self.trainer.eval(Split::Train, &own_ids).map_err(trainer_failure)?;
+        let mut alone = s.canon.read().map_err(|_| poisoned())?.clone();
+        alone
+            .apply(&[payload.as_slice()], lr as f32)
+            .map_err(codec_failure)?;
+        if alone.theta.iter().any(|t| t.iter().any(|x| !x.is_finite())) {
+            return Err(codec_failure("the update makes the model non-finite"));
+        }
+        self.trainer.set_params(&alone.theta).map_err(trainer_failure)?;
+        self.at_canon = false;
+        let own_after = self.trainer.eval(Split::Train, &own_ids).map_err(trainer_failure);
+        let rand_after = self.trainer.eval(Split::Train, &rand_ids).map_err(trainer_failure);
+        self.to_canon()?;
+        Ok(LossProbe {
+            rand_before,
+            rand_after: rand_after?,
+            own_before,
+            own_after: own_after?,
+        })
+    }
+
+    fn val_loss(&mut self) -> Result<f64, Failure> {
+        self.to_canon()?;
+        let ids = self.shared.run.val_ids.clone();
+        self.trainer.eval(Split::Val, &ids).map_err(trainer_failure)
+    }
+}

@@ -1,0 +1,321 @@
+//! Putting a node together: the driver for its role, the executor's shared state and its
+//! model, from a run spec and an environment. [`open`] does it for a real node from a run
+//! directory; the simulator does it with its own environment.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, ensure, Context};
+use covenant_codec::{CodecError, ModelLayout};
+use covenant_core::driver::miner::Miner;
+use covenant_core::driver::validator::Validator;
+use covenant_core::driver::{Driver, NodeConfig};
+use covenant_core::{Gauntlet, RunParams, Uid, Window};
+use covenant_data::{Dataset, Split};
+use covenant_net::{Chain, Keypair};
+
+use crate::adversary::{self, Behaviour};
+use crate::env::{Env, NetStore, NetStores, ObjectStore, StoreError, Trainer, TrainerError};
+use crate::exec::io::{SavedState, STATE_KEY};
+use crate::exec::{Compute, Identity, RunFacts, Shared};
+use crate::spec::{DataSpec, RunSpec};
+
+/// Largest validator state file read.
+pub const MAX_STATE_BYTES: u64 = 256 << 20;
+
+/// Why a node could not be put together.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Trainer(#[from] TrainerError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("reading the saved validator state: {0}")]
+    StateStore(#[source] StoreError),
+    #[error("the saved validator state is not readable: {0}")]
+    StateUnreadable(#[source] serde_json::Error),
+    #[error("the saved validator state belongs to run {run:?} uid {uid}, not run {expected_run:?} uid {expected_uid}")]
+    StateMismatch {
+        run: String,
+        uid: Uid,
+        expected_run: String,
+        expected_uid: Uid,
+    },
+}
+
+/// A node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Miner,
+    Validator,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Miner => "miner",
+            Role::Validator => "validator",
+        }
+    }
+}
+
+/// What an executor runs: the driver and the executor's halves.
+pub struct Node {
+    pub driver: Box<dyn Driver + Send>,
+    pub compute: Compute,
+    pub shared: Arc<Shared>,
+}
+
+/// Everything [`assemble`] needs.
+pub struct Parts<'a> {
+    pub spec: &'a RunSpec,
+    /// The run parameters with the chain's timing.
+    pub params: RunParams,
+    pub role: Role,
+    pub key: Keypair,
+    pub uid: Uid,
+    pub env: Env,
+    pub trainer: Box<dyn Trainer>,
+    pub behaviour: Behaviour,
+    pub until_window: Option<Window>,
+    pub parallel_io: bool,
+}
+
+/// `want` validation ids spread evenly over `n` samples.
+pub fn val_ids(n: u64, want: usize) -> Vec<u64> {
+    let want = (want as u64).min(n).max(1);
+    (0..want).map(|i| i * n / want).collect()
+}
+
+/// Puts a node together (decorating an adversary's environment for its behaviour).
+pub fn assemble(p: Parts<'_>) -> Result<Node, SetupError> {
+    let spec = p.spec;
+    let shapes = p.trainer.shapes();
+    let layout = ModelLayout::new(
+        spec.codec_config(),
+        shapes.iter().map(|(n, s)| (n.clone(), s.as_slice())),
+    )?;
+    let mut env = p.env;
+    let cx = adversary::Context {
+        layout: layout.clone(),
+        key: Arc::new(p.key.clone()),
+        run_hash: spec.hash(),
+        uid: p.uid,
+        params: p.params.clone(),
+        clock: env.clock.clone(),
+        chain: env.chain.clone(),
+        stores: env.stores.clone(),
+    };
+    let (trainer, own) = adversary::decorate(p.behaviour, cx, p.trainer, env.own.clone());
+    env.own = own;
+    let run = RunFacts {
+        params: p.params.clone(),
+        seed: spec.seed,
+        batch: spec.batch,
+        val_ids: val_ids(trainer.samples(Split::Val), spec.val_sequences),
+        fingerprint_values: spec.fingerprint_values,
+        checkpoint_every: spec.checkpoint_every,
+        index_coding: covenant_codec::IndexCoding::Packed,
+    };
+    let id = Identity {
+        key: p.key,
+        uid: p.uid,
+        run_id: spec.name.clone(),
+        run_hash: spec.hash(),
+    };
+    let saved = match p.role {
+        Role::Validator => saved_state(env.local.as_ref(), &id)?,
+        Role::Miner => None,
+    };
+    let shared = Arc::new(Shared::new(env, id, run, layout, trainer.as_ref(), p.parallel_io)?);
+    let compute = Compute::new(shared.clone(), trainer);
+    let cfg = NodeConfig {
+        params: p.params,
+        uid: p.uid,
+        seed: spec.seed,
+        until_window: p.until_window,
+        keep_windows: spec.keep_windows,
+        checkpoint_every: spec.checkpoint_every,
+        overlap: spec.overlap,
+    };
+    let driver: Box<dyn Driver + Send> = match p.role {
+        Role::Miner => Box::new(Miner::new(cfg)),
+        Role::Validator => Box::new(Validator::new(cfg, saved)),
+    };
+    Ok(Node {
+        driver,
+        compute,
+        shared,
+    })
+}
+
+/// A validator's Gauntlet saved by an earlier run on this disk, if any.
+fn saved_state(local: &dyn ObjectStore, id: &Identity) -> Result<Option<Gauntlet>, SetupError> {
+    let bytes = match local.get(STATE_KEY, MAX_STATE_BYTES) {
+        Ok((_, b)) => b,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(SetupError::StateStore(e)),
+    };
+    let st: SavedState = serde_json::from_slice(&bytes).map_err(SetupError::StateUnreadable)?;
+    if st.run != id.run_id || st.uid != id.uid {
+        return Err(SetupError::StateMismatch {
+            run: st.run,
+            uid: st.uid,
+            expected_run: id.run_id.clone(),
+            expected_uid: id.uid,
+        });
+    }
+    Ok(Some(st.gauntlet))
+}
+
+/// Options of `covenant miner` and `covenant validator`.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Run directory: `run.json`, `chain/` (the embedded ledger), default stores under `store/`.
+    pub run_dir: PathBuf,
+    /// This node's name (directory under `<run>/nodes/`, default store `<run>/store/<name>`).
+    pub name: String,
+    /// Key file (created if missing).
+    pub key: PathBuf,
+    /// Own bucket URL (`s3://…`, `file://…` or a path); default `<run>/store/<name>`.
+    pub store: Option<String>,
+    /// Stop after this window; `None`: run until killed.
+    pub until_window: Option<u64>,
+    /// libtorch threads.
+    pub threads: usize,
+    /// Test-only behaviour of a miner (`honest` unless testing defences).
+    pub behaviour: Behaviour,
+}
+
+/// A real node opened from its run directory, with the I/O runtime it needs.
+pub struct Opened {
+    pub node: Node,
+    pub rt: tokio::runtime::Runtime,
+}
+
+/// Opens a node of a run directory: the run spec, the chain ledger, its key (registering it and
+/// committing its bucket), its stores, the data and the model.
+pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
+    let spec = RunSpec::read(&opts.run_dir.join("run.json"))?;
+    let chain: Arc<dyn Chain> = Arc::new(
+        covenant_net::Ledger::open(&opts.run_dir.join("chain")).context("opening the run's chain")?,
+    );
+    let params = spec.params_for(chain.genesis())?;
+    let key = load_or_create_key(&opts.key)?;
+    let node_dir = opts.run_dir.join("nodes").join(&opts.name);
+    std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
+    let sink = crate::log::EventLog::open(&node_dir.join("events.jsonl"), role.name(), &opts.name)
+        .with_context(|| format!("opening the event log {}", node_dir.join("events.jsonl").display()))?;
+    let store_url = opts
+        .store
+        .clone()
+        .unwrap_or_else(|| crate::network::default_store_url(&opts.run_dir, &opts.name));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    let stores = Arc::new(NetStores::new(rt.handle().clone()));
+    let own: Arc<dyn ObjectStore> = Arc::new(NetStore::new(
+        covenant_net::Store::open(&store_url).with_context(|| format!("opening own store {store_url}"))?,
+        rt.handle().clone(),
+    ));
+    let local: Arc<dyn ObjectStore> = Arc::new(NetStore::new(
+        covenant_net::Store::local(&node_dir).with_context(|| format!("opening {}", node_dir.display()))?,
+        rt.handle().clone(),
+    ));
+    let uid = register(chain.as_ref(), &key, &store_url)?;
+    let data = Arc::new(open_data(&spec, &opts.run_dir)?);
+    covenant_model::set_num_threads(opts.threads.max(1));
+    let cfg = spec.model_config(data.vocab_size() as usize)?;
+    ensure!(
+        data.seq_len() as usize <= cfg.max_seq_len,
+        "the data's sequence length {} exceeds preset {}'s {}",
+        data.seq_len(),
+        spec.preset,
+        cfg.max_seq_len
+    );
+    let model = covenant_model::Trainer::new(
+        cfg,
+        spec.optim_config(),
+        spec.seed,
+        covenant_model::DeviceChoice::Auto,
+    )?;
+    let trainer = Box::new(crate::model_trainer::ModelTrainer::new(model, data, spec.batch));
+    let env = Env {
+        clock: Arc::new(crate::env::SystemClock),
+        chain,
+        stores,
+        own,
+        local,
+        sink: Arc::new(sink),
+    };
+    let node = assemble(Parts {
+        spec: &spec,
+        params,
+        role,
+        key,
+        uid,
+        env,
+        trainer,
+        behaviour: opts.behaviour,
+        until_window: opts.until_window,
+        parallel_io: true,
+    })?;
+    Ok(Opened { node, rt })
+}
+
+/// Registers `key` (if needed) and commits `bucket_url`; returns the uid.
+pub fn register(chain: &dyn Chain, key: &Keypair, bucket_url: &str) -> anyhow::Result<Uid> {
+    use covenant_net::{ChainError, Rejection, Transaction, TxBody};
+    let run = chain.genesis().run_id.clone();
+    let send = |body: TxBody| -> Result<covenant_net::chain::Receipt, ChainError> {
+        let nonce = chain.next_nonce(&key.public())?;
+        chain.submit(&Transaction::sign(key, &run, nonce, body))
+    };
+    match send(TxBody::Register) {
+        Ok(_) | Err(ChainError::Rejected(Rejection::AlreadyRegistered(_))) => {}
+        Err(e) => return Err(anyhow!("registering on the chain: {e}")),
+    }
+    let r = send(TxBody::Commit {
+        bucket_url: bucket_url.to_string(),
+        read_credentials: String::new(),
+    })
+    .map_err(|e| anyhow!("committing the bucket: {e}"))?;
+    r.uid.ok_or_else(|| anyhow!("the chain gave no uid"))
+}
+
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<Keypair> {
+    if path.exists() {
+        return Keypair::load(path).with_context(|| format!("loading key {}", path.display()));
+    }
+    let k = Keypair::generate()?;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    k.save(path, false).context("creating this node's key")?;
+    Ok(k)
+}
+
+/// The run's prepared data (the bundled corpus is prepared on first use).
+pub fn open_data(spec: &RunSpec, run_dir: &Path) -> anyhow::Result<Dataset> {
+    let dir = match &spec.data {
+        DataSpec::Prepared { dir } => dir.clone(),
+        DataSpec::Bundled => {
+            let seq = covenant_model::ModelConfig::preset(&spec.preset)?.max_seq_len;
+            let cache = std::env::var_os("COVENANT_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| run_dir.join("cache"));
+            let dir = cache.join(format!("data/bundled-seq{seq}"));
+            covenant_data::prepare_bundled(&dir, seq as u32)
+                .with_context(|| format!("preparing the bundled corpus in {}", dir.display()))?
+        }
+    };
+    let ds = Dataset::open(&dir).with_context(|| format!("opening prepared data in {}", dir.display()))?;
+    ensure!(
+        ds.num_samples(Split::Train) > 0 && ds.num_samples(Split::Val) > 0,
+        "{} has no samples",
+        dir.display()
+    );
+    Ok(ds)
+}
