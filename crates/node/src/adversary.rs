@@ -319,7 +319,9 @@ impl Tampering {
             }
             Behaviour::BadSignature => {
                 let Some(p) = self.decode_own(w, &bytes) else { return Ok(None) };
-                out = self.sign(&p, &SigningKey::from_bytes(&[0xBA; 32]))?;
+                // Another key: its own with every bit flipped.
+                let other: [u8; 32] = self.cx.key.signing_key().to_bytes().map(|b| !b);
+                out = self.sign(&p, &SigningKey::from_bytes(&other))?;
             }
             Behaviour::WrongShape => out = self.wrong_shape(w)?,
             Behaviour::Nan | Behaviour::BadIndex => {

@@ -93,6 +93,11 @@ pub fn publish(
 /// Windows of the checkpoints (with a manifest) in a store, oldest first.
 pub fn list(store: &dyn ObjectStore) -> Result<Vec<Window>, CheckpointError> {
     let objs = store.list("ckpt/", 10_000).map_err(store_err("ckpt/"))?;
+    Ok(windows(&objs))
+}
+
+/// Windows of the checkpoint manifests among listed objects, oldest first.
+pub fn windows(objs: &[crate::env::ObjectInfo]) -> Vec<Window> {
     let mut ws: Vec<Window> = objs
         .iter()
         .filter(|o| o.key.ends_with("/manifest"))
@@ -100,7 +105,7 @@ pub fn list(store: &dyn ObjectStore) -> Result<Vec<Window>, CheckpointError> {
         .collect();
     ws.sort_unstable();
     ws.dedup();
-    Ok(ws)
+    ws
 }
 
 /// What a loaded checkpoint must match.

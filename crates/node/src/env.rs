@@ -21,6 +21,14 @@ pub trait Clock: Send + Sync {
     /// Waits `ms` (the real clock sleeps; a simulated one makes the current action take that
     /// much longer). Only executors and adversaries wait; drivers never do.
     fn sleep_ms(&self, ms: u64);
+    /// For a clock on which concurrent calls are made one after another (the simulator's):
+    /// where the current action's time stands, and setting it back or forward, so that a batch
+    /// of concurrent calls takes as long as its slowest call. The real clock has nothing to
+    /// mark (its concurrent calls run on threads).
+    fn mark(&self) -> u64 {
+        0
+    }
+    fn set_mark(&self, _mark: u64) {}
 }
 
 /// An object store (one bucket or prefix), with blocking calls.

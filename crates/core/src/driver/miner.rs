@@ -58,8 +58,11 @@ struct Training {
 pub struct Miner {
     r: Replica,
     timers: Timers<Timer>,
-    /// First window of the current (re)join (its first `null_windows` are null).
+    /// First window this run of the node took part in (its first `null_windows` are null).
     joined: Option<Window>,
+    /// The window that started last, and the last window it decided to take part in.
+    current: Option<Window>,
+    decided: Option<Window>,
     train: Option<Training>,
     waiting: Option<Waiting>,
     /// Windows whose compressed update is ready to upload.
@@ -79,6 +82,8 @@ impl Miner {
             r: Replica::new(cfg, false),
             timers: Timers::default(),
             joined: None,
+            current: None,
+            decided: None,
             train: None,
             waiting: None,
             ready: BTreeSet::new(),
@@ -97,6 +102,7 @@ impl Miner {
 
     /// Window `w` started.
     fn window_started(&mut self, now: Millis, w: Window, out: &mut Vec<Output>) {
+        self.current = Some(w);
         if let Some(prev) = w.checked_sub(1) {
             if self.ready.remove(&prev) {
                 self.upload(prev, out);
@@ -106,14 +112,25 @@ impl Miner {
             }
         }
         self.ready.retain(|&x| x + 1 >= w);
-        self.waiting = None;
-        if self.cfg().until_window.is_some_and(|u| w > u) {
+        if self.waiting.is_some_and(|wt| wt.window < w) {
+            self.waiting = None;
+        }
+        self.consider(now, out);
+    }
+
+    /// Takes part in the current window if it has not yet and can: it holds every window but
+    /// the last one, and it is still the window's first half (a miner that caught up after a
+    /// store outage still trains the rest of the window). The first window of this run of the
+    /// node is null; falling behind and catching up is not a re-join.
+    fn consider(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let Some(w) = self.current else { return };
+        let cfg = self.cfg();
+        let too_late = now >= cfg.params.window_start_ms(w) + cfg.params.window_ms() / 2;
+        let done = cfg.until_window.is_some_and(|u| w > u);
+        if self.decided == Some(w) || too_late || done || !self.r.in_time_for(w) {
             return;
         }
-        if !self.r.in_time_for(w) {
-            self.joined = None; // taking part again later is a re-join
-            return;
-        }
+        self.decided = Some(w);
         let joined = *self.joined.get_or_insert(w);
         if joined == w {
             self.r.submit(Action::ResetTrainer, out);
@@ -125,7 +142,7 @@ impl Miner {
             null,
             anyway: false,
         });
-        if !null && !self.cfg().overlap {
+        if !null && !self.cfg().overlap && w > 0 {
             let at = self.cfg().live_deadline(w - 1);
             self.timers.set(at, Timer::TrainAnyway(w));
         }
@@ -314,6 +331,7 @@ impl Miner {
                     source,
                     val_loss: None,
                 }));
+                self.consider(now, out);
                 self.try_start(now, out);
             }
             Note::Joined => {}

@@ -221,8 +221,18 @@ pub struct Fetched {
     pub zero: bool,
     /// [`crate::selection::copy_keys`] of the payload, when asked for.
     pub copy_keys: Vec<u64>,
-    /// The peer's fingerprint for the window, when asked for and found.
-    pub fingerprint: Option<Fingerprint>,
+    /// The peer's fingerprint for the window, when asked for.
+    pub fingerprint: Option<FingerprintSeen>,
+}
+
+/// What reading a peer's fingerprint found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FingerprintSeen {
+    Found(Fingerprint),
+    /// Not published (or not valid): the peer's doing, measured as out of sync.
+    Absent,
+    /// The store failed: nothing is known.
+    Unreadable,
 }
 
 /// A validator's signed record of one window's outer step, as read back.
@@ -369,8 +379,10 @@ pub enum Input {
         window: Window,
         records: Vec<RecordInfo>,
     },
+    /// The checkpoints found (window, validator); an error when no validator's store could be
+    /// listed (not the same as none found).
     Checkpoints {
-        found: Vec<(Window, Uid)>,
+        found: Result<Vec<(Window, Uid)>, Failure>,
     },
     CheckpointLoaded {
         window: Window,

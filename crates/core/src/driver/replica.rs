@@ -74,6 +74,8 @@ enum Timer {
     Window(Window),
     /// Try the next window's outer step.
     Pipeline,
+    /// List the checkpoints again.
+    Checkpoints,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,6 +147,11 @@ pub struct Replica {
     job: Job,
     /// Records were already tried for the next window.
     records_tried: bool,
+    /// Checkpoints were searched for once since the node started.
+    searched: bool,
+    /// The node has followed the windows once (so a missing checkpoint means waiting for one,
+    /// not starting from the initial model).
+    followed: bool,
     retry_at: Option<Millis>,
     announced: Option<Window>,
     timers: Timers<Timer>,
@@ -168,6 +175,8 @@ impl Replica {
             reading: BTreeSet::new(),
             job: Job::Idle,
             records_tried: false,
+            searched: false,
+            followed: false,
             retry_at: None,
             announced: None,
             timers: Timers::default(),
@@ -228,15 +237,23 @@ impl Replica {
         }
         let next = self.next();
         match input {
-            Input::Start => out.push(Output::Do(Action::ListCheckpoints)),
+            Input::Start => self.search(now, out),
             Input::Tick => {
                 for t in self.timers.due(now) {
-                    if let Timer::Window(w) = t {
-                        self.window_started(w, out, &mut notes);
+                    match t {
+                        Timer::Window(w) => self.window_started(w, out, &mut notes),
+                        Timer::Checkpoints if self.phase == Phase::Searching => {
+                            out.push(Output::Do(Action::ListCheckpoints))
+                        }
+                        _ => {}
                     }
                 }
             }
-            Input::Checkpoints { found } => self.checkpoints(found, out),
+            Input::Checkpoints { found: Ok(found) } => self.checkpoints(now, found, out),
+            Input::Checkpoints { found: Err(e) } => {
+                error(out, None, format!("listing checkpoints: {e}; trying again"));
+                self.timers.set(now + self.retry_ms(), Timer::Checkpoints);
+            }
             Input::CheckpointLoaded {
                 window,
                 validator,
@@ -328,18 +345,29 @@ impl Replica {
         }
     }
 
-    fn checkpoints(&mut self, found: &[(Window, Uid)], out: &mut Vec<Output>) {
+    fn checkpoints(&mut self, now: Millis, found: &[(Window, Uid)], out: &mut Vec<Output>) {
         if self.phase != Phase::Searching {
             return;
         }
-        let mut c = found.to_vec();
+        let held = self.applied;
+        let mut c: Vec<(Window, Uid)> = found
+            .iter()
+            .copied()
+            .filter(|(w, _)| held.is_none_or(|a| *w > a))
+            .collect();
+        if c.is_empty() && self.followed {
+            // Behind the uploads' retention with no newer checkpoint yet: wait for one.
+            self.timers.set(now + self.retry_ms(), Timer::Checkpoints);
+            return;
+        }
         c.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         c.dedup_by_key(|x| x.0);
         self.phase = Phase::Loading(c);
         self.load_next(out);
     }
 
-    /// Tries the newest checkpoint left, or starts from the initial model.
+    /// Tries the newest checkpoint left; with none left, follows from the model held (the
+    /// initial one for a new node), which looks again later if it must.
     fn load_next(&mut self, out: &mut Vec<Output>) {
         let Phase::Loading(c) = &mut self.phase else {
             return;
@@ -365,6 +393,7 @@ impl Replica {
                 self.last_hash = Some(*h);
                 self.applied = Some(window);
                 self.from_checkpoint = Some(window);
+                self.records_tried = false;
                 self.phase = Phase::Following;
             }
             Err(e) => {
@@ -384,6 +413,7 @@ impl Replica {
         if self.phase != Phase::Following || self.job != Job::Idle {
             return;
         }
+        self.followed = true;
         let n = self.next();
         self.note_joined(now, n, out, notes);
         if self.cfg.until_window.is_some_and(|u| n > u) {
@@ -406,8 +436,33 @@ impl Replica {
             out.push(Output::Do(Action::FetchRecords { window: n }));
             return;
         }
+        if !live && !self.recomputable(n, now) {
+            // Peers have pruned the window's uploads: absent now is not absent then. Only a
+            // newer checkpoint helps.
+            self.search(now, out);
+            return;
+        }
         let mode = if live { Mode::Live } else { Mode::Recompute };
         self.list(now, n, mode, out);
+    }
+
+    /// Whether window `n`'s uploads are still kept by their owners (they prune a window
+    /// `keep_windows` after it), with a margin of two windows.
+    fn recomputable(&self, n: Window, now: Millis) -> bool {
+        let cur = self.cfg.params.window_of_time(now);
+        cur + 2 <= n + self.cfg.keep_windows
+    }
+
+    /// Looks for a checkpoint newer than the model held (again, after a pause, if the last
+    /// search found none that loaded).
+    fn search(&mut self, now: Millis, out: &mut Vec<Output>) {
+        self.phase = Phase::Searching;
+        if self.searched {
+            self.timers.set(now + self.retry_ms(), Timer::Checkpoints);
+        } else {
+            out.push(Output::Do(Action::ListCheckpoints));
+        }
+        self.searched = true;
     }
 
     /// Sets the timer of the next window start (the current window's at once when the node

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::events::{NodeEvent, NodeStats, PeerLine, ProbeLine, RejectionNote};
 use super::replica::{Note, Replica};
 use super::{
-    hex, Action, Chore, Driver, FailureKind, FetchDetail, Fetched, Hash, Input, Listing,
-    NodeConfig, Output, Rejection, Timers,
+    hex, Action, Chore, Driver, FailureKind, FetchDetail, Fetched, FingerprintSeen, Hash, Input,
+    Listing, NodeConfig, Output, Rejection, Timers,
 };
 use crate::gauntlet::{EvalOutcome, Gauntlet, Observations, WindowPlan};
 use crate::rng::derive_seed;
@@ -61,6 +61,8 @@ pub struct Validator {
     /// The live window applied last, waiting for its validation loss.
     stepped: Option<Note>,
     timers: Timers<Timer>,
+    /// The last checkpoint could not be published: publish one after the next outer step.
+    checkpoint_due: bool,
     last_hash: Option<Hash>,
     stats: NodeStats,
     started: Option<Millis>,
@@ -81,6 +83,7 @@ impl Validator {
             round: None,
             stepped: None,
             timers: Timers::default(),
+            checkpoint_due: false,
             last_hash: None,
             stats: NodeStats::default(),
             started: None,
@@ -187,12 +190,16 @@ impl Validator {
         for (&uid, r) in results {
             match r {
                 Ok(f) => {
+                    let unreadable = matches!(f.fingerprint, Some(FingerprintSeen::Unreadable));
                     if f.zero {
                         round.obs.zero.insert(uid);
+                    } else if unreadable && evaluate.contains(&uid) {
+                        // Its sync cannot be measured: not rated this window.
+                        round.obs.unavailable.insert(uid);
                     } else if evaluate.contains(&uid) {
                         round.queue.push_back(uid);
                     }
-                    if let Some(fp) = &f.fingerprint {
+                    if let Some(FingerprintSeen::Found(fp)) = &f.fingerprint {
                         round.fingerprints.insert(uid, fp.clone());
                     }
                     round.obs.indices.push(UploadIndices {
@@ -353,7 +360,8 @@ impl Validator {
                 window: window - keep,
             }));
         }
-        if (window + 1) % self.cfg().checkpoint_every.max(1) == 0 {
+        if self.checkpoint_due || (window + 1) % self.cfg().checkpoint_every.max(1) == 0 {
+            self.checkpoint_due = false;
             out.push(Output::Do(Action::PublishCheckpoint { window }));
         }
         self.stepped = Some(note);
@@ -477,10 +485,14 @@ impl Driver for Validator {
                     }
                 }
                 Ok(()) => {}
-                Err(e) => out.push(Output::Emit(NodeEvent::Error {
-                    window: *window,
-                    message: format!("{chore:?}: {e}"),
-                })),
+                Err(e) => {
+                    // Joiners need checkpoints: a failed one is published after the next step.
+                    self.checkpoint_due |= *chore == Chore::PublishCheckpoint;
+                    out.push(Output::Emit(NodeEvent::Error {
+                        window: *window,
+                        message: format!("{chore:?}: {e}"),
+                    }))
+                }
             },
             _ => {}
         }

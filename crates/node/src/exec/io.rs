@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use covenant_codec::wire;
 use covenant_core::driver::{
-    parse_hex, Action, ChainView, Chore, Failure, FailureKind, FetchDetail, Fetched, Input,
-    Listing, RecordInfo, Rejection, StoreFault,
+    parse_hex, Action, ChainView, Chore, Failure, FailureKind, FetchDetail, Fetched,
+    FingerprintSeen, Input, Listing, RecordInfo, Rejection, StoreFault,
 };
 use covenant_core::{copy_keys, Millis, SelectedIndices, Uid, Window};
 use covenant_net::{Transaction, TxBody};
@@ -153,9 +153,8 @@ fn millis(t: std::time::SystemTime) -> Millis {
         .unwrap_or(0)
 }
 
-/// The chain at window `w`'s first block; its peers are kept for the fetches of `w − 1`.
-fn read_chain(s: &Shared, w: Window) -> Result<ChainView, Failure> {
-    let block = s.run.params.window_start_block(w);
+/// The chain as of `block`: the protocol's view and the peers' keys and stores.
+fn peers_at(s: &Shared, w: Window, block: u64) -> Result<(ChainView, PeerBook), Failure> {
     let snap = s
         .env
         .chain
@@ -193,6 +192,12 @@ fn read_chain(s: &Shared, w: Window) -> Result<ChainView, Failure> {
             ),
         }
     }
+    Ok((view, book))
+}
+
+/// The chain at window `w`'s first block; its peers are kept for the fetches of `w − 1`.
+fn read_chain(s: &Shared, w: Window) -> Result<ChainView, Failure> {
+    let (view, book) = peers_at(s, w, s.run.params.window_start_block(w))?;
     if let Ok(mut b) = s.books.lock() {
         b.insert(w, Arc::new(book));
         while b.len() > 8 {
@@ -215,17 +220,13 @@ fn book(s: &Shared, w: Window) -> Arc<PeerBook> {
         .unwrap_or_default()
 }
 
-/// The newest chain view's validators (the current chain's when none is cached).
+/// The validators with a readable store, as the chain has them now.
 fn validators(s: &Shared) -> BTreeMap<Uid, Peer> {
-    let cached = s.books.lock().ok().and_then(|b| b.last_key_value().map(|(_, v)| v.clone()));
-    let book = match cached {
-        Some(b) => b,
-        None => {
-            let w = s.run.params.window_of_time(s.now()) + 1;
-            book(s, w)
-        }
-    };
-    book.validators.clone()
+    let block = s.env.chain.block() + 1;
+    let w = s.run.params.window_of_block(block);
+    peers_at(s, w, block)
+        .map(|(_, b)| b.validators)
+        .unwrap_or_default()
 }
 
 fn list(s: &Shared, w: Window, peers: &[Uid]) -> BTreeMap<Uid, Listing> {
@@ -244,11 +245,25 @@ fn list(s: &Shared, w: Window, peers: &[Uid]) -> BTreeMap<Uid, Listing> {
     })
 }
 
-/// `f` for every peer: concurrently on threads in the real executor, in order in the
-/// simulator.
+/// `f` for every peer, concurrently: on threads in the real executor; in the simulator one
+/// after another, each from the same time on the node's clock, the batch taking as long as its
+/// slowest call.
 fn map_peers<T: Send>(s: &Shared, peers: &[Uid], f: impl Fn(Uid) -> T + Sync) -> BTreeMap<Uid, T> {
     if !s.parallel_io || peers.len() < 2 {
-        return peers.iter().map(|&u| (u, f(u))).collect();
+        let clock = &s.env.clock;
+        let start = clock.mark();
+        let mut end = start;
+        let out = peers
+            .iter()
+            .map(|&u| {
+                clock.set_mark(start);
+                let r = f(u);
+                end = end.max(clock.mark());
+                (u, r)
+            })
+            .collect();
+        clock.set_mark(end);
+        return out;
     }
     let f = &f;
     std::thread::scope(|sc| {
@@ -328,11 +343,9 @@ fn fetch_one(
     } else {
         Vec::new()
     };
-    let fingerprint = if detail.fingerprint {
-        fingerprint_of(s, w, uid, peer)
-    } else {
-        None
-    };
+    let fingerprint = detail
+        .fingerprint
+        .then(|| fingerprint_of(s, w, uid, peer, deadline));
     if let Ok(mut g) = s.gathered.lock() {
         g.insert((w, uid), Arc::new(payload.tensors));
     }
@@ -345,19 +358,27 @@ fn fetch_one(
     })
 }
 
-/// A peer's signed fingerprint of window `w` (`None` when missing or invalid).
-fn fingerprint_of(s: &Shared, w: Window, uid: Uid, peer: &Peer) -> Option<covenant_core::Fingerprint> {
+/// A peer's signed fingerprint of window `w` (store errors retried until `deadline`).
+fn fingerprint_of(s: &Shared, w: Window, uid: Uid, peer: &Peer, deadline: Millis) -> FingerprintSeen {
     let id = DocId {
         run_id: &s.id.run_id,
         uid,
         window: w,
         kind: objects::KIND_FINGERPRINT,
     };
-    objects::get_doc::<FingerprintDoc>(peer.store.as_ref(), &objects::fp_key(w), id, peer.key)
-        .ok()
-        .map(|(_, d)| d)
-        .filter(|d| d.window == w)
-        .map(|d| d.fingerprint)
+    let key = objects::fp_key(w);
+    let got = retry(s, deadline, u32::MAX, || {
+        match objects::get_doc::<FingerprintDoc>(peer.store.as_ref(), &key, id, peer.key) {
+            Ok((_, d)) => Ok(Some(d)),
+            Err(objects::DocError::Store { source, .. }) => Err(source),
+            Err(_) => Ok(None), // not a valid fingerprint document
+        }
+    });
+    match got {
+        Ok(Some(d)) if d.window == w => FingerprintSeen::Found(d.fingerprint),
+        Ok(_) | Err((_, StoreError::NotFound { .. })) => FingerprintSeen::Absent,
+        Err(_) => FingerprintSeen::Unreadable,
+    }
 }
 
 fn records(s: &Shared, w: Window) -> Vec<RecordInfo> {
@@ -389,21 +410,22 @@ fn records(s: &Shared, w: Window) -> Vec<RecordInfo> {
     out
 }
 
-fn list_checkpoints(s: &Shared) -> Vec<(Window, Uid)> {
+/// Every validator's checkpoints; an error only if no validator's store could be listed.
+fn list_checkpoints(s: &Shared) -> Result<Vec<(Window, Uid)>, Failure> {
+    let vs = validators(s);
+    let deadline = s.now() + s.run.params.block_time_ms * 2;
     let mut out = Vec::new();
-    for (vuid, v) in validators(s) {
-        match checkpoint::list(v.store.as_ref()) {
-            Ok(ws) => out.extend(ws.into_iter().map(|w| (w, vuid))),
-            Err(e) => s.env.sink.emit(
-                s.now(),
-                &covenant_core::driver::NodeEvent::Error {
-                    window: None,
-                    message: format!("listing the checkpoints of validator uid {vuid}: {e}"),
-                },
-            ),
+    let mut failed = Vec::new();
+    for (vuid, v) in &vs {
+        match retry(s, deadline, u32::MAX, || v.store.list("ckpt/", 10_000)) {
+            Ok(objs) => out.extend(checkpoint::windows(&objs).into_iter().map(|w| (w, *vuid))),
+            Err((_, e)) => failed.push(format!("validator uid {vuid}: {e}")),
         }
     }
-    out
+    if !vs.is_empty() && failed.len() == vs.len() {
+        return Err(store_failure(failed.join("; ")));
+    }
+    Ok(out)
 }
 
 /// The validator store holding `vuid`'s checkpoints.
@@ -439,13 +461,19 @@ fn upload(s: &Shared, w: Window, deadline: Millis) -> Result<u64, Failure> {
         kind: objects::KIND_FINGERPRINT,
     };
     let fp_key = objects::fp_key(w);
-    retry(s, deadline, u32::MAX, || {
-        objects::put_doc(s.env.own.as_ref(), &fp_key, &s.id.key, id, &doc).map_err(|e| match e {
-            objects::DocError::Store { source, .. } => source,
-            other => StoreError::Config(other.to_string()),
-        })
-    })
-    .map_err(|(_, e)| store_failure(e))?;
+    let fp = retry(s, deadline, u32::MAX, || {
+        objects::put_doc(s.env.own.as_ref(), &fp_key, &s.id.key, id, &doc).map_err(doc_store_error)
+    });
+    if let Err((_, e)) = fp {
+        // The update is in; validators will see no fingerprint (out of sync this window).
+        s.env.sink.emit(
+            s.now(),
+            &covenant_core::driver::NodeEvent::Error {
+                window: Some(w),
+                message: format!("the fingerprint of window {w} was not stored: {e}"),
+            },
+        );
+    }
     Ok(n)
 }
 
@@ -499,8 +527,21 @@ fn publish_record(
         window: w,
         kind: objects::KIND_RECORD,
     };
-    objects::put_doc(s.env.own.as_ref(), &objects::rec_key(w), &s.id.key, id, &rec)
-        .map_err(store_failure)
+    let key = objects::rec_key(w);
+    let deadline = s.now() + s.run.params.window_ms() / 4;
+    retry(s, deadline, u32::MAX, || {
+        objects::put_doc(s.env.own.as_ref(), &key, &s.id.key, id, &rec).map_err(doc_store_error)
+    })
+    .map(|_| ())
+    .map_err(|(_, e)| store_failure(e))
+}
+
+/// A signed document's store error, for retrying.
+fn doc_store_error(e: objects::DocError) -> StoreError {
+    match e {
+        objects::DocError::Store { source, .. } => source,
+        other => StoreError::Config(other.to_string()),
+    }
 }
 
 fn publish_checkpoint(s: &Shared, w: Window) -> Result<(), Failure> {
@@ -509,17 +550,28 @@ fn publish_checkpoint(s: &Shared, w: Window) -> Result<(), Failure> {
         .read()
         .map_err(|_| store_failure("model lock poisoned"))?
         .clone();
-    checkpoint::publish(
-        s.env.own.as_ref(),
-        &s.id.key,
-        &s.id.run_id,
-        s.id.uid,
-        &canon,
-        &s.hf_config,
-        w,
-        s.run.checkpoint_every,
-    )
-    .map_err(store_failure)
+    let deadline = s.now() + s.run.params.window_ms() / 2;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let r = checkpoint::publish(
+            s.env.own.as_ref(),
+            &s.id.key,
+            &s.id.run_id,
+            s.id.uid,
+            &canon,
+            &s.hf_config,
+            w,
+            s.run.checkpoint_every,
+        );
+        match r {
+            Ok(()) => return Ok(()),
+            Err(_) if s.now() + BACKOFF_MS * attempts < deadline => {
+                s.env.clock.sleep_ms(BACKOFF_MS * attempts);
+            }
+            Err(e) => return Err(store_failure(e)),
+        }
+    }
 }
 
 /// A validator's saved state: its Gauntlet, bound to the run and uid.

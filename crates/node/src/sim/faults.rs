@@ -91,11 +91,23 @@ impl FaultPlan {
             }
         }
         let mut trouble = Vec::new();
+        // Short outages anywhere: a retrying upload still lands inside the grace period.
         for _ in 0..r.below(3) {
             let from = start + r.below(span);
             trouble.push(StoreTrouble::Outage {
                 from,
                 to: from + 500 + r.below(p.grace_ms / 3),
+            });
+        }
+        // Long outages over a window's gather, ending before the next uploads: nodes cannot
+        // take the step live and must catch it up.
+        for _ in 0..r.below(3) {
+            let win = 1 + r.below(windows.saturating_sub(3).max(1));
+            let from = p.gather_time(win) + r.below(p.block_time_ms);
+            let last = p.window_start_ms(win + 2).saturating_sub(p.block_time_ms);
+            trouble.push(StoreTrouble::Outage {
+                from,
+                to: (from + p.window_ms() / 2 + r.below(p.window_ms() / 2)).min(last),
             });
         }
         for _ in 0..r.below(3) {
@@ -123,15 +135,6 @@ impl FaultPlan {
             tx_delay_blocks: 3,
             adversary,
         }
-    }
-
-    /// Whether a store fault is in force at `t`.
-    pub fn store_trouble_at(&self, t: Millis) -> bool {
-        self.stores.trouble.iter().any(|x| match *x {
-            StoreTrouble::Outage { from, to } | StoreTrouble::Slow { from, to, .. } => {
-                (from..to).contains(&t)
-            }
-        })
     }
 }
 

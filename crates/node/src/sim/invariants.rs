@@ -2,14 +2,15 @@
 //!
 //! 1. every node that applied window w holds bit-identical parameters (checked on every
 //!    outer step);
-//! 2. no node panics (its driver or its executor) or stalls: a node up for two windows has
-//!    applied every window but the last two;
+//! 2. no node panics (its driver or its executor) or stalls: half-way into window w, a node up
+//!    since window w − 3 has applied window w − 3 (a step is never more than two and a half
+//!    windows late);
 //! 3. so every restarted node rejoins within 2 windows, and an honest miner up for three
 //!    windows uploads;
 //! 4. no adversary holds weight on the chain after the evaluation warm-up;
 //! 5. no honest miner is penalised (missing, invalid, copying, or unreadable beyond the grace)
-//!    for a window whose upload landed in its store on time: what goes wrong in the stores is
-//!    not its doing.
+//!    for a window whose upload landed in its store on time, nor measured without the
+//!    fingerprint it stored on time: what goes wrong in the stores is not its doing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -131,9 +132,9 @@ impl Checker {
             if n.stopped {
                 continue;
             }
-            let settled = w >= 2 && up <= p.window_start_ms(w - 2);
+            let settled = w >= 3 && up <= p.window_start_ms(w - 3);
             let applied = self.last_applied.get(&n.name).copied();
-            if settled && applied.is_none_or(|a| a + 2 < w) {
+            if settled && applied.is_none_or(|a| a + 3 < w) {
                 let what = format!(
                     "{} stalls: half-way into window {w} it has applied {} (up since window {})",
                     n.name,
@@ -181,7 +182,10 @@ impl Checker {
         let grace = self.params.penalties.unavailable_grace;
         for (vi, v) in world.nodes.iter().enumerate().filter(|(_, n)| n.role == Role::Validator) {
             for ev in world.events(vi) {
-                let NodeEvent::Report { window, peers, .. } = ev else {
+                let NodeEvent::Report {
+                    window, peers, eval, ..
+                } = ev
+                else {
                     continue;
                 };
                 if !self.checked.insert((vi, window)) {
@@ -194,10 +198,18 @@ impl Checker {
                         Verdict::Unavailable { streak } => streak > grace,
                         _ => false,
                     };
-                    if penalised && self.landed_on_time(world, name, window) {
+                    if penalised && self.landed_on_time(world, name, &objects::grad_key(window), window) {
                         let what = format!(
                             "{} penalised honest {name} (uid {uid}) with {:?} for window {window}, whose upload landed on time",
                             v.name, line.verdict
+                        );
+                        self.violation(now, Some(window), what);
+                    }
+                    let blind = eval.get(uid).is_some_and(|p| !p.fingerprint);
+                    if blind && self.landed_on_time(world, name, &objects::fp_key(window), window) {
+                        let what = format!(
+                            "{} measured honest {name} (uid {uid}) in window {window} without the fingerprint it stored on time",
+                            v.name
                         );
                         self.violation(now, Some(window), what);
                     }
@@ -206,10 +218,11 @@ impl Checker {
         }
     }
 
-    fn landed_on_time(&self, world: &World, miner: &str, w: Window) -> bool {
+    /// Whether `key` of window `w` is in `miner`'s bucket with an on-time store timestamp.
+    fn landed_on_time(&self, world: &World, miner: &str, key: &str, w: Window) -> bool {
         world
             .stores
-            .stored_at(miner, &objects::grad_key(w))
+            .stored_at(miner, key)
             .is_some_and(|t| self.params.classify_upload(w, Some(t)).accepted())
     }
 }

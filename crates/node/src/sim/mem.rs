@@ -102,6 +102,12 @@ impl Clock for NodeClock {
     fn sleep_ms(&self, ms: u64) {
         self.spent.fetch_add(ms, Ordering::SeqCst);
     }
+    fn mark(&self) -> u64 {
+        self.spent()
+    }
+    fn set_mark(&self, mark: u64) {
+        self.spent.store(mark, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Clone)]

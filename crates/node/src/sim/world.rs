@@ -133,16 +133,14 @@ impl World {
         let mut behaviours: Vec<Behaviour> = vec![Behaviour::Honest; cfg.miners];
         behaviours.extend(cfg.adversaries.iter().copied());
         let n_nodes = cfg.validators + behaviours.len();
-        let keys: Vec<Keypair> = (0..n_nodes)
-            .map(|i| {
-                let s = derive_seed(cfg.seed, &[0x4E7, i as u64]).to_le_bytes();
-                let mut seed = [0u8; 32];
-                for (j, b) in seed.iter_mut().enumerate() {
-                    *b = s[j % 8] ^ (j as u8);
-                }
-                Keypair::from_seed(seed)
-            })
-            .collect();
+        let key = |i: usize| {
+            let mut seed = [0u8; 32];
+            for (j, c) in seed.chunks_mut(8).enumerate() {
+                c.copy_from_slice(&derive_seed(cfg.seed, &[0x4E7, i as u64, j as u64]).to_le_bytes());
+            }
+            Keypair::from_seed(seed)
+        };
+        let keys: Vec<Keypair> = (0..n_nodes).map(key).collect();
         let genesis = Genesis {
             run_id: spec.name.clone(),
             genesis_time_ms: GENESIS_MS,
@@ -182,8 +180,7 @@ impl World {
         let stores = Arc::new(MemWorld::new(plan.stores.clone(), derive_seed(cfg.seed, &[0x1A6])));
         let mut keys = keys;
         while keys.len() < cfg.validators + behaviours.len() {
-            let i = keys.len() as u8;
-            keys.push(Keypair::from_seed([i ^ (cfg.seed as u8); 32]));
+            keys.push(key(keys.len()));
         }
         let mut nodes = Vec::new();
         for (i, key) in keys.into_iter().enumerate() {
