@@ -175,9 +175,9 @@ fn the_network_survives_kills_store_outages_and_corrupt_checkpoints() {
         }
         for e in ev
             .iter()
-            .filter(|e| e["event"] == "warning" || e["event"] == "error")
+            .filter(|e| e["event"] == "checkpoint_refused" || e["event"] == "error")
         {
-            eprintln!("{n} {}: {}", e["event"], e["message"]);
+            eprintln!("{n} {}: {} {}", e["event"], e["message"], e["reason"]);
         }
     }
 
@@ -265,27 +265,24 @@ fn the_network_survives_kills_store_outages_and_corrupt_checkpoints() {
     // random restart of the same miner may rightly join from a newer, intact checkpoint).
     let first_refusal = jev
         .iter()
-        .position(|e| {
-            e["event"] == "warning"
-                && e["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("checkpoint of window") && m.contains("refused"))
-        })
+        .position(|e| e["event"] == "checkpoint_refused")
         .unwrap_or_else(|| panic!("{joiner} refused no checkpoint\n{ctx}"));
     let after_corruption = jev[first_refusal..]
         .iter()
         .find(|e| e["event"] == "joined")
         .unwrap_or_else(|| panic!("{joiner} joined after refusing a checkpoint\n{ctx}"));
-    let refused: Vec<String> = of(&jev, "warning")
+    let refused: Vec<(u64, String)> = of(&jev, "checkpoint_refused")
         .iter()
-        .filter_map(|w| w["message"].as_str().map(str::to_string))
-        .filter(|m| m.contains("refused"))
+        .map(|e| {
+            (
+                e["window"].as_u64().unwrap(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     for w in &corrupted {
         assert!(
-            refused
-                .iter()
-                .any(|m| m.contains(&format!("checkpoint of window {w} "))),
+            refused.iter().any(|(rw, why)| rw == w && !why.is_empty()),
             "{joiner} refused the corrupt checkpoint of window {w}: {refused:?}\n{ctx}"
         );
     }

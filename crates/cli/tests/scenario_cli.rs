@@ -1,9 +1,9 @@
-//! `covenant scenario` end to end: 4 honest miners and 3 adversaries with a validator on loopback
-//! for 20 windows, then the 4 honest miners alone. For each mix of adversaries: their combined
-//! weight share is below 5% after 10 windows and zero at the end, nobody crashes, and the honest
-//! miners' validation loss is within 2% of the all-honest run. A copycat is caught by index
-//! overlap; broken, late, early and NaN uploads, a re-upload of the last aggregate and a silent
-//! miner are never aggregated.
+//! `covenant scenario` end to end with real processes: 4 honest miners and a copycat, a 100×
+//! scaler and a free-rider with a validator on loopback for 20 windows, then the 4 honest miners
+//! alone: the adversaries' weight share is below 5% after 10 windows and zero at the end, the
+//! copycat is caught by index overlap (its copy is made from the real store, in real time),
+//! nobody crashes, and the honest miners' validation loss is within 2% of the all-honest run.
+//! The other attack mixes run in the deterministic simulator (`crates/node/tests/sim_network.rs`).
 
 use std::path::Path;
 use std::process::Command;
@@ -78,14 +78,6 @@ fn scenario(adversaries: &str) -> Value {
     r
 }
 
-/// Every adversary of the report was never aggregated and never had any weight.
-fn never_aggregated_nor_weighted(r: &Value) {
-    for row in r["adversaries"].as_array().unwrap() {
-        assert_eq!(row["aggregated_windows"], serde_json::json!([]), "{row}");
-        assert_eq!(row["max_weight"].as_f64(), Some(0.0), "{row}");
-    }
-}
-
 #[test]
 fn copycat_scaled_and_free_rider_earn_nothing() {
     let r = scenario("copycat,scaled,free-rider");
@@ -94,40 +86,3 @@ fn copycat_scaled_and_free_rider_earn_nothing() {
     assert_eq!(copycat["copy_detected"], true, "{r:#}");
 }
 
-#[test]
-fn noise_sign_flip_and_stale_earn_nothing() {
-    let r = scenario("noise,sign-flip,stale");
-    // Noise and sign-flip never earn weight (so they are never aggregated: only peers with
-    // weight are).
-    for row in r["adversaries"].as_array().unwrap() {
-        if row["behaviour"] != "stale" {
-            assert_eq!(row["max_weight"].as_f64(), Some(0.0), "{row}");
-        }
-    }
-}
-
-#[test]
-fn late_early_and_nan_uploads_earn_nothing() {
-    let r = scenario("late,early,nan");
-    // Uploads outside [end of window, end of grace] and NaN payloads are never aggregated.
-    for row in r["adversaries"].as_array().unwrap() {
-        assert_eq!(row["aggregated_windows"], serde_json::json!([]), "{row}");
-    }
-}
-
-#[test]
-fn malformed_truncated_and_bad_signature_uploads_earn_nothing() {
-    let r = scenario("malformed,truncated,bad-signature");
-    // Broken bytes and a foreign signer are refused by the decoder: never aggregated, never
-    // any weight, and (checked in `scenario`) every node still finishes.
-    never_aggregated_nor_weighted(&r);
-}
-
-#[test]
-fn echo_bad_index_and_silent_earn_nothing() {
-    let r = scenario("echo,bad-index,silent");
-    // Re-uploading the last window's aggregate helps less than an honest update (the ratings
-    // rank it last), a payload with out-of-order indices is refused, a silent miner is missing:
-    // none of them ever has weight or is aggregated.
-    never_aggregated_nor_weighted(&r);
-}

@@ -17,7 +17,7 @@
 //! | nan / bad-index | store | a validly signed payload with a NaN lookup / descending indices |
 //! | copycat | store | re-signs another peer's upload of the window as its own |
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use covenant_codec::{wire, ModelLayout, TensorPayload};
@@ -121,12 +121,20 @@ pub struct Context {
     pub layout: ModelLayout,
     pub key: Arc<Keypair>,
     pub run_hash: [u8; 32],
+    /// The chain's run id (signed documents are bound to it).
+    pub run_id: String,
+    /// The run seed and values per tensor of fingerprints.
+    pub seed: u64,
+    pub fingerprint_values: usize,
     pub uid: u32,
     pub params: RunParams,
     pub clock: Arc<dyn Clock>,
     pub chain: Arc<dyn Chain>,
     pub stores: Arc<dyn Stores>,
 }
+
+/// The stale miner's own old model, shared by its trainer and its store decorator.
+type Frozen = Arc<Mutex<Option<Vec<Vec<f32>>>>>;
 
 /// Wraps an honest miner's trainer and own store for behaviour `b`.
 pub fn decorate(
@@ -135,29 +143,35 @@ pub fn decorate(
     trainer: Box<dyn Trainer>,
     own: Arc<dyn ObjectStore>,
 ) -> (Box<dyn Trainer>, Arc<dyn ObjectStore>) {
-    match b {
-        Behaviour::Honest => (trainer, own),
-        b if b.changes_training() => (
-            Box::new(Tampered {
-                b,
-                inner: trainer,
-                base: None,
-                frozen: None,
-                prev: None,
-                uid: cx.uid,
-                calls: 0,
-            }),
-            own,
-        ),
-        b => (
-            trainer,
-            Arc::new(Tampering {
-                b,
-                inner: own,
-                cx,
-            }),
-        ),
+    if b == Behaviour::Honest {
+        return (trainer, own);
     }
+    let frozen: Frozen = Arc::new(Mutex::new(None));
+    let trainer: Box<dyn Trainer> = if b.changes_training() {
+        Box::new(Tampered {
+            b,
+            inner: trainer,
+            base: None,
+            frozen: frozen.clone(),
+            prev: None,
+            uid: cx.uid,
+            calls: 0,
+        })
+    } else {
+        trainer
+    };
+    // The stale miner's fingerprints are of its own old model too.
+    let own: Arc<dyn ObjectStore> = if b.changes_training() && b != Behaviour::Stale {
+        own
+    } else {
+        Arc::new(Tampering {
+            b,
+            inner: own,
+            cx,
+            frozen,
+        })
+    };
+    (trainer, own)
 }
 
 /// A trainer whose update is not the honest one (see the module table).
@@ -167,7 +181,7 @@ struct Tampered {
     /// What the node last set as the live model.
     base: Option<Vec<Vec<f32>>>,
     /// The stale miner's own old model.
-    frozen: Option<Vec<Vec<f32>>>,
+    frozen: Frozen,
     /// The echo's model before the last outer step.
     prev: Option<Vec<Vec<f32>>>,
     uid: u32,
@@ -206,7 +220,7 @@ impl Trainer for Tampered {
             Behaviour::Scaled => add_scaled(base, &live, base, 100.0),
             Behaviour::SignFlip => add_scaled(base, &live, base, -1.0),
             // Its own model's progress, on top of what the node thinks it trained from.
-            Behaviour::Stale => match &self.frozen {
+            Behaviour::Stale => match &*self.frozen.lock().unwrap_or_else(|e| e.into_inner()) {
                 Some(f) => add_scaled(&live, base, f, 1.0),
                 None => live,
             },
@@ -238,7 +252,12 @@ impl Trainer for Tampered {
         }
         self.base = Some(theta.to_vec());
         if self.b == Behaviour::Stale {
-            let own = self.frozen.get_or_insert_with(|| theta.to_vec()).clone();
+            let own = self
+                .frozen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(|| theta.to_vec())
+                .clone();
             return self.inner.set_params(&own);
         }
         self.inner.set_params(theta)
@@ -276,6 +295,7 @@ struct Tampering {
     b: Behaviour,
     inner: Arc<dyn ObjectStore>,
     cx: Context,
+    frozen: Frozen,
 }
 
 impl Tampering {
@@ -428,13 +448,40 @@ impl Tampering {
     }
 }
 
+impl Tampering {
+    /// The stale miner publishes the fingerprint of the model it really holds.
+    fn stale_fingerprint(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (Some(w), Some(theta)) = (objects::window_of_key(key), frozen) else {
+            return self.inner.put(key, bytes);
+        };
+        let doc = objects::FingerprintDoc {
+            window: w,
+            fingerprint: crate::canon::fingerprint_of(&theta, self.cx.seed, self.cx.fingerprint_values),
+        };
+        let id = objects::DocId {
+            run_id: &self.cx.run_id,
+            uid: self.cx.uid,
+            window: w,
+            kind: objects::KIND_FINGERPRINT,
+        };
+        objects::put_doc(self.inner.as_ref(), key, &self.cx.key, id, &doc).map_err(|e| match e {
+            objects::DocError::Store { source, .. } => source,
+            other => StoreError::Config(other.to_string()),
+        })
+    }
+}
+
 impl ObjectStore for Tampering {
     fn location(&self) -> String {
         self.inner.location()
     }
     fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        if self.b == Behaviour::Stale && key.starts_with("fp/") {
+            return self.stale_fingerprint(key, bytes);
+        }
         let w = objects::window_of_key(key).filter(|_| key.starts_with("grad/"));
-        let Some(w) = w else {
+        let Some(w) = w.filter(|_| self.b != Behaviour::Stale) else {
             return self.inner.put(key, bytes);
         };
         match self.replace(w, bytes)? {
@@ -453,5 +500,202 @@ impl ObjectStore for Tampering {
     }
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.inner.delete(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::mem::{MemBucket, MemWorld, NodeClock, WorldClock};
+    use crate::sim::standin::Standin;
+    use covenant_codec::CodecConfig;
+    use covenant_core::RunParams;
+
+    /// An empty in-memory chain.
+    fn chain() -> Arc<dyn Chain> {
+        let genesis = covenant_net::Genesis {
+            run_id: "run".into(),
+            genesis_time_ms: 0,
+            block_time_ms: 1000,
+            blocks_per_window: 20,
+            max_uids: 8,
+            immunity_blocks: 0,
+            validators: vec![],
+            kappa: 0.5,
+        };
+        Arc::new(covenant_net::Ledger::in_memory(&genesis, Arc::new(covenant_net::VirtualClock::new(0))).unwrap())
+    }
+
+    fn cx(layout: &ModelLayout, clock: Arc<dyn Clock>, chain: Arc<dyn Chain>, stores: Arc<dyn Stores>) -> Context {
+        Context {
+            layout: layout.clone(),
+            key: Arc::new(Keypair::from_seed([1; 32])),
+            run_hash: [3; 32],
+            run_id: "run".into(),
+            seed: 7,
+            fingerprint_values: 4,
+            uid: 2,
+            params: RunParams::local(),
+            clock,
+            chain,
+            stores,
+        }
+    }
+
+    fn layout() -> ModelLayout {
+        let shapes: [(&str, &[usize]); 2] = [("a", &[128, 64]), ("n", &[64])];
+        ModelLayout::new(CodecConfig::default(), shapes).unwrap()
+    }
+
+    fn honest_bytes(l: &ModelLayout, key: &Keypair, w: Window) -> Vec<u8> {
+        let mut tensors = TensorPayload::zeros_for(l);
+        for t in &mut tensors {
+            t.lookup = vec![-1.0, -0.5, 0.5, 1.0];
+        }
+        let p = wire::Payload {
+            header: wire::PayloadHeader {
+                run_id: [3; 32],
+                window: w,
+                uid: 2,
+            },
+            tensors,
+        };
+        wire::encode(&p, l, key.signing_key(), wire::EncodeOptions::default()).unwrap()
+    }
+
+    /// Puts an honest upload of window 5 through behaviour `b`'s store; returns the store.
+    fn through(b: Behaviour) -> (Arc<MemWorld>, ModelLayout, Keypair) {
+        let world = Arc::new(MemWorld::new(Default::default(), 1));
+        let wc = Arc::new(WorldClock::new(1_000_000));
+        let clock = Arc::new(NodeClock::new(wc, 0, 1));
+        let bucket: Arc<dyn ObjectStore> = Arc::new(MemBucket::new(world.clone(), clock.clone(), "m"));
+        let l = layout();
+        let stores: Arc<dyn Stores> = Arc::new(crate::sim::mem::MemStores {
+            world: world.clone(),
+            clock: clock.clone(),
+        });
+        let key = Keypair::from_seed([1; 32]);
+        let chain = chain();
+        let t: Box<dyn Trainer> = Box::new(Standin::new(1, 10, 10));
+        let (_, store) = decorate(b, cx(&l, clock, chain, stores), t, bucket);
+        store
+            .put(&objects::grad_key(5), Bytes::from(honest_bytes(&l, &key, 5)))
+            .unwrap();
+        (world, l, key)
+    }
+
+    fn decode(l: &ModelLayout, key: &Keypair, bytes: &[u8], w: Window) -> Result<wire::Payload, wire::WireError> {
+        let expected = wire::ExpectedModel {
+            layout: l,
+            run_id: [3; 32],
+            window: w,
+            uid: 2,
+        };
+        wire::decode(bytes, &expected, &key.signing_key().verifying_key(), &wire::DecodeLimits::for_layout(l))
+    }
+
+    #[test]
+    fn broken_uploads_are_refused_by_the_decoder_and_the_honest_one_is_not() {
+        for b in [
+            Behaviour::Honest,
+            Behaviour::Malformed,
+            Behaviour::Truncated,
+            Behaviour::Oversized,
+            Behaviour::BadSignature,
+            Behaviour::WrongShape,
+            Behaviour::Nan,
+            Behaviour::BadIndex,
+        ] {
+            let (world, l, key) = through(b);
+            let bytes = world.bytes("m", &objects::grad_key(5)).expect("something was put");
+            let r = decode(&l, &key, &bytes, 5);
+            assert_eq!(r.is_ok(), b == Behaviour::Honest, "{b:?}: {r:?}");
+            let why = r.err().map(|e| e.to_string()).unwrap_or_default();
+            match b {
+                // The value attacks pass the signature and are caught by the checks behind it.
+                Behaviour::Nan => assert!(why.contains("lookup[0] is not finite"), "{why}"),
+                Behaviour::BadIndex => assert!(why.contains("not ascending"), "{why}"),
+                Behaviour::BadSignature => assert!(why.contains("signature"), "{why}"),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn silent_uploads_nothing_and_early_uploads_the_next_window_now() {
+        let (world, _, _) = through(Behaviour::Silent);
+        assert!(world.bytes("m", &objects::grad_key(5)).is_none());
+        let (world, l, key) = through(Behaviour::Early);
+        assert!(world.bytes("m", &objects::grad_key(5)).is_none());
+        let bytes = world.bytes("m", &objects::grad_key(6)).unwrap();
+        assert_eq!(decode(&l, &key, &bytes, 6).unwrap().header.window, 6);
+    }
+
+    #[test]
+    fn late_uploads_after_the_grace_period() {
+        let (world, _, _) = through(Behaviour::Late);
+        let t = world.stored_at("m", &objects::grad_key(5)).unwrap();
+        let p = RunParams::local();
+        assert!(matches!(p.classify_upload(5, Some(t)), covenant_core::UploadTiming::Late { .. }), "{t}");
+    }
+
+    fn wrapped(b: Behaviour) -> Box<dyn Trainer> {
+        let l = layout();
+        let wc = Arc::new(WorldClock::new(0));
+        let clock: Arc<dyn Clock> = Arc::new(NodeClock::new(wc.clone(), 0, 1));
+        let world = Arc::new(MemWorld::new(Default::default(), 1));
+        let stores: Arc<dyn Stores> = Arc::new(crate::sim::mem::MemStores {
+            world: world.clone(),
+            clock: Arc::new(NodeClock::new(wc, 0, 2)),
+        });
+        let chain = chain();
+        let own: Arc<dyn ObjectStore> = Arc::new(crate::sim::mem::MemDisk::default());
+        decorate(b, cx(&l, clock, chain, stores), Box::new(Standin::new(1, 100, 10)), own).0
+    }
+
+    /// The update a behaviour's trainer sends after one window of training from `theta0`.
+    fn update_of(t: &mut dyn Trainer, theta0: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        t.set_params(theta0).unwrap();
+        for s in 0..4 {
+            t.step(&[s, s + 10]).unwrap();
+        }
+        let after = t.params().unwrap();
+        theta0.iter().zip(&after).map(|(b, a)| b.iter().zip(a).map(|(b, a)| b - a).collect()).collect()
+    }
+
+    #[test]
+    fn trainer_decorators_send_the_update_they_are_named_for() {
+        let theta0 = Standin::new(1, 100, 10).params().unwrap();
+        let honest = update_of(wrapped(Behaviour::Honest).as_mut(), &theta0);
+        let norm = |u: &[Vec<f32>]| u.iter().flatten().map(|x| x * x).sum::<f32>().sqrt();
+        let close = |a: &[Vec<f32>], b: &[Vec<f32>], f: f32| {
+            a.iter().flatten().zip(b.iter().flatten()).all(|(a, b)| (a - f * b).abs() <= 1e-3 * (1.0 + b.abs() * f.abs()))
+        };
+        assert!(norm(&honest) > 0.0);
+        assert!(close(&update_of(wrapped(Behaviour::Scaled).as_mut(), &theta0), &honest, 100.0));
+        assert!(close(&update_of(wrapped(Behaviour::SignFlip).as_mut(), &theta0), &honest, -1.0));
+        assert_eq!(norm(&update_of(wrapped(Behaviour::FreeRider).as_mut(), &theta0)), 0.0);
+        let wrong = update_of(wrapped(Behaviour::WrongData).as_mut(), &theta0);
+        assert!(norm(&wrong) > 0.0 && !close(&wrong, &honest, 1.0), "other samples");
+        let noise = update_of(wrapped(Behaviour::Noise).as_mut(), &theta0);
+        assert!(norm(&noise) > 0.0 && !close(&noise, &honest, 1.0));
+    }
+
+    #[test]
+    fn echo_sends_the_last_outer_step_and_stale_its_own_old_progress() {
+        let theta0 = Standin::new(1, 100, 10).params().unwrap();
+        // The network's outer step moved θ0 to θ1: the echo sends θ0 − θ1.
+        let theta1: Vec<Vec<f32>> = theta0.iter().map(|t| t.iter().map(|x| x - 0.5).collect()).collect();
+        let mut echo = wrapped(Behaviour::Echo);
+        echo.set_params(&theta0).unwrap();
+        let sent = update_of(echo.as_mut(), &theta1);
+        assert!(sent.iter().flatten().all(|d| (d - 0.5).abs() < 1e-5), "the last aggregate");
+        // The stale miner trains its first model whatever it is given.
+        let mut stale = wrapped(Behaviour::Stale);
+        let own = update_of(stale.as_mut(), &theta0);
+        let later = update_of(stale.as_mut(), &theta1);
+        let honest_from_own = update_of(wrapped(Behaviour::Honest).as_mut(), &theta0);
+        let same = |a: &[Vec<f32>], b: &[Vec<f32>]| a.iter().flatten().zip(b.iter().flatten()).all(|(a, b)| (a - b).abs() < 1e-5);
+        assert!(same(&own, &honest_from_own) && same(&later, &honest_from_own), "progress from its old model");
     }
 }

@@ -181,3 +181,95 @@ impl Stores for NetStores {
         Ok(s)
     }
 }
+
+/// A node's own directory as a store (its saved state): files written atomically through a
+/// temporary file and a rename (`spec::write_atomic`), errors naming the file and the OS error.
+pub struct LocalDisk {
+    dir: std::path::PathBuf,
+}
+
+impl LocalDisk {
+    pub fn new(dir: &std::path::Path) -> Self {
+        LocalDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, key: &str) -> Result<std::path::PathBuf, StoreError> {
+        if key.is_empty() || key.contains("..") || key.starts_with('/') {
+            return Err(StoreError::InvalidKey {
+                key: key.into(),
+                reason: "not a plain relative name".into(),
+            });
+        }
+        Ok(self.dir.join(key))
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Other {
+            store: self.location(),
+            op,
+            key: key.into(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl ObjectStore for LocalDisk {
+    fn location(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+    fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let p = self.path(key)?;
+        crate::spec::write_atomic(&p, &bytes).map_err(|e| self.err("put", key, format!("{e:#}")))
+    }
+    fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        let p = self.path(key)?;
+        let m = std::fs::metadata(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::NotFound {
+                store: self.location(),
+                key: key.into(),
+            },
+            _ => self.err("head", key, format!("{}: {e}", p.display())),
+        })?;
+        Ok(ObjectInfo {
+            key: key.into(),
+            size: m.len(),
+            last_modified: m.modified().unwrap_or(std::time::UNIX_EPOCH),
+            e_tag: None,
+        })
+    }
+    fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectInfo, Bytes), StoreError> {
+        let info = self.head(key)?;
+        if info.size > max_bytes {
+            return Err(StoreError::TooLarge {
+                store: self.location(),
+                key: key.into(),
+                size: info.size,
+                limit: max_bytes,
+            });
+        }
+        let p = self.path(key)?;
+        let b = std::fs::read(&p).map_err(|e| self.err("get", key, format!("{}: {e}", p.display())))?;
+        Ok((info, Bytes::from(b)))
+    }
+    fn list(&self, prefix: &str, max: usize) -> Result<Vec<ObjectInfo>, StoreError> {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", prefix, format!("{}: {e}", self.dir.display()))),
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(prefix) && out.len() < max {
+                out.push(self.head(&name)?);
+            }
+        }
+        Ok(out)
+    }
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let p = self.path(key)?;
+        std::fs::remove_file(&p).map_err(|e| self.err("delete", key, format!("{}: {e}", p.display())))
+    }
+}

@@ -100,6 +100,9 @@ pub fn assemble(p: Parts<'_>) -> Result<Node, SetupError> {
         layout: layout.clone(),
         key: Arc::new(p.key.clone()),
         run_hash: spec.hash(),
+        run_id: spec.name.clone(),
+        seed: spec.seed,
+        fingerprint_values: spec.fingerprint_values,
         uid: p.uid,
         params: p.params.clone(),
         clock: env.clock.clone(),
@@ -220,10 +223,7 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
         covenant_net::Store::open(&store_url).with_context(|| format!("opening own store {store_url}"))?,
         rt.handle().clone(),
     ));
-    let local: Arc<dyn ObjectStore> = Arc::new(NetStore::new(
-        covenant_net::Store::local(&node_dir).with_context(|| format!("opening {}", node_dir.display()))?,
-        rt.handle().clone(),
-    ));
+    let local: Arc<dyn ObjectStore> = Arc::new(crate::env::LocalDisk::new(&node_dir));
     let uid = register(chain.as_ref(), &key, &store_url)?;
     let data = Arc::new(open_data(&spec, &opts.run_dir)?);
     covenant_model::set_num_threads(opts.threads.max(1));

@@ -255,8 +255,9 @@ pub fn hashes(events: &[Value]) -> BTreeMap<u64, String> {
         .collect()
 }
 
+/// The uid a node reported when it started.
 pub fn uid_of(events: &[Value]) -> u64 {
-    of(events, "joined")[0]["uid"].as_u64().unwrap()
+    of(events, "started")[0]["uid"].as_u64().unwrap()
 }
 
 /// uid → consensus weight, from `covenant chain status --json`.

@@ -26,6 +26,8 @@
 pub mod events;
 pub mod miner;
 pub mod replica;
+#[cfg(test)]
+mod tests;
 pub mod validator;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -324,8 +326,12 @@ pub enum Action {
     },
     /// Publish the canonical model (after `window`) as a checkpoint. → [`Input::Done`]
     PublishCheckpoint { window: Window },
-    /// Save the validator's state so that a restart resumes its ratings. → [`Input::Done`]
-    Persist { gauntlet: Box<Gauntlet> },
+    /// Save the validator's state (after window `window`) so that a restart resumes its
+    /// ratings. → [`Input::Done`]
+    Persist {
+        window: Window,
+        gauntlet: Box<Gauntlet>,
+    },
 }
 
 impl Action {
@@ -536,7 +542,7 @@ pub fn parse_hex(s: &str) -> Option<Hash> {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit {
     use super::*;
 
     #[test]

@@ -317,6 +317,7 @@ impl Validator {
                     weights: report.weights.quantize(),
                 }));
                 out.push(Output::Do(Action::Persist {
+                    window,
                     gauntlet: Box::new(self.gauntlet.clone()),
                 }));
             }
@@ -490,7 +491,7 @@ impl Driver for Validator {
                     self.checkpoint_due |= *chore == Chore::PublishCheckpoint;
                     out.push(Output::Emit(NodeEvent::Error {
                         window: *window,
-                        message: format!("{chore:?}: {e}"),
+                        message: e.message.clone(),
                     }))
                 }
             },

@@ -76,7 +76,9 @@ pub fn run(s: &Shared, action: Action) -> Input {
             Some(window),
             publish_checkpoint(s, window),
         ),
-        Action::Persist { gauntlet } => done(Chore::Persist, None, persist(s, &gauntlet)),
+        Action::Persist { window, gauntlet } => {
+            done(Chore::Persist, Some(window), persist(s, &gauntlet))
+        }
         other => Input::Done {
             chore: Chore::Persist,
             window: None,
@@ -551,7 +553,7 @@ fn publish_checkpoint(s: &Shared, w: Window) -> Result<(), Failure> {
         .map_err(|_| store_failure("model lock poisoned"))?
         .clone();
     let deadline = s.now() + s.run.params.window_ms() / 2;
-    let mut attempts = 0;
+    let mut attempts: u64 = 0;
     loop {
         attempts += 1;
         let r = checkpoint::publish(

@@ -35,6 +35,17 @@ pub enum SimModel {
     Standin,
 }
 
+/// Something a test makes happen to a node (by node name, e.g. `miner-3`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scripted {
+    /// The node starts only at this window (a joiner), half-way into it.
+    StartAt { node: String, window: Window },
+    /// The node is killed half-way into this window and does not come back.
+    KillAt { node: String, window: Window },
+    /// The node is killed half-way into this window and restarted at once.
+    RestartAt { node: String, window: Window },
+}
+
 /// A deliberate defect, to show that a broken invariant is caught and named with its seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sabotage {
@@ -66,6 +77,8 @@ pub struct SimConfig {
     pub sabotage: Option<Sabotage>,
     /// Windows after which no adversary may hold weight.
     pub warmup_windows: u64,
+    /// Joins, kills and restarts at given windows.
+    pub script: Vec<Scripted>,
 }
 
 impl SimConfig {
@@ -87,6 +100,7 @@ impl SimConfig {
             step_ms: 600,
             sabotage: None,
             warmup_windows: 10,
+            script: Vec::new(),
         }
     }
 }

@@ -68,6 +68,8 @@ enum Ev {
     Timer { node: usize, gen: u32 },
     Crash { node: usize },
     Restart { node: usize },
+    /// The node is gone for good (it counts as stopped).
+    Retire { node: usize },
     Check { window: Window },
 }
 
@@ -229,8 +231,31 @@ impl World {
             crashes: 0,
         };
         let start = w.params.window_start_ms(0) - 5_000;
+        let mid = |p: &RunParams, win: Window| p.window_start_ms(win) + p.window_ms() / 2;
         for i in 0..w.nodes.len() {
-            w.push(start, i, Ev::Restart { node: i });
+            let late = w.cfg.script.iter().find_map(|s| match s {
+                super::Scripted::StartAt { node, window } if *node == w.nodes[i].name => Some(*window),
+                _ => None,
+            });
+            let at = late.map_or(start, |win| mid(&w.params, win));
+            w.push(at, i, Ev::Restart { node: i });
+        }
+        for s in w.cfg.script.clone() {
+            match s {
+                super::Scripted::StartAt { .. } => {}
+                super::Scripted::KillAt { ref node, window } | super::Scripted::RestartAt { ref node, window } => {
+                    let i = w
+                        .node_index(node)
+                        .ok_or_else(|| SimError::Config(format!("no node {node:?}")))?;
+                    let at = mid(&w.params, window);
+                    w.push(at, i, Ev::Crash { node: i });
+                    if matches!(s, super::Scripted::RestartAt { .. }) {
+                        w.push(at + 1, i, Ev::Restart { node: i });
+                    } else {
+                        w.push(at, i, Ev::Retire { node: i });
+                    }
+                }
+            }
         }
         for c in w.plan.crashes.clone() {
             w.push(c.at, c.node, Ev::Crash { node: c.node });
@@ -269,6 +294,7 @@ impl World {
                     }
                 }
                 Ev::Crash { node } => self.crash(node),
+                Ev::Retire { node } => self.nodes[node].stopped = true,
                 Ev::Restart { node } => self.start(node),
                 Ev::Check { window } => {
                     let now = self.clock.now();

@@ -1,0 +1,46 @@
+//! `covenant demo` end to end, as the README's first command runs it (shorter): validators and
+//! miners as separate processes on the embedded chain and directory stores. The summary says
+//! the replicas agreed after every outer step and the loss fell; the per-window table, the CSV
+//! and the plot are written.
+
+use std::process::Command;
+
+mod common;
+use common::*;
+
+#[test]
+fn the_demo_trains_a_network_and_reports_it() {
+    prepare_data();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let res = Command::new(bin())
+        .env("COVENANT_CACHE", cache())
+        .args(["demo", "--miners", "2", "--validators", "2", "--windows", "5"])
+        .args(["--window-secs", "8", "--inner-steps", "6"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{}", tail(&stderr));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["replicas_agree"], true, "{s:#}");
+    let (first, last) = (
+        s["first_val_loss"].as_f64().unwrap(),
+        s["final_val_loss"].as_f64().unwrap(),
+    );
+    assert!(last < first - 0.2, "validation loss {first} -> {last}");
+    for m in ["miner-1", "miner-2"] {
+        let u = s["utilisation"][m]["utilisation"].as_f64().unwrap();
+        assert!(u > 0.0 && u <= 1.0, "{m}: {u}");
+    }
+    assert!(s["errors"].as_array().unwrap().is_empty(), "{s:#}");
+    // The live table: a row per window with the replicas' agreement.
+    let rows = stderr.lines().filter(|l| l.contains("│") && l.contains("agree")).count();
+    assert!(rows >= 4, "window rows printed: {rows}\n{}", tail(&stderr));
+    let csv = std::fs::read_to_string(out.join("windows.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+    let png = std::fs::read(out.join("loss.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}

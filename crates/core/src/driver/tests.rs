@@ -1,0 +1,298 @@
+//! The drivers against a scripted executor that answers every action at once: what they ask
+//! for, in what order and when. (The whole network runs in `covenant-node`'s simulator.)
+
+use std::collections::BTreeMap;
+
+use super::miner::Miner;
+use super::validator::Validator;
+use super::*;
+use crate::params::RunParams;
+
+const G: Millis = 1_000_000;
+
+fn cfg(uid: Uid) -> NodeConfig {
+    NodeConfig {
+        params: RunParams {
+            genesis_ms: G,
+            ..RunParams::local()
+        },
+        uid,
+        seed: 1,
+        until_window: None,
+        keep_windows: 12,
+        checkpoint_every: 5,
+        overlap: false,
+    }
+}
+
+/// Miners 1 and 2 registered with weight, validator 0.
+fn view(w: Window) -> ChainView {
+    ChainView {
+        window: w,
+        registered: [1, 2].into(),
+        consensus: [(1, 0.5), (2, 0.5)].into(),
+        committed: [1, 2].into(),
+        validators: [0].into(),
+    }
+}
+
+fn fetched() -> Fetched {
+    Fetched {
+        bytes: 10,
+        store_time: 0,
+        zero: false,
+        copy_keys: vec![1, 2, 3],
+        fingerprint: None,
+    }
+}
+
+/// Answers actions like a perfect world; `fetch` decides each fetch's result.
+struct Script<F: FnMut(Uid) -> Result<Fetched, Rejection>> {
+    now: Millis,
+    log: Vec<Action>,
+    events: Vec<NodeEvent>,
+    fetch: F,
+}
+
+impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
+    fn new(fetch: F) -> Self {
+        Script {
+            now: G - 5_000,
+            log: Vec::new(),
+            events: Vec::new(),
+            fetch,
+        }
+    }
+
+    fn answer(&mut self, a: &Action, p: &RunParams) -> Option<Input> {
+        Some(match a.clone() {
+            Action::ReadChain { window } => Input::Chain {
+                window,
+                view: Ok(view(window)),
+            },
+            Action::ListCheckpoints => Input::Checkpoints { found: Ok(vec![]) },
+            Action::List { window, peers } => Input::Listed {
+                window,
+                uploads: peers
+                    .iter()
+                    .map(|&u| (u, Listing::Found(p.upload_interval(window).0 + 10)))
+                    .collect(),
+            },
+            Action::Fetch { window, peers, .. } => Input::Fetched {
+                window,
+                results: peers.iter().map(|&u| (u, (self.fetch)(u))).collect(),
+            },
+            Action::FetchRecords { window } => Input::Records {
+                window,
+                records: vec![],
+            },
+            Action::ResetTrainer => Input::Done {
+                chore: Chore::ResetTrainer,
+                window: None,
+                result: Ok(()),
+            },
+            Action::TrainStep { window, step } => Input::Stepped {
+                window,
+                step,
+                result: Ok(StepInfo {
+                    loss: 1.0,
+                    elapsed_ms: 10,
+                    trained: true,
+                }),
+            },
+            Action::Compress { window, .. } => Input::Compressed {
+                window,
+                result: Ok(Compressed {
+                    bytes: 100,
+                    elapsed_ms: 1,
+                    fell_back_to_zero: false,
+                }),
+            },
+            Action::Upload { window, .. } => Input::Uploaded {
+                window,
+                result: Ok(100),
+            },
+            Action::Apply { window, .. } => Input::Applied {
+                window,
+                result: Ok(Applied {
+                    hash: [window as u8; 32],
+                    committed: true,
+                    elapsed_ms: 1,
+                }),
+            },
+            Action::Fingerprint { window } => Input::Fingerprinted {
+                window,
+                fingerprint: Default::default(),
+            },
+            Action::Evaluate { window, uid, .. } => Input::Evaluated {
+                window,
+                uid,
+                result: Ok(crate::LossProbe {
+                    rand_before: 5.0,
+                    rand_after: 4.9,
+                    own_before: 5.0,
+                    own_after: 4.8,
+                }),
+            },
+            Action::MeasureValLoss { window } => Input::Validated {
+                window,
+                result: Ok(4.0),
+            },
+            _ => return None,
+        })
+    }
+
+    /// Runs the driver until `until` (ms), answering every action at once.
+    fn run(&mut self, d: &mut dyn Driver, p: &RunParams, until: Millis) {
+        let mut queue = vec![Input::Start];
+        loop {
+            let input = match queue.pop() {
+                Some(i) => i,
+                None => match d.poll_timeout() {
+                    Some(t) if t <= until => {
+                        self.now = self.now.max(t);
+                        Input::Tick
+                    }
+                    _ => return,
+                },
+            };
+            for out in d.handle(self.now, input) {
+                match out {
+                    Output::Do(a) => {
+                        if let Some(i) = self.answer(&a, p) {
+                            queue.insert(0, i);
+                        }
+                        self.log.push(a);
+                    }
+                    Output::Emit(e) => self.events.push(e),
+                    Output::Stop => return,
+                }
+            }
+        }
+    }
+}
+
+fn kinds(log: &[Action]) -> Vec<String> {
+    log.iter()
+        .map(|a| format!("{a:?}").split([' ', '{']).next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn a_miner_joins_null_then_trains_uploads_and_steps() {
+    let c = cfg(1);
+    let p = c.params.clone();
+    let mut m = Miner::new(c);
+    let mut s = Script::new(|_| Ok(fetched()));
+    s.run(&mut m, &p, p.window_start_ms(3));
+    let log = &s.log;
+    // Joining: no checkpoint, so the initial model; window 0 is null (no inner steps).
+    assert_eq!(log[0], Action::ListCheckpoints);
+    let first_compress = log.iter().position(|a| matches!(a, Action::Compress { .. })).unwrap();
+    assert_eq!(log[first_compress], Action::Compress { window: 0, zero: true });
+    assert!(!log[..first_compress].iter().any(|a| matches!(a, Action::TrainStep { .. })));
+    // Window 0's upload goes out when window 1 starts, with the grace period's end as deadline.
+    assert!(log.contains(&Action::Upload {
+        window: 0,
+        deadline: p.upload_interval(0).1
+    }));
+    // Window 1 trains H steps only after window 0's outer step, then compresses for real.
+    let apply0 = log.iter().position(|a| matches!(a, Action::Apply { window: 0, .. })).unwrap();
+    let step10 = log
+        .iter()
+        .position(|a| *a == Action::TrainStep { window: 1, step: 0 })
+        .unwrap();
+    assert!(apply0 < step10, "{:?}", kinds(log));
+    let steps1 = log
+        .iter()
+        .filter(|a| matches!(a, Action::TrainStep { window: 1, .. }))
+        .count();
+    assert_eq!(steps1, p.inner_steps as usize);
+    assert!(log.contains(&Action::Compress { window: 1, zero: false }));
+    // Window 1's set (from the chain at window 2's first block: both miners have weight).
+    assert!(log.contains(&Action::Apply {
+        window: 1,
+        peers: vec![1, 2],
+        lr: p.outer_lr_at(1),
+        expect: None,
+        live: Live::Canon,
+    }));
+    // A miner only lists the set: not everybody.
+    assert!(log.iter().any(|a| matches!(a, Action::List { window: 1, peers } if peers == &vec![1, 2])));
+}
+
+#[test]
+fn an_unreadable_upload_of_the_set_leaves_the_window_to_be_caught_up() {
+    let c = cfg(1);
+    let p = c.params.clone();
+    let mut m = Miner::new(c);
+    let mut s = Script::new(|u| {
+        if u == 2 {
+            Err(Rejection::Unavailable {
+                attempts: 3,
+                fault: StoreFault::Unreachable,
+            })
+        } else {
+            Ok(fetched())
+        }
+    });
+    s.run(&mut m, &p, p.window_start_ms(3));
+    // Never a step with a smaller set than the window's: uid 2 was gathered but unreadable.
+    for a in &s.log {
+        if let Action::Apply { peers, window, .. } = a {
+            assert!(*window < 1 || peers.contains(&2), "applied window {window} without uid 2");
+        }
+    }
+    assert!(s.events.iter().any(|e| matches!(e,
+        NodeEvent::Error { message, .. } if message.contains("could not be read"))));
+}
+
+#[test]
+fn an_invalid_upload_is_left_out_by_every_node_alike() {
+    let c = cfg(0);
+    let p = c.params.clone();
+    let bad = |u| {
+        if u == 2 {
+            Err(Rejection::Invalid(covenant_codec::WireError::BadSignature))
+        } else {
+            Ok(fetched())
+        }
+    };
+    let mut v = Validator::new(c.clone(), None);
+    let mut sv = Script::new(bad);
+    sv.run(&mut v, &p, p.window_start_ms(3));
+    let mut m = Miner::new(cfg(1));
+    let mut sm = Script::new(bad);
+    sm.run(&mut m, &p, p.window_start_ms(3));
+    let applied = |log: &[Action]| -> BTreeMap<Window, Vec<Uid>> {
+        log.iter()
+            .filter_map(|a| match a {
+                Action::Apply { window, peers, .. } => Some((*window, peers.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(applied(&sv.log), applied(&sm.log));
+    assert_eq!(applied(&sv.log)[&1], vec![1]);
+    // The validator judged it invalid and set weights.
+    assert!(sv.events.iter().any(|e| matches!(e, NodeEvent::Report { window: 1, peers, .. }
+        if peers[&2].verdict == crate::gauntlet::Verdict::Invalid)));
+    assert!(sv.log.iter().any(|a| matches!(a, Action::SetWeights { window: 1, .. })));
+}
+
+#[test]
+fn a_node_behind_the_uploads_retention_waits_for_a_newer_checkpoint() {
+    let c = cfg(1);
+    let p = c.params.clone();
+    let mut m = Miner::new(c);
+    // It starts 20 windows into the run: no checkpoint, no records.
+    let mut s = Script::new(|_| Ok(fetched()));
+    s.now = p.window_start_ms(20) + 1000;
+    s.run(&mut m, &p, p.window_start_ms(21));
+    assert!(
+        !s.log.iter().any(|a| matches!(a, Action::List { .. } | Action::Apply { .. })),
+        "never recomputes over pruned uploads: {:?}",
+        kinds(&s.log)
+    );
+    assert!(s.log.iter().filter(|a| **a == Action::ListCheckpoints).count() >= 2, "looks again");
+}
