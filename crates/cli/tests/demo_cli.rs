@@ -15,7 +15,15 @@ fn the_demo_trains_a_network_and_reports_it() {
     let out = tmp.path().join("demo");
     let res = Command::new(bin())
         .env("COVENANT_CACHE", cache())
-        .args(["demo", "--miners", "2", "--validators", "2", "--windows", "5"])
+        .args([
+            "demo",
+            "--miners",
+            "2",
+            "--validators",
+            "2",
+            "--windows",
+            "5",
+        ])
         .args(["--window-secs", "8", "--inner-steps", "6"])
         .arg("--out")
         .arg(&out)
@@ -37,7 +45,10 @@ fn the_demo_trains_a_network_and_reports_it() {
     }
     assert!(s["errors"].as_array().unwrap().is_empty(), "{s:#}");
     // The live table: a row per window with the replicas' agreement.
-    let rows = stderr.lines().filter(|l| l.contains("│") && l.contains("agree")).count();
+    let rows = stderr
+        .lines()
+        .filter(|l| l.contains("│") && l.contains("agree"))
+        .count();
     assert!(rows >= 4, "window rows printed: {rows}\n{}", tail(&stderr));
     let csv = std::fs::read_to_string(out.join("windows.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 5, "{csv}");

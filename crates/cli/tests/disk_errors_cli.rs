@@ -402,7 +402,12 @@ fn full_disk_and_unwritable_store_during_a_run_are_logged_and_survived() {
     }
     eprintln!("miner-1: {}", up_errs[0]);
     assert!(of(&events[1], "uploaded").is_empty());
-    assert_eq!(of(&events[1], "finished")[0]["stats"]["bytes_up"], 0, "{}", logs[1]);
+    assert_eq!(
+        of(&events[1], "finished")[0]["stats"]["bytes_up"],
+        0,
+        "{}",
+        logs[1]
+    );
     finished(1);
 
     // miner-2: one warning naming the event log and ENOSPC, then business as usual (events on

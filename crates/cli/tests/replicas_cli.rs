@@ -95,15 +95,35 @@ fn three_algorithms_train_and_compare() {
     let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
     std::fs::remove_file(out.join("compare.md")).unwrap();
     let again = Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(["train", "--preset", "tiny", "--algo", "ddp,diloco,sparseloco", "--reuse-results", "--out"])
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--algo",
+            "ddp,diloco,sparseloco",
+            "--reuse-results",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert_eq!(std::fs::read_to_string(out.join("compare.md")).unwrap(), md);
     std::fs::remove_file(out.join("sparseloco").join("result.json")).unwrap();
     let missing = Command::new(env!("CARGO_BIN_EXE_covenant"))
-        .args(["train", "--preset", "tiny", "--algo", "sparseloco", "--reuse-results", "--out"])
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--algo",
+            "sparseloco",
+            "--reuse-results",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();

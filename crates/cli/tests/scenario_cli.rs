@@ -85,4 +85,3 @@ fn copycat_scaled_and_free_rider_earn_nothing() {
     let copycat = rows.iter().find(|x| x["behaviour"] == "copycat").unwrap();
     assert_eq!(copycat["copy_detected"], true, "{r:#}");
 }
-

@@ -112,7 +112,11 @@ mod tests {
             "{clean:?} vs {c:?}"
         );
         let set = crate::selection::aggregation_set(
-            &uids.iter().copied().zip(c.weights.iter().copied()).collect(),
+            &uids
+                .iter()
+                .copied()
+                .zip(c.weights.iter().copied())
+                .collect(),
             &uids.iter().copied().collect(),
             3,
             0,

@@ -369,7 +369,17 @@ impl Gauntlet {
         let mut match_players: Vec<Uid> = Vec::new();
         let mut match_scores: Vec<f64> = Vec::new();
         for (&u, rec) in &self.peers {
-            let v = self.verdict(params, u, rec, plan, &obs, &copied, &expected, &history, &step_change);
+            let v = self.verdict(
+                params,
+                u,
+                rec,
+                plan,
+                &obs,
+                &copied,
+                &expected,
+                &history,
+                &step_change,
+            );
             match v {
                 Verdict::Evaluated { loss_score, .. } => {
                     match_players.push(u);

@@ -29,6 +29,7 @@ pub type Block = u64;
 /// Milliseconds since the Unix epoch (the chain's and the store's clock).
 pub type Millis = u64;
 
+pub use consensus::yuma_consensus;
 pub use error::{CoreError, Result};
 pub use gauntlet::{
     EvalOutcome, Gauntlet, Observations, PeerRecord, PeerReport, Verdict, WindowPlan, WindowReport,
@@ -36,7 +37,6 @@ pub use gauntlet::{
 pub use openskill::Rating;
 pub use params::RunParams;
 pub use scoring::{Fingerprint, LossProbe};
-pub use consensus::yuma_consensus;
 pub use selection::{aggregation_set, copy_keys, AggregationSet, SelectedIndices, UploadIndices};
 pub use weights::{compute_weights, Weights};
 pub use window::UploadTiming;

@@ -339,6 +339,10 @@ impl RunParams {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,8 +409,4 @@ mod tests {
         };
         assert_eq!(c.at(0), 0.5);
     }
-}
-
-fn yes() -> bool {
-    true
 }

@@ -443,7 +443,11 @@ mod tests {
             },
         ]);
         assert_eq!(a.len(), 64);
-        assert_eq!(index_overlap(&a, &b), 0.0, "chunk 0 and chunk 65,536 are not the same");
+        assert_eq!(
+            index_overlap(&a, &b),
+            0.0,
+            "chunk 0 and chunk 65,536 are not the same"
+        );
         // A tensor sent whole carries no keys; a re-sent copy overlaps fully.
         assert_eq!(b.len(), 64);
         assert_eq!(b[0], 65_536u64 << 16);

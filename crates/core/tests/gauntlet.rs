@@ -421,7 +421,10 @@ fn unreadable_uploads_are_not_penalised_until_the_grace_runs_out() {
     for k in 1..=grace {
         let (_, rep) = n.window_seen(&peers, agg(&peers, &[]), &peers, seen);
         assert_eq!(rep.peers[&2].verdict, Verdict::Unavailable { streak: k });
-        assert_eq!(n.g.peers[&2].score, s0, "a store outage is not the peer's fault");
+        assert_eq!(
+            n.g.peers[&2].score, s0,
+            "a store outage is not the peer's fault"
+        );
         assert_eq!(n.g.peers[&2].rating.mu, mu0, "not rated");
         assert!(!n.g.peers[&2].excluded);
     }

@@ -122,7 +122,12 @@ pub fn prepare_bundled(out_dir: &Path, seq_len: u32) -> Result<PathBuf> {
 
 /// True when `out_dir` already holds the bundled corpus prepared with this tokenizer (its
 /// manifest's `seq_len` is rewritten if it differs: the shards do not depend on it).
-fn reuse_existing(out_dir: &Path, tokenizer: &Tokenizer, source: &str, seq_len: u32) -> Result<bool> {
+fn reuse_existing(
+    out_dir: &Path,
+    tokenizer: &Tokenizer,
+    source: &str,
+    seq_len: u32,
+) -> Result<bool> {
     if !out_dir.join("manifest.json").exists() {
         return Ok(false);
     }

@@ -36,7 +36,9 @@ pub fn safetensors_header(tensors: &[(&str, &[usize])]) -> std::result::Result<V
 }
 
 /// A whole safetensors file of flat fp32 tensors (name, shape, values), as bytes.
-pub fn encode_safetensors(tensors: &[(&str, &[usize], &[f32])]) -> std::result::Result<Vec<u8>, String> {
+pub fn encode_safetensors(
+    tensors: &[(&str, &[usize], &[f32])],
+) -> std::result::Result<Vec<u8>, String> {
     let specs: Vec<(&str, &[usize])> = tensors.iter().map(|(n, s, _)| (*n, *s)).collect();
     let mut out = safetensors_header(&specs)?;
     for (name, shape, data) in tensors {
@@ -161,7 +163,8 @@ pub(crate) fn read_safetensors(
     ignorable: &[&str],
 ) -> Result<Vec<Tensor>> {
     let bytes = fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let flat = decode_safetensors(&bytes, expected, ignorable).map_err(|e| ModelError::ckpt(path, e))?;
+    let flat =
+        decode_safetensors(&bytes, expected, ignorable).map_err(|e| ModelError::ckpt(path, e))?;
     let mut out = Vec::with_capacity(expected.len());
     for ((_, shape), v) in expected.iter().zip(flat) {
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();

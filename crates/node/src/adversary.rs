@@ -28,7 +28,9 @@ use covenant_net::Keypair;
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 
-use crate::env::{Chain, Clock, ObjectInfo, ObjectStore, StoreError, Stores, Trainer, TrainerError};
+use crate::env::{
+    Chain, Clock, ObjectInfo, ObjectStore, StoreError, Stores, Trainer, TrainerError,
+};
 use crate::objects;
 
 /// How a miner behaves. Everything but `Honest` exists to test the defences.
@@ -230,7 +232,8 @@ impl Trainer for Tampered {
                 None => base.clone(),
             },
             Behaviour::Noise => {
-                let mut rng = SplitMix64::new(derive_seed(u64::from(self.uid), &[self.calls, 0x4E015E]));
+                let mut rng =
+                    SplitMix64::new(derive_seed(u64::from(self.uid), &[self.calls, 0x4E015E]));
                 base.iter()
                     .zip(&live)
                     .map(|(b, l)| {
@@ -265,7 +268,9 @@ impl Trainer for Tampered {
 
     fn step(&mut self, ids: &[u64]) -> Result<f32, TrainerError> {
         match self.b {
-            Behaviour::FreeRider | Behaviour::Echo => self.inner.eval(Split::Train, ids).map(|l| l as f32),
+            Behaviour::FreeRider | Behaviour::Echo => {
+                self.inner.eval(Split::Train, ids).map(|l| l as f32)
+            }
             Behaviour::WrongData => {
                 // Samples half the data away from the assigned ones: some other peer's pool.
                 let n = self.inner.samples(Split::Train).max(1);
@@ -307,7 +312,13 @@ impl Tampering {
             uid: self.cx.uid,
         };
         let limits = wire::DecodeLimits::for_layout(&self.cx.layout);
-        wire::decode(bytes, &expected, &self.cx.key.signing_key().verifying_key(), &limits).ok()
+        wire::decode(
+            bytes,
+            &expected,
+            &self.cx.key.signing_key().verifying_key(),
+            &limits,
+        )
+        .ok()
     }
 
     fn sign(&self, p: &wire::Payload, key: &SigningKey) -> Result<Vec<u8>, StoreError> {
@@ -323,7 +334,9 @@ impl Tampering {
             Behaviour::Silent => return Ok(None),
             Behaviour::Late => {
                 let t = self.cx.params.upload_interval(w).1 + self.cx.params.block_time_ms;
-                self.cx.clock.sleep_ms(t.saturating_sub(self.cx.clock.now_ms()));
+                self.cx
+                    .clock
+                    .sleep_ms(t.saturating_sub(self.cx.clock.now_ms()));
             }
             Behaviour::Malformed => {
                 let n = out.len();
@@ -333,19 +346,28 @@ impl Tampering {
             Behaviour::Oversized => out.resize(wire::max_encoded_len(&self.cx.layout) + 4096, 0xEE),
             Behaviour::Early => {
                 // Re-signed for the next window and put now, before that window has ended.
-                let Some(mut p) = self.decode_own(w, &bytes) else { return Ok(None) };
+                let Some(mut p) = self.decode_own(w, &bytes) else {
+                    return Ok(None);
+                };
                 p.header.window = w + 1;
-                return Ok(Some((objects::grad_key(w + 1), self.sign(&p, self.cx.key.signing_key())?)));
+                return Ok(Some((
+                    objects::grad_key(w + 1),
+                    self.sign(&p, self.cx.key.signing_key())?,
+                )));
             }
             Behaviour::BadSignature => {
-                let Some(p) = self.decode_own(w, &bytes) else { return Ok(None) };
+                let Some(p) = self.decode_own(w, &bytes) else {
+                    return Ok(None);
+                };
                 // Another key: its own with every bit flipped.
                 let other: [u8; 32] = self.cx.key.signing_key().to_bytes().map(|b| !b);
                 out = self.sign(&p, &SigningKey::from_bytes(&other))?;
             }
             Behaviour::WrongShape => out = self.wrong_shape(w)?,
             Behaviour::Nan | Behaviour::BadIndex => {
-                let Some(mut p) = self.decode_own(w, &bytes) else { return Ok(None) };
+                let Some(mut p) = self.decode_own(w, &bytes) else {
+                    return Ok(None);
+                };
                 self.break_values(&mut p.tensors);
                 out = wire::encode_unchecked(&p, &self.cx.layout, self.cx.key.signing_key())
                     .map_err(|e| StoreError::Config(format!("re-encoding: {e}")))?;
@@ -377,8 +399,11 @@ impl Tampering {
                 (t.name.clone(), s)
             })
             .collect();
-        let other = ModelLayout::new(l.config.clone(), shapes.iter().map(|(n, s)| (n.clone(), s.as_slice())))
-            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let other = ModelLayout::new(
+            l.config.clone(),
+            shapes.iter().map(|(n, s)| (n.clone(), s.as_slice())),
+        )
+        .map_err(|e| StoreError::Config(e.to_string()))?;
         let p = wire::Payload {
             header: wire::PayloadHeader {
                 run_id: self.cx.run_hash,
@@ -387,8 +412,13 @@ impl Tampering {
             },
             tensors: TensorPayload::zeros_for(&other),
         };
-        wire::encode(&p, &other, self.cx.key.signing_key(), wire::EncodeOptions::default())
-            .map_err(|e| StoreError::Config(e.to_string()))
+        wire::encode(
+            &p,
+            &other,
+            self.cx.key.signing_key(),
+            wire::EncodeOptions::default(),
+        )
+        .map_err(|e| StoreError::Config(e.to_string()))
     }
 
     fn break_values(&self, tensors: &mut [TensorPayload]) {
@@ -417,17 +447,33 @@ impl Tampering {
             .chain
             .snapshot(p.window_start_block(w + 1))
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let validators: Vec<_> = self.cx.chain.genesis().validators.iter().map(|v| v.key).collect();
+        let validators: Vec<_> = self
+            .cx
+            .chain
+            .genesis()
+            .validators
+            .iter()
+            .map(|v| v.key)
+            .collect();
         let (open, close) = p.upload_interval(w);
         let until = close.saturating_sub(p.block_time_ms).max(open);
         loop {
             self.cx.clock.sleep_ms(p.block_time_ms / 2);
-            for n in snap.neurons.iter().filter(|n| n.uid != self.cx.uid && !validators.contains(&n.key)) {
+            for n in snap
+                .neurons
+                .iter()
+                .filter(|n| n.uid != self.cx.uid && !validators.contains(&n.key))
+            {
                 let Some(c) = &n.commitment else { continue };
-                let Some(vk) = n.key.verifying_key() else { continue };
-                let Ok(store) = self.cx.stores.open(&c.bucket_url) else { continue };
+                let Some(vk) = n.key.verifying_key() else {
+                    continue;
+                };
+                let Ok(store) = self.cx.stores.open(&c.bucket_url) else {
+                    continue;
+                };
                 let limits = wire::DecodeLimits::for_layout(&self.cx.layout);
-                let Ok((_, bytes)) = store.get(&objects::grad_key(w), limits.max_bytes as u64) else {
+                let Ok((_, bytes)) = store.get(&objects::grad_key(w), limits.max_bytes as u64)
+                else {
                     continue;
                 };
                 let expected = wire::ExpectedModel {
@@ -451,13 +497,21 @@ impl Tampering {
 impl Tampering {
     /// The stale miner publishes the fingerprint of the model it really holds.
     fn stale_fingerprint(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
-        let frozen = self.frozen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let frozen = self
+            .frozen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let (Some(w), Some(theta)) = (objects::window_of_key(key), frozen) else {
             return self.inner.put(key, bytes);
         };
         let doc = objects::FingerprintDoc {
             window: w,
-            fingerprint: crate::canon::fingerprint_of(&theta, self.cx.seed, self.cx.fingerprint_values),
+            fingerprint: crate::canon::fingerprint_of(
+                &theta,
+                self.cx.seed,
+                self.cx.fingerprint_values,
+            ),
         };
         let id = objects::DocId {
             run_id: &self.cx.run_id,
@@ -523,10 +577,18 @@ mod tests {
             validators: vec![],
             kappa: 0.5,
         };
-        Arc::new(covenant_net::Ledger::in_memory(&genesis, Arc::new(covenant_net::VirtualClock::new(0))).unwrap())
+        Arc::new(
+            covenant_net::Ledger::in_memory(&genesis, Arc::new(covenant_net::VirtualClock::new(0)))
+                .unwrap(),
+        )
     }
 
-    fn cx(layout: &ModelLayout, clock: Arc<dyn Clock>, chain: Arc<dyn Chain>, stores: Arc<dyn Stores>) -> Context {
+    fn cx(
+        layout: &ModelLayout,
+        clock: Arc<dyn Clock>,
+        chain: Arc<dyn Chain>,
+        stores: Arc<dyn Stores>,
+    ) -> Context {
         Context {
             layout: layout.clone(),
             key: Arc::new(Keypair::from_seed([1; 32])),
@@ -568,7 +630,8 @@ mod tests {
         let world = Arc::new(MemWorld::new(Default::default(), 1));
         let wc = Arc::new(WorldClock::new(1_000_000));
         let clock = Arc::new(NodeClock::new(wc, 0, 1));
-        let bucket: Arc<dyn ObjectStore> = Arc::new(MemBucket::new(world.clone(), clock.clone(), "m"));
+        let bucket: Arc<dyn ObjectStore> =
+            Arc::new(MemBucket::new(world.clone(), clock.clone(), "m"));
         let l = layout();
         let stores: Arc<dyn Stores> = Arc::new(crate::sim::mem::MemStores {
             world: world.clone(),
@@ -579,19 +642,32 @@ mod tests {
         let t: Box<dyn Trainer> = Box::new(Standin::new(1, 10, 10));
         let (_, store) = decorate(b, cx(&l, clock, chain, stores), t, bucket);
         store
-            .put(&objects::grad_key(5), Bytes::from(honest_bytes(&l, &key, 5)))
+            .put(
+                &objects::grad_key(5),
+                Bytes::from(honest_bytes(&l, &key, 5)),
+            )
             .unwrap();
         (world, l, key)
     }
 
-    fn decode(l: &ModelLayout, key: &Keypair, bytes: &[u8], w: Window) -> Result<wire::Payload, wire::WireError> {
+    fn decode(
+        l: &ModelLayout,
+        key: &Keypair,
+        bytes: &[u8],
+        w: Window,
+    ) -> Result<wire::Payload, wire::WireError> {
         let expected = wire::ExpectedModel {
             layout: l,
             run_id: [3; 32],
             window: w,
             uid: 2,
         };
-        wire::decode(bytes, &expected, &key.signing_key().verifying_key(), &wire::DecodeLimits::for_layout(l))
+        wire::decode(
+            bytes,
+            &expected,
+            &key.signing_key().verifying_key(),
+            &wire::DecodeLimits::for_layout(l),
+        )
     }
 
     #[test]
@@ -607,7 +683,9 @@ mod tests {
             Behaviour::BadIndex,
         ] {
             let (world, l, key) = through(b);
-            let bytes = world.bytes("m", &objects::grad_key(5)).expect("something was put");
+            let bytes = world
+                .bytes("m", &objects::grad_key(5))
+                .expect("something was put");
             let r = decode(&l, &key, &bytes, 5);
             assert_eq!(r.is_ok(), b == Behaviour::Honest, "{b:?}: {r:?}");
             let why = r.err().map(|e| e.to_string()).unwrap_or_default();
@@ -636,7 +714,13 @@ mod tests {
         let (world, _, _) = through(Behaviour::Late);
         let t = world.stored_at("m", &objects::grad_key(5)).unwrap();
         let p = RunParams::local();
-        assert!(matches!(p.classify_upload(5, Some(t)), covenant_core::UploadTiming::Late { .. }), "{t}");
+        assert!(
+            matches!(
+                p.classify_upload(5, Some(t)),
+                covenant_core::UploadTiming::Late { .. }
+            ),
+            "{t}"
+        );
     }
 
     fn wrapped(b: Behaviour) -> Box<dyn Trainer> {
@@ -650,7 +734,13 @@ mod tests {
         });
         let chain = chain();
         let own: Arc<dyn ObjectStore> = Arc::new(crate::sim::mem::MemDisk::default());
-        decorate(b, cx(&l, clock, chain, stores), Box::new(Standin::new(1, 100, 10)), own).0
+        decorate(
+            b,
+            cx(&l, clock, chain, stores),
+            Box::new(Standin::new(1, 100, 10)),
+            own,
+        )
+        .0
     }
 
     /// The update a behaviour's trainer sends after one window of training from `theta0`.
@@ -660,7 +750,11 @@ mod tests {
             t.step(&[s, s + 10]).unwrap();
         }
         let after = t.params().unwrap();
-        theta0.iter().zip(&after).map(|(b, a)| b.iter().zip(a).map(|(b, a)| b - a).collect()).collect()
+        theta0
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| b.iter().zip(a).map(|(b, a)| b - a).collect())
+            .collect()
     }
 
     #[test]
@@ -669,14 +763,31 @@ mod tests {
         let honest = update_of(wrapped(Behaviour::Honest).as_mut(), &theta0);
         let norm = |u: &[Vec<f32>]| u.iter().flatten().map(|x| x * x).sum::<f32>().sqrt();
         let close = |a: &[Vec<f32>], b: &[Vec<f32>], f: f32| {
-            a.iter().flatten().zip(b.iter().flatten()).all(|(a, b)| (a - f * b).abs() <= 1e-3 * (1.0 + b.abs() * f.abs()))
+            a.iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .all(|(a, b)| (a - f * b).abs() <= 1e-3 * (1.0 + b.abs() * f.abs()))
         };
         assert!(norm(&honest) > 0.0);
-        assert!(close(&update_of(wrapped(Behaviour::Scaled).as_mut(), &theta0), &honest, 100.0));
-        assert!(close(&update_of(wrapped(Behaviour::SignFlip).as_mut(), &theta0), &honest, -1.0));
-        assert_eq!(norm(&update_of(wrapped(Behaviour::FreeRider).as_mut(), &theta0)), 0.0);
+        assert!(close(
+            &update_of(wrapped(Behaviour::Scaled).as_mut(), &theta0),
+            &honest,
+            100.0
+        ));
+        assert!(close(
+            &update_of(wrapped(Behaviour::SignFlip).as_mut(), &theta0),
+            &honest,
+            -1.0
+        ));
+        assert_eq!(
+            norm(&update_of(wrapped(Behaviour::FreeRider).as_mut(), &theta0)),
+            0.0
+        );
         let wrong = update_of(wrapped(Behaviour::WrongData).as_mut(), &theta0);
-        assert!(norm(&wrong) > 0.0 && !close(&wrong, &honest, 1.0), "other samples");
+        assert!(
+            norm(&wrong) > 0.0 && !close(&wrong, &honest, 1.0),
+            "other samples"
+        );
         let noise = update_of(wrapped(Behaviour::Noise).as_mut(), &theta0);
         assert!(norm(&noise) > 0.0 && !close(&noise, &honest, 1.0));
     }
@@ -685,17 +796,31 @@ mod tests {
     fn echo_sends_the_last_outer_step_and_stale_its_own_old_progress() {
         let theta0 = Standin::new(1, 100, 10).params().unwrap();
         // The network's outer step moved θ0 to θ1: the echo sends θ0 − θ1.
-        let theta1: Vec<Vec<f32>> = theta0.iter().map(|t| t.iter().map(|x| x - 0.5).collect()).collect();
+        let theta1: Vec<Vec<f32>> = theta0
+            .iter()
+            .map(|t| t.iter().map(|x| x - 0.5).collect())
+            .collect();
         let mut echo = wrapped(Behaviour::Echo);
         echo.set_params(&theta0).unwrap();
         let sent = update_of(echo.as_mut(), &theta1);
-        assert!(sent.iter().flatten().all(|d| (d - 0.5).abs() < 1e-5), "the last aggregate");
+        assert!(
+            sent.iter().flatten().all(|d| (d - 0.5).abs() < 1e-5),
+            "the last aggregate"
+        );
         // The stale miner trains its first model whatever it is given.
         let mut stale = wrapped(Behaviour::Stale);
         let own = update_of(stale.as_mut(), &theta0);
         let later = update_of(stale.as_mut(), &theta1);
         let honest_from_own = update_of(wrapped(Behaviour::Honest).as_mut(), &theta0);
-        let same = |a: &[Vec<f32>], b: &[Vec<f32>]| a.iter().flatten().zip(b.iter().flatten()).all(|(a, b)| (a - b).abs() < 1e-5);
-        assert!(same(&own, &honest_from_own) && same(&later, &honest_from_own), "progress from its old model");
+        let same = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+            a.iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .all(|(a, b)| (a - b).abs() < 1e-5)
+        };
+        assert!(
+            same(&own, &honest_from_own) && same(&later, &honest_from_own),
+            "progress from its old model"
+        );
     }
 }

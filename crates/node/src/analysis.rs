@@ -158,12 +158,17 @@ pub fn analyse(
                 _ => None,
             })
             .collect();
-        row.copy_detected = reports.iter().any(|r| r.copies.iter().any(|c| c.copier == uid));
+        row.copy_detected = reports
+            .iter()
+            .any(|r| r.copies.iter().any(|c| c.copier == uid));
         rows.push(row);
     }
     let attack_val = final_val(validator);
     ScenarioReport {
-        honest: miners.iter().filter(|m| m.behaviour == Behaviour::Honest).count(),
+        honest: miners
+            .iter()
+            .filter(|m| m.behaviour == Behaviour::Honest)
+            .count(),
         windows: last_window + 1,
         adversary_share_after_10: share_at(10.min(last_window)),
         adversary_share_final: share_at(last_window),

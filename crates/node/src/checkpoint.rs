@@ -33,7 +33,10 @@ fn store_err(key: &str) -> impl FnOnce(StoreError) -> CheckpointError + '_ {
 
 /// The files of a checkpoint of `canon`: the parameters as safetensors (Hugging Face names,
 /// fp32) and `config.json`.
-pub fn files(canon: &Canon, config: &serde_json::Value) -> Result<[(String, Vec<u8>); 2], CheckpointError> {
+pub fn files(
+    canon: &Canon,
+    config: &serde_json::Value,
+) -> Result<[(String, Vec<u8>); 2], CheckpointError> {
     let tensors: Vec<(&str, &[usize], &[f32])> = canon
         .layout
         .tensors
@@ -44,7 +47,10 @@ pub fn files(canon: &Canon, config: &serde_json::Value) -> Result<[(String, Vec<
     let model = encode_safetensors(&tensors).map_err(CheckpointError::Refused)?;
     let cfg = serde_json::to_vec_pretty(config)
         .map_err(|e| CheckpointError::Refused(format!("config.json: {e}")))?;
-    Ok([(MODEL_FILE.to_string(), model), (CONFIG_FILE.to_string(), cfg)])
+    Ok([
+        (MODEL_FILE.to_string(), model),
+        (CONFIG_FILE.to_string(), cfg),
+    ])
 }
 
 /// Publishes `canon` as the checkpoint of window `w` in `own` (manifest last), then removes
@@ -143,16 +149,26 @@ pub fn load(
             return refuse(format!("the manifest lists no {name}"));
         };
         if f.size > max_model {
-            return refuse(format!("{name} of {} bytes is larger than the model can be", f.size));
+            return refuse(format!(
+                "{name} of {} bytes is larger than the model can be",
+                f.size
+            ));
         }
         let k = format!("{}{name}", objects::ckpt_prefix(w));
         let (_, bytes) = store.get(&k, f.size).map_err(store_err(&k))?;
         if bytes.len() as u64 != f.size {
-            return refuse(format!("{name}: {} bytes, the manifest says {}", bytes.len(), f.size));
+            return refuse(format!(
+                "{name}: {} bytes, the manifest says {}",
+                bytes.len(),
+                f.size
+            ));
         }
         let h = hex(blake3::hash(&bytes).as_bytes());
         if h != f.blake3 {
-            return refuse(format!("{name}: content hash {h} differs from the manifest's {}", f.blake3));
+            return refuse(format!(
+                "{name}: content hash {h} differs from the manifest's {}",
+                f.blake3
+            ));
         }
         got.push(bytes);
     }
@@ -175,7 +191,10 @@ pub fn load(
         .map_err(|e| CheckpointError::Refused(e.to_string()))?;
     let h = hex(&canon.hash());
     if h != m.model_hash {
-        return refuse(format!("the loaded model's hash {h} differs from the manifest's {}", m.model_hash));
+        return refuse(format!(
+            "the loaded model's hash {h} differs from the manifest's {}",
+            m.model_hash
+        ));
     }
     Ok(canon)
 }

@@ -250,7 +250,8 @@ impl ObjectStore for LocalDisk {
             });
         }
         let p = self.path(key)?;
-        let b = std::fs::read(&p).map_err(|e| self.err("get", key, format!("{}: {e}", p.display())))?;
+        let b =
+            std::fs::read(&p).map_err(|e| self.err("get", key, format!("{}: {e}", p.display())))?;
         Ok((info, Bytes::from(b)))
     }
     fn list(&self, prefix: &str, max: usize) -> Result<Vec<ObjectInfo>, StoreError> {
@@ -270,6 +271,7 @@ impl ObjectStore for LocalDisk {
     }
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         let p = self.path(key)?;
-        std::fs::remove_file(&p).map_err(|e| self.err("delete", key, format!("{}: {e}", p.display())))
+        std::fs::remove_file(&p)
+            .map_err(|e| self.err("delete", key, format!("{}: {e}", p.display())))
     }
 }

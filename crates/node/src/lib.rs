@@ -8,6 +8,10 @@
 //!
 //! Both run the same drivers and the same action code ([`exec`]). See docs/ARCHITECTURE.md.
 
+// Store errors carry the store, key and cause they name (net's `StoreError`, 128 bytes); they
+// are built on the rare failure path only.
+#![allow(clippy::result_large_err)]
+
 pub mod adversary;
 pub mod analysis;
 pub mod canon;

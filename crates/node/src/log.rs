@@ -67,7 +67,12 @@ impl EventSink for EventLog {
                 ));
             }
         }
-        stderr_line(&format!("[{} {}] {}", self.role, self.name, text.trim_end()));
+        stderr_line(&format!(
+            "[{} {}] {}",
+            self.role,
+            self.name,
+            text.trim_end()
+        ));
     }
 }
 

@@ -149,12 +149,10 @@ pub fn get_doc<T: DeserializeOwned>(
     id: DocId<'_>,
     signer: PublicKey,
 ) -> Result<(ObjectInfo, T), DocError> {
-    let (info, sealed) = store
-        .get(key, MAX_DOC_BYTES)
-        .map_err(|e| DocError::Store {
-            key: key.into(),
-            source: e,
-        })?;
+    let (info, sealed) = store.get(key, MAX_DOC_BYTES).map_err(|e| DocError::Store {
+        key: key.into(),
+        source: e,
+    })?;
     let expect = Expected {
         run_id: id.run_id,
         uid: id.uid,

@@ -65,7 +65,9 @@ pub fn drive(node: Node) -> Result<()> {
             (false, None) => {
                 let wait = driver
                     .poll_timeout()
-                    .map_or(Duration::from_secs(3600), |t| Duration::from_millis(t - now));
+                    .map_or(Duration::from_secs(3600), |t| {
+                        Duration::from_millis(t - now)
+                    });
                 match done_rx.recv_timeout(wait) {
                     Ok(i) => i,
                     Err(RecvTimeoutError::Timeout) => continue,

@@ -130,7 +130,14 @@ pub fn assemble(p: Parts<'_>) -> Result<Node, SetupError> {
         Role::Validator => saved_state(env.local.as_ref(), &id)?,
         Role::Miner => None,
     };
-    let shared = Arc::new(Shared::new(env, id, run, layout, trainer.as_ref(), p.parallel_io)?);
+    let shared = Arc::new(Shared::new(
+        env,
+        id,
+        run,
+        layout,
+        trainer.as_ref(),
+        p.parallel_io,
+    )?);
     let compute = Compute::new(shared.clone(), trainer);
     let cfg = NodeConfig {
         params: p.params,
@@ -201,14 +208,21 @@ pub struct Opened {
 pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
     let spec = RunSpec::read(&opts.run_dir.join("run.json"))?;
     let chain: Arc<dyn Chain> = Arc::new(
-        covenant_net::Ledger::open(&opts.run_dir.join("chain")).context("opening the run's chain")?,
+        covenant_net::Ledger::open(&opts.run_dir.join("chain"))
+            .context("opening the run's chain")?,
     );
     let params = spec.params_for(chain.genesis())?;
     let key = load_or_create_key(&opts.key)?;
     let node_dir = opts.run_dir.join("nodes").join(&opts.name);
-    std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
+    std::fs::create_dir_all(&node_dir)
+        .with_context(|| format!("creating {}", node_dir.display()))?;
     let sink = crate::log::EventLog::open(&node_dir.join("events.jsonl"), role.name(), &opts.name)
-        .with_context(|| format!("opening the event log {}", node_dir.join("events.jsonl").display()))?;
+        .with_context(|| {
+            format!(
+                "opening the event log {}",
+                node_dir.join("events.jsonl").display()
+            )
+        })?;
     let store_url = opts
         .store
         .clone()
@@ -220,7 +234,8 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
         .context("starting the I/O runtime")?;
     let stores = Arc::new(NetStores::new(rt.handle().clone()));
     let own: Arc<dyn ObjectStore> = Arc::new(NetStore::new(
-        covenant_net::Store::open(&store_url).with_context(|| format!("opening own store {store_url}"))?,
+        covenant_net::Store::open(&store_url)
+            .with_context(|| format!("opening own store {store_url}"))?,
         rt.handle().clone(),
     ));
     let local: Arc<dyn ObjectStore> = Arc::new(crate::env::LocalDisk::new(&node_dir));
@@ -241,7 +256,9 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
         spec.seed,
         covenant_model::DeviceChoice::Auto,
     )?;
-    let trainer = Box::new(crate::model_trainer::ModelTrainer::new(model, data, spec.batch));
+    let trainer = Box::new(crate::model_trainer::ModelTrainer::new(
+        model, data, spec.batch,
+    ));
     let env = Env {
         clock: Arc::new(crate::env::SystemClock),
         chain,
@@ -311,7 +328,8 @@ pub fn open_data(spec: &RunSpec, run_dir: &Path) -> anyhow::Result<Dataset> {
                 .with_context(|| format!("preparing the bundled corpus in {}", dir.display()))?
         }
     };
-    let ds = Dataset::open(&dir).with_context(|| format!("opening prepared data in {}", dir.display()))?;
+    let ds = Dataset::open(&dir)
+        .with_context(|| format!("opening prepared data in {}", dir.display()))?;
     ensure!(
         ds.num_samples(Split::Train) > 0 && ds.num_samples(Split::Val) > 0,
         "{} has no samples",

@@ -218,7 +218,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_through(path, &path.with_extension(format!("tmp{}", std::process::id())), bytes)
+    write_through(
+        path,
+        &path.with_extension(format!("tmp{}", std::process::id())),
+        bytes,
+    )
 }
 
 /// Writes `bytes` to the temporary file `tmp` and renames it onto `path` (same directory);

@@ -55,7 +55,10 @@ fn fault_seeds_hold_every_invariant() {
         let c = fault_cfg(seed);
         let (s, _) = sim::run(c.clone()).unwrap();
         assert_holds(&c, &s);
-        assert!(s.replicas_agree && s.windows_applied == 20, "seed {seed}: {s:?}");
+        assert!(
+            s.replicas_agree && s.windows_applied == 20,
+            "seed {seed}: {s:?}"
+        );
         crashes += s.crashes;
     }
     assert!(crashes >= seeds.len(), "faults happened: {crashes} crashes");
@@ -70,8 +73,15 @@ fn a_broken_invariant_is_reported_with_its_seed() {
     assert!(!s.ok() && !s.replicas_agree);
     let v = &s.violations[0];
     assert_eq!(v.window, Some(4), "{v:?}");
-    assert!(v.what.contains("replicas differ after window 4") && v.what.contains("miner-2"), "{v:?}");
-    assert!(s.line().contains("seed 4242") && s.line().contains("BROKEN"), "{}", s.line());
+    assert!(
+        v.what.contains("replicas differ after window 4") && v.what.contains("miner-2"),
+        "{v:?}"
+    );
+    assert!(
+        s.line().contains("seed 4242") && s.line().contains("BROKEN"),
+        "{}",
+        s.line()
+    );
 }
 
 fn all_events(w: &World) -> Vec<Vec<NodeEvent>> {
@@ -83,9 +93,15 @@ fn a_seed_replays_exactly() {
     let c = fault_cfg(77);
     let (a, wa) = sim::run(c.clone()).unwrap();
     let (b, wb) = sim::run(c).unwrap();
-    assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
     assert_eq!(all_events(&wa), all_events(&wb));
-    assert!(a.crashes > 0 || !wa.plan.stores.trouble.is_empty(), "seed 77 has faults");
+    assert!(
+        a.crashes > 0 || !wa.plan.stores.trouble.is_empty(),
+        "seed 77 has faults"
+    );
 }
 
 fn outer_steps(ev: &[NodeEvent]) -> Vec<(u64, Vec<u32>, String, Option<f64>)> {
@@ -103,7 +119,12 @@ fn outer_steps(ev: &[NodeEvent]) -> Vec<(u64, Vec<u32>, String, Option<f64>)> {
         .collect()
 }
 
-fn reports(ev: &[NodeEvent]) -> Vec<(u64, std::collections::BTreeMap<u32, covenant_core::driver::events::PeerLine>)> {
+fn reports(
+    ev: &[NodeEvent],
+) -> Vec<(
+    u64,
+    std::collections::BTreeMap<u32, covenant_core::driver::events::PeerLine>,
+)> {
     ev.iter()
         .filter_map(|e| match e {
             NodeEvent::Report { window, peers, .. } => Some((*window, peers.clone())),
@@ -134,7 +155,10 @@ fn miners_and_a_validator_train_join_leave_and_restart() {
     let v = w.events(0);
     let steps = outer_steps(&v);
     let vals: Vec<f64> = steps.iter().filter_map(|x| x.3).collect();
-    assert!(vals.len() >= 10 && vals[vals.len() - 1] < 0.5 * vals[0], "validation loss falls: {vals:?}");
+    assert!(
+        vals.len() >= 10 && vals[vals.len() - 1] < 0.5 * vals[0],
+        "validation loss falls: {vals:?}"
+    );
 
     // miner-4 joined from a checkpoint, follows from window 5..=7, and is measured in sync
     // within two windows.
@@ -151,7 +175,10 @@ fn miners_and_a_validator_train_join_leave_and_restart() {
             _ => None,
         })
         .unwrap();
-    assert!((5..=7).contains(&jw) && from.is_some(), "joined at {jw} from {from:?}");
+    assert!(
+        (5..=7).contains(&jw) && from.is_some(),
+        "joined at {jw} from {from:?}"
+    );
     let uid4 = w.nodes[m4].uid;
     let syncs: Vec<f64> = reports(&v)
         .iter()
@@ -161,14 +188,23 @@ fn miners_and_a_validator_train_join_leave_and_restart() {
             _ => None,
         })
         .collect();
-    assert!(!syncs.is_empty() && syncs.iter().all(|&s| s >= 0.9), "miner-4 in sync: {syncs:?}");
+    assert!(
+        !syncs.is_empty() && syncs.iter().all(|&s| s >= 0.9),
+        "miner-4 in sync: {syncs:?}"
+    );
 
     // miner-3 is not aggregated after it was killed.
     let uid3 = w.nodes[w.node_index("miner-3").unwrap()].uid;
     for (win, peers, _, _) in &steps {
-        assert!(*win < 8 || !peers.contains(&uid3), "killed miner aggregated in window {win}");
+        assert!(
+            *win < 8 || !peers.contains(&uid3),
+            "killed miner aggregated in window {win}"
+        );
     }
-    assert!(steps.iter().any(|x| x.0 == 13), "the run reached its last window");
+    assert!(
+        steps.iter().any(|x| x.0 == 13),
+        "the run reached its last window"
+    );
 
     // The restarted validator restored exactly the scores of the window it saved last.
     let (last, scores) = v
@@ -182,8 +218,15 @@ fn miners_and_a_validator_train_join_leave_and_restart() {
             _ => None,
         })
         .expect("a restored event");
-    let before = reports(&v).into_iter().find(|(win, _)| *win == last).unwrap().1;
-    assert!(scores.values().any(|&x| x > 0.0), "ratings were not reset: {scores:?}");
+    let before = reports(&v)
+        .into_iter()
+        .find(|(win, _)| *win == last)
+        .unwrap()
+        .1;
+    assert!(
+        scores.values().any(|&x| x > 0.0),
+        "ratings were not reset: {scores:?}"
+    );
     for (uid, sc) in &scores {
         assert_eq!(*sc, before[uid].score, "uid {uid}");
     }
@@ -192,7 +235,10 @@ fn miners_and_a_validator_train_join_leave_and_restart() {
     let cw = w.consensus();
     for m in ["miner-1", "miner-2", "miner-4"] {
         let uid = w.nodes[w.node_index(m).unwrap()].uid;
-        assert!(cw.get(&uid).copied().unwrap_or(0.0) > 0.0, "{m} has weight: {cw:?}");
+        assert!(
+            cw.get(&uid).copied().unwrap_or(0.0) > 0.0,
+            "{m} has weight: {cw:?}"
+        );
     }
 }
 
@@ -214,10 +260,19 @@ fn zero_invalid_and_single_upload_windows_are_survived() {
     let (s, w) = sim::run(c.clone()).unwrap();
     assert_holds(&c, &s);
     let v = w.events(0);
-    assert!(!v.iter().any(|e| matches!(e, NodeEvent::Error { .. })), "validator errors");
+    assert!(
+        !v.iter().any(|e| matches!(e, NodeEvent::Error { .. })),
+        "validator errors"
+    );
     let steps = outer_steps(&v);
-    assert_eq!(steps.iter().map(|x| x.0).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
-    let (gi, bi) = (w.node_index("miner-1").unwrap(), w.node_index("miner-2").unwrap());
+    assert_eq!(
+        steps.iter().map(|x| x.0).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    let (gi, bi) = (
+        w.node_index("miner-1").unwrap(),
+        w.node_index("miner-2").unwrap(),
+    );
     let (good, bad) = (w.nodes[gi].uid, w.nodes[bi].uid);
     let invalid = reports(&v)
         .iter()
@@ -242,13 +297,20 @@ fn zero_invalid_and_single_upload_windows_are_survived() {
             assert_eq!(peers, &vec![good], "window {win}");
         }
     }
-    assert!(steps[9].3.unwrap() < steps[5].3.unwrap(), "one honest miner still trains the model");
+    assert!(
+        steps[9].3.unwrap() < steps[5].3.unwrap(),
+        "one honest miner still trains the model"
+    );
     assert_eq!(w.consensus().get(&bad).copied().unwrap_or(0.0), 0.0);
 }
 
 /// A scenario as `covenant scenario` runs it: 4 honest miners and `adv`, one validator, 20
 /// windows; then the honest miners alone.
-fn scenario(model: SimModel, data: Option<Arc<covenant_data::Dataset>>, adv: &[Behaviour]) -> covenant_node::analysis::ScenarioReport {
+fn scenario(
+    model: SimModel,
+    data: Option<Arc<covenant_data::Dataset>>,
+    adv: &[Behaviour],
+) -> covenant_node::analysis::ScenarioReport {
     let mut c = SimConfig::new(4, 1, 20, 3);
     c.model = model;
     c.data = data;
@@ -268,14 +330,24 @@ fn scenario(model: SimModel, data: Option<Arc<covenant_data::Dataset>>, adv: &[B
 
 fn never_aggregated(r: &covenant_node::analysis::ScenarioReport, b: &str) {
     let row = r.adversaries.iter().find(|x| x.behaviour == b).unwrap();
-    assert!(row.aggregated_windows.is_empty() && row.max_weight == 0.0, "{row:?}");
+    assert!(
+        row.aggregated_windows.is_empty() && row.max_weight == 0.0,
+        "{row:?}"
+    );
 }
 
 #[test]
 fn attack_mixes_earn_nothing_on_the_stand_in() {
     use Behaviour::*;
     let r = scenario(SimModel::Standin, None, &[Copycat, Scaled, FreeRider]);
-    assert!(r.adversaries.iter().find(|x| x.behaviour == "copycat").unwrap().copy_detected, "{r:#?}");
+    assert!(
+        r.adversaries
+            .iter()
+            .find(|x| x.behaviour == "copycat")
+            .unwrap()
+            .copy_detected,
+        "{r:#?}"
+    );
     never_aggregated(&r, "free-rider");
     let r = scenario(SimModel::Standin, None, &[Noise, SignFlip, Stale]);
     never_aggregated(&r, "noise");
@@ -283,11 +355,19 @@ fn attack_mixes_earn_nothing_on_the_stand_in() {
     for b in ["late", "early", "nan"] {
         never_aggregated(&r, b);
     }
-    let r = scenario(SimModel::Standin, None, &[Malformed, Truncated, BadSignature]);
+    let r = scenario(
+        SimModel::Standin,
+        None,
+        &[Malformed, Truncated, BadSignature],
+    );
     for b in ["malformed", "truncated", "bad-signature"] {
         never_aggregated(&r, b);
     }
-    let r = scenario(SimModel::Standin, None, &[Oversized, WrongShape, BadIndex, Silent]);
+    let r = scenario(
+        SimModel::Standin,
+        None,
+        &[Oversized, WrongShape, BadIndex, Silent],
+    );
     for b in ["oversized", "wrong-shape", "bad-index", "silent"] {
         never_aggregated(&r, b);
     }
@@ -296,7 +376,8 @@ fn attack_mixes_earn_nothing_on_the_stand_in() {
 /// The bundled corpus at the tiny preset's sequence length (prepared once, cached).
 fn tiny_data() -> Arc<covenant_data::Dataset> {
     covenant_model::set_num_threads(2);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/covenant/data/bundled-seq128");
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/covenant/data/bundled-seq128");
     let dir = covenant_data::prepare_bundled(&dir, 128).unwrap();
     Arc::new(covenant_data::Dataset::open(&dir).unwrap())
 }
@@ -320,7 +401,10 @@ fn a_tiny_model_run_replays_exactly() {
     let (a, _) = sim::run(c.clone()).unwrap();
     let (b, _) = sim::run(c).unwrap();
     assert_eq!(a.line(), b.line());
-    assert_eq!(a.final_val_loss.map(f64::to_bits), b.final_val_loss.map(f64::to_bits));
+    assert_eq!(
+        a.final_val_loss.map(f64::to_bits),
+        b.final_val_loss.map(f64::to_bits)
+    );
     assert!(a.final_val_loss.unwrap() < a.first_val_loss.unwrap());
 }
 
@@ -329,7 +413,10 @@ fn attackers_cost_the_tiny_model_under_two_percent() {
     use Behaviour::*;
     let r = scenario(SimModel::Tiny, Some(tiny_data()), &[Noise, SignFlip, Stale]);
     let ratio = r.val_loss_ratio.unwrap();
-    assert!(ratio < 1.02, "honest val loss {ratio} of the all-honest run\n{r:#?}");
+    assert!(
+        ratio < 1.02,
+        "honest val loss {ratio} of the all-honest run\n{r:#?}"
+    );
     never_aggregated(&r, "noise");
     never_aggregated(&r, "sign-flip");
 }

@@ -328,7 +328,9 @@ fn watch(
         let now_w = schedule.window_of_time(covenant_node::now_ms());
         loop {
             let next = printed.map(|p| p + 1).unwrap_or(0);
-            let Some(f) = seen.facts.get(&next) else { break };
+            let Some(f) = seen.facts.get(&next) else {
+                break;
+            };
             let complete = f.report.is_some() && f.hashes.len() >= n_miners + a.validators;
             if !(complete || (f.report.is_some() && now_w >= next + 3)) {
                 break;

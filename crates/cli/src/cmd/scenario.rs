@@ -124,4 +124,3 @@ pub fn run(a: Args) -> Result<()> {
     println!("{md}");
     Ok(())
 }
-

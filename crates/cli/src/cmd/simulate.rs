@@ -139,19 +139,34 @@ fn network(a: Args) -> Result<()> {
         m => bail!("--model must be tiny or standin, not {m:?}"),
     };
     let validators = a.validators.unwrap_or(2);
-    ensure!(validators >= 1 && validators <= 16, "--validators must be in 1..=16");
-    ensure!(a.miners + a.adversaries.len() >= 1 && a.miners <= 64, "--miners must be in 0..=64 with at least one miner");
-    ensure!(a.windows >= 2 && a.windows <= 1000, "--windows must be in 2..=1000");
-    ensure!(!a.adversaries.contains(&Behaviour::Honest), "`honest` is not an adversarial behaviour");
+    ensure!(
+        (1..=16).contains(&validators),
+        "--validators must be in 1..=16"
+    );
+    ensure!(
+        a.miners + a.adversaries.len() >= 1 && a.miners <= 64,
+        "--miners must be in 0..=64 with at least one miner"
+    );
+    ensure!(
+        a.windows >= 2 && a.windows <= 1000,
+        "--windows must be in 2..=1000"
+    );
+    ensure!(
+        !a.adversaries.contains(&Behaviour::Honest),
+        "`honest` is not an adversarial behaviour"
+    );
     let mut cfg = netsim::SimConfig::new(a.miners, validators, a.windows, a.seed);
     cfg.model = model;
     cfg.faults = a.faults;
     cfg.adversaries = a.adversaries.clone();
     cfg.inner_steps = a.inner_steps;
     if model == SimModel::Tiny {
-        let dir = super::demo::bundled_data_for(covenant_model::ModelConfig::preset("tiny")?.max_seq_len)?;
+        let dir = super::demo::bundled_data_for(
+            covenant_model::ModelConfig::preset("tiny")?.max_seq_len,
+        )?;
         cfg.data = Some(Arc::new(
-            covenant_data::Dataset::open(&dir).with_context(|| format!("opening {}", dir.display()))?,
+            covenant_data::Dataset::open(&dir)
+                .with_context(|| format!("opening {}", dir.display()))?,
         ));
         covenant_model::set_num_threads(2);
     }
@@ -162,7 +177,10 @@ fn network(a: Args) -> Result<()> {
         world.write_events(dir)?;
     }
     for v in &summary.violations {
-        println!("VIOLATION (seed {}) window {:?}: {}", summary.seed, v.window, v.what);
+        println!(
+            "VIOLATION (seed {}) window {:?}: {}",
+            summary.seed, v.window, v.what
+        );
     }
     if !summary.adversaries.is_empty() {
         println!("adversaries: {}", summary.adversaries.join(", "));
@@ -180,8 +198,12 @@ fn network(a: Args) -> Result<()> {
         summary.windows,
         cfg.window_secs,
         summary.crashes,
-        summary.first_val_loss.map_or("—".into(), |l| format!("{l:.4}")),
-        summary.final_val_loss.map_or("—".into(), |l| format!("{l:.4}")),
+        summary
+            .first_val_loss
+            .map_or("—".into(), |l| format!("{l:.4}")),
+        summary
+            .final_val_loss
+            .map_or("—".into(), |l| format!("{l:.4}")),
     );
     println!("{}", summary.line());
     if !summary.ok() {

@@ -186,7 +186,12 @@ impl Miner {
         );
     }
 
-    fn stepped(&mut self, w: Window, result: &Result<super::StepInfo, super::Failure>, out: &mut Vec<Output>) {
+    fn stepped(
+        &mut self,
+        w: Window,
+        result: &Result<super::StepInfo, super::Failure>,
+        out: &mut Vec<Output>,
+    ) {
         let Some(t) = self.train.as_mut().filter(|t| t.window == w) else {
             return;
         };
@@ -402,9 +407,7 @@ impl Driver for Miner {
                 self.try_start(now, &mut out);
             }
             Input::Stepped { window, result, .. } => self.stepped(*window, result, &mut out),
-            Input::Compressed { window, result } => {
-                self.compressed(now, *window, result, &mut out)
-            }
+            Input::Compressed { window, result } => self.compressed(now, *window, result, &mut out),
             Input::Uploaded { window, result } => self.uploaded(*window, result, &mut out),
             Input::Applied { result: Ok(a), .. } => self.stats.outer_ms += a.elapsed_ms,
             Input::Fetched { results, .. } => {

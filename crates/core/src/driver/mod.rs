@@ -12,7 +12,7 @@
 //! ```text
 //!              Input (Tick, Chain, Listed, Fetched, Stepped, Applied, Evaluated, …)
 //!   executor ─────────────────────────────────────────────────────────────▶ driver
-//!            ◀───────────────────────────────────────────────────────────── 
+//!            ◀─────────────────────────────────────────────────────────────
 //!              Output::Do(Action) (ReadChain, List, Fetch, TrainStep, Compress,
 //!              Upload, Apply, Evaluate, SetWeights, PublishRecord, …) · Emit(NodeEvent) · Stop
 //! ```
@@ -316,7 +316,10 @@ pub enum Action {
     /// Validation loss of the canonical model. → [`Input::Validated`]
     MeasureValLoss { window: Window },
     /// Submit these (quantised) weights to the chain. → [`Input::Done`]
-    SetWeights { window: Window, weights: Vec<(Uid, u16)> },
+    SetWeights {
+        window: Window,
+        weights: Vec<(Uid, u16)>,
+    },
     /// Publish the signed record of window `window`'s outer step. → [`Input::Done`]
     PublishRecord {
         window: Window,
@@ -512,7 +515,12 @@ impl<K: Ord + Copy> Timers<K> {
 
     /// Removes and returns the timers due at `now`, earliest first.
     pub fn due(&mut self, now: Millis) -> Vec<K> {
-        let due: Vec<(Millis, K)> = self.set.iter().take_while(|(t, _)| *t <= now).copied().collect();
+        let due: Vec<(Millis, K)> = self
+            .set
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .copied()
+            .collect();
         for d in &due {
             self.set.remove(d);
         }

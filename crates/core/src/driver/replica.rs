@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::events::{NodeEvent, RejectionNote, StepSource};
 use super::{
-    hex, Action, Applied, ChainView, ComputeGate, FetchDetail, Fetched, Hash, Input, Listing,
-    Live, NodeConfig, Output, RecordInfo, Rejection, Timers,
+    hex, Action, Applied, ChainView, ComputeGate, FetchDetail, Fetched, Hash, Input, Listing, Live,
+    NodeConfig, Output, RecordInfo, Rejection, Timers,
 };
 use crate::selection::{aggregation_set, AggregationSet};
 use crate::{Millis, Uid, Window};
@@ -91,7 +91,10 @@ enum Phase {
 #[derive(Debug, Clone, PartialEq)]
 enum Mode {
     Live,
-    Record { records: Vec<RecordInfo>, idx: usize },
+    Record {
+        records: Vec<RecordInfo>,
+        idx: usize,
+    },
     Recompute,
 }
 
@@ -303,8 +306,7 @@ impl Replica {
         detail: FetchDetail,
         out: &mut Vec<Output>,
     ) {
-        let Job::OwnerFetch { gather, listed } = std::mem::replace(&mut self.job, Job::Idle)
-        else {
+        let Job::OwnerFetch { gather, listed } = std::mem::replace(&mut self.job, Job::Idle) else {
             return;
         };
         out.push(Output::Do(Action::Fetch {
@@ -470,10 +472,17 @@ impl Replica {
     fn schedule_window(&mut self, now: Millis) {
         let cur = self.cfg.params.window_of_time(now);
         let next = self.announced.map_or(cur, |a| (a + 1).max(cur));
-        self.timers.set(self.cfg.read_time(next), Timer::Window(next));
+        self.timers
+            .set(self.cfg.read_time(next), Timer::Window(next));
     }
 
-    fn note_joined(&mut self, now: Millis, n: Window, out: &mut Vec<Output>, notes: &mut Vec<Note>) {
+    fn note_joined(
+        &mut self,
+        now: Millis,
+        n: Window,
+        out: &mut Vec<Output>,
+        notes: &mut Vec<Note>,
+    ) {
         let cur = self.cfg.params.window_of_time(now);
         if self.joined || n + 1 < cur {
             return;
@@ -661,7 +670,11 @@ impl Replica {
             return;
         };
         let n = self.next();
-        let missing = |u: &Uid| results.get(u).is_none_or(|r| r.as_ref().is_err_and(|e| e.is_transient()));
+        let missing = |u: &Uid| {
+            results
+                .get(u)
+                .is_none_or(|r| r.as_ref().is_err_and(|e| e.is_transient()))
+        };
         let unreadable: Vec<Uid> = gather.iter().copied().filter(missing).collect();
         let valid: Vec<Uid> = gather
             .iter()
@@ -729,7 +742,11 @@ impl Replica {
         rejected: BTreeMap<Uid, RejectionNote>,
         out: &mut Vec<Output>,
     ) {
-        let live = if self.training { Live::Shift } else { Live::Canon };
+        let live = if self.training {
+            Live::Shift
+        } else {
+            Live::Canon
+        };
         self.gate.submit(
             Action::Apply {
                 window,

@@ -174,7 +174,13 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
 
 fn kinds(log: &[Action]) -> Vec<String> {
     log.iter()
-        .map(|a| format!("{a:?}").split([' ', '{']).next().unwrap_or("").to_string())
+        .map(|a| {
+            format!("{a:?}")
+                .split([' ', '{'])
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
         .collect()
 }
 
@@ -188,16 +194,30 @@ fn a_miner_joins_null_then_trains_uploads_and_steps() {
     let log = &s.log;
     // Joining: no checkpoint, so the initial model; window 0 is null (no inner steps).
     assert_eq!(log[0], Action::ListCheckpoints);
-    let first_compress = log.iter().position(|a| matches!(a, Action::Compress { .. })).unwrap();
-    assert_eq!(log[first_compress], Action::Compress { window: 0, zero: true });
-    assert!(!log[..first_compress].iter().any(|a| matches!(a, Action::TrainStep { .. })));
+    let first_compress = log
+        .iter()
+        .position(|a| matches!(a, Action::Compress { .. }))
+        .unwrap();
+    assert_eq!(
+        log[first_compress],
+        Action::Compress {
+            window: 0,
+            zero: true
+        }
+    );
+    assert!(!log[..first_compress]
+        .iter()
+        .any(|a| matches!(a, Action::TrainStep { .. })));
     // Window 0's upload goes out when window 1 starts, with the grace period's end as deadline.
     assert!(log.contains(&Action::Upload {
         window: 0,
         deadline: p.upload_interval(0).1
     }));
     // Window 1 trains H steps only after window 0's outer step, then compresses for real.
-    let apply0 = log.iter().position(|a| matches!(a, Action::Apply { window: 0, .. })).unwrap();
+    let apply0 = log
+        .iter()
+        .position(|a| matches!(a, Action::Apply { window: 0, .. }))
+        .unwrap();
     let step10 = log
         .iter()
         .position(|a| *a == Action::TrainStep { window: 1, step: 0 })
@@ -208,7 +228,10 @@ fn a_miner_joins_null_then_trains_uploads_and_steps() {
         .filter(|a| matches!(a, Action::TrainStep { window: 1, .. }))
         .count();
     assert_eq!(steps1, p.inner_steps as usize);
-    assert!(log.contains(&Action::Compress { window: 1, zero: false }));
+    assert!(log.contains(&Action::Compress {
+        window: 1,
+        zero: false
+    }));
     // Window 1's set (from the chain at window 2's first block: both miners have weight).
     assert!(log.contains(&Action::Apply {
         window: 1,
@@ -218,7 +241,9 @@ fn a_miner_joins_null_then_trains_uploads_and_steps() {
         live: Live::Canon,
     }));
     // A miner only lists the set: not everybody.
-    assert!(log.iter().any(|a| matches!(a, Action::List { window: 1, peers } if peers == &vec![1, 2])));
+    assert!(log
+        .iter()
+        .any(|a| matches!(a, Action::List { window: 1, peers } if peers == &vec![1, 2])));
 }
 
 #[test]
@@ -240,7 +265,10 @@ fn an_unreadable_upload_of_the_set_leaves_the_window_to_be_caught_up() {
     // Never a step with a smaller set than the window's: uid 2 was gathered but unreadable.
     for a in &s.log {
         if let Action::Apply { peers, window, .. } = a {
-            assert!(*window < 1 || peers.contains(&2), "applied window {window} without uid 2");
+            assert!(
+                *window < 1 || peers.contains(&2),
+                "applied window {window} without uid 2"
+            );
         }
     }
     assert!(s.events.iter().any(|e| matches!(e,
@@ -275,9 +303,15 @@ fn an_invalid_upload_is_left_out_by_every_node_alike() {
     assert_eq!(applied(&sv.log), applied(&sm.log));
     assert_eq!(applied(&sv.log)[&1], vec![1]);
     // The validator judged it invalid and set weights.
-    assert!(sv.events.iter().any(|e| matches!(e, NodeEvent::Report { window: 1, peers, .. }
+    assert!(sv
+        .events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::Report { window: 1, peers, .. }
         if peers[&2].verdict == crate::gauntlet::Verdict::Invalid)));
-    assert!(sv.log.iter().any(|a| matches!(a, Action::SetWeights { window: 1, .. })));
+    assert!(sv
+        .log
+        .iter()
+        .any(|a| matches!(a, Action::SetWeights { window: 1, .. })));
 }
 
 #[test]
@@ -290,9 +324,18 @@ fn a_node_behind_the_uploads_retention_waits_for_a_newer_checkpoint() {
     s.now = p.window_start_ms(20) + 1000;
     s.run(&mut m, &p, p.window_start_ms(21));
     assert!(
-        !s.log.iter().any(|a| matches!(a, Action::List { .. } | Action::Apply { .. })),
+        !s.log
+            .iter()
+            .any(|a| matches!(a, Action::List { .. } | Action::Apply { .. })),
         "never recomputes over pruned uploads: {:?}",
         kinds(&s.log)
     );
-    assert!(s.log.iter().filter(|a| **a == Action::ListCheckpoints).count() >= 2, "looks again");
+    assert!(
+        s.log
+            .iter()
+            .filter(|a| **a == Action::ListCheckpoints)
+            .count()
+            >= 2,
+        "looks again"
+    );
 }

@@ -98,8 +98,8 @@ impl Validator {
     fn start(&mut self, now: Millis, out: &mut Vec<Output>) {
         self.started = Some(now);
         out.push(Output::Emit(NodeEvent::Started {
-                uid: self.cfg().uid,
-            }));
+            uid: self.cfg().uid,
+        }));
         if self.restored {
             let g = &self.gauntlet;
             out.push(Output::Emit(NodeEvent::Restored {

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use covenant_core::consensus::yuma_consensus;
 use super::{
     Chain, ChainError, Commitment, Genesis, Metagraph, Neuron, Receipt, Rejection, Snapshot,
     Transaction, TxBody, ValidatorState,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::identity::PublicKey;
+use covenant_core::consensus::yuma_consensus;
 
 pub const LEDGER_FILE: &str = "ledger.sqlite3";
 const SCHEMA_VERSION: &str = "2";

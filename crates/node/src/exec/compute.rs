@@ -138,7 +138,9 @@ impl Compute {
                     .shared
                     .canon
                     .read()
-                    .map(|c| c.fingerprint(self.shared.run.seed, self.shared.run.fingerprint_values))
+                    .map(|c| {
+                        c.fingerprint(self.shared.run.seed, self.shared.run.fingerprint_values)
+                    })
                     .unwrap_or_default(),
             },
             Action::Evaluate { window, uid, lr } => Input::Evaluated {
@@ -155,7 +157,7 @@ impl Compute {
     }
 
     /// Makes the trainer hold the canonical model.
-    fn to_canon(&mut self) -> Result<(), Failure> {
+    fn hold_canon(&mut self) -> Result<(), Failure> {
         if !self.at_canon {
             let c = self.shared.canon.read().map_err(|_| poisoned())?;
             self.trainer.set_params(&c.theta).map_err(trainer_failure)?;
@@ -179,7 +181,9 @@ impl Compute {
         };
         let canon = checkpoint::load(v.store.as_ref(), window, validator, v.key, &expect)
             .map_err(|e| Failure::new(FailureKind::Verification, e))?;
-        self.trainer.set_params(&canon.theta).map_err(trainer_failure)?;
+        self.trainer
+            .set_params(&canon.theta)
+            .map_err(trainer_failure)?;
         let h = canon.hash();
         *s.canon.write().map_err(|_| poisoned())? = canon;
         self.theta0 = None;
@@ -191,7 +195,7 @@ impl Compute {
         self.trainer.reset_optimizer().map_err(trainer_failure)?;
         self.at_canon = false;
         self.theta0 = None;
-        self.to_canon()
+        self.hold_canon()
     }
 
     /// One inner step; `Ok((loss, false))` when the pool has no batch left.
@@ -210,7 +214,13 @@ impl Compute {
         let ids: Vec<u64> = self
             .pool
             .as_ref()
-            .map(|p| p.1.iter().skip(step as usize * b).take(b).copied().collect())
+            .map(|p| {
+                p.1.iter()
+                    .skip(step as usize * b)
+                    .take(b)
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default();
         if ids.is_empty() {
             return Ok((f32::NAN, false));
@@ -233,7 +243,10 @@ impl Compute {
             let deltas: Vec<DeltaSource> = before
                 .iter()
                 .zip(&after)
-                .map(|(b, a)| DeltaSource::Diff { before: b, after: a })
+                .map(|(b, a)| DeltaSource::Diff {
+                    before: b,
+                    after: a,
+                })
                 .collect();
             let mut efs: Vec<&mut [f32]> = self.ef.iter_mut().map(|e| e.as_mut_slice()).collect();
             match covenant_codec::compress_model(&s.layout, &mut efs, &deltas) {
@@ -246,7 +259,7 @@ impl Compute {
             }
         };
         self.theta0 = None;
-        self.to_canon()?;
+        self.hold_canon()?;
         let header = wire::PayloadHeader {
             run_id: s.id.run_hash,
             window,
@@ -273,7 +286,11 @@ impl Compute {
         Ok((n, fell_back))
     }
 
-    fn payloads(&self, window: Window, peers: &[Uid]) -> Result<Vec<Arc<Vec<TensorPayload>>>, Failure> {
+    fn payloads(
+        &self,
+        window: Window,
+        peers: &[Uid],
+    ) -> Result<Vec<Arc<Vec<TensorPayload>>>, Failure> {
         let g = self.shared.gathered.lock().map_err(|_| poisoned())?;
         peers
             .iter()
@@ -310,7 +327,9 @@ impl Compute {
         let before = std::mem::replace(&mut *canon, next);
         match live {
             Live::Canon => {
-                self.trainer.set_params(&canon.theta).map_err(trainer_failure)?;
+                self.trainer
+                    .set_params(&canon.theta)
+                    .map_err(trainer_failure)?;
                 self.theta0 = None;
                 self.at_canon = true;
             }
@@ -338,22 +357,45 @@ impl Compute {
     fn evaluate(&mut self, window: Window, uid: Uid, lr: f64) -> Result<LossProbe, Failure> {
         let s = self.shared.clone();
         let payload = self.payloads(window, &[uid])?.remove(0);
-        self.to_canon()?;
+        self.hold_canon()?;
         let r = &s.run;
         let n = self.trainer.samples(Split::Train);
         let (rand_ids, rand_before) = match &self.rand_before {
             Some((w, ids, l)) if *w == window => (ids.clone(), *l),
             _ => {
-                let ids = sampler::random_pool(r.seed, window, u64::from(s.id.uid), r.params.eval_sequences, n);
-                let l = self.trainer.eval(Split::Train, &ids).map_err(trainer_failure)?;
+                let ids = sampler::random_pool(
+                    r.seed,
+                    window,
+                    u64::from(s.id.uid),
+                    r.params.eval_sequences,
+                    n,
+                );
+                let l = self
+                    .trainer
+                    .eval(Split::Train, &ids)
+                    .map_err(trainer_failure)?;
                 self.rand_before = Some((window, ids.clone(), l));
                 (ids, l)
             }
         };
-        let pool = sampler::pool(r.seed, uid, window, r.params.inner_steps as usize * r.batch, n);
+        let pool = sampler::pool(
+            r.seed,
+            uid,
+            window,
+            r.params.inner_steps as usize * r.batch,
+            n,
+        );
         // The sequences the peer trained on last: where its update should help most.
-        let own_ids: Vec<u64> = pool.iter().rev().take(r.params.eval_sequences).copied().collect();
-        let own_before = self.trainer.eval(Split::Train, &own_ids).map_err(trainer_failure)?;
+        let own_ids: Vec<u64> = pool
+            .iter()
+            .rev()
+            .take(r.params.eval_sequences)
+            .copied()
+            .collect();
+        let own_before = self
+            .trainer
+            .eval(Split::Train, &own_ids)
+            .map_err(trainer_failure)?;
         let mut alone = s.canon.read().map_err(|_| poisoned())?.clone();
         alone
             .apply(&[payload.as_slice()], lr as f32)
@@ -361,11 +403,19 @@ impl Compute {
         if alone.theta.iter().any(|t| t.iter().any(|x| !x.is_finite())) {
             return Err(codec_failure("the update makes the model non-finite"));
         }
-        self.trainer.set_params(&alone.theta).map_err(trainer_failure)?;
+        self.trainer
+            .set_params(&alone.theta)
+            .map_err(trainer_failure)?;
         self.at_canon = false;
-        let own_after = self.trainer.eval(Split::Train, &own_ids).map_err(trainer_failure);
-        let rand_after = self.trainer.eval(Split::Train, &rand_ids).map_err(trainer_failure);
-        self.to_canon()?;
+        let own_after = self
+            .trainer
+            .eval(Split::Train, &own_ids)
+            .map_err(trainer_failure);
+        let rand_after = self
+            .trainer
+            .eval(Split::Train, &rand_ids)
+            .map_err(trainer_failure);
+        self.hold_canon()?;
         Ok(LossProbe {
             rand_before,
             rand_after: rand_after?,
@@ -375,7 +425,7 @@ impl Compute {
     }
 
     fn val_loss(&mut self) -> Result<f64, Failure> {
-        self.to_canon()?;
+        self.hold_canon()?;
         let ids = self.shared.run.val_ids.clone();
         self.trainer.eval(Split::Val, &ids).map_err(trainer_failure)
     }

@@ -136,11 +136,7 @@ fn retry<T>(
         attempts += 1;
         match op() {
             Ok(v) => return Ok(v),
-            Err(e)
-                if transient(&e)
-                    && attempts < max_attempts
-                    && s.now() + backoff < deadline =>
-            {
+            Err(e) if transient(&e) && attempts < max_attempts && s.now() + backoff < deadline => {
                 s.env.clock.sleep_ms(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF_MS);
             }
@@ -269,14 +265,8 @@ fn map_peers<T: Send>(s: &Shared, peers: &[Uid], f: impl Fn(Uid) -> T + Sync) ->
     }
     let f = &f;
     std::thread::scope(|sc| {
-        let handles: Vec<_> = peers
-            .iter()
-            .map(|&u| sc.spawn(move || (u, f(u))))
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| h.join().ok())
-            .collect()
+        let handles: Vec<_> = peers.iter().map(|&u| sc.spawn(move || (u, f(u)))).collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
     })
 }
 
@@ -325,7 +315,10 @@ fn fetch_one(
     if !s.run.params.classify_upload(w, Some(found)).accepted() {
         return Err(Rejection::OutOfTime { found });
     }
-    let vk = peer.key.verifying_key().ok_or(Rejection::Invalid(wire::WireError::BadSignature))?;
+    let vk = peer
+        .key
+        .verifying_key()
+        .ok_or(Rejection::Invalid(wire::WireError::BadSignature))?;
     let expected = wire::ExpectedModel {
         layout: &s.layout,
         run_id: s.id.run_hash,
@@ -335,13 +328,17 @@ fn fetch_one(
     let payload = wire::decode(&bytes, &expected, &vk, &limits).map_err(Rejection::Invalid)?;
     let zero = payload.tensors.iter().all(|t| t.is_zero());
     let keys = if detail.copy_keys {
-        copy_keys(s.layout.tensors.iter().zip(&payload.tensors).map(|(t, p)| {
-            SelectedIndices {
-                n_chunks: t.geom.n_chunks,
-                k: t.geom.k,
-                idx: &p.idx,
-            }
-        }))
+        copy_keys(
+            s.layout
+                .tensors
+                .iter()
+                .zip(&payload.tensors)
+                .map(|(t, p)| SelectedIndices {
+                    n_chunks: t.geom.n_chunks,
+                    k: t.geom.k,
+                    idx: &p.idx,
+                }),
+        )
     } else {
         Vec::new()
     };
@@ -361,7 +358,13 @@ fn fetch_one(
 }
 
 /// A peer's signed fingerprint of window `w` (store errors retried until `deadline`).
-fn fingerprint_of(s: &Shared, w: Window, uid: Uid, peer: &Peer, deadline: Millis) -> FingerprintSeen {
+fn fingerprint_of(
+    s: &Shared,
+    w: Window,
+    uid: Uid,
+    peer: &Peer,
+    deadline: Millis,
+) -> FingerprintSeen {
     let id = DocId {
         run_id: &s.id.run_id,
         uid,
@@ -480,7 +483,11 @@ fn upload(s: &Shared, w: Window, deadline: Millis) -> Result<u64, Failure> {
 }
 
 fn prune(s: &Shared, w: Window) -> Result<(), Failure> {
-    for key in [objects::grad_key(w), objects::fp_key(w), objects::rec_key(w)] {
+    for key in [
+        objects::grad_key(w),
+        objects::fp_key(w),
+        objects::rec_key(w),
+    ] {
         match s.env.own.delete(&key) {
             Ok(()) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(store_failure(e)),
@@ -491,7 +498,11 @@ fn prune(s: &Shared, w: Window) -> Result<(), Failure> {
 
 fn set_weights(s: &Shared, weights: Vec<(Uid, u16)>) -> Result<(), Failure> {
     let chain_err = |e: covenant_net::ChainError| Failure::new(FailureKind::Chain, e);
-    let nonce = s.env.chain.next_nonce(&s.id.key.public()).map_err(chain_err)?;
+    let nonce = s
+        .env
+        .chain
+        .next_nonce(&s.id.key.public())
+        .map_err(chain_err)?;
     let tx = Transaction::sign(
         &s.id.key,
         &s.id.run_id,
@@ -508,7 +519,10 @@ fn publish_record(
     lr: f64,
     hash: covenant_core::driver::Hash,
 ) -> Result<(), Failure> {
-    let canon = s.canon.read().map_err(|_| store_failure("model lock poisoned"))?;
+    let canon = s
+        .canon
+        .read()
+        .map_err(|_| store_failure("model lock poisoned"))?;
     if canon.hash() != hash {
         return Err(Failure::new(
             FailureKind::Verification,

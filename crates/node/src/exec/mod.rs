@@ -59,6 +59,9 @@ pub struct PeerBook {
     pub validators: BTreeMap<Uid, Peer>,
 }
 
+/// Fetched, decoded payloads by (window, uid).
+pub type Payloads = BTreeMap<(Window, Uid), Arc<Vec<TensorPayload>>>;
+
 /// What a node's threads share.
 pub struct Shared {
     pub env: Env,
@@ -73,7 +76,7 @@ pub struct Shared {
     /// Signed uploads ready to put, by window.
     pub prepared: Mutex<BTreeMap<Window, Vec<u8>>>,
     /// Fetched, decoded payloads by (window, uid).
-    pub gathered: Mutex<BTreeMap<(Window, Uid), Arc<Vec<TensorPayload>>>>,
+    pub gathered: Mutex<Payloads>,
     /// Peers by the window whose first block the chain view is of.
     pub books: Mutex<BTreeMap<Window, Arc<PeerBook>>>,
     /// Fetch uploads of several peers at once (threads); the simulator fetches in order.

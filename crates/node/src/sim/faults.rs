@@ -169,7 +169,8 @@ impl DelayedChain {
     pub fn flush(&self, now: Millis) {
         let due: Vec<Transaction> = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let (ready, wait): (Vec<Pending>, Vec<Pending>) = p.drain(..).partition(|x| x.due <= now);
+            let (ready, wait): (Vec<Pending>, Vec<Pending>) =
+                p.drain(..).partition(|x| x.due <= now);
             p.extend(wait);
             ready.into_iter().map(|x| x.tx).collect()
         };
@@ -200,10 +201,15 @@ impl Chain for DelayedChain {
     fn submit(&self, tx: &Transaction) -> Result<Receipt, ChainError> {
         let delay = {
             let mut r = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            r.chance(self.chance).then(|| 1 + r.below(self.max_blocks.max(1)))
+            r.chance(self.chance)
+                .then(|| 1 + r.below(self.max_blocks.max(1)))
         };
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let behind = p.iter().filter(|x| x.tx.signer == tx.signer).map(|x| x.due).max();
+        let behind = p
+            .iter()
+            .filter(|x| x.tx.signer == tx.signer)
+            .map(|x| x.due)
+            .max();
         if delay.is_none() && behind.is_none() {
             drop(p);
             return self.inner.submit(tx);

@@ -144,7 +144,11 @@ impl Checker {
                 self.violation(now, Some(w), what);
             }
             let honest_miner = n.role == Role::Miner && n.behaviour == Behaviour::Honest;
-            if honest_miner && w >= 3 && up <= p.window_start_ms(w - 3) && !uploaded(world, i, w - 2) {
+            if honest_miner
+                && w >= 3
+                && up <= p.window_start_ms(w - 3)
+                && !uploaded(world, i, w - 2)
+            {
                 let what = format!(
                     "{} has not rejoined: no upload of window {} (up since window {})",
                     n.name,
@@ -158,7 +162,11 @@ impl Checker {
 
     fn check_adversary_weights(&mut self, world: &World, w: Window, now: Millis) {
         let consensus = world.consensus();
-        for n in world.nodes.iter().filter(|n| n.behaviour != Behaviour::Honest) {
+        for n in world
+            .nodes
+            .iter()
+            .filter(|n| n.behaviour != Behaviour::Honest)
+        {
             let weight = consensus.get(&n.uid).copied().unwrap_or(0.0);
             if weight > 0.0 {
                 let what = format!(
@@ -180,10 +188,18 @@ impl Checker {
             .map(|n| (n.uid, n.name.as_str()))
             .collect();
         let grace = self.params.penalties.unavailable_grace;
-        for (vi, v) in world.nodes.iter().enumerate().filter(|(_, n)| n.role == Role::Validator) {
+        for (vi, v) in world
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.role == Role::Validator)
+        {
             for ev in world.events(vi) {
                 let NodeEvent::Report {
-                    window, peers, eval, ..
+                    window,
+                    peers,
+                    eval,
+                    ..
                 } = ev
                 else {
                     continue;
@@ -192,13 +208,17 @@ impl Checker {
                     continue;
                 }
                 for (uid, line) in &peers {
-                    let Some(name) = honest.get(uid) else { continue };
+                    let Some(name) = honest.get(uid) else {
+                        continue;
+                    };
                     let penalised = match line.verdict {
                         Verdict::Missing { .. } | Verdict::Invalid | Verdict::Copied { .. } => true,
                         Verdict::Unavailable { streak } => streak > grace,
                         _ => false,
                     };
-                    if penalised && self.landed_on_time(world, name, &objects::grad_key(window), window) {
+                    if penalised
+                        && self.landed_on_time(world, name, &objects::grad_key(window), window)
+                    {
                         let what = format!(
                             "{} penalised honest {name} (uid {uid}) with {:?} for window {window}, whose upload landed on time",
                             v.name, line.verdict

@@ -123,7 +123,11 @@ pub enum StoreTrouble {
     /// Every call fails.
     Outage { from: Millis, to: Millis },
     /// Every call takes `extra_ms` longer.
-    Slow { from: Millis, to: Millis, extra_ms: u64 },
+    Slow {
+        from: Millis,
+        to: Millis,
+        extra_ms: u64,
+    },
 }
 
 /// Store faults in force over the run.
@@ -349,7 +353,11 @@ impl Stores for MemStores {
         let name = url
             .strip_prefix("mem://")
             .ok_or_else(|| StoreError::Config(format!("the simulator has no store at {url:?}")))?;
-        Ok(Arc::new(MemBucket::new(self.world.clone(), self.clock.clone(), name)))
+        Ok(Arc::new(MemBucket::new(
+            self.world.clone(),
+            self.clock.clone(),
+            name,
+        )))
     }
 }
 

@@ -182,7 +182,10 @@ pub fn default_cache() -> PathBuf {
 
 /// Per-adversary outcome of a simulated run (as `covenant scenario` reports a real one), from
 /// validator-1's events; `baseline_val`: the final validation loss of the honest miners alone.
-pub fn scenario_report(world: &World, baseline_val: Option<f64>) -> crate::analysis::ScenarioReport {
+pub fn scenario_report(
+    world: &World,
+    baseline_val: Option<f64>,
+) -> crate::analysis::ScenarioReport {
     let miners: Vec<crate::analysis::Participant> = world
         .nodes
         .iter()

@@ -39,7 +39,11 @@ impl Standin {
         let mut goal = SplitMix64::new(derive_seed(seed, &[0x57A2]));
         let theta = SHAPES
             .iter()
-            .map(|(_, s)| (0..s[0] * s[1]).map(|_| 0.1 * init.normal() as f32).collect())
+            .map(|(_, s)| {
+                (0..s[0] * s[1])
+                    .map(|_| 0.1 * init.normal() as f32)
+                    .collect()
+            })
             .collect();
         let target = SHAPES
             .iter()
@@ -111,7 +115,10 @@ impl Trainer for Standin {
 
     fn set_params(&mut self, theta: &[Vec<f32>]) -> Result<(), TrainerError> {
         if theta.len() != self.theta.len()
-            || theta.iter().zip(&self.theta).any(|(a, b)| a.len() != b.len())
+            || theta
+                .iter()
+                .zip(&self.theta)
+                .any(|(a, b)| a.len() != b.len())
         {
             return Err(TrainerError::Shape("not the stand-in's shapes".into()));
         }
@@ -165,15 +172,27 @@ mod tests {
         let mut a = Standin::new(3, 1000, 100);
         let own: Vec<u64> = (0..8).collect();
         let other: Vec<u64> = (500..508).collect();
-        let (own0, other0) = (a.eval(Split::Train, &own).unwrap(), a.eval(Split::Train, &other).unwrap());
+        let (own0, other0) = (
+            a.eval(Split::Train, &own).unwrap(),
+            a.eval(Split::Train, &other).unwrap(),
+        );
         for _ in 0..4 {
             a.step(&own).unwrap();
         }
-        let (own1, other1) = (a.eval(Split::Train, &own).unwrap(), a.eval(Split::Train, &other).unwrap());
+        let (own1, other1) = (
+            a.eval(Split::Train, &own).unwrap(),
+            a.eval(Split::Train, &other).unwrap(),
+        );
         assert!(own1 < own0 && other1 < other0);
-        assert!((own0 - own1) / own0 > (other0 - other1) / other0, "own data helps more");
+        assert!(
+            (own0 - own1) / own0 > (other0 - other1) / other0,
+            "own data helps more"
+        );
         // The same seed is the same model.
         let b = Standin::new(3, 1000, 100);
-        assert_eq!(b.params().unwrap(), Standin::new(3, 1000, 100).params().unwrap());
+        assert_eq!(
+            b.params().unwrap(),
+            Standin::new(3, 1000, 100).params().unwrap()
+        );
     }
 }

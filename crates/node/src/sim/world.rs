@@ -64,13 +64,28 @@ struct Running {
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { node: usize, gen: u32, input: Input },
-    Timer { node: usize, gen: u32 },
-    Crash { node: usize },
-    Restart { node: usize },
+    Deliver {
+        node: usize,
+        gen: u32,
+        input: Input,
+    },
+    Timer {
+        node: usize,
+        gen: u32,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
     /// The node is gone for good (it counts as stopped).
-    Retire { node: usize },
-    Check { window: Window },
+    Retire {
+        node: usize,
+    },
+    Check {
+        window: Window,
+    },
 }
 
 struct Queued {
@@ -126,10 +141,14 @@ fn spec_for(cfg: &SimConfig) -> RunSpec {
 impl World {
     pub fn new(cfg: SimConfig) -> Result<World, SimError> {
         if cfg.miners + cfg.adversaries.len() == 0 || cfg.validators == 0 {
-            return Err(SimError::Config("a network needs a validator and a miner".into()));
+            return Err(SimError::Config(
+                "a network needs a validator and a miner".into(),
+            ));
         }
         if cfg.model == SimModel::Tiny && cfg.data.is_none() {
-            return Err(SimError::Config("the tiny model needs the bundled corpus".into()));
+            return Err(SimError::Config(
+                "the tiny model needs the bundled corpus".into(),
+            ));
         }
         let mut spec = spec_for(&cfg);
         let mut behaviours: Vec<Behaviour> = vec![Behaviour::Honest; cfg.miners];
@@ -138,7 +157,9 @@ impl World {
         let key = |i: usize| {
             let mut seed = [0u8; 32];
             for (j, c) in seed.chunks_mut(8).enumerate() {
-                c.copy_from_slice(&derive_seed(cfg.seed, &[0x4E7, i as u64, j as u64]).to_le_bytes());
+                c.copy_from_slice(
+                    &derive_seed(cfg.seed, &[0x4E7, i as u64, j as u64]).to_le_bytes(),
+                );
             }
             Keypair::from_seed(seed)
         };
@@ -179,7 +200,10 @@ impl World {
             plan.tx_delay_chance,
             plan.tx_delay_blocks,
         ));
-        let stores = Arc::new(MemWorld::new(plan.stores.clone(), derive_seed(cfg.seed, &[0x1A6])));
+        let stores = Arc::new(MemWorld::new(
+            plan.stores.clone(),
+            derive_seed(cfg.seed, &[0x1A6]),
+        ));
         let mut keys = keys;
         while keys.len() < cfg.validators + behaviours.len() {
             keys.push(key(keys.len()));
@@ -187,13 +211,21 @@ impl World {
         let mut nodes = Vec::new();
         for (i, key) in keys.into_iter().enumerate() {
             let (name, role, behaviour) = if i < cfg.validators {
-                (crate::network::validator_name(i), Role::Validator, Behaviour::Honest)
+                (
+                    crate::network::validator_name(i),
+                    Role::Validator,
+                    Behaviour::Honest,
+                )
             } else {
                 let m = i - cfg.validators;
                 (crate::network::miner_name(m), Role::Miner, behaviours[m])
             };
             let skew = plan.skew.get(i).copied().unwrap_or(0);
-            let node_clock = Arc::new(NodeClock::new(clock.clone(), skew, derive_seed(cfg.seed, &[0xC10C, i as u64])));
+            let node_clock = Arc::new(NodeClock::new(
+                clock.clone(),
+                skew,
+                derive_seed(cfg.seed, &[0xC10C, i as u64]),
+            ));
             let uid = setup::register(ledger.as_ref(), &key, &format!("mem://{name}"))
                 .map_err(|e| SimError::Config(format!("registering {name}: {e:#}")))?;
             nodes.push(SimNode {
@@ -234,7 +266,9 @@ impl World {
         let mid = |p: &RunParams, win: Window| p.window_start_ms(win) + p.window_ms() / 2;
         for i in 0..w.nodes.len() {
             let late = w.cfg.script.iter().find_map(|s| match s {
-                super::Scripted::StartAt { node, window } if *node == w.nodes[i].name => Some(*window),
+                super::Scripted::StartAt { node, window } if *node == w.nodes[i].name => {
+                    Some(*window)
+                }
                 _ => None,
             });
             let at = late.map_or(start, |win| mid(&w.params, win));
@@ -243,7 +277,8 @@ impl World {
         for s in w.cfg.script.clone() {
             match s {
                 super::Scripted::StartAt { .. } => {}
-                super::Scripted::KillAt { ref node, window } | super::Scripted::RestartAt { ref node, window } => {
+                super::Scripted::KillAt { ref node, window }
+                | super::Scripted::RestartAt { ref node, window } => {
                     let i = w
                         .node_index(node)
                         .ok_or_else(|| SimError::Config(format!("no node {node:?}")))?;
@@ -317,7 +352,11 @@ impl World {
         Ok(match self.cfg.model {
             SimModel::Standin => Box::new(Standin::new(self.spec.seed, STANDIN_TRAIN, STANDIN_VAL)),
             SimModel::Tiny => {
-                let data = self.cfg.data.clone().ok_or_else(|| SimError::Config("no data".into()))?;
+                let data = self
+                    .cfg
+                    .data
+                    .clone()
+                    .ok_or_else(|| SimError::Config("no data".into()))?;
                 let cfg = self
                     .spec
                     .model_config(data.vocab_size() as usize)
@@ -328,7 +367,11 @@ impl World {
                     self.spec.seed,
                     covenant_model::DeviceChoice::Auto,
                 )?;
-                Box::new(crate::model_trainer::ModelTrainer::new(model, data, self.spec.batch))
+                Box::new(crate::model_trainer::ModelTrainer::new(
+                    model,
+                    data,
+                    self.spec.batch,
+                ))
             }
         })
     }
@@ -347,14 +390,19 @@ impl World {
                 world: self.stores.clone(),
                 clock: n.clock.clone(),
             }),
-            own: Arc::new(MemBucket::new(self.stores.clone(), n.clock.clone(), &n.name)),
+            own: Arc::new(MemBucket::new(
+                self.stores.clone(),
+                n.clock.clone(),
+                &n.name,
+            )),
             local: n.disk.clone(),
             sink: Arc::new(n.sink.clone()),
         };
         let trainer = match self.trainer() {
             Ok(t) => t,
             Err(e) => {
-                self.checker.violation(now, None, format!("starting {}: {e}", n.name));
+                self.checker
+                    .violation(now, None, format!("starting {}: {e}", n.name));
                 return;
             }
         };
@@ -383,15 +431,20 @@ impl World {
                     shared: node.shared,
                 });
                 let gen = n.gen;
-                self.push(now, i, Ev::Deliver {
-                    node: i,
-                    gen,
-                    input: Input::Start,
-                });
+                self.push(
+                    now,
+                    i,
+                    Ev::Deliver {
+                        node: i,
+                        gen,
+                        input: Input::Start,
+                    },
+                );
             }
-            Err(e) => self
-                .checker
-                .violation(now, None, format!("starting {}: {e}", self.nodes[i].name)),
+            Err(e) => {
+                self.checker
+                    .violation(now, None, format!("starting {}: {e}", self.nodes[i].name))
+            }
         }
     }
 
@@ -416,7 +469,11 @@ impl World {
             // The node is busy with a model action: the input waits.
             let at = n.busy_until;
             let ev = match input {
-                Some(input) => Ev::Deliver { node: i, gen, input },
+                Some(input) => Ev::Deliver {
+                    node: i,
+                    gen,
+                    input,
+                },
                 None => Ev::Timer { node: i, gen },
             };
             if matches!(ev, Ev::Timer { .. }) {
@@ -437,13 +494,17 @@ impl World {
             }
         }
         let view = n.clock.view(now);
-        let Some(run) = n.running.as_mut() else { return };
-        let handled = std::panic::catch_unwind(AssertUnwindSafe(|| run.driver.handle(view, input.clone())));
+        let Some(run) = n.running.as_mut() else {
+            return;
+        };
+        let handled =
+            std::panic::catch_unwind(AssertUnwindSafe(|| run.driver.handle(view, input.clone())));
         let outputs = match handled {
             Ok(o) => o,
             Err(_) => {
                 let name = n.name.clone();
-                self.checker.violation(now, None, format!("{name} panicked handling {input:?}"));
+                self.checker
+                    .violation(now, None, format!("{name} panicked handling {input:?}"));
                 self.crash(i);
                 return;
             }
@@ -466,7 +527,9 @@ impl World {
             }
             Output::Stop => n.stopped = true,
             Output::Do(a) => {
-                let Some(run) = n.running.as_mut() else { return };
+                let Some(run) = n.running.as_mut() else {
+                    return;
+                };
                 n.clock.begin();
                 let compute = a.is_compute();
                 let cost = model_cost(&self.cfg, &a);
@@ -481,7 +544,8 @@ impl World {
                     Ok(inp) => inp,
                     Err(_) => {
                         let name = n.name.clone();
-                        self.checker.violation(now, None, format!("{name}'s executor panicked"));
+                        self.checker
+                            .violation(now, None, format!("{name}'s executor panicked"));
                         self.crash(i);
                         return;
                     }
@@ -493,7 +557,15 @@ impl World {
                     now + n.clock.spent()
                 };
                 let input = with_elapsed(input, cost);
-                self.push(done, i, Ev::Deliver { node: i, gen, input });
+                self.push(
+                    done,
+                    i,
+                    Ev::Deliver {
+                        node: i,
+                        gen,
+                        input,
+                    },
+                );
             }
         }
     }
@@ -501,7 +573,9 @@ impl World {
     fn schedule_timer(&mut self, i: usize, gen: u32) {
         let now = self.clock.now();
         let n = &mut self.nodes[i];
-        let Some(run) = n.running.as_ref() else { return };
+        let Some(run) = n.running.as_ref() else {
+            return;
+        };
         let at = run
             .driver
             .poll_timeout()
@@ -574,7 +648,12 @@ impl World {
     pub fn consensus(&self) -> BTreeMap<Uid, f64> {
         self.ledger
             .metagraph()
-            .map(|m| m.neurons.iter().map(|n| (n.uid, n.consensus_weight)).collect())
+            .map(|m| {
+                m.neurons
+                    .iter()
+                    .map(|n| (n.uid, n.consensus_weight))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -596,7 +675,10 @@ impl World {
             final_val_loss: vals.last().copied(),
             crashes: self.crashes,
             violations: self.checker.violations.clone(),
-            virtual_ms: self.clock.now().saturating_sub(self.params.window_start_ms(0)),
+            virtual_ms: self
+                .clock
+                .now()
+                .saturating_sub(self.params.window_start_ms(0)),
             adversaries: self
                 .nodes
                 .iter()
