@@ -372,6 +372,42 @@ impl Trainer {
         Ok(())
     }
 
+    /// Overwrite every parameter from flat fp32 buffers in checkpoint order (as
+    /// [`Trainer::param_specs`] lists them), without copying them first. Nothing is changed
+    /// unless every buffer has its tensor's length and holds finite values.
+    pub fn set_params_flat(&mut self, theta: &[&[f32]]) -> Result<()> {
+        if theta.len() != self.model.params.len() {
+            return Err(ModelError::ParamMismatch(format!(
+                "{} tensors for a model of {}",
+                theta.len(),
+                self.model.params.len()
+            )));
+        }
+        for (i, v) in theta.iter().enumerate() {
+            let n: usize = self.model.shapes[i].iter().product();
+            if v.len() != n {
+                return Err(ModelError::ParamMismatch(format!(
+                    "`{}` carries {} values ({n} expected)",
+                    self.model.names[i],
+                    v.len()
+                )));
+            }
+            if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                return Err(ModelError::ParamMismatch(format!(
+                    "`{}` has a non-finite value at index {j}",
+                    self.model.names[i]
+                )));
+            }
+        }
+        let _guard = tch::no_grad_guard();
+        for (i, v) in theta.iter().enumerate() {
+            let dims: Vec<i64> = self.model.shapes[i].iter().map(|&d| d as i64).collect();
+            let src = Tensor::f_from_slice(v)?.f_view(dims.as_slice())?;
+            self.model.params[i].f_copy_(&src)?;
+        }
+        Ok(())
+    }
+
     /// Write a Hugging Face checkpoint (`model.safetensors`, `config.json`) plus the optimizer
     /// state (`optimizer.safetensors`) and `trainer.json`, which is written last: a directory with
     /// a `trainer.json` is complete.

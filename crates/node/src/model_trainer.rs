@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use covenant_data::{Dataset, Split};
-use covenant_model::{ParamView, Trainer as Model};
+use covenant_model::Trainer as Model;
 
 use crate::env::{Trainer, TrainerError};
 
@@ -55,24 +55,8 @@ impl Trainer for ModelTrainer {
     }
 
     fn set_params(&mut self, theta: &[Vec<f32>]) -> Result<(), TrainerError> {
-        if theta.len() != self.shapes.len() {
-            return Err(TrainerError::Shape(format!(
-                "{} tensors for a model of {}",
-                theta.len(),
-                self.shapes.len()
-            )));
-        }
-        let views: Vec<ParamView> = self
-            .shapes
-            .iter()
-            .zip(theta)
-            .map(|((name, shape), data)| ParamView {
-                name: name.clone(),
-                shape: shape.clone(),
-                data: data.clone(),
-            })
-            .collect();
-        Ok(self.model.set_params(&views)?)
+        let flat: Vec<&[f32]> = theta.iter().map(Vec::as_slice).collect();
+        Ok(self.model.set_params_flat(&flat)?)
     }
 
     fn step(&mut self, ids: &[u64]) -> Result<f32, TrainerError> {

@@ -16,7 +16,6 @@ use covenant_core::{LossProbe, Uid, Window};
 use covenant_data::{sampler, Split};
 
 use super::Shared;
-use crate::canon::Canon;
 use crate::checkpoint;
 use crate::env::{Trainer, TrainerError};
 
@@ -318,13 +317,17 @@ impl Compute {
         let ps = self.payloads(window, peers)?;
         let refs: Vec<&[TensorPayload]> = ps.iter().map(|p| p.as_slice()).collect();
         let mut canon = s.canon.write().map_err(|_| poisoned())?;
-        let mut next: Canon = canon.clone();
-        next.apply(&refs, lr as f32).map_err(codec_failure)?;
-        let hash = next.hash();
+        // The model before the step is needed to shift the live model, or to keep it when the
+        // result must have a hash it may not have.
+        let keep = (expect.is_some() || live == Live::Shift).then(|| canon.clone());
+        canon.apply(&refs, lr as f32).map_err(codec_failure)?;
+        let hash = canon.hash();
         if expect.is_some_and(|e| e != hash) {
+            if let Some(before) = keep {
+                *canon = before;
+            }
             return Ok((hash, false));
         }
-        let before = std::mem::replace(&mut *canon, next);
         match live {
             Live::Canon => {
                 self.trainer
@@ -334,6 +337,7 @@ impl Compute {
                 self.at_canon = true;
             }
             Live::Shift => {
+                let before = keep.ok_or_else(poisoned)?;
                 let mut moved = self.trainer.params().map_err(trainer_failure)?;
                 for ((m, b), a) in moved.iter_mut().zip(&before.theta).zip(&canon.theta) {
                     for ((x, b), a) in m.iter_mut().zip(b).zip(a) {
