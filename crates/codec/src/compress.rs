@@ -71,6 +71,20 @@ pub enum DeltaSource<'a> {
     Diff { before: &'a [f32], after: &'a [f32] },
 }
 
+impl<'a> DeltaSource<'a> {
+    /// Δ = before − after for every tensor of a model (`before[i]`, `after[i]` of tensor i).
+    pub fn diffs(before: &'a [Vec<f32>], after: &'a [Vec<f32>]) -> Vec<DeltaSource<'a>> {
+        before
+            .iter()
+            .zip(after)
+            .map(|(b, a)| DeltaSource::Diff {
+                before: b,
+                after: a,
+            })
+            .collect()
+    }
+}
+
 impl DeltaSource<'_> {
     fn check_len(&self, tensor: &str, n: usize) -> Result<(), CodecError> {
         let check = |what, got: usize| {

@@ -447,14 +447,7 @@ impl Tampering {
             .chain
             .snapshot(p.window_start_block(w + 1))
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let validators: Vec<_> = self
-            .cx
-            .chain
-            .genesis()
-            .validators
-            .iter()
-            .map(|v| v.key)
-            .collect();
+        let validators = self.cx.chain.genesis().validator_keys();
         let (open, close) = p.upload_interval(w);
         let until = close.saturating_sub(p.block_time_ms).max(open);
         loop {

@@ -420,3 +420,25 @@ fn attackers_cost_the_tiny_model_under_two_percent() {
     never_aggregated(&r, "noise");
     never_aggregated(&r, "sign-flip");
 }
+
+#[test]
+fn broken_and_untimely_uploads_cost_the_tiny_model_nothing() {
+    use Behaviour::*;
+    let mix = [Late, Early, Nan, Malformed, BadSignature, Silent];
+    let r = scenario(SimModel::Tiny, Some(tiny_data()), &mix);
+    let ratio = r.val_loss_ratio.unwrap();
+    assert!(
+        ratio < 1.02,
+        "honest val loss {ratio} of the all-honest run\n{r:#?}"
+    );
+    for b in [
+        "late",
+        "early",
+        "nan",
+        "malformed",
+        "bad-signature",
+        "silent",
+    ] {
+        never_aggregated(&r, b);
+    }
+}

@@ -381,14 +381,7 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
                     let mut sent = 0u64;
                     for (r, t) in trainers.iter().enumerate() {
                         let after = flat(t.params());
-                        let deltas: Vec<DeltaSource> = global
-                            .iter()
-                            .zip(&after)
-                            .map(|(b, a)| DeltaSource::Diff {
-                                before: b,
-                                after: a,
-                            })
-                            .collect();
+                        let deltas = DeltaSource::diffs(&global, &after);
                         let mut efs: Vec<&mut [f32]> =
                             ef[r].iter_mut().map(|e| e.as_mut_slice()).collect();
                         let tensors = covenant_codec::compress_model(&layout, &mut efs, &deltas)?;

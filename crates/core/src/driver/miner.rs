@@ -17,17 +17,15 @@
 
 use std::collections::BTreeSet;
 
-use super::events::{NodeEvent, NodeStats};
+use super::events::NodeEvent;
 use super::replica::{Note, Replica};
-use super::{hex, Action, Driver, FetchDetail, Hash, Input, NodeConfig, Output, Timers};
+use super::{hex, Action, Driver, FetchDetail, Input, Life, NodeConfig, Output, Timers};
 use crate::{Millis, Window};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     /// Train window `w` even if window `w − 1`'s outer step has not landed.
     TrainAnyway(Window),
-    /// Stop even if the last window could not be applied.
-    GiveUp,
 }
 
 /// A window the miner takes part in, waiting for the model.
@@ -70,10 +68,7 @@ pub struct Miner {
     compressing: Option<Window>,
     /// Uploads put or in flight, by window.
     uploading: BTreeSet<Window>,
-    last_hash: Option<Hash>,
-    stats: NodeStats,
-    started: Option<Millis>,
-    stopped: bool,
+    life: Life,
 }
 
 impl Miner {
@@ -89,10 +84,7 @@ impl Miner {
             ready: BTreeSet::new(),
             compressing: None,
             uploading: BTreeSet::new(),
-            last_hash: None,
-            stats: NodeStats::default(),
-            started: None,
-            stopped: false,
+            life: Life::default(),
         }
     }
 
@@ -165,7 +157,7 @@ impl Miner {
             self.compress(wt.window, true, out);
             return;
         }
-        self.stats.wait_ms += now.saturating_sub(wt.since);
+        self.life.stats.wait_ms += now.saturating_sub(wt.since);
         let steps = self.cfg().params.inner_steps;
         self.train = Some(Training {
             window: wt.window,
@@ -201,8 +193,8 @@ impl Miner {
                 t.losses.push(s.loss);
                 t.fresh += 1;
                 t.inner_ms += s.elapsed_ms;
-                self.stats.inner_ms += s.elapsed_ms;
-                self.stats.inner_steps += 1;
+                self.life.stats.inner_ms += s.elapsed_ms;
+                self.life.stats.inner_steps += 1;
             }
             Ok(_) => more = false,
             Err(e) => {
@@ -242,7 +234,7 @@ impl Miner {
         let t = self.train.take().filter(|t| t.window == w);
         match result {
             Ok(c) => {
-                self.stats.outer_ms += c.elapsed_ms;
+                self.life.stats.outer_ms += c.elapsed_ms;
                 if c.fell_back_to_zero {
                     out.push(Output::Emit(NodeEvent::Error {
                         window: Some(w),
@@ -280,7 +272,7 @@ impl Miner {
         self.uploading.remove(&w);
         match result {
             Ok(bytes) => {
-                self.stats.bytes_up += bytes;
+                self.life.stats.bytes_up += bytes;
                 out.push(Output::Emit(NodeEvent::Uploaded {
                     window: w,
                     bytes: *bytes,
@@ -321,10 +313,10 @@ impl Miner {
                 source,
                 rejected,
             } => {
-                self.last_hash = Some(hash);
+                self.life.last_hash = Some(hash);
                 if let Some(t) = self.train.as_mut() {
                     // The live model was shifted: the window's update restarts here.
-                    self.stats.stale_steps += u64::from(t.fresh);
+                    self.life.stats.stale_steps += u64::from(t.fresh);
                     t.fresh = 0;
                 }
                 out.push(Output::Emit(NodeEvent::OuterStep {
@@ -344,24 +336,14 @@ impl Miner {
     }
 
     fn maybe_stop(&mut self, now: Millis, out: &mut Vec<Output>) {
-        let Some(u) = self.cfg().until_window else {
-            return;
-        };
-        let done = self.r.applied().is_some_and(|a| a >= u)
+        let done = self
+            .cfg()
+            .until_window
+            .is_some_and(|u| self.r.applied().is_some_and(|a| a >= u))
             && self.uploading.is_empty()
             && self.ready.is_empty()
             && self.compressing.is_none();
-        if self.stopped || !(done || now >= self.cfg().read_time(u + 3)) {
-            return;
-        }
-        self.stopped = true;
-        self.stats.wall_ms = now.saturating_sub(self.started.unwrap_or(now));
-        out.push(Output::Emit(NodeEvent::Finished {
-            applied: self.r.applied(),
-            hash: self.last_hash.as_ref().map(hex).unwrap_or_default(),
-            stats: self.stats,
-        }));
-        out.push(Output::Stop);
+        self.life.stop_if(now, done, self.r.applied(), out);
     }
 }
 
@@ -382,15 +364,12 @@ fn trained_event(t: &Training) -> NodeEvent {
 impl Driver for Miner {
     fn handle(&mut self, now: Millis, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
-        if self.stopped {
+        if self.life.stopped {
             return out;
         }
         if input == Input::Start {
-            self.started = Some(now);
-            if let Some(u) = self.cfg().until_window {
-                let at = self.cfg().read_time(u + 3);
-                self.timers.set(at, Timer::GiveUp);
-            }
+            let cfg = self.r.cfg.clone();
+            self.life.start(now, &cfg);
             out.push(Output::Emit(NodeEvent::Started {
                 uid: self.cfg().uid,
             }));
@@ -409,9 +388,9 @@ impl Driver for Miner {
             Input::Stepped { window, result, .. } => self.stepped(*window, result, &mut out),
             Input::Compressed { window, result } => self.compressed(now, *window, result, &mut out),
             Input::Uploaded { window, result } => self.uploaded(*window, result, &mut out),
-            Input::Applied { result: Ok(a), .. } => self.stats.outer_ms += a.elapsed_ms,
+            Input::Applied { result: Ok(a), .. } => self.life.stats.outer_ms += a.elapsed_ms,
             Input::Fetched { results, .. } => {
-                self.stats.bytes_down += results
+                self.life.stats.bytes_down += results
                     .values()
                     .filter_map(|r| r.as_ref().ok())
                     .map(|f| f.bytes)
@@ -435,12 +414,6 @@ impl Driver for Miner {
     }
 
     fn poll_timeout(&self) -> Option<Millis> {
-        if self.stopped {
-            return None;
-        }
-        [self.r.poll_timeout(), self.timers.next()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.life.poll(&[self.r.poll_timeout(), self.timers.next()])
     }
 }

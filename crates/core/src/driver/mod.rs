@@ -493,6 +493,60 @@ impl ComputeGate {
     }
 }
 
+/// How a driver starts and stops: at `until_window`, once it is applied (and the role's own
+/// work for it is done), or three windows after it at the latest; then `Finished` with the
+/// node's figures, and `Stop`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Life {
+    started: Option<Millis>,
+    give_up: Option<Millis>,
+    pub stopped: bool,
+    pub stats: NodeStats,
+    pub last_hash: Option<Hash>,
+}
+
+impl Life {
+    pub fn start(&mut self, now: Millis, cfg: &NodeConfig) {
+        self.started = Some(now);
+        self.give_up = cfg.until_window.map(|u| cfg.read_time(u + 3));
+    }
+
+    /// Stops if the run is done (`done`: the last window applied and handled) or out of time.
+    pub fn stop_if(
+        &mut self,
+        now: Millis,
+        done: bool,
+        applied: Option<Window>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(give_up) = self.give_up else { return };
+        if self.stopped || !(done || now >= give_up) {
+            return;
+        }
+        self.stopped = true;
+        self.stats.wall_ms = now.saturating_sub(self.started.unwrap_or(now));
+        out.push(Output::Emit(NodeEvent::Finished {
+            applied,
+            hash: self.last_hash.as_ref().map(hex).unwrap_or_default(),
+            stats: self.stats,
+        }));
+        out.push(Output::Stop);
+    }
+
+    /// The earliest of the driver's deadlines (none once stopped).
+    pub fn poll(&self, deadlines: &[Option<Millis>]) -> Option<Millis> {
+        if self.stopped {
+            return None;
+        }
+        deadlines
+            .iter()
+            .copied()
+            .chain([self.give_up])
+            .flatten()
+            .min()
+    }
+}
+
 /// Named timers of a driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Timers<K: Ord + Copy> {

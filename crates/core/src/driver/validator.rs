@@ -11,11 +11,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::events::{NodeEvent, NodeStats, PeerLine, ProbeLine, RejectionNote};
+use super::events::{NodeEvent, PeerLine, ProbeLine, RejectionNote};
 use super::replica::{Note, Replica};
 use super::{
-    hex, Action, Chore, Driver, FailureKind, FetchDetail, Fetched, FingerprintSeen, Hash, Input,
-    Listing, NodeConfig, Output, Rejection, Timers,
+    hex, Action, Chore, Driver, FailureKind, FetchDetail, Fetched, FingerprintSeen, Input, Life,
+    Listing, NodeConfig, Output, Rejection,
 };
 use crate::gauntlet::{EvalOutcome, Gauntlet, Observations, WindowPlan};
 use crate::rng::derive_seed;
@@ -25,11 +25,6 @@ use crate::{Millis, Uid, Window};
 
 /// Purpose tag of a validator's evaluation seed.
 const TAG_GAUNTLET: u64 = 0x7A1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    GiveUp,
-}
 
 /// One live window's Gauntlet in progress.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,13 +55,9 @@ pub struct Validator {
     round: Option<Round>,
     /// The live window applied last, waiting for its validation loss.
     stepped: Option<Note>,
-    timers: Timers<Timer>,
     /// The last checkpoint could not be published: publish one after the next outer step.
     checkpoint_due: bool,
-    last_hash: Option<Hash>,
-    stats: NodeStats,
-    started: Option<Millis>,
-    stopped: bool,
+    life: Life,
 }
 
 impl Validator {
@@ -82,12 +73,8 @@ impl Validator {
             restored,
             round: None,
             stepped: None,
-            timers: Timers::default(),
             checkpoint_due: false,
-            last_hash: None,
-            stats: NodeStats::default(),
-            started: None,
-            stopped: false,
+            life: Life::default(),
         }
     }
 
@@ -96,7 +83,8 @@ impl Validator {
     }
 
     fn start(&mut self, now: Millis, out: &mut Vec<Output>) {
-        self.started = Some(now);
+        let cfg = self.r.cfg.clone();
+        self.life.start(now, &cfg);
         out.push(Output::Emit(NodeEvent::Started {
             uid: self.cfg().uid,
         }));
@@ -107,10 +95,6 @@ impl Validator {
                 last_window: g.last_window,
                 scores: g.scores(),
             }));
-        }
-        if let Some(u) = self.cfg().until_window {
-            let at = self.cfg().read_time(u + 3);
-            self.timers.set(at, Timer::GiveUp);
         }
     }
 
@@ -175,7 +159,7 @@ impl Validator {
         results: &BTreeMap<Uid, Result<Fetched, Rejection>>,
         out: &mut Vec<Output>,
     ) {
-        self.stats.bytes_down += results
+        self.life.stats.bytes_down += results
             .values()
             .filter_map(|r| r.as_ref().ok())
             .map(|f| f.bytes)
@@ -344,7 +328,7 @@ impl Validator {
         else {
             return;
         };
-        self.last_hash = Some(hash);
+        self.life.last_hash = Some(hash);
         if source != super::events::StepSource::Live {
             self.emit_step(&note, None, out);
             return;
@@ -413,28 +397,20 @@ impl Validator {
     }
 
     fn maybe_stop(&mut self, now: Millis, out: &mut Vec<Output>) {
-        let Some(u) = self.cfg().until_window else {
-            return;
-        };
-        let done = self.r.applied().is_some_and(|a| a >= u) && self.stepped.is_none();
-        if self.stopped || !(done || now >= self.cfg().read_time(u + 3)) {
-            return;
-        }
-        self.stopped = true;
-        self.stats.wall_ms = now.saturating_sub(self.started.unwrap_or(now));
-        out.push(Output::Emit(NodeEvent::Finished {
-            applied: self.r.applied(),
-            hash: self.last_hash.as_ref().map(hex).unwrap_or_default(),
-            stats: self.stats,
-        }));
-        out.push(Output::Stop);
+        let applied = self.r.applied();
+        let done = self
+            .cfg()
+            .until_window
+            .is_some_and(|u| applied.is_some_and(|a| a >= u))
+            && self.stepped.is_none();
+        self.life.stop_if(now, done, applied, out);
     }
 }
 
 impl Driver for Validator {
     fn handle(&mut self, now: Millis, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
-        if self.stopped {
+        if self.life.stopped {
             return out;
         }
         if input == Input::Start {
@@ -442,9 +418,6 @@ impl Driver for Validator {
         }
         let notes = self.r.handle(now, &input, &mut out);
         match &input {
-            Input::Tick => {
-                self.timers.due(now);
-            }
             Input::Fingerprinted {
                 window,
                 fingerprint,
@@ -474,7 +447,7 @@ impl Driver for Validator {
                     self.emit_step(&n, loss, &mut out);
                 }
             }
-            Input::Applied { result: Ok(a), .. } => self.stats.outer_ms += a.elapsed_ms,
+            Input::Applied { result: Ok(a), .. } => self.life.stats.outer_ms += a.elapsed_ms,
             Input::Done {
                 chore,
                 window,
@@ -505,12 +478,6 @@ impl Driver for Validator {
     }
 
     fn poll_timeout(&self) -> Option<Millis> {
-        if self.stopped {
-            return None;
-        }
-        [self.r.poll_timeout(), self.timers.next()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.life.poll(&[self.r.poll_timeout()])
     }
 }

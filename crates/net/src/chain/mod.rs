@@ -83,6 +83,11 @@ impl Genesis {
             blocks_per_window: self.blocks_per_window,
         }
     }
+    /// The validators' keys.
+    pub fn validator_keys(&self) -> std::collections::BTreeSet<PublicKey> {
+        self.validators.iter().map(|v| v.key).collect()
+    }
+
     pub fn stake_of(&self, key: &PublicKey) -> u64 {
         self.validators
             .iter()

@@ -239,14 +239,7 @@ impl Compute {
             let after = self.trainer.params().map_err(trainer_failure)?;
             let canon = s.canon.read().map_err(|_| poisoned())?;
             let before = self.theta0.as_ref().unwrap_or(&canon.theta);
-            let deltas: Vec<DeltaSource> = before
-                .iter()
-                .zip(&after)
-                .map(|(b, a)| DeltaSource::Diff {
-                    before: b,
-                    after: a,
-                })
-                .collect();
+            let deltas = DeltaSource::diffs(before, &after);
             let mut efs: Vec<&mut [f32]> = self.ef.iter_mut().map(|e| e.as_mut_slice()).collect();
             match covenant_codec::compress_model(&s.layout, &mut efs, &deltas) {
                 Ok(p) => (p, false),

@@ -459,17 +459,15 @@ fn upload(s: &Shared, w: Window, deadline: Millis) -> Result<u64, Failure> {
         window: w,
         fingerprint,
     };
-    let id = DocId {
-        run_id: &s.id.run_id,
-        uid: s.id.uid,
-        window: w,
-        kind: objects::KIND_FINGERPRINT,
-    };
-    let fp_key = objects::fp_key(w);
-    let fp = retry(s, deadline, u32::MAX, || {
-        objects::put_doc(s.env.own.as_ref(), &fp_key, &s.id.key, id, &doc).map_err(doc_store_error)
-    });
-    if let Err((_, e)) = fp {
+    let fp = put_signed(
+        s,
+        &objects::fp_key(w),
+        objects::KIND_FINGERPRINT,
+        w,
+        &doc,
+        deadline,
+    );
+    if let Err(e) = fp {
         // The update is in; validators will see no fingerprint (out of sync this window).
         s.env.sink.emit(
             s.now(),
@@ -537,27 +535,41 @@ fn publish_record(
         fingerprint: canon.fingerprint(s.run.seed, s.run.fingerprint_values),
     };
     drop(canon);
+    let deadline = s.now() + s.run.params.window_ms() / 4;
+    put_signed(
+        s,
+        &objects::rec_key(w),
+        objects::KIND_RECORD,
+        w,
+        &rec,
+        deadline,
+    )
+    .map_err(store_failure)
+}
+
+/// Signs `doc` as this node's `kind` document of window `w` and puts it in its own bucket at
+/// `key`, retrying store errors until `deadline`.
+fn put_signed<T: serde::Serialize>(
+    s: &Shared,
+    key: &str,
+    kind: &str,
+    w: Window,
+    doc: &T,
+    deadline: Millis,
+) -> Result<(), StoreError> {
     let id = DocId {
         run_id: &s.id.run_id,
         uid: s.id.uid,
         window: w,
-        kind: objects::KIND_RECORD,
+        kind,
     };
-    let key = objects::rec_key(w);
-    let deadline = s.now() + s.run.params.window_ms() / 4;
     retry(s, deadline, u32::MAX, || {
-        objects::put_doc(s.env.own.as_ref(), &key, &s.id.key, id, &rec).map_err(doc_store_error)
+        objects::put_doc(s.env.own.as_ref(), key, &s.id.key, id, doc).map_err(|e| match e {
+            objects::DocError::Store { source, .. } => source,
+            other => StoreError::Config(other.to_string()),
+        })
     })
-    .map(|_| ())
-    .map_err(|(_, e)| store_failure(e))
-}
-
-/// A signed document's store error, for retrying.
-fn doc_store_error(e: objects::DocError) -> StoreError {
-    match e {
-        objects::DocError::Store { source, .. } => source,
-        other => StoreError::Config(other.to_string()),
-    }
+    .map_err(|(_, e)| e)
 }
 
 fn publish_checkpoint(s: &Shared, w: Window) -> Result<(), Failure> {

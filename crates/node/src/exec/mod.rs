@@ -96,13 +96,7 @@ impl Shared {
     ) -> Result<Shared, crate::setup::SetupError> {
         let theta = trainer.params()?;
         let canon = Canon::new(layout.clone(), theta)?;
-        let validator_keys = env
-            .chain
-            .genesis()
-            .validators
-            .iter()
-            .map(|v| v.key)
-            .collect();
+        let validator_keys = env.chain.genesis().validator_keys();
         Ok(Shared {
             hf_config: trainer.hf_config(),
             env,
