@@ -1,5 +1,7 @@
-//! Conformance against the reference vectors (../shared/vectors, or $COVENANT_VECTORS).
-//! A missing vector directory is a failure, not a skip.
+//! Conformance against the reference vectors: `$COVENANT_VECTORS` when set (other sets in the
+//! same format exist), else the reference set shipped verbatim in `tests/vectors/` (a copy of the
+//! reference implementation's vectors, never edited). A missing vector directory is a failure,
+//! not a skip.
 use std::path::PathBuf;
 
 use covenant_codec::{
@@ -11,12 +13,11 @@ use safetensors::{Dtype, SafeTensors};
 fn vectors_dir() -> PathBuf {
     let dir = match std::env::var_os("COVENANT_VECTORS") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors"),
     };
     assert!(
         dir.join("cases.json").is_file(),
-        "conformance vectors not found at {} (set COVENANT_VECTORS or provide ../shared/vectors); \
-         refusing to pass without them",
+        "conformance vectors not found at {} (set COVENANT_VECTORS); refusing to pass without them",
         dir.display()
     );
     dir
