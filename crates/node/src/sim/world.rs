@@ -145,6 +145,9 @@ impl World {
                 "a network needs a validator and a miner".into(),
             ));
         }
+        if cfg.windows == 0 {
+            return Err(SimError::Config("a run needs at least one window".into()));
+        }
         if cfg.model == SimModel::Tiny && cfg.data.is_none() {
             return Err(SimError::Config(
                 "the tiny model needs the bundled corpus".into(),
