@@ -208,15 +208,6 @@ impl Replica {
         self.phase == Phase::Following && self.next() + 1 >= w
     }
 
-    /// Whether the node has joined (loaded its checkpoint and caught up once).
-    pub fn joined(&self) -> bool {
-        self.joined
-    }
-
-    pub fn view(&self, w: Window) -> Option<&ChainView> {
-        self.views.get(&w)
-    }
-
     /// The owner trains mid-window from now (`true`) or has rolled back (`false`).
     pub fn set_training(&mut self, on: bool) {
         self.training = on;
@@ -594,24 +585,23 @@ impl Replica {
                 .into_iter()
                 .filter(|(u, _)| gather.contains(u))
                 .collect();
-            self.fetch_for(now, n, mode, gather.clone(), gather, listed, out);
+            self.fetch_for(now, n, mode, gather, listed, out);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Fetches the uploads of `gather` (a replayed or recomputed window's set).
     fn fetch_for(
         &mut self,
         now: Millis,
         n: Window,
         mode: Mode,
-        peers: Vec<Uid>,
         gather: Vec<Uid>,
         listed: BTreeMap<Uid, Millis>,
         out: &mut Vec<Output>,
     ) {
         out.push(Output::Do(Action::Fetch {
             window: n,
-            peers,
+            peers: gather.clone(),
             listed,
             deadline: now + self.retry_ms(),
             detail: FetchDetail::default(),
@@ -652,7 +642,6 @@ impl Replica {
             now,
             n,
             Mode::Record { records, idx },
-            peers.clone(),
             peers,
             BTreeMap::new(),
             out,

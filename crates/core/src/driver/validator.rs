@@ -102,7 +102,7 @@ impl Validator {
     fn listed(
         &mut self,
         window: Window,
-        note_set: crate::selection::AggregationSet,
+        set: crate::selection::AggregationSet,
         view: &super::ChainView,
         uploads: &BTreeMap<Uid, Listing>,
         gather: Vec<Uid>,
@@ -118,7 +118,7 @@ impl Validator {
         let p = self.cfg().params.clone();
         let planned = self
             .gauntlet
-            .plan(&p, window, &view.registered, note_set, &listed);
+            .plan(&p, window, &view.registered, set, &listed);
         let detail = FetchDetail {
             copy_keys: true,
             fingerprint: true,

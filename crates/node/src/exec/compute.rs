@@ -72,10 +72,6 @@ impl Compute {
         &self.shared
     }
 
-    pub fn shared_arc(&self) -> Arc<Shared> {
-        self.shared.clone()
-    }
-
     /// Carries out a model action, with the time it took on the node's clock.
     pub fn run(&mut self, action: Action) -> Input {
         let t0 = self.shared.now();

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use covenant_codec::{ModelLayout, TensorPayload};
-use covenant_core::driver::{Action, Input};
 use covenant_core::{RunParams, Uid, Window};
 use covenant_net::{Keypair, PublicKey};
 
@@ -115,20 +114,5 @@ impl Shared {
     /// Time on this node's clock.
     pub fn now(&self) -> u64 {
         self.env.clock.now_ms()
-    }
-
-    /// The canonical model's hash now.
-    pub fn canon_hash(&self) -> covenant_core::driver::Hash {
-        self.canon.read().map(|c| c.hash()).unwrap_or([0; 32])
-    }
-}
-
-/// Carries out one action: model actions on `compute`, the others through `compute`'s shared
-/// part. (The real executor sends I/O to another thread instead; see [`crate::real`].)
-pub fn run_action(compute: &mut Compute, action: Action) -> Input {
-    if action.is_compute() {
-        compute.run(action)
-    } else {
-        io::run(compute.shared(), action)
     }
 }

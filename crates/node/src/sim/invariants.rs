@@ -88,15 +88,6 @@ impl Checker {
         }
     }
 
-    /// A node reported an event (kept for later checks by the node's sink).
-    pub fn event(&mut self, _node: usize, name: &str, at: Millis, ev: &NodeEvent) {
-        if let NodeEvent::Error { message, window } = ev {
-            if message.contains("panic") {
-                self.violation(at, *window, format!("{name}: {message}"));
-            }
-        }
-    }
-
     pub fn replicas_agree(&self) -> bool {
         self.disagreements == 0
     }

@@ -15,7 +15,6 @@ pub mod mem;
 pub mod standin;
 mod world;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use covenant_core::{Millis, Window};
@@ -171,13 +170,6 @@ pub fn run(cfg: SimConfig) -> Result<(SimSummary, World), SimError> {
     let mut w = World::new(cfg)?;
     w.run();
     Ok((w.summary(), w))
-}
-
-/// Where `covenant simulate --network` keeps its cache (the bundled corpus).
-pub fn default_cache() -> PathBuf {
-    std::env::var_os("COVENANT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(".cache/covenant"))
 }
 
 /// Per-adversary outcome of a simulated run (as `covenant scenario` reports a real one), from

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use covenant_core::driver::{Action, Input, NodeEvent, Output};
 use covenant_core::rng::derive_seed;
 use covenant_core::{Millis, RunParams, Uid, Window};
-use covenant_data::Split;
 use covenant_net::chain::ValidatorStake;
 use covenant_net::{Chain, Genesis, Keypair, Ledger};
 
@@ -525,8 +524,6 @@ impl World {
             Output::Emit(ev) => {
                 let view = n.clock.view(now);
                 crate::env::EventSink::emit(&n.sink, view, &ev);
-                let name = n.name.clone();
-                self.checker.event(i, &name, now, &ev);
             }
             Output::Stop => n.stopped = true,
             Output::Do(a) => {
@@ -622,7 +619,7 @@ impl World {
 
     /// Writes every node's events as `DIR/<node>/events.jsonl` (the real nodes' format).
     pub fn write_events(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        for (i, n) in self.nodes.iter().enumerate() {
+        for n in &self.nodes {
             let d = dir.join(&n.name);
             std::fs::create_dir_all(&d)?;
             let events = n.sink.events.lock().map(|e| e.clone()).unwrap_or_default();
@@ -637,7 +634,6 @@ impl World {
                 text.push_str(&serde_json::to_string(&line).map_err(std::io::Error::other)?);
                 text.push('\n');
             }
-            let _ = i;
             std::fs::write(d.join("events.jsonl"), text)?;
         }
         Ok(())
@@ -688,15 +684,6 @@ impl World {
                 .filter(|n| n.behaviour != Behaviour::Honest)
                 .map(|n| format!("{} ({})", n.name, n.behaviour.name()))
                 .collect(),
-        }
-    }
-
-    /// Number of samples of a split of the run's data.
-    pub fn samples(&self, split: Split) -> u64 {
-        match (&self.cfg.data, split) {
-            (Some(d), s) => d.num_samples(s),
-            (None, Split::Train) => STANDIN_TRAIN,
-            (None, Split::Val) => STANDIN_VAL,
         }
     }
 }
