@@ -4,6 +4,10 @@
 //! The top G share `top_share` with a linear profile: rank r (1-based) gets ∝
 //! `ratio − (ratio − 1)(r − 1)/(G − 1)`, so rank 1 gets `ratio` (2) × rank G. The next
 //! `reserves` share `reserve_share` geometrically: reserve i (0-based) gets ∝ `decay^i` (0.5^i).
+//! Weight never rises with rank: as in the reference, when reserve 0 would earn more than the
+//! lowest top weight, every reserve is scaled so that reserve 0 earns `decay` × that weight, and
+//! then everyone paid is renormalised (the mass cut off goes to all of them in proportion; with
+//! G = 20, 10 reserves and 30 or more peers the top takes 96.8% and the reserves 3.2%).
 //! When no reserve exists the top takes their share; everything is scaled by `1 − burn` and the
 //! rest goes to the burn uid. Nobody with a positive score: no weights at all.
 
@@ -78,17 +82,30 @@ pub fn compute_weights(
 ) -> Weights {
     let ranked = rank_by_score(scores);
     let n_top = ranked.len().min(g);
-    if n_top == 0 {
+    let n_res = ranked.len().min(n_top + reserves) - n_top;
+    let mut shares = top_shares(g, n_top, n_res, p);
+    shares.extend(reserve_shares(n_res, p));
+    cap_reserves(&mut shares, n_top, p.reserve_decay);
+    let sum: f64 = shares.iter().sum();
+    if !(sum.is_finite() && sum > 0.0) {
         return Weights::default();
     }
-    let res = &ranked[n_top..ranked.len().min(n_top + reserves)];
-    let (top_share, res_share) = if res.is_empty() {
-        (1.0, 0.0)
-    } else {
-        (p.top_share, p.reserve_share)
-    };
     let pay = 1.0 - p.burn;
+    let per_uid = ranked
+        .iter()
+        .zip(&shares)
+        .map(|((u, _), x)| (*u, pay * x / sum))
+        .collect();
+    Weights {
+        per_uid,
+        burn: p.burn,
+    }
+}
 
+/// The top `n_top` ranks' shares: `top_share` (all of it when there is no reserve) split by the
+/// linear profile of an aggregation size `g`.
+fn top_shares(g: usize, n_top: usize, n_res: usize, p: &WeightParams) -> Vec<f64> {
+    let share = if n_res == 0 { 1.0 } else { p.top_share };
     let profile = |r: usize| -> f64 {
         if g <= 1 {
             1.0
@@ -96,21 +113,30 @@ pub fn compute_weights(
             p.top_ratio - (p.top_ratio - 1.0) * r as f64 / (g - 1) as f64
         }
     };
-    let top_sum: f64 = (0..n_top).map(profile).sum();
-    let mut per_uid = BTreeMap::new();
-    for (r, (u, _)) in ranked[..n_top].iter().enumerate() {
-        per_uid.insert(*u, pay * top_share * profile(r) / top_sum);
-    }
-    let res_sum: f64 = (0..res.len()).map(|i| p.reserve_decay.powi(i as i32)).sum();
-    for (i, (u, _)) in res.iter().enumerate() {
-        per_uid.insert(
-            *u,
-            pay * res_share * p.reserve_decay.powi(i as i32) / res_sum,
-        );
-    }
-    Weights {
-        per_uid,
-        burn: p.burn,
+    let sum: f64 = (0..n_top).map(profile).sum();
+    (0..n_top).map(|r| share * profile(r) / sum).collect()
+}
+
+/// The reserves' shares: `reserve_share` split geometrically, reserve i ∝ `decay^i`.
+fn reserve_shares(n_res: usize, p: &WeightParams) -> Vec<f64> {
+    let decay = |i: usize| p.reserve_decay.powi(i32::try_from(i).unwrap_or(i32::MAX));
+    let sum: f64 = (0..n_res).map(decay).sum();
+    (0..n_res)
+        .map(|i| p.reserve_share * decay(i) / sum)
+        .collect()
+}
+
+/// Caps the reserves below the lowest top share, as the reference does: if the first reserve
+/// would earn more than the last top rank, every reserve is scaled by
+/// `decay · lowest top / first reserve`, so reserve 0 earns `decay` × the lowest top weight. The
+/// mass cut off is not kept aside: [`compute_weights`] renormalises everyone paid.
+fn cap_reserves(shares: &mut [f64], n_top: usize, decay: f64) {
+    let (top, res) = shares.split_at_mut(n_top);
+    let min_top = top.iter().copied().fold(f64::INFINITY, f64::min);
+    let max_res = res.iter().copied().fold(0.0, f64::max);
+    if max_res > min_top {
+        let factor = min_top / max_res * decay;
+        res.iter_mut().for_each(|x| *x *= factor);
     }
 }
 
@@ -137,17 +163,28 @@ mod tests {
     }
 
     #[test]
-    fn full_network_splits_75_25_with_profiles() {
+    fn full_network_caps_reserves_below_the_top_and_keeps_profiles() {
         let p = WeightParams::default();
         let s: BTreeMap<Uid, f64> = (0..40u32).map(|u| (u, 100.0 - u as f64)).collect();
         let w = compute_weights(&s, 20, 10, &p);
         assert!((total(&w) - 1.0).abs() < 1e-12);
+        // Uncapped, reserve 0 would get 0.25 / (2 − 2⁻⁹) ≈ 0.125 against rank G's 0.75 / 30 =
+        // 0.025; capped, the reserves sum to 0.025 · 0.5 · (2 − 2⁻⁹), then all is renormalised.
+        let res_raw = 0.025 * 0.5 * (2.0 - 2f64.powi(-9));
         let top: f64 = (0..20).map(|u| w.get(u)).sum();
         let res: f64 = (20..30).map(|u| w.get(u)).sum();
-        assert!((top - 0.75).abs() < 1e-12 && (res - 0.25).abs() < 1e-12);
+        assert!((top - 0.75 / (0.75 + res_raw)).abs() < 1e-12, "top {top}");
+        assert!(
+            (res - res_raw / (0.75 + res_raw)).abs() < 1e-12,
+            "reserves {res}"
+        );
         assert!(
             (w.get(0) / w.get(19) - 2.0).abs() < 1e-12,
             "rank 1 = 2 × rank G"
+        );
+        assert!(
+            (w.get(20) / w.get(19) - 0.5).abs() < 1e-12,
+            "reserve 0 = decay × rank G"
         );
         assert!(
             (w.get(20) / w.get(21) - 2.0).abs() < 1e-12,
@@ -158,6 +195,69 @@ mod tests {
         let d1 = w.get(0) - w.get(1);
         let d2 = w.get(10) - w.get(11);
         assert!((d1 - d2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn reserves_below_the_lowest_top_weight_are_not_scaled() {
+        // G = 1: the one top peer has 0.75, reserve 0 only 0.25 · 2/3, so nothing is capped.
+        let p = WeightParams::default();
+        let w = compute_weights(&scores(&[(1, 3.0), (2, 2.0), (3, 1.0)]), 1, 10, &p);
+        assert!((w.get(1) - 0.75).abs() < 1e-12);
+        assert!((w.get(2) - 0.25 * 2.0 / 3.0).abs() < 1e-12);
+        assert!((w.get(3) - 0.25 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn degenerate_split_pays_nobody_instead_of_dividing_by_zero() {
+        // top_share 0: the top earns 0, so the cap takes the reserves to 0 too.
+        let p = WeightParams {
+            top_share: 0.0,
+            reserve_share: 1.0,
+            ..Default::default()
+        };
+        let w = compute_weights(&scores(&[(1, 3.0), (2, 2.0)]), 1, 10, &p);
+        assert!(w.is_empty() && w.burn == 0.0, "{w:?}");
+    }
+
+    /// Every peer count 0..200, G 1..=40, 0..=12 reserves, with and without burn: weight never
+    /// rises with rank, everything sums to 1, and nobody outside top + reserves is paid.
+    #[test]
+    fn weight_is_non_increasing_in_rank_for_any_peer_count() {
+        for burn in [0.0, 0.5] {
+            let p = WeightParams {
+                burn,
+                ..Default::default()
+            };
+            for n in 0..200u32 {
+                // Distinct scores, listed out of order so ranking is exercised too.
+                let s: BTreeMap<Uid, f64> = (0..n)
+                    .map(|u| (u, 1.0 + f64::from((u * 7919) % 1009)))
+                    .collect();
+                let ranked = rank_by_score(&s);
+                for g in 1..=40usize {
+                    for reserves in 0..=12usize {
+                        let w = compute_weights(&s, g, reserves, &p);
+                        let by_rank: Vec<f64> = ranked.iter().map(|(u, _)| w.get(*u)).collect();
+                        for r in 1..by_rank.len() {
+                            assert!(
+                                by_rank[r] <= by_rank[r - 1],
+                                "n {n} G {g} reserves {reserves} burn {burn}: rank {} gets {} \
+                                 but rank {} gets {}",
+                                r + 1,
+                                by_rank[r],
+                                r,
+                                by_rank[r - 1]
+                            );
+                        }
+                        let paid = by_rank.iter().filter(|x| **x > 0.0).count();
+                        assert_eq!(paid, ranked.len().min(g + reserves));
+                        if n > 0 {
+                            assert!((total(&w) - 1.0).abs() < 1e-12, "sum {}", total(&w));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
