@@ -526,3 +526,81 @@ fn snapshot_at_a_block_ignores_later_registrations_and_weights() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Consensus weights per uid, in percent, of the snapshot at `block`.
+fn weights_at(chain: &Ledger, block: u64) -> Vec<(u32, i64)> {
+    let s = chain.snapshot(block).unwrap();
+    s.neurons
+        .iter()
+        .map(|n| (n.uid, (n.consensus_weight * 100.0).round() as i64))
+        .collect()
+}
+
+/// A transaction that waits for SQLite's write lock while block 10 begins must not land in
+/// block 9 or earlier: a node that already read `snapshot(10)` would otherwise hold a set that
+/// a later reader no longer gets.
+#[test]
+fn transaction_waiting_for_the_write_lock_cannot_change_a_passed_snapshot() {
+    let v = Keypair::from_seed([1; 32]);
+    let a = Keypair::from_seed([10; 32]);
+    let (dir, chain, clock) = ledger(&genesis(&[(&v, 100)], 8, 0));
+    send(&chain, &a, TxBody::Register).unwrap(); // block 0 → uid 0
+    clock.advance(5000);
+    // A second process with the same clock, and a third that holds the write lock.
+    let writer = Ledger::open_with_clock(dir.path(), Arc::new(clock.clone())).unwrap();
+    let tx = Transaction::sign(
+        &v,
+        "test-run",
+        writer.next_nonce(&v.public()).unwrap(),
+        TxBody::SetWeights {
+            weights: vec![(0, 100)],
+        },
+    );
+    let holder =
+        rusqlite::Connection::open(dir.path().join(covenant_net::chain::ledger::LEDGER_FILE))
+            .unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (receipt, first) = std::thread::scope(|s| {
+        let late = s.spawn(|| writer.submit(&tx));
+        // The submitter is now waiting for the lock (at block 5) …
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // … while block 10 begins and a node reads its snapshot.
+        clock.advance(5000);
+        let read = s.spawn(|| weights_at(&chain, 10));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        holder.execute_batch("COMMIT").unwrap();
+        (late.join().unwrap().unwrap(), read.join().unwrap())
+    });
+    assert_eq!(
+        weights_at(&chain, 10),
+        first,
+        "snapshot(10) changed after it was read (the transaction landed in block {})",
+        receipt.block
+    );
+    assert!(receipt.block >= 10, "stamped {}", receipt.block);
+    assert_eq!(weights_at(&chain, 11), vec![(0, 100)]);
+}
+
+/// A clock that steps back (an NTP correction) must not reopen a block a node has read.
+#[test]
+fn clock_stepping_back_cannot_change_a_passed_snapshot() {
+    let v = Keypair::from_seed([1; 32]);
+    let a = Keypair::from_seed([10; 32]);
+    let (_d, chain, clock) = ledger(&genesis(&[(&v, 100)], 8, 0));
+    send(&chain, &a, TxBody::Register).unwrap(); // block 0 → uid 0
+    clock.set(T0 + 12_000);
+    let first = weights_at(&chain, 12);
+    assert_eq!(first, vec![(0, 0)]);
+    clock.set(T0 + 11_000);
+    let r = send(
+        &chain,
+        &v,
+        TxBody::SetWeights {
+            weights: vec![(0, 100)],
+        },
+    )
+    .unwrap();
+    assert_eq!(weights_at(&chain, 12), first, "stamped {}", r.block);
+    assert_eq!(r.block, 12);
+    assert_eq!(weights_at(&chain, 13), vec![(0, 100)]);
+}

@@ -3,6 +3,12 @@
 //! SQLite transaction, so concurrent submitters are serialised by SQLite's write lock and a
 //! rejected transaction changes nothing. Blocks are not stored: they follow from the genesis time
 //! and the injected [`Clock`].
+//!
+//! A snapshot never changes once its block has passed: a transaction takes its block only once
+//! it holds the write lock (a block read before waiting for the lock could already have passed),
+//! and a snapshot is read under the same lock. Both record the block they saw as the ledger's
+//! sealed block (`meta.sealed_block`), and no transaction is stamped below it, so a clock that
+//! steps back cannot reopen a block that a node has read either.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -271,6 +277,36 @@ impl Ledger {
             .map_err(|e| storage(p, e))
     }
 
+    /// In a transaction holding the write lock: the block now, never below the sealed block,
+    /// recorded as the new sealed block. Transactions are stamped with it.
+    fn seal(&self, db: &rusqlite::Transaction<'_>) -> Result<u64, ChainError> {
+        let p = &self.path;
+        let sealed: Option<String> = db
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'sealed_block'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| storage(p, e))?;
+        let sealed = match sealed {
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|e| storage(p, format!("sealed block {v:?}: {e}")))?,
+            None => 0,
+        };
+        let block = self.block().max(sealed);
+        if block > sealed {
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('sealed_block', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [block.to_string()],
+            )
+            .map_err(|e| storage(p, e))?;
+        }
+        Ok(block)
+    }
+
     fn uid_of(conn: &Connection, p: &Path, key: &PublicKey) -> Result<Option<u32>, ChainError> {
         conn.query_row(
             "SELECT uid FROM uids WHERE hotkey = ?1",
@@ -467,10 +503,10 @@ impl Chain for Ledger {
             .into());
         }
         let mut conn = self.lock()?;
-        let block = self.block();
         let db = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| storage(&self.path, e))?;
+        let block = self.seal(&db)?;
         match self.apply(&db, tx, block)? {
             Ok(receipt) => {
                 db.execute(
@@ -554,9 +590,12 @@ impl Chain for Ledger {
     fn snapshot(&self, block: u64) -> Result<Snapshot, ChainError> {
         let mut conn = self.lock()?;
         let p = &self.path;
+        // Under the write lock: a transaction either committed before this read or takes a
+        // block at least the sealed one after it.
         let db = conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| storage(p, e))?;
+        self.seal(&db)?;
         let g = &self.genesis;
         let mut neurons: Vec<(u32, PublicKey, u64)> = Vec::new();
         {
@@ -627,7 +666,7 @@ impl Chain for Ledger {
                 commitments.insert(u, c);
             }
         }
-        db.finish().map_err(|e| storage(p, e))?;
+        db.commit().map_err(|e| storage(p, e))?;
         let c = yuma_consensus(&uids, &rows, g.kappa);
         let neurons = neurons
             .into_iter()
