@@ -5,16 +5,40 @@ use crate::error::CodecError;
 use crate::geometry::{Layout, ModelLayout, TensorLayout};
 use crate::par::run_jobs;
 
+/// Why a peer took no part in one tensor's aggregate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Some code decodes (`lookup[b] + shift`, any bin, used or not) to a non-finite value.
+    /// The wire decoder refuses such payloads; one built in memory is dropped here.
+    NonFiniteValue,
+    /// The L2 norm of its decoded values overflows f32, so it cannot be clipped.
+    NonFiniteNorm,
+    /// Its largest clipped value is among the largest of a set whose sum could overflow f32.
+    Overflow,
+}
+
+/// A peer left out of one tensor's aggregate, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DroppedPeer {
+    /// Position of the peer in the slice given to the aggregation.
+    pub peer: usize,
+    pub reason: DropReason,
+}
+
 /// What aggregation measured for one tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AggregateStats {
-    /// ‖v_r‖₂ of each peer's decoded values.
+    /// ‖v_r‖₂ of each peer's decoded values (non-finite for a peer dropped as
+    /// [`DropReason::NonFiniteNorm`]).
     pub norms: Vec<f32>,
-    /// Lower median of `norms` (0 with no peers).
+    /// Lower median of the norms of the peers not dropped for a non-finite value or norm
+    /// (0 with no such peer), or the median given to [`aggregate_tensor_clipped_to`].
     pub median: f32,
-    /// Clip factor min(1, M / (n_r + ε)) of each peer.
+    /// Clip factor min(1, M / (n_r + ε)) of each peer; 0 for a dropped peer.
     pub factors: Vec<f32>,
-    /// The result was not finite: the tensor was left unchanged (its update is zero).
+    /// The peers left out of this tensor, in peer order. A peer is dropped, never the tensor.
+    pub dropped: Vec<DroppedPeer>,
+    /// Peers were given but every one was dropped, so the update is zero.
     pub skipped: bool,
 }
 
@@ -91,14 +115,101 @@ fn code_histogram(codes: &[u8]) -> [u64; 4] {
     total
 }
 
-/// Per-peer decoding tables (clipped decoded value per code) plus the statistics.
-struct Prepared {
-    tables: Vec<[f32; 4]>,
-    stats: AggregateStats,
-    /// An upper bound on |sum over peers| of any coordinate, in f64.
-    bound: f64,
+/// One peer's decoding table, which bins it uses, and its norm.
+struct Decoded {
+    dec: [f32; 4],
+    used: [bool; 4],
+    norm: f32,
 }
 
+impl Decoded {
+    fn new(p: &TensorPayload) -> Self {
+        let mut dec = [0f32; 4];
+        for (d, &l) in dec.iter_mut().zip(&p.lookup) {
+            *d = l + p.shift;
+        }
+        let counts = code_histogram(&p.codes);
+        let used = counts.map(|c| c > 0);
+        let ss: f64 = (0..4)
+            .filter(|&b| used[b])
+            .map(|b| counts[b] as f64 * (dec[b] as f64) * (dec[b] as f64))
+            .sum();
+        Self {
+            dec,
+            used,
+            norm: ss.sqrt() as f32,
+        }
+    }
+
+    /// Why this peer cannot take part, if it cannot: a table entry or the norm is not finite.
+    fn unusable(&self) -> Option<DropReason> {
+        if self.dec.iter().any(|v| !v.is_finite()) {
+            Some(DropReason::NonFiniteValue)
+        } else if !self.norm.is_finite() {
+            Some(DropReason::NonFiniteNorm)
+        } else {
+            None
+        }
+    }
+}
+
+/// min(1, ratio); NaN (0/0: a zero norm with ε = 0, whose values are all 0 anyway) counts as 1
+/// and a negative ratio (a negative median given by the caller) as 0.
+fn clip_factor(ratio: f32) -> f32 {
+    if ratio.is_nan() {
+        1.0
+    } else {
+        ratio.clamp(0.0, 1.0)
+    }
+}
+
+/// Lower median (the lower of the two middle values for an even count); 0 for none.
+fn lower_median(mut v: Vec<f32>) -> f32 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
+}
+
+/// The largest sum of magnitudes of `n` terms that certainly stays finite when added in f32 in
+/// any order: each addition rounds by at most a factor (1 + ε/2), so a sum of magnitudes S
+/// never exceeds S·(1 + ε)^n.
+fn overflow_limit(n: usize) -> f64 {
+    let n = i32::try_from(n).unwrap_or(i32::MAX);
+    f32::MAX as f64 / (1.0 + f32::EPSILON as f64).powi(n.saturating_add(1))
+}
+
+/// The peers that stay after the overflow rule: while the peers' largest clipped magnitudes
+/// (`bounds`, per kept peer) could add up to more than f32 holds, the peer with the largest
+/// one (the later peer on a tie) is dropped. Returns the positions in `kept` to drop.
+fn overflow_drops(kept: &[usize], bounds: &[f64]) -> Vec<usize> {
+    let limit = overflow_limit(kept.len());
+    if bounds.iter().sum::<f64>() < limit {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..kept.len()).collect();
+    order.sort_by(|&a, &b| bounds[a].total_cmp(&bounds[b]).then(kept[a].cmp(&kept[b])));
+    let mut sum = 0f64;
+    let fits = order
+        .iter()
+        .take_while(|&&i| {
+            sum += bounds[i];
+            sum < limit
+        })
+        .count();
+    order[fits..].to_vec()
+}
+
+/// Peers that take part in a tensor's aggregate, their clipped decoding tables, the statistics.
+struct Prepared {
+    /// Positions (in the given peer slice, ascending) of the peers that take part.
+    kept: Vec<usize>,
+    /// Clipped decoded value per code, one table per kept peer.
+    tables: Vec<[f32; 4]>,
+    stats: AggregateStats,
+}
+
+/// Decodes, drops the peers that cannot take part (SPEC §3 made total: a peer is dropped, never
+/// a tensor), takes the lower median of the remaining norms and clips. Every rule depends only on
+/// the peers' payloads and their order, so every replica keeps the same peers.
 fn prepare(
     cfg: &CodecConfig,
     t: &TensorLayout,
@@ -108,61 +219,61 @@ fn prepare(
     for (r, p) in peers.iter().enumerate() {
         check_payload(cfg, t, r, p)?;
     }
-    let mut decs = Vec::with_capacity(peers.len());
-    let mut norms = Vec::with_capacity(peers.len());
-    for p in peers {
-        let mut dec = [0f32; 4];
-        for (b, &l) in p.lookup.iter().enumerate() {
-            dec[b] = l + p.shift;
+    let decoded: Vec<Decoded> = peers.iter().map(|p| Decoded::new(p)).collect();
+    let mut dropped: Vec<DroppedPeer> = Vec::new();
+    let mut kept = Vec::with_capacity(peers.len());
+    for (r, d) in decoded.iter().enumerate() {
+        match d.unusable() {
+            Some(reason) => dropped.push(DroppedPeer { peer: r, reason }),
+            None => kept.push(r),
         }
-        let counts = code_histogram(&p.codes);
-        let ss: f64 = (0..4)
-            .map(|b| counts[b] as f64 * (dec[b] as f64) * (dec[b] as f64))
-            .sum();
-        norms.push(ss.sqrt() as f32);
-        decs.push(dec);
     }
-    let median = if let Some(m) = median_override {
-        m
-    } else if norms.is_empty() {
-        0.0
-    } else {
-        let mut sorted = norms.clone();
-        sorted.sort_by(|a, b| a.total_cmp(b));
-        sorted[(sorted.len() - 1) / 2]
-    };
-    let mut skipped = false;
-    let mut factors = Vec::with_capacity(peers.len());
-    let mut tables = Vec::with_capacity(peers.len());
-    let mut bound = 0f64;
-    for (dec, &n) in decs.iter().zip(&norms) {
-        let ratio = median / (n + cfg.clip_eps);
-        if ratio.is_nan() {
-            skipped = true;
-        }
-        let f = ratio.min(1.0);
-        let mut tab = [0f32; 4];
-        let mut m = 0f64;
-        for b in 0..4 {
-            tab[b] = dec[b] * f;
-            m = m.max((tab[b] as f64).abs());
-            if !tab[b].is_finite() {
-                skipped = true;
-            }
-        }
-        bound += m;
-        factors.push(f);
+    let median = median_override
+        .unwrap_or_else(|| lower_median(kept.iter().map(|&r| decoded[r].norm).collect()));
+    let mut factors = vec![0f32; peers.len()];
+    let mut tables = Vec::with_capacity(kept.len());
+    let mut bounds = Vec::with_capacity(kept.len());
+    for &r in &kept {
+        let d = &decoded[r];
+        let f = clip_factor(median / (d.norm + cfg.clip_eps));
+        let tab = d.dec.map(|v| v * f);
+        let bound = (0..4)
+            .filter(|&b| d.used[b])
+            .map(|b| (tab[b] as f64).abs())
+            .fold(0f64, f64::max);
+        factors[r] = f;
         tables.push(tab);
+        bounds.push(bound);
     }
+    let over = overflow_drops(&kept, &bounds);
+    if !over.is_empty() {
+        for &i in &over {
+            factors[kept[i]] = 0.0;
+            dropped.push(DroppedPeer {
+                peer: kept[i],
+                reason: DropReason::Overflow,
+            });
+        }
+        dropped.sort_by_key(|d| d.peer);
+        (kept, tables) = kept
+            .iter()
+            .zip(&tables)
+            .enumerate()
+            .filter(|(i, _)| !over.contains(i))
+            .map(|(_, (&r, &tab))| (r, tab))
+            .unzip();
+    }
+    let skipped = !peers.is_empty() && kept.is_empty();
     Ok(Prepared {
+        kept,
         tables,
         stats: AggregateStats {
-            norms,
+            norms: decoded.iter().map(|d| d.norm).collect(),
             median,
             factors,
+            dropped,
             skipped,
         },
-        bound,
     })
 }
 
@@ -277,11 +388,10 @@ fn apply_bands_body(
     });
 }
 
-/// Largest sum of finite values that certainly stays finite in f32 (with room for rounding).
-const SAFE_BOUND: f64 = (f32::MAX as f64) * 0.5;
-
-/// Aggregates one tensor over `peers` into the dense update `out` (zero where nobody selected;
-/// all zero when the result is non-finite and the tensor is skipped).
+/// Aggregates one tensor over `peers` into the dense update `out` (zero where nobody selected).
+/// A peer whose values or norm are not finite, or whose size could make the sum overflow, is
+/// dropped (see [`AggregateStats::dropped`]); the tensor itself is always aggregated, so the
+/// update is finite.
 pub fn aggregate_tensor(
     cfg: &CodecConfig,
     t: &TensorLayout,
@@ -304,6 +414,19 @@ pub fn aggregate_tensor_clipped_to(
     aggregate_inner(cfg, t, peers, out, Some(median))
 }
 
+fn check_len(t: &TensorLayout, what: &'static str, got: usize) -> Result<(), CodecError> {
+    let expected = t.geom.numel();
+    if got == expected {
+        return Ok(());
+    }
+    Err(CodecError::LengthMismatch {
+        tensor: t.name.clone(),
+        what,
+        got,
+        expected,
+    })
+}
+
 fn aggregate_inner(
     cfg: &CodecConfig,
     t: &TensorLayout,
@@ -311,33 +434,22 @@ fn aggregate_inner(
     out: &mut [f32],
     median: Option<f32>,
 ) -> Result<AggregateStats, CodecError> {
-    let n = t.geom.numel();
-    if out.len() != n {
-        return Err(CodecError::LengthMismatch {
-            tensor: t.name.clone(),
-            what: "update",
-            got: out.len(),
-            expected: n,
-        });
-    }
-    let mut prep = prepare(cfg, t, peers, median)?;
-    if prep.stats.skipped || peers.is_empty() {
+    check_len(t, "update", out.len())?;
+    let prep = prepare(cfg, t, peers, median)?;
+    if prep.kept.is_empty() {
         out.iter_mut().for_each(|v| *v = 0.0);
         return Ok(prep.stats);
     }
+    let kept: Vec<&TensorPayload> = prep.kept.iter().map(|&r| peers[r]).collect();
     // Every position is written (the mean, or 0 where nobody selected it).
-    accumulate(t, peers, &prep.tables, |o, band| {
+    accumulate(t, &kept, &prep.tables, |o, band| {
         out[o..o + band.len()].copy_from_slice(band);
     });
-    if prep.bound >= SAFE_BOUND && out.iter().any(|v| !v.is_finite()) {
-        out.iter_mut().for_each(|v| *v = 0.0);
-        prep.stats.skipped = true;
-    }
     Ok(prep.stats)
 }
 
-/// Aggregates one tensor and applies the outer step `θ ← θ − lr·update` in one pass, touching
-/// only the coordinates some peer selected. A non-finite result leaves `theta` unchanged.
+/// Aggregates one tensor and applies the outer step `θ ← θ − lr·update` in one pass, dropping
+/// peers exactly as [`aggregate_tensor`] does.
 pub fn aggregate_tensor_apply(
     cfg: &CodecConfig,
     t: &TensorLayout,
@@ -345,37 +457,15 @@ pub fn aggregate_tensor_apply(
     theta: &mut [f32],
     lr: f32,
 ) -> Result<AggregateStats, CodecError> {
-    let n = t.geom.numel();
-    if theta.len() != n {
-        return Err(CodecError::LengthMismatch {
-            tensor: t.name.clone(),
-            what: "parameters",
-            got: theta.len(),
-            expected: n,
-        });
-    }
-    let mut prep = prepare(cfg, t, peers, None)?;
-    if prep.stats.skipped || peers.is_empty() {
+    check_len(t, "parameters", theta.len())?;
+    let prep = prepare(cfg, t, peers, None)?;
+    if prep.kept.is_empty() {
         return Ok(prep.stats);
     }
-    let neg = -lr;
-    if prep.bound < SAFE_BOUND {
-        // θ + (−lr)·0 = θ where nobody selected, so the dense row pass is the reference's step.
-        apply_bands(t, peers, &prep.tables, theta, neg);
-    } else {
-        // Rare: values so large that the mean could overflow. Build the update, check, apply.
-        let mut update = vec![0f32; n];
-        accumulate(t, peers, &prep.tables, |o, band| {
-            update[o..o + band.len()].copy_from_slice(band);
-        });
-        if update.iter().any(|v| !v.is_finite()) {
-            prep.stats.skipped = true;
-            return Ok(prep.stats);
-        }
-        for (p, u) in theta.iter_mut().zip(&update) {
-            *p += neg * u;
-        }
-    }
+    let kept: Vec<&TensorPayload> = prep.kept.iter().map(|&r| peers[r]).collect();
+    // θ + (−lr)·0 = θ where nobody selected, so the dense row pass is the reference's step; the
+    // overflow rule keeps every partial sum, hence every mean, finite.
+    apply_bands(t, &kept, &prep.tables, theta, -lr);
     Ok(prep.stats)
 }
 

@@ -537,6 +537,14 @@ fn compress_body(
     for (b, l) in lookup.iter().enumerate() {
         dec[b] = l + q.shift;
     }
+    if let Some(&bad) = dec.iter().find(|v| !v.is_finite()) {
+        // The decoder refuses such a payload (`WireError::NonFiniteValue`): never upload one.
+        return Err(CodecError::NonFinite {
+            tensor: t.name.clone(),
+            what: "decoded value (lookup + shift)",
+            value: bad,
+        });
+    }
     let offs = g.in_chunk_offsets();
     for c in 0..g.n_chunks {
         let (base, _, _) = g.chunk_base(c);

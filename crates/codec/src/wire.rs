@@ -183,6 +183,16 @@ pub enum WireError {
     },
     #[error("tensor {tensor:?}: shift is not finite ({value})")]
     NonFiniteShift { tensor: String, value: f32 },
+    /// `lookup[bin]` and `shift` are each finite but their sum, the value that code `bin`
+    /// decodes to, is not (it overflows f32); checked for every bin, used or not.
+    #[error("tensor {tensor:?}: code {bin} decodes to a non-finite value (lookup {lookup} + shift {shift} = {value})")]
+    NonFiniteValue {
+        tensor: String,
+        bin: usize,
+        lookup: f32,
+        shift: f32,
+        value: f32,
+    },
     #[error(
         "tensor {tensor:?}: code {code} at position {position} is out of range for {bins} bins"
     )]
@@ -311,6 +321,7 @@ fn check_encodable(layout: &ModelLayout, i: usize, p: &TensorPayload) -> Result<
     if !p.shift.is_finite() || p.lookup.iter().any(|v| !v.is_finite()) {
         return Err(err("non-finite lookup or shift".into()));
     }
+    check_decoded_finite(t, &p.lookup, p.shift)?;
     if let Some(c) = p.codes.iter().find(|&&c| c as usize >= bins) {
         return Err(err(format!("code {c} out of range")));
     }
@@ -744,6 +755,20 @@ pub fn decode(
     })
 }
 
+/// Every value a code can decode to, `lookup[b] + shift` in f32, must be finite.
+fn check_decoded_finite(t: &TensorLayout, lookup: &[f32], shift: f32) -> Result<(), WireError> {
+    match lookup.iter().position(|&l| !(l + shift).is_finite()) {
+        None => Ok(()),
+        Some(bin) => Err(WireError::NonFiniteValue {
+            tensor: t.name.clone(),
+            bin,
+            lookup: lookup[bin],
+            shift,
+            value: lookup[bin] + shift,
+        }),
+    }
+}
+
 fn decode_tensor(
     t: &TensorLayout,
     e: &Entry,
@@ -770,6 +795,7 @@ fn decode_tensor(
             value: shift,
         });
     }
+    check_decoded_finite(t, &lookup, shift)?;
     let n = g.n_selected();
     let code_bytes = br.take(n.div_ceil(4), "codes")?;
     let mut codes = Vec::with_capacity(n);

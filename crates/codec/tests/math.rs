@@ -5,7 +5,7 @@ mod common;
 use covenant_codec::{
     aggregate_apply_model, aggregate_tensor, aggregate_tensor_apply, compress_model,
     compress_tensor, decode_dense, largest_divisor_at_most, CodecConfig, CodecError, DeltaSource,
-    Layout, ModelLayout, TensorPayload,
+    DropReason, DroppedPeer, Layout, ModelLayout, TensorPayload,
 };
 use proptest::prelude::*;
 
@@ -221,7 +221,7 @@ fn aggregation_mean_over_selecting_peers_only() {
 }
 
 #[test]
-fn aggregation_clips_to_lower_median_and_skips_non_finite() {
+fn aggregation_clips_to_lower_median_and_drops_overflowing_peers() {
     let l = ModelLayout::new(CodecConfig::default(), [("v", &[4usize][..])]).unwrap();
     let t = &l.tensors[0];
     let mk = |x: f32| TensorPayload {
@@ -239,16 +239,29 @@ fn aggregation_clips_to_lower_median_and_skips_non_finite() {
     assert!((s.factors[3] - 0.5).abs() < 1e-6);
     assert!((u[0] - (1.0 + 2.0 + 2.0 + 2.0) / 4.0).abs() < 1e-6);
 
-    // huge values whose sum overflows f32: tensor skipped, θ untouched
+    // huge values whose sum would overflow f32: the largest peers are dropped (the later one on
+    // a tie) until the rest cannot overflow; the tensor is still aggregated
     let big = [mk(3.0e38), mk(3.0e38), mk(3.0e38)];
     let refs: Vec<&TensorPayload> = big.iter().collect();
     let s = aggregate_tensor(&l.config, t, &refs, &mut u).unwrap();
-    assert!(s.skipped);
-    assert_eq!(u, vec![0.0; 4]);
+    assert!(!s.skipped);
+    let over = |peer| DroppedPeer {
+        peer,
+        reason: DropReason::Overflow,
+    };
+    assert_eq!(s.dropped, vec![over(1), over(2)]);
+    assert_eq!(s.factors, vec![1.0, 0.0, 0.0]);
+    assert_eq!(u, vec![3.0e38, 0.0, 0.0, 0.0]);
     let mut theta = vec![1.0f32; 4];
     let s = aggregate_tensor_apply(&l.config, t, &refs, &mut theta, 1.0).unwrap();
-    assert!(s.skipped);
-    assert_eq!(theta, vec![1.0; 4]);
+    assert_eq!(s.dropped.len(), 2);
+    assert_eq!(theta, vec![1.0 - 3.0e38, 1.0, 1.0, 1.0]);
+    // a sum that is large but fits is not touched
+    let fits = [mk(1.0e38), mk(1.0e38), mk(1.0e38)];
+    let refs: Vec<&TensorPayload> = fits.iter().collect();
+    let s = aggregate_tensor(&l.config, t, &refs, &mut u).unwrap();
+    assert!(s.dropped.is_empty());
+    assert_eq!(u[0], (1.0e38f32 + 1.0e38 + 1.0e38) / 3.0);
 
     // a malformed in-memory payload is an error, not a panic
     let bad = TensorPayload {

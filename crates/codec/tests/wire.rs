@@ -680,3 +680,44 @@ fn rejects_table_and_body_length_disagreements() {
     let e = dec(&layout, &frame_and_sign(&layout, &b)).unwrap_err();
     assert!(matches!(e, WireError::BodyLength { .. }), "{e}");
 }
+
+/// lookup[b] and shift are each finite, but their sum overflows: the decoder must refuse it
+/// (issue 14, item 2), for a used or an unused bin, whichever sign.
+#[test]
+fn rejects_values_that_decode_to_non_finite() {
+    let layout = fuzz_layout();
+    for (lookup, shift) in [(HUGE, HUGE), (-HUGE, -HUGE), (f32::MAX, f32::MAX)] {
+        let mut p = sample(&layout, 4);
+        p.tensors[1].lookup[2] = lookup;
+        p.tensors[1].shift = shift;
+        for l in [0, 1, 3] {
+            p.tensors[1].lookup[l] = -shift; // the other bins decode to exactly 0
+        }
+        let bytes = covenant_codec::wire::encode_unchecked(&p, &layout, &fuzz_key()).unwrap();
+        let e = dec(&layout, &bytes).expect_err("lookup + shift overflows");
+        let WireError::NonFiniteValue {
+            tensor, bin, value, ..
+        } = &e
+        else {
+            panic!("wrong error: {e}");
+        };
+        assert_eq!(
+            (tensor.as_str(), *bin),
+            (layout.tensors[1].name.as_str(), 2)
+        );
+        assert!(
+            value.is_infinite() && value.signum() == shift.signum(),
+            "{e}"
+        );
+        let e = encode(&p, &layout, &fuzz_key(), EncodeOptions::default()).unwrap_err();
+        assert!(matches!(e, WireError::NonFiniteValue { bin: 2, .. }), "{e}");
+    }
+    // the largest finite sums are still accepted
+    let mut p = sample(&layout, 4);
+    p.tensors[1].lookup = vec![f32::MAX / 2.0, -f32::MAX, 0.0, 1.0];
+    p.tensors[1].shift = f32::MAX / 2.0; // bin 0 decodes to exactly f32::MAX
+    let bytes = enc(&layout, &p, IndexCoding::Packed);
+    assert_eq!(dec(&layout, &bytes).unwrap(), p);
+}
+
+const HUGE: f32 = f32::MAX * 0.75;
