@@ -665,10 +665,12 @@ impl Replica {
                 .is_none_or(|r| r.as_ref().is_err_and(|e| e.is_transient()))
         };
         let unreadable: Vec<Uid> = gather.iter().copied().filter(missing).collect();
+        // A zero update would dilute the mean and pull the median norm down: every node sees
+        // the same bytes, so every node leaves it out alike.
         let valid: Vec<Uid> = gather
             .iter()
             .copied()
-            .filter(|u| matches!(results.get(u), Some(Ok(_))))
+            .filter(|u| matches!(results.get(u), Some(Ok(f)) if !f.zero))
             .collect();
         let rejected: BTreeMap<Uid, RejectionNote> = gather
             .iter()
