@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
 use crate::openskill::{rate, Rating};
-use crate::params::RunParams;
+use crate::params::{Penalties, RunParams};
 use crate::scoring::{sync_distance, sync_score, Bma, Fingerprint, FingerprintHistory, LossProbe};
 use crate::selection::{
     detect_copies, select_for_evaluation, AggregationSet, Copy, EvalCandidate, UploadIndices,
@@ -110,6 +110,25 @@ pub enum EvalOutcome {
     },
     /// Applied alone, the update makes the model non-finite.
     NonFinite,
+    /// Its norm is `ratio` times the window's clip norm (the median over tensors), more than
+    /// `penalties.outlier_norm`: an update scaled up to dominate the mean. Clipping already
+    /// makes it harmless; it is judged invalid so that scaling never pays.
+    Outlier { ratio: f64 },
+}
+
+impl EvalOutcome {
+    /// The outcome of a measured evaluation (see [`EvalOutcome::Outlier`]).
+    pub fn measured(
+        pen: &Penalties,
+        probe: LossProbe,
+        fingerprint: Option<Fingerprint>,
+        norm_ratio: f64,
+    ) -> Self {
+        if norm_ratio > pen.outlier_norm {
+            return EvalOutcome::Outlier { ratio: norm_ratio };
+        }
+        EvalOutcome::Measured { probe, fingerprint }
+    }
 }
 
 /// The validator's observations of one window.
@@ -539,7 +558,10 @@ impl Gauntlet {
     ) -> Verdict {
         let accepted = plan.accepted.contains(&u);
         let selected = plan.evaluate.contains(&u);
-        let non_finite = matches!(obs.outcomes.get(&u), Some(EvalOutcome::NonFinite));
+        let non_finite = matches!(
+            obs.outcomes.get(&u),
+            Some(EvalOutcome::NonFinite | EvalOutcome::Outlier { .. })
+        );
         if let Some(&(original, overlap)) = copied.get(&u) {
             return Verdict::Copied { original, overlap };
         }

@@ -58,10 +58,20 @@ pub struct Penalties {
     /// a store failure as a missing upload.
     #[serde(default = "default_unavailable_grace")]
     pub unavailable_grace: u32,
+    /// An evaluated update whose norm is more than this many times the window's clip norm
+    /// (median over tensors) is judged invalid. Honest peers train the same model with the
+    /// same settings: their norms lie within a factor of about 2 of each other. Not in the
+    /// reference, where a scaled update is clipped but still rated.
+    #[serde(default = "default_outlier_norm")]
+    pub outlier_norm: f64,
 }
 
 fn default_unavailable_grace() -> u32 {
     2
+}
+
+fn default_outlier_norm() -> f64 {
+    8.0
 }
 
 impl Default for Penalties {
@@ -76,6 +86,7 @@ impl Default for Penalties {
             copy_overlap: 0.40,
             negative_streak: 3,
             unavailable_grace: default_unavailable_grace(),
+            outlier_norm: default_outlier_norm(),
         }
     }
 }

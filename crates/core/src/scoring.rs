@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CoreError, Result};
 use crate::params::RunParams;
 
+/// One evaluation: the losses, and the update's norm over the window's clip norm (the median
+/// over tensors of `‖v_t‖ / M_t`, tensors with `M_t = 0` left out; 1 if none is left).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub probe: LossProbe,
+    pub norm_ratio: f64,
+}
+
 /// The four losses a validator measures for one peer (before/after applying the peer's update
 /// alone, on the peer's own assigned pool and on a random unassigned pool).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

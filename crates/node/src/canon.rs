@@ -58,10 +58,90 @@ impl Canon {
         Ok(())
     }
 
+    /// The lower-median norm of `peers`' decoded updates, per tensor: what the outer step clips
+    /// every peer to, and what a lone update is clipped to when it is evaluated (SPEC §5).
+    pub fn clip_norms(&self, peers: &[&[TensorPayload]]) -> Result<Vec<f32>, CodecError> {
+        let cfg = &self.layout.config;
+        let mut scratch = Vec::new();
+        self.layout
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let ps = tensor_of(peers, i, self.layout.tensors.len())?;
+                scratch.resize(t.geom.numel(), 0.0);
+                Ok(covenant_codec::aggregate_tensor(cfg, t, &ps, &mut scratch)?.median)
+            })
+            .collect()
+    }
+
+    /// Steps θ ← θ − lr·update with `peer`'s update alone, every tensor clipped to `norms`
+    /// (from [`Canon::clip_norms`]). A tensor whose clipped update is not finite is left alone.
+    /// Returns the update's norm over the clip norm, the median over tensors (tensors with a
+    /// clip norm of 0 left out; 1 when none is left).
+    pub fn apply_clipped(
+        &mut self,
+        peer: &[TensorPayload],
+        norms: &[f32],
+        lr: f32,
+    ) -> Result<f64, CodecError> {
+        let n = self.layout.tensors.len();
+        if norms.len() != n {
+            return Err(CodecError::TensorCount {
+                what: "clip norms",
+                got: norms.len(),
+                expected: n,
+            });
+        }
+        let cfg = &self.layout.config;
+        let mut update = Vec::new();
+        let mut ratios = Vec::with_capacity(n);
+        for (i, (t, theta)) in self.layout.tensors.iter().zip(&mut self.theta).enumerate() {
+            let ps = tensor_of(&[peer], i, n)?;
+            update.resize(t.geom.numel(), 0.0);
+            let stats =
+                covenant_codec::aggregate_tensor_clipped_to(cfg, t, &ps, norms[i], &mut update)?;
+            if norms[i] > 0.0 {
+                ratios.push(f64::from(stats.norms[0]) / f64::from(norms[i]));
+            }
+            if stats.skipped {
+                continue;
+            }
+            for (p, u) in theta.iter_mut().zip(&update) {
+                *p -= lr * u;
+            }
+        }
+        ratios.sort_by(f64::total_cmp);
+        Ok(ratios
+            .get(ratios.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(1.0))
+    }
+
     /// `per_tensor` values per tensor at the run's fingerprint positions.
     pub fn fingerprint(&self, seed: u64, per_tensor: usize) -> Fingerprint {
         fingerprint_of(&self.theta, seed, per_tensor)
     }
+}
+
+/// Tensor `i` of every peer, checking that each peer has one payload per tensor (`n`).
+fn tensor_of<'a>(
+    peers: &[&'a [TensorPayload]],
+    i: usize,
+    n: usize,
+) -> Result<Vec<&'a TensorPayload>, CodecError> {
+    peers
+        .iter()
+        .map(|p| {
+            p.get(i)
+                .filter(|_| p.len() == n)
+                .ok_or(CodecError::TensorCount {
+                    what: "a peer payload",
+                    got: p.len(),
+                    expected: n,
+                })
+        })
+        .collect()
 }
 
 pub fn hash_params(theta: &[Vec<f32>]) -> Hash {

@@ -442,3 +442,67 @@ fn broken_and_untimely_uploads_cost_the_tiny_model_nothing() {
         never_aggregated(&r, b);
     }
 }
+
+/// Issue 14 item 10: a zero update (a restarted miner's null window) dilutes the mean and pulls
+/// the median norm down, so no node aggregates one.
+#[test]
+fn zero_updates_are_never_aggregated() {
+    let mut c = SimConfig::new(4, 1, 12, 21);
+    c.script = vec![Scripted::RestartAt {
+        node: "miner-2".into(),
+        window: 6,
+    }];
+    let (s, w) = sim::run(c.clone()).unwrap();
+    assert_holds(&c, &s);
+    let v = w.events(0);
+    let steps = outer_steps(&v);
+    let mut zeros = 0;
+    for (win, peers) in reports(&v) {
+        for (uid, line) in peers {
+            if line.verdict == Verdict::Zero {
+                zeros += 1;
+                let step = steps.iter().find(|x| x.0 == win).expect("a step");
+                assert!(
+                    !step.1.contains(&uid),
+                    "the zero upload of uid {uid} was aggregated in window {win}"
+                );
+            }
+        }
+    }
+    assert!(zeros > 0, "the restarted miner uploaded a null window");
+}
+
+/// Issue 14 item 1: the Gauntlet applies a peer's update clipped to the median norm of the
+/// window's gathered updates (SPEC §5), as the aggregation does; so an update scaled × 100 is
+/// measured as the honest update it contains, not as a huge step no node ever takes.
+#[test]
+fn a_lone_update_is_evaluated_median_norm_clipped() {
+    let mut c = SimConfig::new(4, 1, 10, 3);
+    c.adversaries = vec![Behaviour::Scaled];
+    let (s, w) = sim::run(c.clone()).unwrap();
+    assert_holds(&c, &s);
+    let bad = w.nodes[w.node_index("miner-5").unwrap()].uid;
+    let v = w.events(0);
+    let mut measured = 0;
+    for e in &v {
+        let NodeEvent::Report { window, eval, .. } = e else {
+            continue;
+        };
+        let Some(p) = eval.get(&bad) else { continue };
+        measured += 1;
+        assert!(
+            p.rand_after.is_finite() && p.rand_after < p.rand_before,
+            "window {window}: the scaled update, clipped, helps: {p:?}"
+        );
+    }
+    assert!(
+        measured >= 3,
+        "the scaled miner was measured {measured} times"
+    );
+    // Clipped it is harmless, yet it is judged invalid: its norm is 100 times everyone's.
+    let invalid = reports(&v)
+        .iter()
+        .filter(|(_, p)| p.get(&bad).is_some_and(|l| l.verdict == Verdict::Invalid))
+        .count();
+    assert_eq!(invalid, measured, "every measured window judges it invalid");
+}

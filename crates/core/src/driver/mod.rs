@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::gauntlet::Gauntlet;
 use crate::params::RunParams;
-use crate::scoring::{Fingerprint, LossProbe};
+use crate::scoring::{Evaluation, Fingerprint};
 use crate::{Millis, Uid, Window};
 
 pub use events::{NodeEvent, NodeStats, RejectionNote};
@@ -311,8 +311,14 @@ pub enum Action {
     /// The canonical model's fingerprint. → [`Input::Fingerprinted`]
     Fingerprint { window: Window },
     /// The four Gauntlet losses of `uid`'s window-`window` update applied alone at `lr` to the
-    /// canonical model (restored after). → [`Input::Evaluated`]
-    Evaluate { window: Window, uid: Uid, lr: f64 },
+    /// canonical model (restored after), every tensor clipped to the lower-median norm of the
+    /// uploads of `clip_to` (SPEC §5). → [`Input::Evaluated`]
+    Evaluate {
+        window: Window,
+        uid: Uid,
+        lr: f64,
+        clip_to: Vec<Uid>,
+    },
     /// Validation loss of the canonical model. → [`Input::Validated`]
     MeasureValLoss { window: Window },
     /// Submit these (quantised) weights to the chain. → [`Input::Done`]
@@ -422,7 +428,7 @@ pub enum Input {
     Evaluated {
         window: Window,
         uid: Uid,
-        result: Result<LossProbe, Failure>,
+        result: Result<Evaluation, Failure>,
     },
     Validated {
         window: Window,

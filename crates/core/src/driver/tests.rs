@@ -127,11 +127,14 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
             Action::Evaluate { window, uid, .. } => Input::Evaluated {
                 window,
                 uid,
-                result: Ok(crate::LossProbe {
-                    rand_before: 5.0,
-                    rand_after: 4.9,
-                    own_before: 5.0,
-                    own_after: 4.8,
+                result: Ok(crate::scoring::Evaluation {
+                    probe: crate::LossProbe {
+                        rand_before: 5.0,
+                        rand_after: 4.9,
+                        own_before: 5.0,
+                        own_after: 4.8,
+                    },
+                    norm_ratio: 1.0,
                 }),
             },
             Action::MeasureValLoss { window } => Input::Validated {

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::gauntlet::{EvalOutcome, Gauntlet, Observations, WindowPlan};
 use crate::rng::derive_seed;
-use crate::scoring::Fingerprint;
+use crate::scoring::{Evaluation, Fingerprint};
 use crate::selection::UploadIndices;
 use crate::{Millis, Uid, Window};
 
@@ -44,6 +44,8 @@ struct Round {
 struct Gathered {
     valid: Vec<Uid>,
     complete: bool,
+    /// The uploads whose median norm a lone update is clipped to (see [`clip_set`]).
+    clip_to: Vec<Uid>,
 }
 
 /// See the module docs.
@@ -208,7 +210,12 @@ impl Validator {
                 }
             }
         }
-        round.gathered = Some(Gathered { valid, complete });
+        let clip_to = clip_set(&valid, results);
+        round.gathered = Some(Gathered {
+            valid,
+            complete,
+            clip_to,
+        });
         self.r.submit(Action::Fingerprint { window }, out);
     }
 
@@ -220,7 +227,20 @@ impl Validator {
         let window = round.plan.window;
         if let Some(uid) = round.queue.pop_front() {
             let lr = self.r.cfg.params.outer_lr_at(window) * self.r.cfg.params.eval_lr_factor;
-            self.r.submit(Action::Evaluate { window, uid, lr }, out);
+            let clip_to = round
+                .gathered
+                .as_ref()
+                .map(|g| g.clip_to.clone())
+                .unwrap_or_default();
+            self.r.submit(
+                Action::Evaluate {
+                    window,
+                    uid,
+                    lr,
+                    clip_to,
+                },
+                out,
+            );
             return;
         }
         self.finish_round(out);
@@ -230,14 +250,14 @@ impl Validator {
         &mut self,
         window: Window,
         uid: Uid,
-        result: &Result<crate::scoring::LossProbe, super::Failure>,
+        result: &Result<Evaluation, super::Failure>,
         out: &mut Vec<Output>,
     ) {
         let Some(round) = self.round.as_mut().filter(|r| r.plan.window == window) else {
             return;
         };
         match result {
-            Ok(probe) => {
+            Ok(Evaluation { probe, norm_ratio }) => {
                 let fingerprint = round.fingerprints.get(&uid).cloned();
                 round.eval.insert(
                     uid,
@@ -249,13 +269,9 @@ impl Validator {
                         fingerprint: fingerprint.is_some(),
                     },
                 );
-                round.obs.outcomes.insert(
-                    uid,
-                    EvalOutcome::Measured {
-                        probe: *probe,
-                        fingerprint,
-                    },
-                );
+                let pen = &self.r.cfg.params.penalties;
+                let outcome = EvalOutcome::measured(pen, *probe, fingerprint, *norm_ratio);
+                round.obs.outcomes.insert(uid, outcome);
             }
             // The update itself makes the model non-finite: the peer's doing.
             Err(e) if e.kind == FailureKind::Codec => {
@@ -405,6 +421,19 @@ impl Validator {
             && self.stepped.is_none();
         self.life.stop_if(now, done, applied, out);
     }
+}
+
+/// The uploads a lone update is clipped against: the window's aggregated set (what the
+/// outer step clips to), or, while nobody is aggregated yet, every non-zero upload fetched.
+fn clip_set(valid: &[Uid], results: &BTreeMap<Uid, Result<Fetched, Rejection>>) -> Vec<Uid> {
+    if !valid.is_empty() {
+        return valid.to_vec();
+    }
+    results
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_ok_and(|f| !f.zero))
+        .map(|(&u, _)| u)
+        .collect()
 }
 
 impl Driver for Validator {

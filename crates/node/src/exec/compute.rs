@@ -12,6 +12,7 @@ use covenant_codec::{wire, DeltaSource, TensorPayload};
 use covenant_core::driver::{
     Action, Applied, Chore, Compressed, Failure, FailureKind, Hash, Input, Live, StepInfo,
 };
+use covenant_core::scoring::Evaluation;
 use covenant_core::{LossProbe, Uid, Window};
 use covenant_data::{sampler, Split};
 
@@ -30,6 +31,8 @@ pub struct Compute {
     pool: Option<(Window, Vec<u64>)>,
     /// The random-pool loss of the canonical model for a window's evaluations.
     rand_before: Option<(Window, Vec<u64>, f64)>,
+    /// The clip norms of a window's evaluations (see [`Canon::clip_norms`]).
+    clip: Option<(Window, Vec<f32>)>,
     /// The trainer holds the canonical model (nothing trained or tried since it was set).
     at_canon: bool,
 }
@@ -64,6 +67,7 @@ impl Compute {
             theta0: None,
             pool: None,
             rand_before: None,
+            clip: None,
             at_canon: true,
         }
     }
@@ -138,10 +142,15 @@ impl Compute {
                     })
                     .unwrap_or_default(),
             },
-            Action::Evaluate { window, uid, lr } => Input::Evaluated {
+            Action::Evaluate {
                 window,
                 uid,
-                result: self.evaluate(window, uid, lr),
+                lr,
+                clip_to,
+            } => Input::Evaluated {
+                window,
+                uid,
+                result: self.evaluate(window, uid, lr, &clip_to),
             },
             Action::MeasureValLoss { window } => Input::Validated {
                 window,
@@ -347,7 +356,13 @@ impl Compute {
     }
 
     /// The four Gauntlet losses of `uid`'s update applied alone (SPEC §5).
-    fn evaluate(&mut self, window: Window, uid: Uid, lr: f64) -> Result<LossProbe, Failure> {
+    fn evaluate(
+        &mut self,
+        window: Window,
+        uid: Uid,
+        lr: f64,
+        clip_to: &[Uid],
+    ) -> Result<Evaluation, Failure> {
         let s = self.shared.clone();
         let payload = self.payloads(window, &[uid])?.remove(0);
         self.hold_canon()?;
@@ -389,9 +404,10 @@ impl Compute {
             .trainer
             .eval(Split::Train, &own_ids)
             .map_err(trainer_failure)?;
+        let norms = self.clip_norms(window, clip_to)?;
         let mut alone = s.canon.read().map_err(|_| poisoned())?.clone();
-        alone
-            .apply(&[payload.as_slice()], lr as f32)
+        let norm_ratio = alone
+            .apply_clipped(payload.as_slice(), &norms, lr as f32)
             .map_err(codec_failure)?;
         if alone.theta.iter().any(|t| t.iter().any(|x| !x.is_finite())) {
             return Err(codec_failure("the update makes the model non-finite"));
@@ -409,12 +425,35 @@ impl Compute {
             .eval(Split::Train, &rand_ids)
             .map_err(trainer_failure);
         self.hold_canon()?;
-        Ok(LossProbe {
-            rand_before,
-            rand_after: rand_after?,
-            own_before,
-            own_after: own_after?,
+        Ok(Evaluation {
+            probe: LossProbe {
+                rand_before,
+                rand_after: rand_after?,
+                own_before,
+                own_after: own_after?,
+            },
+            norm_ratio,
         })
+    }
+
+    /// The window's clip norms, computed at its first evaluation.
+    fn clip_norms(&mut self, window: Window, clip_to: &[Uid]) -> Result<Vec<f32>, Failure> {
+        if let Some((w, n)) = &self.clip {
+            if *w == window {
+                return Ok(n.clone());
+            }
+        }
+        let ps = self.payloads(window, clip_to)?;
+        let refs: Vec<&[TensorPayload]> = ps.iter().map(|p| p.as_slice()).collect();
+        let norms = self
+            .shared
+            .canon
+            .read()
+            .map_err(|_| poisoned())?
+            .clip_norms(&refs)
+            .map_err(codec_failure)?;
+        self.clip = Some((window, norms.clone()));
+        Ok(norms)
     }
 
     fn val_loss(&mut self) -> Result<f64, Failure> {
