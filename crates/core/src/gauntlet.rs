@@ -54,6 +54,9 @@ pub struct PeerRecord {
     /// Consecutive windows its upload could not be read (store failures).
     #[serde(default)]
     pub unavailable_streak: u32,
+    /// The key registered on the uid when the record was made (`None`: not known yet).
+    #[serde(default)]
+    pub key: Option<[u8; 32]>,
 }
 
 impl PeerRecord {
@@ -72,6 +75,7 @@ impl PeerRecord {
             last_sync: None,
             uploads: 0,
             unavailable_streak: 0,
+            key: None,
         }
     }
 }
@@ -235,6 +239,21 @@ impl Gauntlet {
     /// Forgets a uid (deregistered, or its slot taken by a new key).
     pub fn reset_peer(&mut self, uid: Uid) {
         self.peers.remove(&uid);
+    }
+
+    /// Forgets every uid whose registered key is no longer the one its record was made for
+    /// (its slot was taken by a new participant, who must not inherit the old owner's rating,
+    /// score or exclusion), and notes the keys of the others. Call before [`Gauntlet::plan`].
+    pub fn track_keys(&mut self, keys: &BTreeMap<Uid, [u8; 32]>) {
+        self.peers.retain(|u, r| match (r.key, keys.get(u)) {
+            (Some(old), Some(new)) => old == *new,
+            _ => true,
+        });
+        for (u, r) in self.peers.iter_mut() {
+            if let Some(&k) = keys.get(u) {
+                r.key = Some(k);
+            }
+        }
     }
 
     /// Current final scores of non-excluded peers.

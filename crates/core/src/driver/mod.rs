@@ -118,6 +118,8 @@ pub struct ChainView {
     pub committed: BTreeSet<Uid>,
     /// Validators' uids with a commitment (their records and checkpoints can be read).
     pub validators: BTreeSet<Uid>,
+    /// The registered miners' keys: a uid whose key changes is a new participant.
+    pub keys: BTreeMap<Uid, [u8; 32]>,
 }
 
 /// Why an executor could not do something: the kind (for decisions) and a message for people.

@@ -33,6 +33,7 @@ fn view(w: Window) -> ChainView {
         consensus: [(1, 0.5), (2, 0.5)].into(),
         committed: [1, 2].into(),
         validators: [0].into(),
+        keys: [(1, [1; 32]), (2, [2; 32])].into(),
     }
 }
 
@@ -52,6 +53,7 @@ struct Script<F: FnMut(Uid) -> Result<Fetched, Rejection>> {
     log: Vec<Action>,
     events: Vec<NodeEvent>,
     fetch: F,
+    view: fn(Window) -> ChainView,
 }
 
 impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
@@ -61,6 +63,7 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
             log: Vec::new(),
             events: Vec::new(),
             fetch,
+            view,
         }
     }
 
@@ -68,7 +71,7 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
         Some(match a.clone() {
             Action::ReadChain { window } => Input::Chain {
                 window,
-                view: Ok(view(window)),
+                view: Ok((self.view)(window)),
             },
             Action::ListCheckpoints => Input::Checkpoints { found: Ok(vec![]) },
             Action::List { window, peers } => Input::Listed {
@@ -340,5 +343,32 @@ fn a_node_behind_the_uploads_retention_waits_for_a_newer_checkpoint() {
             .count()
             >= 2,
         "looks again"
+    );
+}
+
+#[test]
+fn a_new_key_on_a_uid_starts_from_a_fresh_record() {
+    let c = cfg(0);
+    let p = c.params.clone();
+    let mut v = Validator::new(c, None);
+    let mut s = Script::new(|_| Ok(fetched()));
+    // Uid 2's slot is taken by another key from window 4's first block on (the view
+    // window 3 is planned with).
+    s.view = |w| {
+        let mut v = view(w);
+        if w >= 4 {
+            v.keys.insert(2, [9; 32]);
+        }
+        v
+    };
+    s.run(&mut v, &p, p.window_start_ms(7));
+    let (old, new) = (&v.gauntlet.peers[&1], &v.gauntlet.peers[&2]);
+    assert!(
+        old.first_seen == 0 && old.uploads >= 5,
+        "uid 1 kept its own: {old:?}"
+    );
+    assert!(
+        new.first_seen >= 3 && new.uploads < old.uploads && new.rating != old.rating,
+        "uid 2 kept the old owner's record: {new:?}"
     );
 }

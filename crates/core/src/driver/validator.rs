@@ -118,6 +118,7 @@ impl Validator {
             })
             .collect();
         let p = self.cfg().params.clone();
+        self.gauntlet.track_keys(&view.keys);
         let planned = self
             .gauntlet
             .plan(&p, window, &view.registered, set, &listed);

@@ -167,6 +167,7 @@ fn peers_at(s: &Shared, w: Window, block: u64) -> Result<(ChainView, PeerBook), 
         let validator = s.validator_keys.contains(&n.key);
         if !validator {
             view.registered.insert(n.uid);
+            view.keys.insert(n.uid, n.key.0);
             view.consensus.insert(n.uid, n.consensus_weight);
         }
         let Some(c) = &n.commitment else { continue };
