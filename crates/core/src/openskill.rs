@@ -1,5 +1,8 @@
 //! OpenSkill ratings: the Weng–Lin (2011) Bayesian approximation with the Plackett–Luce model,
-//! one player per team ("Algorithm 4" of Weng & Lin, JMLR 12).
+//! one player per team ("Algorithm 4" of Weng & Lin, JMLR 12), exactly as the reference computes
+//! it with Python `openskill` (the version pinned in scripts/requirements.txt,
+//! `PlackettLuce(beta=7, tau=0.1)`; tests/openskill_python.rs checks μ, σ and the ordinal
+//! against it to 1e-9).
 //!
 //! For a match of k players with ratings (μ_i, σ_i) and ranks r(i) (0 = best, ties share a rank):
 //! ```text
@@ -8,12 +11,23 @@
 //! Q_q   = Σ_{s : r(s) ≥ r(q)} exp(μ_s / c)           (players ranked at or below q)
 //! A_q   = |{s : r(s) = r(q)}|                        (size of q's tie group)
 //! p_iq  = exp(μ_i / c) / Q_q
-//! Ω_i   = σ_i²/c · Σ_{q : r(q) ≤ r(i)} ( [q = i] − p_iq ) / A_q
+//! Ω_i   = σ_i²/c · Σ_{q : r(q) ≤ r(i)} ( [r(q) = r(i)] − p_iq ) / A_q
 //! Δ_i   = γ_i · σ_i²/c² · Σ_{q : r(q) ≤ r(i)} p_iq (1 − p_iq) / A_q,   γ_i = σ_i / c
 //! μ_i  ← μ_i + Ω_i
 //! σ_i  ← σ_i · sqrt(max(1 − Δ_i, κ))
 //! ordinal = μ − 3σ
 //! ```
+//! Ties: in Ω the indicator is `[r(q) = r(i)]`, as in `openskill` (Weng & Lin write `[q = i]`),
+//! so each member of a tie group counts every member's term as its own: two new players who tie
+//! both gain what the winner of a two-player match gains, and a group of k players tied at −99
+//! loses less the larger k is (new players, three scored above k at −99: each of the k loses
+//! 3.46 μ for k = 1 and gains 0.58 for k = 4). `openskill` 6.1.3 also means to average μ
+//! changes over a tie group, but that step changes nothing there (it compares each player with
+//! itself), so it is not done here either.
+//!
+//! One difference, on purpose: the reference turns scores into ranks with `rank or index`, so
+//! an exact 0.0 score (falsy in Python) is ranked by its position in the list; here scores are
+//! ranked by value (SPEC §5), which is what the reference gives when passed these ranks.
 
 use serde::{Deserialize, Serialize};
 
@@ -108,7 +122,7 @@ pub fn rate_ranked(p: &OpenSkillParams, players: &[Rating], ranks: &[usize]) -> 
             let mut delta = 0.0;
             for q in (0..n).filter(|&q| ranks[q] <= ranks[i]) {
                 let piq = e[i] / q_sum[q];
-                omega += (if q == i { 1.0 } else { 0.0 } - piq) / a[q];
+                omega += (if ranks[q] == ranks[i] { 1.0 } else { 0.0 } - piq) / a[q];
                 delta += piq * (1.0 - piq) / a[q];
             }
             let s2 = sig2[i];
@@ -191,15 +205,36 @@ mod tests {
         close(r.iter().map(|x| x.mu - 25.0).sum::<f64>(), 0.0);
     }
 
-    /// A two-way tie between new players changes neither μ: A = 2 for both, Q = 2e, and each
-    /// player's Ω = k((1 − ½) − ½)/2 = 0.
+    /// A two-way tie between new players, as the reference rates it: A = 2, Q = 2e for both,
+    /// p = ½, and each player's Ω = k((1 − ½) + (1 − ½))/2 = k/2, what the winner of a
+    /// two-player match gains; Δ = g(¼ + ¼)/2, the same as in that match.
     #[test]
-    fn tie_leaves_mu_unchanged_and_shrinks_sigma() {
+    fn tie_counts_each_tied_players_terms_as_its_own() {
+        let s2: f64 = (25.0f64 / 3.0).powi(2) + 0.01;
+        let c = (2.0 * (s2 + 49.0)).sqrt();
+        let won = rate(&p(), &[Rating::new(&p()); 2], &[1.0, 0.0]);
         let r = rate(&p(), &[Rating::new(&p()); 2], &[0.5, 0.5]);
-        close(r[0].mu, 25.0);
-        close(r[1].mu, 25.0);
+        close(r[0].mu, 25.0 + s2 / c * 0.5);
+        close(r[0].mu, won[0].mu);
+        close(r[1].mu, r[0].mu);
+        close(r[0].sigma, won[0].sigma);
+        close(r[1].sigma, r[0].sigma);
         assert!(r[0].sigma < 25.0 / 3.0);
-        close(r[0].sigma, r[1].sigma);
+    }
+
+    /// The reference's tie rule at −99: three new players scored above k new ones at −99;
+    /// each missing one loses 3.46 μ alone, and gains 0.58 μ when four miss (values from
+    /// Python `openskill` 6.1.3).
+    #[test]
+    fn missing_players_tied_at_minus_99_lose_less_the_more_of_them() {
+        let mu_change = |k: usize| {
+            let mut scores = vec![0.3, 0.2, 0.1];
+            scores.extend(std::iter::repeat_n(-99.0, k));
+            let r = rate(&p(), &vec![Rating::new(&p()); 3 + k], &scores);
+            r[3 + k - 1].mu - 25.0
+        };
+        assert!((mu_change(1) - -3.456_658_473_605_163).abs() < 1e-9);
+        assert!((mu_change(4) - 0.580_025_951_354_965_5).abs() < 1e-9);
     }
 
     #[test]
