@@ -256,6 +256,11 @@ impl Gauntlet {
         }
     }
 
+    /// Some peer now registered has been evaluated.
+    pub fn has_measured(&self) -> bool {
+        self.peers.values().any(|r| r.evaluations > 0)
+    }
+
     /// Current final scores of non-excluded peers.
     pub fn scores(&self) -> BTreeMap<Uid, f64> {
         self.peers

@@ -372,3 +372,44 @@ fn a_new_key_on_a_uid_starts_from_a_fresh_record() {
         "uid 2 kept the old owner's record: {new:?}"
     );
 }
+
+/// Distinct uploads that the copy check does not tie together.
+fn fetched_from(u: Uid) -> Fetched {
+    Fetched {
+        copy_keys: (0..8).map(|i| u64::from(u) * 1000 + i).collect(),
+        ..fetched()
+    }
+}
+
+#[test]
+fn a_fresh_validator_sets_no_weights_before_it_has_measured_anyone() {
+    let c = cfg(0);
+    let p = c.params.clone();
+    // Only zero uploads: nobody can be measured, so nothing may overwrite the chain's weights.
+    let mut v = Validator::new(c.clone(), None);
+    let mut s = Script::new(|_| {
+        Ok(Fetched {
+            zero: true,
+            ..fetched()
+        })
+    });
+    s.run(&mut v, &p, p.window_start_ms(5));
+    assert!(
+        s.events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Report { .. })),
+        "it scored windows"
+    );
+    let set: Vec<&Action> = s
+        .log
+        .iter()
+        .filter(|a| matches!(a, Action::SetWeights { .. }))
+        .collect();
+    assert!(set.is_empty(), "weights set unmeasured: {set:?}");
+    // With uploads it can measure, it sets weights once it has.
+    let mut v = Validator::new(c, None);
+    let mut s = Script::new(|u| Ok(fetched_from(u)));
+    s.run(&mut v, &p, p.window_start_ms(5));
+    assert!(v.gauntlet.peers.values().any(|r| r.evaluations > 0));
+    assert!(s.log.iter().any(|a| matches!(a, Action::SetWeights { .. })));
+}

@@ -313,10 +313,14 @@ impl Validator {
                     eval: round.eval,
                     rejected: round.rejected,
                 }));
-                out.push(Output::Do(Action::SetWeights {
-                    window,
-                    weights: report.weights.quantize(),
-                }));
+                // Until it has measured someone its weights say nothing: the chain keeps the
+                // ones it set before (a restart) or none, rather than an empty vector.
+                if self.gauntlet.has_measured() {
+                    out.push(Output::Do(Action::SetWeights {
+                        window,
+                        weights: report.weights.quantize(),
+                    }));
+                }
                 out.push(Output::Do(Action::Persist {
                     window,
                     gauntlet: Box::new(self.gauntlet.clone()),
