@@ -329,16 +329,20 @@ fn ef_update(beta: f32, e: &mut [f32], delta: &DeltaSource<'_>, range: std::ops:
 
 /// Quantisation parameters of a tensor's selected values (SPEC §3), computed to match the
 /// reference's fp32 results: sums in f64, rounded once.
-pub(crate) struct Quant {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuantParams {
+    /// Mean of the selected values; decoded value = `lookup[code] + shift`.
     pub shift: f32,
+    /// `range·σ / bins` (σ unbiased, n − 1); 1.0 if that is 0 or not finite. Not on the wire.
     pub scale: f32,
 }
 
+/// The quantisation parameters [`compress_tensor`] uses for the selected values `vals`.
 #[inline(always)]
-pub(crate) fn quant_params(cfg: &CodecConfig, vals: &[f32]) -> Quant {
+pub fn quant_params(cfg: &CodecConfig, vals: &[f32]) -> QuantParams {
     let n = vals.len();
     if n == 0 {
-        return Quant {
+        return QuantParams {
             shift: 0.0,
             scale: 1.0,
         };
@@ -361,14 +365,14 @@ pub(crate) fn quant_params(cfg: &CodecConfig, vals: &[f32]) -> Quant {
     if scale == 0.0 || !scale.is_finite() {
         scale = 1.0;
     }
-    Quant { shift, scale }
+    QuantParams { shift, scale }
 }
 
 /// Codes and lookup table for `vals` (appends codes to `codes`, returns the lookup).
 #[inline(always)]
 pub(crate) fn quantise(
     cfg: &CodecConfig,
-    q: &Quant,
+    q: &QuantParams,
     vals: &[f32],
     codes: &mut Vec<u8>,
 ) -> Vec<f32> {

@@ -27,7 +27,9 @@ pub use aggregate::{
     aggregate_apply_model, aggregate_tensor, aggregate_tensor_apply, aggregate_tensor_clipped_to,
     apply_outer_step, decode_dense, AggregateStats, DropReason, DroppedPeer, TensorAggregate,
 };
-pub use compress::{compress_model, compress_tensor, DeltaSource, TensorPayload};
+pub use compress::{
+    compress_model, compress_tensor, quant_params, DeltaSource, QuantParams, TensorPayload,
+};
 pub use config::CodecConfig;
 pub use error::CodecError;
 pub use geometry::{largest_divisor_at_most, Layout, ModelLayout, TensorGeometry, TensorLayout};
