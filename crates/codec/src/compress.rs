@@ -328,7 +328,10 @@ fn ef_update(beta: f32, e: &mut [f32], delta: &DeltaSource<'_>, range: std::ops:
 }
 
 /// Quantisation parameters of a tensor's selected values (SPEC §3), computed to match the
-/// reference's fp32 results: sums in f64, rounded once.
+/// reference's fp32 results: the mean and the standard deviation each in f64 and rounded to f32
+/// once (σ = √(Σc²/(n − 1)), as torch's `std()` computes it), then `range·σ` and `/ bins` in
+/// f32. Rounding ‖c‖ and √(n − 1) to f32 separately before dividing moves the scale by an ulp
+/// for some inputs, which flips a code at an exact .5 tie (tests/vectors-extra).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QuantParams {
     /// Mean of the selected values; decoded value = `lookup[code] + shift`.
@@ -359,7 +362,7 @@ pub fn quant_params(cfg: &CodecConfig, vals: &[f32]) -> QuantParams {
                 c * c
             })
             .sum();
-        (ss.sqrt() as f32) / ((n as f64 - 1.0).sqrt() as f32)
+        (ss / (n as f64 - 1.0)).sqrt() as f32
     };
     let mut scale = cfg.range_sigma * std / cfg.bins as f32;
     if scale == 0.0 || !scale.is_finite() {

@@ -1,8 +1,10 @@
 //! Conformance against vector sets in the reference's format (tests/vectors/README.md), driven by
 //! each set's `cases.json`: every case it lists runs, whatever its name, with the codec
-//! configuration its `hparams` give. The set: `$COVENANT_VECTORS` when set (other sets in the
-//! same format exist), else the set shipped verbatim in `tests/vectors/` (a copy of the reference
-//! implementation's vectors, never edited).
+//! configuration its `hparams` give. Two sets run:
+//! * the reference set: `$COVENANT_VECTORS` when set (other sets in the same format exist), else
+//!   the set shipped verbatim in `tests/vectors/` (a copy of the reference implementation's
+//!   vectors, never edited);
+//! * `tests/vectors-extra/`: our own cases with exact quantisation ties (README there).
 //!
 //! A missing directory, an unknown case kind or a case file that `cases.json` does not list is a
 //! failure, not a skip.
@@ -25,9 +27,18 @@ fn reference_dir() -> PathBuf {
     }
 }
 
+fn extra_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors-extra")
+}
+
 #[test]
 fn reference_vectors() {
     run_set(&reference_dir());
+}
+
+#[test]
+fn extra_tie_vectors() {
+    run_set(&extra_dir());
 }
 
 // ---- the set and its index ----
