@@ -6,7 +6,9 @@
 //! * [`compress_tensor`] / [`compress_model`]: error feedback, per-chunk top-k, 2-bit quantisation,
 //!   error-feedback subtraction of exactly what is sent.
 //! * [`aggregate_tensor`] / [`aggregate_apply_model`]: lower-median norm clipping, per-coordinate
-//!   mean over the peers that selected a coordinate, outer SGD step.
+//!   mean over the peers that selected a coordinate, outer SGD step. A peer whose values or norm
+//!   are not finite, or that could make a sum overflow, is dropped ([`DropReason`]), never the
+//!   tensor.
 //! * [`wire`]: the signed, versioned byte format (docs/WIRE.md) and its validating decoder.
 //!
 //! No tensor library, no panics on peer input: every error is a typed value naming what was wrong.
