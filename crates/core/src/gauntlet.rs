@@ -158,8 +158,14 @@ pub struct Observations {
     /// not rated, not part of the copy check.
     #[serde(default)]
     pub zero: BTreeSet<Uid>,
-    /// The validator's own fingerprint at the same point as the peers' fingerprints.
+    /// The validator's own fingerprint at the same point as the peers' fingerprints, at the
+    /// run's positions (its history gives the per-step change).
     pub own_fingerprint: Option<Fingerprint>,
+    /// The same model at the positions of each evaluated peer's fingerprint
+    /// ([`crate::scoring::fingerprint_seed`]): what the peer's fingerprint is compared with.
+    /// A peer missing here is compared at the run's positions.
+    #[serde(default)]
+    pub references: BTreeMap<Uid, Fingerprint>,
 }
 
 /// Why a peer's score changed this window.
@@ -612,7 +618,12 @@ impl Gauntlet {
         if selected {
             return match obs.outcomes.get(&u) {
                 Some(EvalOutcome::Measured { probe, fingerprint }) => {
-                    evaluated(params, probe, fingerprint.as_ref(), history, step_change)
+                    let sync = SyncInputs {
+                        fingerprint: fingerprint.as_ref(),
+                        reference: obs.references.get(&u).or(history.latest()),
+                        step_change: step_change.as_deref(),
+                    };
+                    evaluated(params, probe, sync)
                 }
                 _ => missing,
             };
@@ -625,22 +636,23 @@ impl Gauntlet {
     }
 }
 
+/// What a peer's sync is measured from: its fingerprint, this validator's model at the same
+/// positions, and the recent per-step change (`None`s: not measurable).
+struct SyncInputs<'a> {
+    fingerprint: Option<&'a Fingerprint>,
+    reference: Option<&'a Fingerprint>,
+    step_change: Option<&'a [f64]>,
+}
+
 /// The verdict on a measured peer: its loss score, own-vs-random indicator and sync.
-fn evaluated(
-    params: &RunParams,
-    probe: &LossProbe,
-    fingerprint: Option<&Fingerprint>,
-    history: &FingerprintHistory,
-    step_change: &Option<Vec<f64>>,
-) -> Verdict {
+fn evaluated(params: &RunParams, probe: &LossProbe, sync: SyncInputs<'_>) -> Verdict {
     let (Ok(s), Ok(b)) = (probe.loss_score(), probe.own_vs_random()) else {
         return Verdict::Invalid;
     };
-    let steps = match (fingerprint, history.latest(), step_change) {
-        (Some(m), Some(v), Some(sc)) => {
-            Some(sync_distance(m, v, sc, params.sync_max_steps).unwrap_or(params.sync_max_steps))
-        }
-        (None, Some(_), Some(_)) => Some(params.sync_max_steps),
+    let cap = params.sync_max_steps;
+    let steps = match (sync.fingerprint, sync.reference, sync.step_change) {
+        (Some(m), Some(v), Some(sc)) => Some(sync_distance(m, v, sc, cap).unwrap_or(cap)),
+        (None, Some(_), Some(_)) => Some(cap),
         _ => None,
     };
     let sync = steps.map_or(1.0, |x| sync_score(x, params));

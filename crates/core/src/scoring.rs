@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
 use crate::params::RunParams;
+use crate::{Uid, Window};
 
 /// One evaluation: the losses, and the update's norm over the window's clip norm (the median
 /// over tensors of `‖v_t‖ / M_t`, tensors with `M_t = 0` left out; 1 if none is left).
@@ -107,6 +108,14 @@ pub fn interquartile_mean(values: &[f64]) -> Option<f64> {
 
 /// Purpose tag of fingerprint positions.
 const TAG_FINGERPRINT: u64 = 0xF1F1;
+const TAG_PEER_FINGERPRINT: u64 = 0xF1F2;
+
+/// The seed of the fingerprint positions of `uid`'s window-`window` fingerprint. Positions
+/// differ per peer and window, so a fingerprint copied from another peer or from a validator's
+/// record says nothing about the copier's model: only holding the model gives its values.
+pub fn fingerprint_seed(run_seed: u64, window: Window, uid: Uid) -> u64 {
+    crate::rng::derive_seed(run_seed, &[TAG_PEER_FINGERPRINT, window, u64::from(uid)])
+}
 
 /// Where a fingerprint samples each tensor (the same for every node of a run): `per_tensor`
 /// positions per tensor from SplitMix64 over (run seed, tensor index, j), modulo the tensor's

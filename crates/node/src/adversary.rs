@@ -8,6 +8,7 @@
 //! | noise | trainer | sends random noise of the honest update's size |
 //! | scaled / sign-flip | trainer | sends the honest update × 100 / × −1 |
 //! | stale | trainer | never takes the network's outer steps: trains its own old model |
+//! | spoof-sync | trainer + store | stale, but publishes the fingerprint a validator's record gives away |
 //! | free-rider | trainer | trains nothing: zero updates |
 //! | echo | trainer | trains nothing; sends the last aggregated outer step as its own |
 //! | wrong-data | trainer | trains on samples other than its assigned pool |
@@ -56,10 +57,11 @@ pub enum Behaviour {
     Nan,
     BadIndex,
     Silent,
+    SpoofSync,
 }
 
 impl Behaviour {
-    pub const ALL: [(&'static str, Behaviour); 19] = [
+    pub const ALL: [(&'static str, Behaviour); 20] = [
         ("honest", Behaviour::Honest),
         ("noise", Behaviour::Noise),
         ("scaled", Behaviour::Scaled),
@@ -79,6 +81,7 @@ impl Behaviour {
         ("nan", Behaviour::Nan),
         ("bad-index", Behaviour::BadIndex),
         ("silent", Behaviour::Silent),
+        ("spoof-sync", Behaviour::SpoofSync),
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +92,11 @@ impl Behaviour {
             .unwrap_or("?")
     }
 
+    /// Trains its own old model instead of following the network.
+    fn is_stale(self) -> bool {
+        matches!(self, Behaviour::Stale | Behaviour::SpoofSync)
+    }
+
     fn changes_training(self) -> bool {
         matches!(
             self,
@@ -96,6 +104,7 @@ impl Behaviour {
                 | Behaviour::Scaled
                 | Behaviour::SignFlip
                 | Behaviour::Stale
+                | Behaviour::SpoofSync
                 | Behaviour::FreeRider
                 | Behaviour::Echo
                 | Behaviour::WrongData
@@ -163,7 +172,7 @@ pub fn decorate(
         trainer
     };
     // The stale miner's fingerprints are of its own old model too.
-    let own: Arc<dyn ObjectStore> = if b.changes_training() && b != Behaviour::Stale {
+    let own: Arc<dyn ObjectStore> = if b.changes_training() && !b.is_stale() {
         own
     } else {
         Arc::new(Tampering {
@@ -222,10 +231,12 @@ impl Trainer for Tampered {
             Behaviour::Scaled => add_scaled(base, &live, base, 100.0),
             Behaviour::SignFlip => add_scaled(base, &live, base, -1.0),
             // Its own model's progress, on top of what the node thinks it trained from.
-            Behaviour::Stale => match &*self.frozen.lock().unwrap_or_else(|e| e.into_inner()) {
-                Some(f) => add_scaled(&live, base, f, 1.0),
-                None => live,
-            },
+            Behaviour::Stale | Behaviour::SpoofSync => {
+                match &*self.frozen.lock().unwrap_or_else(|e| e.into_inner()) {
+                    Some(f) => add_scaled(&live, base, f, 1.0),
+                    None => live,
+                }
+            }
             // Sends prev − base: the last outer step.
             Behaviour::Echo => match &self.prev {
                 Some(p) => add_scaled(base, base, p, 1.0),
@@ -254,7 +265,7 @@ impl Trainer for Tampered {
             self.prev = self.base.take();
         }
         self.base = Some(theta.to_vec());
-        if self.b == Behaviour::Stale {
+        if self.b.is_stale() {
             let own = self
                 .frozen
                 .lock()
@@ -502,17 +513,79 @@ impl Tampering {
             window: w,
             fingerprint: crate::canon::fingerprint_of(
                 &theta,
-                self.cx.seed,
+                covenant_core::scoring::fingerprint_seed(self.cx.seed, w, self.cx.uid),
                 self.cx.fingerprint_values,
             ),
         };
+        self.put_own_doc(key, w, &doc)
+    }
+}
+
+impl Tampering {
+    /// Publishes, as its own fingerprint of window `w`, the one in a validator's record of
+    /// window `w − 1` (the model after that outer step: what an in-sync miner holds).
+    fn spoofed_fingerprint(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let Some(w) = objects::window_of_key(key).filter(|&w| w > 0) else {
+            return self.inner.put(key, bytes);
+        };
+        let Some(fingerprint) = self.validator_fingerprint(w - 1) else {
+            return self.inner.put(key, bytes);
+        };
+        let doc = objects::FingerprintDoc {
+            window: w,
+            fingerprint,
+        };
+        self.put_own_doc(key, w, &doc)
+    }
+
+    /// The fingerprint in the first validator record of window `r` it can read.
+    fn validator_fingerprint(&self, r: Window) -> Option<covenant_core::Fingerprint> {
+        let snap = self
+            .cx
+            .chain
+            .snapshot(self.cx.params.window_start_block(r + 1))
+            .ok()?;
+        let validators = self.cx.chain.genesis().validator_keys();
+        snap.neurons
+            .iter()
+            .filter(|n| validators.contains(&n.key))
+            .find_map(|n| {
+                let store = self
+                    .cx
+                    .stores
+                    .open(&n.commitment.as_ref()?.bucket_url)
+                    .ok()?;
+                let id = objects::DocId {
+                    run_id: &self.cx.run_id,
+                    uid: n.uid,
+                    window: r,
+                    kind: objects::KIND_RECORD,
+                };
+                let (_, rec) = objects::get_doc::<objects::WindowRecord>(
+                    store.as_ref(),
+                    &objects::rec_key(r),
+                    id,
+                    n.key,
+                )
+                .ok()?;
+                Some(rec.fingerprint)
+            })
+    }
+
+    /// Signs and puts a fingerprint document of window `w` as its own.
+    fn put_own_doc(
+        &self,
+        key: &str,
+        w: Window,
+        doc: &objects::FingerprintDoc,
+    ) -> Result<(), StoreError> {
         let id = objects::DocId {
             run_id: &self.cx.run_id,
             uid: self.cx.uid,
             window: w,
             kind: objects::KIND_FINGERPRINT,
         };
-        objects::put_doc(self.inner.as_ref(), key, &self.cx.key, id, &doc).map_err(|e| match e {
+        objects::put_doc(self.inner.as_ref(), key, &self.cx.key, id, doc).map_err(|e| match e {
             objects::DocError::Store { source, .. } => source,
             other => StoreError::Config(other.to_string()),
         })
@@ -527,8 +600,11 @@ impl ObjectStore for Tampering {
         if self.b == Behaviour::Stale && key.starts_with("fp/") {
             return self.stale_fingerprint(key, bytes);
         }
+        if self.b == Behaviour::SpoofSync && key.starts_with("fp/") {
+            return self.spoofed_fingerprint(key, bytes);
+        }
         let w = objects::window_of_key(key).filter(|_| key.starts_with("grad/"));
-        let Some(w) = w.filter(|_| self.b != Behaviour::Stale) else {
+        let Some(w) = w.filter(|_| !self.b.is_stale()) else {
             return self.inner.put(key, bytes);
         };
         match self.replace(w, bytes)? {

@@ -68,7 +68,9 @@ pub struct WindowRecord {
     pub lr: f32,
     /// BLAKE3 (hex) of the canonical parameters after this window's outer step.
     pub hash_after: String,
-    /// The validator's fingerprint of those parameters (same positions as miners' fingerprints).
+    /// The validator's fingerprint of those parameters, at the run's positions (a miner's
+    /// fingerprint is at positions of its own, `scoring::fingerprint_seed`, so this one cannot
+    /// stand in for it).
     pub fingerprint: Fingerprint,
 }
 

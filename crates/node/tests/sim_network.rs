@@ -506,3 +506,27 @@ fn a_lone_update_is_evaluated_median_norm_clipped() {
         .count();
     assert_eq!(invalid, measured, "every measured window judges it invalid");
 }
+
+/// Issue 14 item 7: a stale miner that publishes, as its own, the fingerprint a validator's
+/// record of the previous window gives away must not look in sync.
+#[test]
+fn a_copied_fingerprint_does_not_pass_the_sync_check() {
+    let mut c = SimConfig::new(4, 1, 12, 5);
+    c.adversaries = vec![Behaviour::SpoofSync];
+    let (s, w) = sim::run(c.clone()).unwrap();
+    assert_holds(&c, &s);
+    let bad = w.nodes[w.node_index("miner-5").unwrap()].uid;
+    let syncs: Vec<(u64, f64)> = reports(&w.events(0))
+        .iter()
+        .filter(|(win, _)| *win >= 5)
+        .filter_map(|(win, p)| match p.get(&bad).map(|l| l.verdict) {
+            Some(Verdict::Evaluated { sync, .. }) => Some((*win, sync)),
+            _ => None,
+        })
+        .collect();
+    assert!(syncs.len() >= 2, "the spoofer was measured: {syncs:?}");
+    assert!(
+        syncs.iter().all(|&(_, s)| s < 0.5),
+        "a copied fingerprint scored in sync: {syncs:?}"
+    );
+}

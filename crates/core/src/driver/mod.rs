@@ -310,8 +310,9 @@ pub enum Action {
         expect: Option<Hash>,
         live: Live,
     },
-    /// The canonical model's fingerprint. → [`Input::Fingerprinted`]
-    Fingerprint { window: Window },
+    /// The canonical model's fingerprint at the run's positions, and at the positions of each
+    /// of `peers`' window-`window` fingerprints. → [`Input::Fingerprinted`]
+    Fingerprint { window: Window, peers: Vec<Uid> },
     /// The four Gauntlet losses of `uid`'s window-`window` update applied alone at `lr` to the
     /// canonical model (restored after), every tensor clipped to the lower-median norm of the
     /// uploads of `clip_to` (SPEC §5). → [`Input::Evaluated`]
@@ -426,6 +427,8 @@ pub enum Input {
     Fingerprinted {
         window: Window,
         fingerprint: Fingerprint,
+        /// At the positions of each peer's fingerprint (`scoring::fingerprint_seed`).
+        peers: BTreeMap<Uid, Fingerprint>,
     },
     Evaluated {
         window: Window,
@@ -631,11 +634,15 @@ mod unit {
         let mut g = ComputeGate::default();
         let mut out = Vec::new();
         g.submit(Action::ResetTrainer, &mut out);
-        g.submit(Action::Fingerprint { window: 1 }, &mut out);
+        let fp = Action::Fingerprint {
+            window: 1,
+            peers: vec![],
+        };
+        g.submit(fp.clone(), &mut out);
         assert_eq!(out, vec![Output::Do(Action::ResetTrainer)]);
         out.clear();
         g.finished(&mut out);
-        assert_eq!(out, vec![Output::Do(Action::Fingerprint { window: 1 })]);
+        assert_eq!(out, vec![Output::Do(fp)]);
         out.clear();
         g.finished(&mut out);
         assert!(out.is_empty());

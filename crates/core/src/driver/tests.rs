@@ -123,9 +123,10 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
                     elapsed_ms: 1,
                 }),
             },
-            Action::Fingerprint { window } => Input::Fingerprinted {
+            Action::Fingerprint { window, .. } => Input::Fingerprinted {
                 window,
                 fingerprint: Default::default(),
+                peers: Default::default(),
             },
             Action::Evaluate { window, uid, .. } => Input::Evaluated {
                 window,

@@ -217,7 +217,8 @@ impl Validator {
             complete,
             clip_to,
         });
-        self.r.submit(Action::Fingerprint { window }, out);
+        let peers = round.queue.iter().copied().collect();
+        self.r.submit(Action::Fingerprint { window, peers }, out);
     }
 
     /// The next evaluation, or the window's outcome once all are measured.
@@ -455,9 +456,11 @@ impl Driver for Validator {
             Input::Fingerprinted {
                 window,
                 fingerprint,
+                peers,
             } => {
                 if let Some(r) = self.round.as_mut().filter(|r| r.plan.window == *window) {
                     r.obs.own_fingerprint = Some(fingerprint.clone());
+                    r.obs.references = peers.clone();
                     self.next_evaluation(&mut out);
                 }
             }

@@ -12,7 +12,7 @@ use covenant_codec::{wire, DeltaSource, TensorPayload};
 use covenant_core::driver::{
     Action, Applied, Chore, Compressed, Failure, FailureKind, Hash, Input, Live, StepInfo,
 };
-use covenant_core::scoring::Evaluation;
+use covenant_core::scoring::{fingerprint_seed, Evaluation};
 use covenant_core::{LossProbe, Uid, Window};
 use covenant_data::{sampler, Split};
 
@@ -131,17 +131,7 @@ impl Compute {
                     }),
                 }
             }
-            Action::Fingerprint { window } => Input::Fingerprinted {
-                window,
-                fingerprint: self
-                    .shared
-                    .canon
-                    .read()
-                    .map(|c| {
-                        c.fingerprint(self.shared.run.seed, self.shared.run.fingerprint_values)
-                    })
-                    .unwrap_or_default(),
-            },
+            Action::Fingerprint { window, peers } => self.fingerprints(window, &peers),
             Action::Evaluate {
                 window,
                 uid,
@@ -434,6 +424,26 @@ impl Compute {
             },
             norm_ratio,
         })
+    }
+
+    /// The canonical model's fingerprint at the run's positions and at each peer's.
+    fn fingerprints(&self, window: Window, peers: &[Uid]) -> Input {
+        let (seed, n) = (self.shared.run.seed, self.shared.run.fingerprint_values);
+        let Ok(c) = self.shared.canon.read() else {
+            return Input::Fingerprinted {
+                window,
+                fingerprint: Default::default(),
+                peers: Default::default(),
+            };
+        };
+        Input::Fingerprinted {
+            window,
+            fingerprint: c.fingerprint(seed, n),
+            peers: peers
+                .iter()
+                .map(|&u| (u, c.fingerprint(fingerprint_seed(seed, window, u), n)))
+                .collect(),
+        }
     }
 
     /// The window's clip norms, computed at its first evaluation.

@@ -9,6 +9,7 @@ use covenant_core::driver::{
     parse_hex, Action, ChainView, Chore, Failure, FailureKind, FetchDetail, Fetched,
     FingerprintSeen, Input, Listing, RecordInfo, Rejection, StoreFault,
 };
+use covenant_core::scoring::fingerprint_seed;
 use covenant_core::{copy_keys, Millis, SelectedIndices, Uid, Window};
 use covenant_net::{Transaction, TxBody};
 
@@ -358,7 +359,8 @@ fn fetch_one(
     })
 }
 
-/// A peer's signed fingerprint of window `w` (store errors retried until `deadline`).
+/// A peer's signed fingerprint of window `w` (store errors retried until `deadline`). Like the
+/// upload it belongs to, it counts only if stored within the window's upload interval.
 fn fingerprint_of(
     s: &Shared,
     w: Window,
@@ -375,13 +377,14 @@ fn fingerprint_of(
     let key = objects::fp_key(w);
     let got = retry(s, deadline, u32::MAX, || {
         match objects::get_doc::<FingerprintDoc>(peer.store.as_ref(), &key, id, peer.key) {
-            Ok((_, d)) => Ok(Some(d)),
+            Ok((info, d)) => Ok(Some((millis(info.last_modified), d))),
             Err(objects::DocError::Store { source, .. }) => Err(source),
             Err(_) => Ok(None), // not a valid fingerprint document
         }
     });
+    let on_time = |t: Millis| s.run.params.classify_upload(w, Some(t)).accepted();
     match got {
-        Ok(Some(d)) if d.window == w => FingerprintSeen::Found(d.fingerprint),
+        Ok(Some((t, d))) if d.window == w && on_time(t) => FingerprintSeen::Found(d.fingerprint),
         Ok(_) | Err((_, StoreError::NotFound { .. })) => FingerprintSeen::Absent,
         Err(_) => FingerprintSeen::Unreadable,
     }
@@ -455,7 +458,10 @@ fn upload(s: &Shared, w: Window, deadline: Millis) -> Result<u64, Failure> {
         .canon
         .read()
         .map_err(|_| store_failure("model lock poisoned"))?
-        .fingerprint(s.run.seed, s.run.fingerprint_values);
+        .fingerprint(
+            fingerprint_seed(s.run.seed, w, s.id.uid),
+            s.run.fingerprint_values,
+        );
     let doc = FingerprintDoc {
         window: w,
         fingerprint,
