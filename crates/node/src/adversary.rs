@@ -17,6 +17,8 @@
 //! | bad-signature / wrong-shape | store | signs with another key / encodes other shapes |
 //! | nan / bad-index | store | a validly signed payload with a NaN lookup / descending indices |
 //! | copycat | store | re-signs another peer's upload of the window as its own |
+//! | vanish | store | trains honestly, deletes each upload two windows later (after everyone applied it) |
+//! | rewrite | store | trains honestly, overwrites each upload two windows later with its newest, re-signed |
 
 use std::sync::{Arc, Mutex};
 
@@ -58,10 +60,12 @@ pub enum Behaviour {
     BadIndex,
     Silent,
     SpoofSync,
+    Vanish,
+    Rewrite,
 }
 
 impl Behaviour {
-    pub const ALL: [(&'static str, Behaviour); 20] = [
+    pub const ALL: [(&'static str, Behaviour); 22] = [
         ("honest", Behaviour::Honest),
         ("noise", Behaviour::Noise),
         ("scaled", Behaviour::Scaled),
@@ -82,6 +86,8 @@ impl Behaviour {
         ("bad-index", Behaviour::BadIndex),
         ("silent", Behaviour::Silent),
         ("spoof-sync", Behaviour::SpoofSync),
+        ("vanish", Behaviour::Vanish),
+        ("rewrite", Behaviour::Rewrite),
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +96,15 @@ impl Behaviour {
             .find(|(_, b)| *b == self)
             .map(|(n, _)| *n)
             .unwrap_or("?")
+    }
+
+    /// Trains and uploads what an honest miner would in every window (`vanish` only deletes
+    /// afterwards): it may earn weight.
+    pub fn trains_honestly(self) -> bool {
+        matches!(
+            self,
+            Behaviour::Honest | Behaviour::Vanish | Behaviour::Rewrite
+        )
     }
 
     /// Trains its own old model instead of following the network.
@@ -392,6 +407,27 @@ impl Tampering {
         Ok(Some((key, out)))
     }
 
+    /// `vanish` deletes its upload of window `old`, `rewrite` overwrites it with `newest`
+    /// re-signed for `old`: once every node has applied it, only joiners replaying it notice.
+    fn rewrite_history(&self, old: Window, newest: &Bytes) {
+        let key = objects::grad_key(old);
+        match self.b {
+            Behaviour::Vanish => {
+                let _ = self.inner.delete(&key);
+            }
+            Behaviour::Rewrite => {
+                let Some(mut p) = self.decode_own(old + 2, newest) else {
+                    return;
+                };
+                p.header.window = old;
+                if let Ok(b) = self.sign(&p, self.cx.key.signing_key()) {
+                    let _ = self.inner.put(&key, Bytes::from(b));
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Zero updates encoded for a model whose first tensor is transposed.
     fn wrong_shape(&self, w: Window) -> Result<Vec<u8>, StoreError> {
         let l = &self.cx.layout;
@@ -607,6 +643,9 @@ impl ObjectStore for Tampering {
         let Some(w) = w.filter(|_| !self.b.is_stale()) else {
             return self.inner.put(key, bytes);
         };
+        if w >= 2 {
+            self.rewrite_history(w - 2, &bytes);
+        }
         match self.replace(w, bytes)? {
             Some((k, b)) => self.inner.put(&k, Bytes::from(b)),
             None => Ok(()),

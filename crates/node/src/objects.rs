@@ -33,6 +33,14 @@ pub fn fp_key(w: u64) -> String {
 pub fn rec_key(w: u64) -> String {
     format!("rec/{w:08}.json")
 }
+/// A validator's copy of uid `uid`'s window-`w` upload, which it aggregated (kept for joiners
+/// that replay its record after the peer deleted or replaced its own).
+pub fn mirror_key(w: u64, uid: u32) -> String {
+    format!("{}{uid}.bin", mirror_prefix(w))
+}
+pub fn mirror_prefix(w: u64) -> String {
+    format!("agg/{w:08}/")
+}
 pub fn ckpt_prefix(w: u64) -> String {
     format!("ckpt/{w:08}/")
 }

@@ -530,3 +530,39 @@ fn a_copied_fingerprint_does_not_pass_the_sync_check() {
         "a copied fingerprint scored in sync: {syncs:?}"
     );
 }
+
+/// Issue 14 item 3: a peer that deletes or overwrites its uploads once everyone has applied
+/// them must not block joiners, nor make one diverge by replaying a window without them or
+/// with the replaced bytes.
+#[test]
+fn a_vanishing_or_rewritten_upload_does_not_block_or_split_joiners() {
+    for b in [Behaviour::Vanish, Behaviour::Rewrite] {
+        joiner_despite(b);
+    }
+}
+
+fn joiner_despite(b: Behaviour) {
+    let mut c = SimConfig::new(3, 1, 16, 8);
+    c.adversaries = vec![b];
+    c.script = vec![Scripted::StartAt {
+        node: "miner-3".into(),
+        window: 8,
+    }];
+    let (s, w) = sim::run(c.clone()).unwrap();
+    assert_holds(&c, &s);
+    let v = w.events(0);
+    let vanisher = w.nodes[w.node_index("miner-4").unwrap()].uid;
+    assert!(
+        outer_steps(&v).iter().any(|x| x.1.contains(&vanisher)),
+        "the {b:?} miner's uploads were aggregated"
+    );
+    let joiner = w.node_index("miner-3").unwrap();
+    let joined = w.events(joiner).iter().find_map(|e| match e {
+        NodeEvent::Joined { window, .. } => Some(*window),
+        _ => None,
+    });
+    assert!(
+        joined.is_some_and(|j| j <= 11),
+        "the joiner joined by window 11 despite {b:?}: {joined:?}"
+    );
+}

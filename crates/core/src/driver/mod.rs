@@ -205,6 +205,15 @@ impl Rejection {
     pub fn is_transient(&self) -> bool {
         matches!(self, Rejection::Unavailable { .. })
     }
+
+    /// The upload is not (or no longer) there as it was in its window: deleted, replaced or
+    /// stored out of time.
+    pub fn gone(&self) -> bool {
+        matches!(
+            self,
+            Rejection::NotFound | Rejection::Replaced { .. } | Rejection::OutOfTime { .. }
+        )
+    }
 }
 
 /// What the executor should bring back with each fetched upload.
@@ -214,6 +223,10 @@ pub struct FetchDetail {
     pub copy_keys: bool,
     /// The peer's signed fingerprint of the model it trained from.
     pub fingerprint: bool,
+    /// Replaying a validator's record: where the peer's own copy is gone, out of time or
+    /// replaced, take the copy this validator (uid) kept of what it aggregated. It is still
+    /// the peer's signed upload, and the record's hash checks the result.
+    pub mirror: Option<Uid>,
 }
 
 /// One fetched, verified and decoded upload (the payload itself stays with the executor).

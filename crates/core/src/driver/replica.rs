@@ -585,11 +585,13 @@ impl Replica {
                 .into_iter()
                 .filter(|(u, _)| gather.contains(u))
                 .collect();
-            self.fetch_for(now, n, mode, gather, listed, out);
+            let detail = FetchDetail::default();
+            self.fetch_for(now, n, mode, gather, listed, detail, out);
         }
     }
 
     /// Fetches the uploads of `gather` (a replayed or recomputed window's set).
+    #[allow(clippy::too_many_arguments)]
     fn fetch_for(
         &mut self,
         now: Millis,
@@ -597,6 +599,7 @@ impl Replica {
         mode: Mode,
         gather: Vec<Uid>,
         listed: BTreeMap<Uid, Millis>,
+        detail: FetchDetail,
         out: &mut Vec<Output>,
     ) {
         out.push(Output::Do(Action::Fetch {
@@ -604,7 +607,7 @@ impl Replica {
             peers: gather.clone(),
             listed,
             deadline: now + self.retry_ms(),
-            detail: FetchDetail::default(),
+            detail,
         }));
         self.job = Job::Fetching { mode, gather };
     }
@@ -633,19 +636,25 @@ impl Replica {
     ) {
         let n = self.next();
         let Some(r) = records.get(idx) else {
-            return; // every record failed: `advance` recomputes
+            // Every record failed. Recomputing could leave out an upload that is gone now but
+            // was aggregated then: only a newer checkpoint helps.
+            error(
+                out,
+                Some(n),
+                format!("no validator's record of window {n} could be replayed; looking for a newer checkpoint"),
+            );
+            self.search(now, out);
+            return;
         };
         let mut peers = r.aggregated.clone();
         peers.sort_unstable();
         peers.dedup();
-        self.fetch_for(
-            now,
-            n,
-            Mode::Record { records, idx },
-            peers,
-            BTreeMap::new(),
-            out,
-        );
+        let detail = FetchDetail {
+            mirror: Some(r.validator),
+            ..FetchDetail::default()
+        };
+        let mode = Mode::Record { records, idx };
+        self.fetch_for(now, n, mode, peers, BTreeMap::new(), detail, out);
     }
 
     fn fetched(

@@ -125,6 +125,7 @@ impl Validator {
         let detail = FetchDetail {
             copy_keys: true,
             fingerprint: true,
+            mirror: None,
         };
         match planned {
             Ok(plan) => {

@@ -341,6 +341,10 @@ impl Compute {
         if let Ok(mut g) = s.gathered.lock() {
             g.retain(|(w, _), _| *w > window);
         }
+        // The step's own bytes stay until its record has mirrored them.
+        if let Ok(mut b) = s.fetched_bytes.lock() {
+            b.retain(|(w, _), _| *w >= window);
+        }
         self.rand_before = None;
         Ok((hash, true))
     }

@@ -15,6 +15,7 @@ use covenant_net::{Transaction, TxBody};
 
 use super::{Peer, PeerBook, Shared};
 use crate::checkpoint;
+use crate::env::ObjectInfo;
 use crate::env::StoreError;
 use crate::objects::{self, DocId, FingerprintDoc, WindowRecord};
 
@@ -283,7 +284,48 @@ fn fetch(
     let book = book(s, w + 1);
     map_peers(s, peers, |uid| {
         let peer = book.miners.get(&uid).ok_or(Rejection::NoCommitment)?;
-        fetch_one(s, w, uid, peer, listed.get(&uid).copied(), deadline, detail)
+        let own = fetch_one(s, w, uid, peer, listed.get(&uid).copied(), deadline, detail);
+        match (own, detail.mirror) {
+            (Err(e), Some(v)) if e.gone() => fetch_mirror(s, w, uid, peer, v, deadline, detail),
+            (r, _) => r,
+        }
+    })
+}
+
+/// Uid `uid`'s window-`w` upload from validator `vuid`'s mirror (replaying its record): the
+/// peer's signed bytes, verified as such; their store time says nothing and is not checked.
+fn fetch_mirror(
+    s: &Shared,
+    w: Window,
+    uid: Uid,
+    peer: &Peer,
+    vuid: Uid,
+    deadline: Millis,
+    detail: FetchDetail,
+) -> Result<Fetched, Rejection> {
+    let v = validator(s, vuid).ok_or(Rejection::NoCommitment)?;
+    let limits = wire::DecodeLimits::for_layout(&s.layout);
+    let key = objects::mirror_key(w, uid);
+    let (info, bytes) = get_upload(s, &v, &key, limits.max_bytes as u64, deadline)?;
+    let found = millis(info.last_modified);
+    accept(s, w, uid, peer, bytes, found, deadline, detail)
+}
+
+/// GET `key` from `peer`'s store, store errors retried until `deadline`.
+fn get_upload(
+    s: &Shared,
+    peer: &Peer,
+    key: &str,
+    max: u64,
+    deadline: Millis,
+) -> Result<(ObjectInfo, Bytes), Rejection> {
+    retry(s, deadline, u32::MAX, || peer.store.get(key, max)).map_err(|(attempts, e)| match e {
+        StoreError::NotFound { .. } => Rejection::NotFound,
+        StoreError::TooLarge { size, limit, .. } => Rejection::TooLarge { size, limit },
+        e => Rejection::Unavailable {
+            attempts,
+            fault: fault(&e),
+        },
     })
 }
 
@@ -299,17 +341,7 @@ fn fetch_one(
 ) -> Result<Fetched, Rejection> {
     let limits = wire::DecodeLimits::for_layout(&s.layout);
     let key = objects::grad_key(w);
-    let (info, bytes) = retry(s, deadline, u32::MAX, || {
-        peer.store.get(&key, limits.max_bytes as u64)
-    })
-    .map_err(|(attempts, e)| match e {
-        StoreError::NotFound { .. } => Rejection::NotFound,
-        StoreError::TooLarge { size, limit, .. } => Rejection::TooLarge { size, limit },
-        e => Rejection::Unavailable {
-            attempts,
-            fault: fault(&e),
-        },
-    })?;
+    let (info, bytes) = get_upload(s, peer, &key, limits.max_bytes as u64, deadline)?;
     let found = millis(info.last_modified);
     if let Some(l) = listed.filter(|&l| l != found) {
         return Err(Rejection::Replaced { listed: l, found });
@@ -317,6 +349,23 @@ fn fetch_one(
     if !s.run.params.classify_upload(w, Some(found)).accepted() {
         return Err(Rejection::OutOfTime { found });
     }
+    accept(s, w, uid, peer, bytes, found, deadline, detail)
+}
+
+/// Verifies and decodes `peer`'s signed upload `bytes` of window `w` and keeps it (and its
+/// bytes) for the outer step.
+#[allow(clippy::too_many_arguments)]
+fn accept(
+    s: &Shared,
+    w: Window,
+    uid: Uid,
+    peer: &Peer,
+    bytes: Bytes,
+    found: Millis,
+    deadline: Millis,
+    detail: FetchDetail,
+) -> Result<Fetched, Rejection> {
+    let limits = wire::DecodeLimits::for_layout(&s.layout);
     let vk = peer
         .key
         .verifying_key()
@@ -349,6 +398,9 @@ fn fetch_one(
         .then(|| fingerprint_of(s, w, uid, peer, deadline));
     if let Ok(mut g) = s.gathered.lock() {
         g.insert((w, uid), Arc::new(payload.tensors));
+    }
+    if let Ok(mut b) = s.fetched_bytes.lock() {
+        b.insert((w, uid), bytes.clone());
     }
     Ok(Fetched {
         bytes: bytes.len() as u64,
@@ -488,11 +540,17 @@ fn upload(s: &Shared, w: Window, deadline: Millis) -> Result<u64, Failure> {
 }
 
 fn prune(s: &Shared, w: Window) -> Result<(), Failure> {
-    for key in [
+    let mirrors = match s.env.own.list(&objects::mirror_prefix(w), 100_000) {
+        Ok(objs) => objs.into_iter().map(|o| o.key).collect(),
+        Err(StoreError::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(store_failure(e)),
+    };
+    let own = [
         objects::grad_key(w),
         objects::fp_key(w),
         objects::rec_key(w),
-    ] {
+    ];
+    for key in own.into_iter().chain(mirrors) {
         match s.env.own.delete(&key) {
             Ok(()) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(store_failure(e)),
@@ -524,25 +582,28 @@ fn publish_record(
     lr: f64,
     hash: covenant_core::driver::Hash,
 ) -> Result<(), Failure> {
-    let canon = s
-        .canon
-        .read()
-        .map_err(|_| store_failure("model lock poisoned"))?;
-    if canon.hash() != hash {
-        return Err(Failure::new(
-            FailureKind::Verification,
-            format!("the model moved on before the record of window {w} was written"),
-        ));
-    }
+    let fingerprint = {
+        let canon = s
+            .canon
+            .read()
+            .map_err(|_| store_failure("model lock poisoned"))?;
+        if canon.hash() != hash {
+            return Err(Failure::new(
+                FailureKind::Verification,
+                format!("the model moved on before the record of window {w} was written"),
+            ));
+        }
+        canon.fingerprint(s.run.seed, s.run.fingerprint_values)
+    };
+    let deadline = s.now() + s.run.params.window_ms() / 4;
+    mirror(s, w, &aggregated, deadline);
     let rec = WindowRecord {
         window: w,
         aggregated,
         lr: lr as f32,
         hash_after: crate::canon::hex(&hash),
-        fingerprint: canon.fingerprint(s.run.seed, s.run.fingerprint_values),
+        fingerprint,
     };
-    drop(canon);
-    let deadline = s.now() + s.run.params.window_ms() / 4;
     put_signed(
         s,
         &objects::rec_key(w),
@@ -552,6 +613,35 @@ fn publish_record(
         deadline,
     )
     .map_err(store_failure)
+}
+
+/// Puts a copy of every aggregated upload of window `w` in this validator's own store, before
+/// its record names them: a joiner replaying the record does not depend on the peers keeping
+/// theirs. A copy that cannot be put is reported; the record is still published.
+fn mirror(s: &Shared, w: Window, aggregated: &[Uid], deadline: Millis) {
+    let kept: Vec<(Uid, Option<Bytes>)> = match s.fetched_bytes.lock() {
+        Ok(mut b) => aggregated.iter().map(|&u| (u, b.remove(&(w, u)))).collect(),
+        Err(_) => return,
+    };
+    for (uid, bytes) in kept {
+        let key = objects::mirror_key(w, uid);
+        let put = match bytes {
+            Some(b) => retry(s, deadline, u32::MAX, || s.env.own.put(&key, b.clone()))
+                .map_err(|(_, e)| e.to_string()),
+            None => Err("its bytes are no longer held".into()),
+        };
+        if let Err(e) = put {
+            s.env.sink.emit(
+                s.now(),
+                &covenant_core::driver::NodeEvent::Error {
+                    window: Some(w),
+                    message: format!(
+                        "the copy of uid {uid}'s upload of window {w} was not kept: {e}"
+                    ),
+                },
+            );
+        }
+    }
 }
 
 /// Signs `doc` as this node's `kind` document of window `w` and puts it in its own bucket at

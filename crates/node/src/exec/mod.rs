@@ -76,6 +76,8 @@ pub struct Shared {
     pub prepared: Mutex<BTreeMap<Window, Vec<u8>>>,
     /// Fetched, decoded payloads by (window, uid).
     pub gathered: Mutex<Payloads>,
+    /// The signed bytes of those payloads, until a validator's record has mirrored them.
+    pub fetched_bytes: Mutex<BTreeMap<(Window, Uid), bytes::Bytes>>,
     /// Peers by the window whose first block the chain view is of.
     pub books: Mutex<BTreeMap<Window, Arc<PeerBook>>>,
     /// Fetch uploads of several peers at once (threads); the simulator fetches in order.
@@ -106,6 +108,7 @@ impl Shared {
             canon: RwLock::new(canon),
             prepared: Mutex::new(BTreeMap::new()),
             gathered: Mutex::new(BTreeMap::new()),
+            fetched_bytes: Mutex::new(BTreeMap::new()),
             books: Mutex::new(BTreeMap::new()),
             parallel_io,
         })

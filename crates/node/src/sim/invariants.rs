@@ -156,7 +156,7 @@ impl Checker {
         for n in world
             .nodes
             .iter()
-            .filter(|n| n.behaviour != Behaviour::Honest)
+            .filter(|n| !n.behaviour.trains_honestly())
         {
             let weight = consensus.get(&n.uid).copied().unwrap_or(0.0);
             if weight > 0.0 {
