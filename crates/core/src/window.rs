@@ -137,6 +137,15 @@ impl RunParams {
         (open, open.saturating_add(self.grace_ms))
     }
 
+    /// When window `w`'s inner steps must be over: at the window's end, where its upload
+    /// interval opens, so that compressing and putting the upload have the grace period; earlier
+    /// if compressing (as long as `compress_ms`) would otherwise end after the interval closes.
+    /// A miner starts no inner step it expects to end after this time.
+    pub fn inner_deadline(&self, w: Window, compress_ms: u64) -> Millis {
+        let (open, close) = self.upload_interval(w);
+        open.min(close.saturating_sub(compress_ms))
+    }
+
     /// When gathering window `w` can start: the end of its grace period, after which the set of
     /// accepted uploads can no longer change.
     pub fn gather_time(&self, w: Window) -> Millis {
@@ -236,6 +245,20 @@ mod tests {
         assert_eq!(p.classify_upload(4, None), UploadTiming::Missing);
         assert!(!UploadTiming::Late { by_ms: 1 }.accepted());
         assert_eq!(p.gather_time(4), close);
+    }
+
+    #[test]
+    fn inner_steps_end_at_the_window_end_or_in_time_to_compress() {
+        let p = p();
+        let (open, close) = p.upload_interval(4);
+        assert_eq!(p.inner_deadline(4, 0), open);
+        assert_eq!(
+            p.inner_deadline(4, 60_000),
+            open,
+            "compressing fits the grace"
+        );
+        assert_eq!(p.inner_deadline(4, 100_000), close - 100_000);
+        assert_eq!(p.inner_deadline(0, u64::MAX), 0);
     }
 
     #[test]

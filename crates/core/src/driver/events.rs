@@ -126,10 +126,13 @@ pub enum NodeEvent {
         replayed: u64,
         hash: String,
     },
-    /// A miner's inner steps of a window.
+    /// A miner's inner steps of a window: `steps` of the `planned_steps` (H) taken (fewer when
+    /// the window's training deadline came first), `sent_steps` of them in the upload.
     Trained {
         window: Window,
         steps: u32,
+        #[serde(default)]
+        planned_steps: u32,
         sent_steps: u32,
         /// Losses of the first and last step and their mean (`None` without a finite one).
         loss_first: Option<f32>,

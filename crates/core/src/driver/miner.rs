@@ -8,9 +8,13 @@
 //!                the first window of a (re)join is null (zero update, error feedback reset,
 //!                fresh optimizer state); otherwise train once w−1's outer step is applied
 //!                (bounded by live_deadline(w−1)), or at once with overlap
-//! …              TrainStep × H, one at a time (an outer step can land between two)
-//! after H steps  Compress(w): held until read_time(w+1), uploaded then
+//! …              TrainStep × H, one at a time (an outer step can land between two); none is
+//!                started that would end after inner_deadline(w) (the window's end)
+//! then           Compress(w): held until read_time(w+1), uploaded then
 //! ```
+//! A miner too slow for H steps in a window takes as many as end by the deadline and sends
+//! those, so that its upload lands in the window's upload interval (the `Trained` event says
+//! how many of the H it took).
 //! An outer step that lands while a window trains ([`Live::Shift`]) moves the live model by
 //! the same update and restarts the window's pseudo-gradient from there, so no progress is
 //! sent twice (the steps before it are counted as `stale_steps`).
@@ -47,8 +51,11 @@ struct Training {
     /// Steps since the window started or an outer step last shifted it.
     fresh: u32,
     inner_ms: u64,
-    /// The window is over: compress after the step in flight.
+    /// No more steps (the window is over, the pool is spent or a step failed): compress
+    /// after the step in flight.
     cut: bool,
+    /// Inner steps must end by then ([`crate::RunParams::inner_deadline`]).
+    deadline: Millis,
 }
 
 /// See the module docs.
@@ -68,6 +75,10 @@ pub struct Miner {
     compressing: Option<Window>,
     /// Uploads put or in flight, by window.
     uploading: BTreeSet<Window>,
+    /// How long the last inner step and the last compression took: the next one is expected
+    /// to take as long.
+    step_ms: u64,
+    compress_ms: u64,
     life: Life,
 }
 
@@ -84,6 +95,8 @@ impl Miner {
             ready: BTreeSet::new(),
             compressing: None,
             uploading: BTreeSet::new(),
+            step_ms: 0,
+            compress_ms: 0,
             life: Life::default(),
         }
     }
@@ -159,6 +172,10 @@ impl Miner {
         }
         self.life.stats.wait_ms += now.saturating_sub(wt.since);
         let steps = self.cfg().params.inner_steps;
+        let deadline = self
+            .cfg()
+            .params
+            .inner_deadline(wt.window, self.compress_ms);
         self.train = Some(Training {
             window: wt.window,
             steps,
@@ -167,19 +184,31 @@ impl Miner {
             fresh: 0,
             inner_ms: 0,
             cut: false,
+            deadline,
         });
         self.r.set_training(true);
-        self.r.submit(
-            Action::TrainStep {
-                window: wt.window,
-                step: 0,
-            },
-            out,
-        );
+        self.next_step(now, wt.window, out);
+    }
+
+    /// Issues the window's next inner step if there is one to take and it would end by the
+    /// deadline; otherwise compresses what the steps so far have trained.
+    fn next_step(&mut self, now: Millis, w: Window, out: &mut Vec<Output>) {
+        let expected = self.step_ms;
+        let Some(t) = self.train.as_mut().filter(|t| t.window == w) else {
+            return;
+        };
+        let in_time = now.saturating_add(expected) <= t.deadline;
+        if t.next < t.steps && !t.cut && in_time {
+            let step = t.next;
+            self.r.submit(Action::TrainStep { window: w, step }, out);
+        } else {
+            self.compress(w, false, out);
+        }
     }
 
     fn stepped(
         &mut self,
+        now: Millis,
         w: Window,
         result: &Result<super::StepInfo, super::Failure>,
         out: &mut Vec<Output>,
@@ -187,31 +216,26 @@ impl Miner {
         let Some(t) = self.train.as_mut().filter(|t| t.window == w) else {
             return;
         };
-        let mut more = true;
+        t.next += 1;
         match result {
             Ok(s) if s.trained => {
                 t.losses.push(s.loss);
                 t.fresh += 1;
                 t.inner_ms += s.elapsed_ms;
+                self.step_ms = s.elapsed_ms;
                 self.life.stats.inner_ms += s.elapsed_ms;
                 self.life.stats.inner_steps += 1;
             }
-            Ok(_) => more = false,
+            Ok(_) => t.cut = true, // the pool has no batch left
             Err(e) => {
-                more = false;
+                t.cut = true;
                 out.push(Output::Emit(NodeEvent::Error {
                     window: Some(w),
                     message: format!("inner step: {e}"),
                 }));
             }
         }
-        t.next += 1;
-        if more && t.next < t.steps && !t.cut {
-            let step = t.next;
-            self.r.submit(Action::TrainStep { window: w, step }, out);
-        } else {
-            self.compress(w, false, out);
-        }
+        self.next_step(now, w, out);
     }
 
     fn compress(&mut self, w: Window, zero: bool, out: &mut Vec<Output>) {
@@ -234,6 +258,7 @@ impl Miner {
         let t = self.train.take().filter(|t| t.window == w);
         match result {
             Ok(c) => {
+                self.compress_ms = c.elapsed_ms;
                 self.life.stats.outer_ms += c.elapsed_ms;
                 if c.fell_back_to_zero {
                     out.push(Output::Emit(NodeEvent::Error {
@@ -353,6 +378,7 @@ fn trained_event(t: &Training) -> NodeEvent {
     NodeEvent::Trained {
         window: t.window,
         steps: t.losses.len() as u32,
+        planned_steps: t.steps,
         sent_steps: t.fresh,
         loss_first: t.losses.first().copied().and_then(finite),
         loss_last: t.losses.last().copied().and_then(finite),
@@ -385,7 +411,7 @@ impl Driver for Miner {
                 }
                 self.try_start(now, &mut out);
             }
-            Input::Stepped { window, result, .. } => self.stepped(*window, result, &mut out),
+            Input::Stepped { window, result, .. } => self.stepped(now, *window, result, &mut out),
             Input::Compressed { window, result } => self.compressed(now, *window, result, &mut out),
             Input::Uploaded { window, result } => self.uploaded(*window, result, &mut out),
             Input::Applied { result: Ok(a), .. } => self.life.stats.outer_ms += a.elapsed_ms,

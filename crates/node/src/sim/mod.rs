@@ -73,6 +73,9 @@ pub struct SimConfig {
     pub data: Option<Arc<Dataset>>,
     /// Virtual time one inner step takes.
     pub step_ms: u64,
+    /// Nodes on slower machines: `(node, factor)` makes each inner step of that node (by name,
+    /// e.g. `miner-3`) take `factor × step_ms`.
+    pub slow_steps: Vec<(String, u64)>,
     pub sabotage: Option<Sabotage>,
     /// Windows after which no adversary may hold weight.
     pub warmup_windows: u64,
@@ -97,6 +100,7 @@ impl SimConfig {
             inner_steps: 8,
             data: None,
             step_ms: 600,
+            slow_steps: Vec::new(),
             sabotage: None,
             warmup_windows: 10,
             script: Vec::new(),

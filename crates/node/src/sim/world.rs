@@ -532,7 +532,7 @@ impl World {
                 };
                 n.clock.begin();
                 let compute = a.is_compute();
-                let cost = model_cost(&self.cfg, &a);
+                let cost = model_cost(&self.cfg, &n.name, &a);
                 let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     if compute {
                         run.compute.run(a)
@@ -688,10 +688,12 @@ impl World {
     }
 }
 
-/// Virtual time a model action takes.
-fn model_cost(cfg: &SimConfig, a: &Action) -> Millis {
+/// Virtual time a model action of node `name` takes.
+fn model_cost(cfg: &SimConfig, name: &str, a: &Action) -> Millis {
+    let slow = |n: &(String, u64)| Some(n.1).filter(|_| n.0 == name);
+    let factor = cfg.slow_steps.iter().find_map(slow).unwrap_or(1);
     match a {
-        Action::TrainStep { .. } => cfg.step_ms,
+        Action::TrainStep { .. } => cfg.step_ms.saturating_mul(factor),
         Action::Compress { .. } | Action::Apply { .. } => 100,
         Action::Evaluate { .. } => 3 * cfg.step_ms / 2,
         Action::MeasureValLoss { .. } | Action::LoadCheckpoint { .. } => cfg.step_ms,
