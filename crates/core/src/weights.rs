@@ -39,24 +39,28 @@ impl Weights {
 /// Largest raw weight the chain takes for one uid.
 pub const CHAIN_WEIGHT_MAX: u16 = u16::MAX;
 
+/// The chain's burn destination: the share a validator's weights give it is nobody's reward
+/// (no neuron ever holds this uid).
+pub const BURN_UID: Uid = Uid::MAX;
+
 impl Weights {
     /// The weights as a validator submits them to the chain: integers in 1..=65535, the
     /// largest weight 65535 and the others proportional (rounded), zero and non-finite weights
-    /// left out. The chain normalises them again, so only the proportions matter.
+    /// left out; the burn share goes to [`BURN_UID`]. The chain normalises them again, so only
+    /// the proportions matter. Nobody paid: nothing at all (not even a burn).
     pub fn quantize(&self) -> Vec<(Uid, u16)> {
-        let max = self
+        let paid = self
             .per_uid
-            .values()
-            .copied()
-            .filter(|x| x.is_finite())
-            .fold(0.0f64, f64::max);
-        if max <= 0.0 {
+            .iter()
+            .filter(|(_, &x)| x.is_finite() && x > 0.0);
+        let burn = (self.burn.is_finite() && self.burn > 0.0).then_some((&BURN_UID, &self.burn));
+        let all: Vec<(&Uid, &f64)> = paid.chain(burn).collect();
+        let max = all.iter().map(|(_, &x)| x).fold(0.0f64, f64::max);
+        if max <= 0.0 || all.iter().all(|(&u, _)| u == BURN_UID) {
             return Vec::new();
         }
         let top = f64::from(CHAIN_WEIGHT_MAX);
-        self.per_uid
-            .iter()
-            .filter(|(_, &x)| x.is_finite() && x > 0.0)
+        all.into_iter()
             .map(|(&u, &x)| (u, ((x / max) * top).round().clamp(1.0, top) as u16))
             .collect()
     }
@@ -152,6 +156,23 @@ mod tests {
         };
         assert_eq!(w.quantize(), vec![(1, 65535), (2, 32768), (5, 1)]);
         assert!(Weights::default().quantize().is_empty());
+    }
+
+    #[test]
+    fn the_burn_share_is_submitted_to_the_burn_uid() {
+        let w = Weights {
+            per_uid: [(1, 0.25), (2, 0.125)].into(),
+            burn: 0.625,
+        };
+        assert_eq!(
+            w.quantize(),
+            vec![(1, 26214), (2, 13107), (BURN_UID, 65535)]
+        );
+        let nobody = Weights {
+            per_uid: BTreeMap::new(),
+            burn: 1.0,
+        };
+        assert!(nobody.quantize().is_empty());
     }
 
     fn scores(v: &[(Uid, f64)]) -> BTreeMap<Uid, f64> {

@@ -604,3 +604,31 @@ fn clock_stepping_back_cannot_change_a_passed_snapshot() {
     assert_eq!(r.block, 12);
     assert_eq!(weights_at(&chain, 13), vec![(0, 100)]);
 }
+
+/// Issue 14 item 16: the burn share of validators' weights reaches the chain, and nobody is
+/// paid it.
+#[test]
+fn the_burn_share_reaches_the_chain_and_pays_nobody() {
+    use covenant_core::weights::BURN_UID;
+    let v1 = Keypair::from_seed([1; 32]);
+    let v2 = Keypair::from_seed([2; 32]);
+    let (_d, chain, clock) = ledger(&genesis(&[(&v1, 50), (&v2, 50)], 8, 0));
+    let miners: Vec<Keypair> = (0..2).map(|i| Keypair::from_seed([40 + i; 32])).collect();
+    for m in &miners {
+        send(&chain, m, TxBody::Register).unwrap();
+    }
+    clock.advance(1000);
+    for v in [&v1, &v2] {
+        let weights = vec![(0, 30_000), (1, 10_000), (BURN_UID, 40_000)];
+        send(&chain, v, TxBody::SetWeights { weights }).unwrap();
+    }
+    clock.advance(2000);
+    let snap = chain.snapshot(chain.block()).unwrap();
+    let w: Vec<f64> = snap.neurons.iter().map(|n| n.consensus_weight).collect();
+    assert!((snap.burned - 0.5).abs() < 1e-9, "burned {}", snap.burned);
+    assert!(
+        (w[0] - 0.375).abs() < 1e-9 && (w[1] - 0.125).abs() < 1e-9,
+        "{w:?}"
+    );
+    assert!(snap.neurons.iter().all(|n| n.uid != BURN_UID));
+}

@@ -23,6 +23,7 @@ use super::{
 use crate::clock::{Clock, SystemClock};
 use crate::identity::PublicKey;
 use covenant_core::consensus::yuma_consensus;
+use covenant_core::weights::BURN_UID;
 
 pub const LEDGER_FILE: &str = "ledger.sqlite3";
 const SCHEMA_VERSION: &str = "2";
@@ -246,7 +247,7 @@ impl Ledger {
             let (uid, key, block) = r.map_err(|e| storage(p, e))?;
             neurons.push((uid, key_from_blob(p, key)?, block));
         }
-        let uids: Vec<u32> = neurons.iter().map(|n| n.0).collect();
+        let uids: Vec<u32> = neurons.iter().map(|n| n.0).chain([BURN_UID]).collect();
         let mut validators = Vec::new();
         for v in &self.genesis.validators {
             validators.push((v.stake, self.weights_of(conn, &v.key)?));
@@ -424,7 +425,7 @@ impl Ledger {
                 }
                 let mut seen = std::collections::BTreeSet::new();
                 for &(u, _) in weights {
-                    if u >= g.max_uids {
+                    if u >= g.max_uids && u != BURN_UID {
                         return Ok(Err(Rejection::InvalidWeights(format!(
                             "uid {u} out of range (max uids {})",
                             g.max_uids
@@ -618,7 +619,7 @@ impl Chain for Ledger {
         }
         let registered_at: std::collections::BTreeMap<u32, u64> =
             neurons.iter().map(|n| (n.0, n.2)).collect();
-        let uids: Vec<u32> = neurons.iter().map(|n| n.0).collect();
+        let uids: Vec<u32> = neurons.iter().map(|n| n.0).chain([BURN_UID]).collect();
         let mut rows = Vec::new();
         for v in &g.validators {
             let last: Option<(u64, String)> = db
@@ -636,7 +637,9 @@ impl Chain for Ledger {
                     // Weights set before a uid's current holder registered were for its old holder.
                     all.into_iter()
                         .filter(|(u, w)| {
-                            *w > 0 && registered_at.get(u).is_some_and(|&reg| reg <= set_at)
+                            *w > 0
+                                && (*u == BURN_UID
+                                    || registered_at.get(u).is_some_and(|&reg| reg <= set_at))
                         })
                         .collect()
                 }
@@ -668,6 +671,7 @@ impl Chain for Ledger {
         }
         db.commit().map_err(|e| storage(p, e))?;
         let c = yuma_consensus(&uids, &rows, g.kappa);
+        let burned = c.weights.last().copied().unwrap_or(0.0);
         let neurons = neurons
             .into_iter()
             .zip(c.weights)
@@ -680,6 +684,10 @@ impl Chain for Ledger {
                 consensus_weight: w,
             })
             .collect();
-        Ok(Snapshot { block, neurons })
+        Ok(Snapshot {
+            block,
+            neurons,
+            burned,
+        })
     }
 }

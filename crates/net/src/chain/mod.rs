@@ -248,4 +248,8 @@ pub trait Chain: Send + Sync {
 pub struct Snapshot {
     pub block: u64,
     pub neurons: Vec<Neuron>,
+    /// The consensus share burned (given to `weights::BURN_UID`): the neurons' consensus
+    /// weights and this sum to 1, or all are 0.
+    #[serde(default)]
+    pub burned: f64,
 }
