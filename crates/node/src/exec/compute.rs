@@ -18,7 +18,7 @@ use covenant_data::{sampler, Split};
 
 use super::Shared;
 use crate::checkpoint;
-use crate::env::{Trainer, TrainerError};
+use crate::env::{InnerStep, Trainer, TrainerError};
 
 /// The model side of a node.
 pub struct Compute {
@@ -96,10 +96,11 @@ impl Compute {
                 Input::Stepped {
                     window,
                     step,
-                    result: r.map(|(loss, trained)| StepInfo {
-                        loss,
+                    result: r.map(|s| StepInfo {
+                        loss: s.map_or(f32::NAN, |s| s.loss),
+                        lr: s.map_or(f64::NAN, |s| s.lr),
                         elapsed_ms: ms(self),
-                        trained,
+                        trained: s.is_some(),
                     }),
                 }
             }
@@ -192,8 +193,8 @@ impl Compute {
         self.hold_canon()
     }
 
-    /// One inner step; `Ok((loss, false))` when the pool has no batch left.
-    fn step(&mut self, window: Window, step: u32) -> Result<(f32, bool), Failure> {
+    /// One inner step; `Ok(None)` when the pool has no batch left.
+    fn step(&mut self, window: Window, step: u32) -> Result<Option<InnerStep>, Failure> {
         let r = &self.shared.run;
         let b = r.batch;
         if step == 0 {
@@ -217,11 +218,12 @@ impl Compute {
             })
             .unwrap_or_default();
         if ids.is_empty() {
-            return Ok((f32::NAN, false));
+            return Ok(None);
         }
         self.at_canon = false;
-        let loss = self.trainer.step(&ids).map_err(trainer_failure)?;
-        Ok((loss, true))
+        let at = r.params.inner_step_index(window, step);
+        let s = self.trainer.step(&ids, at).map_err(trainer_failure)?;
+        Ok(Some(s))
     }
 
     /// Compresses and signs the window's update; rolls the live model back.
@@ -365,13 +367,7 @@ impl Compute {
         let (rand_ids, rand_before) = match &self.rand_before {
             Some((w, ids, l)) if *w == window => (ids.clone(), *l),
             _ => {
-                let ids = sampler::random_pool(
-                    r.seed,
-                    window,
-                    u64::from(s.id.uid),
-                    r.params.eval_sequences,
-                    n,
-                );
+                let ids = s.id.eval_pool(r.seed, window, r.params.eval_sequences, n);
                 let l = self
                     .trainer
                     .eval(Split::Train, &ids)

@@ -30,6 +30,20 @@ pub struct Identity {
     pub run_hash: [u8; 32],
 }
 
+impl Identity {
+    /// The "random data" pool of this validator's window-`window` evaluations: seeded with a
+    /// secret only its key gives (never published), so no miner can know it, before its upload
+    /// deadline or after, and train on it.
+    pub fn eval_pool(&self, run_seed: u64, window: Window, size: usize, n: u64) -> Vec<u64> {
+        let mut h = blake3::Hasher::new();
+        h.update(b"covenant/eval-pool-salt/v1");
+        h.update(&self.key.signing_key().to_bytes());
+        let mut salt = [0u8; 8];
+        salt.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        covenant_data::sampler::random_pool(run_seed, window, u64::from_le_bytes(salt), size, n)
+    }
+}
+
 /// What the run spec fixes for the executor.
 #[derive(Debug, Clone)]
 pub struct RunFacts {
@@ -117,5 +131,39 @@ impl Shared {
     /// Time on this node's clock.
     pub fn now(&self) -> u64 {
         self.env.clock.now_ms()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(seed: u8, uid: Uid) -> Identity {
+        Identity {
+            key: Keypair::from_seed([seed; 32]),
+            uid,
+            run_id: "r".into(),
+            run_hash: [0; 32],
+        }
+    }
+
+    /// Issue 14 item 8: the pool was `random_pool(run seed, window, uid)`, all public.
+    #[test]
+    fn the_evaluation_pool_cannot_be_computed_from_public_data() {
+        let (a, b) = (id(1, 3), id(2, 3));
+        let public = covenant_data::sampler::random_pool(7, 10, 3, 8, 100_000);
+        let pa = a.eval_pool(7, 10, 8, 100_000);
+        assert_eq!(pa.len(), 8);
+        assert_ne!(
+            pa, public,
+            "the pool follows from the run seed, window and uid"
+        );
+        assert_ne!(pa, b.eval_pool(7, 10, 8, 100_000), "another key, same uid");
+        assert_eq!(
+            pa,
+            a.eval_pool(7, 10, 8, 100_000),
+            "a restart evaluates alike"
+        );
+        assert_ne!(pa, a.eval_pool(7, 11, 8, 100_000));
     }
 }
