@@ -186,6 +186,14 @@ impl RunParams {
         w >= joined && w < joined.saturating_add(self.null_windows as u64)
     }
 
+    /// The run-wide index of inner step `step` of window `w`, `w × H + step`: where the inner
+    /// learning-rate schedule stands, the same for every miner however late it joined (the
+    /// reference replays its scheduler to the global step on a join).
+    pub fn inner_step_index(&self, w: Window, step: u32) -> u64 {
+        w.saturating_mul(u64::from(self.inner_steps))
+            .saturating_add(u64::from(step))
+    }
+
     /// Outer learning rate α of window `w`.
     pub fn outer_lr_at(&self, w: Window) -> f64 {
         self.outer_lr.at(w)

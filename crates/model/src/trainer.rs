@@ -207,11 +207,25 @@ impl Trainer {
             .f_to_device(self.model.device)?)
     }
 
-    /// One AdamW step on `batch` sequences laid out back to back in `tokens`.
+    /// One AdamW step on `batch` sequences laid out back to back in `tokens`, at this trainer's
+    /// own position in the learning-rate schedule (the steps it has taken).
     ///
     /// A non-finite loss or gradient leaves parameters and optimizer state untouched and returns
     /// [`ModelError::NonFiniteLoss`].
     pub fn step(&mut self, tokens: &[u32], batch: usize) -> Result<StepStats> {
+        self.step_at(tokens, batch, self.step)
+    }
+
+    /// [`Trainer::step`] with the learning rate of step `schedule_step` of the schedule, for a
+    /// trainer that is one of many on a shared schedule (a miner that joined a run late). AdamW's
+    /// bias correction still counts this trainer's own steps since its optimizer state was
+    /// fresh, as `torch.optim.AdamW` does.
+    pub fn step_at(
+        &mut self,
+        tokens: &[u32],
+        batch: usize,
+        schedule_step: u64,
+    ) -> Result<StepStats> {
         let x = self.tokens_tensor(tokens, batch)?;
         let loss_t = self.model.loss(&x)?;
         let grads = Tensor::f_run_backward(&[&loss_t], &self.model.params, false, false)?;
@@ -235,7 +249,7 @@ impl Trainer {
         } else {
             1.0
         };
-        let lr = self.opt.lr_at(self.step);
+        let lr = self.opt.lr_at(schedule_step);
         self.adamw(grads, clip, lr)?;
         self.step += 1;
         Ok(StepStats {

@@ -89,6 +89,38 @@ fn loss_starts_near_uniform_and_falls_when_fitting_a_batch() {
 }
 
 #[test]
+fn a_trainer_on_a_shared_schedule_steps_at_the_schedule_s_learning_rate() {
+    // A miner that joins a run late: fresh optimizer state, the run at schedule step 30.
+    let b = tokens(6, 2 * 32, tiny().vocab_size);
+    let mut t = trainer(12);
+    let before = t.params();
+    let s = t.step_at(&b, 2, 30).unwrap();
+    assert_eq!(s.lr, opt().lr_at(30));
+    assert!((opt().lr_at(30) - opt().lr_at(0)).abs() > 5e-5);
+    assert_eq!(t.steps_done(), 1);
+    // AdamW's bias correction counts the trainer's own steps: the first step from fresh moments
+    // moves every coordinate with a gradient by about lr (at step 31's correction, by 0.4 lr).
+    let name = "model.layers.0.mlp.up_proj.weight";
+    let (a, z) = (
+        before.iter().find(|p| p.name == name).unwrap(),
+        t.params().into_iter().find(|p| p.name == name).unwrap(),
+    );
+    let moved = a
+        .data
+        .iter()
+        .zip(&z.data)
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .fold(0.0, f64::max);
+    assert!(
+        (moved - s.lr).abs() < 0.05 * s.lr,
+        "moved {moved}, lr {}",
+        s.lr
+    );
+    // The next step continues the schedule it is given.
+    assert_eq!(t.step_at(&b, 2, 31).unwrap().lr, opt().lr_at(31));
+}
+
+#[test]
 fn resume_from_checkpoint_is_bit_exact() {
     let v = tiny().vocab_size;
     let batches: Vec<Vec<u32>> = (0..5).map(|i| tokens(100 + i, 2 * 32, v)).collect();

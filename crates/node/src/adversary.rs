@@ -32,7 +32,7 @@ use ed25519_dalek::SigningKey;
 use serde::Serialize;
 
 use crate::env::{
-    Chain, Clock, ObjectInfo, ObjectStore, StoreError, Stores, Trainer, TrainerError,
+    Chain, Clock, InnerStep, ObjectInfo, ObjectStore, StoreError, Stores, Trainer, TrainerError,
 };
 use crate::objects;
 
@@ -292,18 +292,19 @@ impl Trainer for Tampered {
         self.inner.set_params(theta)
     }
 
-    fn step(&mut self, ids: &[u64]) -> Result<f32, TrainerError> {
+    fn step(&mut self, ids: &[u64], schedule_step: u64) -> Result<InnerStep, TrainerError> {
         match self.b {
             Behaviour::FreeRider | Behaviour::Echo => {
-                self.inner.eval(Split::Train, ids).map(|l| l as f32)
+                let loss = self.inner.eval(Split::Train, ids)? as f32;
+                Ok(InnerStep { loss, lr: f64::NAN })
             }
             Behaviour::WrongData => {
                 // Samples half the data away from the assigned ones: some other peer's pool.
                 let n = self.inner.samples(Split::Train).max(1);
                 let other: Vec<u64> = ids.iter().map(|i| (i + n / 2) % n).collect();
-                self.inner.step(&other)
+                self.inner.step(&other, schedule_step)
             }
-            _ => self.inner.step(ids),
+            _ => self.inner.step(ids, schedule_step),
         }
     }
 
@@ -855,7 +856,7 @@ mod tests {
     fn update_of(t: &mut dyn Trainer, theta0: &[Vec<f32>]) -> Vec<Vec<f32>> {
         t.set_params(theta0).unwrap();
         for s in 0..4 {
-            t.step(&[s, s + 10]).unwrap();
+            t.step(&[s, s + 10], s).unwrap();
         }
         let after = t.params().unwrap();
         theta0

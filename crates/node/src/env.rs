@@ -63,6 +63,15 @@ pub enum TrainerError {
     NonFinite { what: &'static str },
 }
 
+/// What one inner step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InnerStep {
+    /// The batch's loss before the step.
+    pub loss: f32,
+    /// The learning rate the step used (`NaN` if nothing was stepped).
+    pub lr: f64,
+}
+
 /// The model a node trains and evaluates, seen as named flat f32 buffers, with its data.
 pub trait Trainer: Send {
     /// Parameter names and shapes, in layout order.
@@ -73,8 +82,10 @@ pub trait Trainer: Send {
     fn params(&self) -> Result<Vec<Vec<f32>>, TrainerError>;
     /// Overwrites the live parameters (all finite, in layout order).
     fn set_params(&mut self, theta: &[Vec<f32>]) -> Result<(), TrainerError>;
-    /// One optimizer step on these training samples (one batch); the loss before it.
-    fn step(&mut self, ids: &[u64]) -> Result<f32, TrainerError>;
+    /// One optimizer step on these training samples (one batch), at position `schedule_step`
+    /// of the run's inner learning-rate schedule (`RunParams::inner_step_index`: the same for
+    /// every node at a given window and step, whenever it joined).
+    fn step(&mut self, ids: &[u64], schedule_step: u64) -> Result<InnerStep, TrainerError>;
     /// Mean loss over these samples of `split`.
     fn eval(&mut self, split: Split, ids: &[u64]) -> Result<f64, TrainerError>;
     /// Fresh optimizer state.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use covenant_data::{Dataset, Split};
 use covenant_model::Trainer as Model;
 
-use crate::env::{Trainer, TrainerError};
+use crate::env::{InnerStep, Trainer, TrainerError};
 
 /// The real model: a `covenant-model` trainer and the run's token shards.
 pub struct ModelTrainer {
@@ -59,9 +59,13 @@ impl Trainer for ModelTrainer {
         Ok(self.model.set_params_flat(&flat)?)
     }
 
-    fn step(&mut self, ids: &[u64]) -> Result<f32, TrainerError> {
+    fn step(&mut self, ids: &[u64], schedule_step: u64) -> Result<InnerStep, TrainerError> {
         let toks = self.tokens(Split::Train, ids)?;
-        Ok(self.model.step(&toks, ids.len())?.loss)
+        let s = self.model.step_at(&toks, ids.len(), schedule_step)?;
+        Ok(InnerStep {
+            loss: s.loss,
+            lr: s.lr,
+        })
     }
 
     fn eval(&mut self, split: Split, ids: &[u64]) -> Result<f64, TrainerError> {

@@ -138,6 +138,11 @@ pub enum NodeEvent {
         loss_first: Option<f32>,
         loss_last: Option<f32>,
         loss_mean: Option<f32>,
+        /// Inner learning rates of the first and last step (`None` without a finite one).
+        #[serde(default)]
+        lr_first: Option<f64>,
+        #[serde(default)]
+        lr_last: Option<f64>,
         inner_ms: u64,
     },
     /// A miner's upload of a window is in its store.

@@ -48,6 +48,8 @@ struct Training {
     steps: u32,
     next: u32,
     losses: Vec<f32>,
+    /// Inner learning rates of the first and the last step.
+    lrs: Option<(f64, f64)>,
     /// Steps since the window started or an outer step last shifted it.
     fresh: u32,
     inner_ms: u64,
@@ -181,6 +183,7 @@ impl Miner {
             steps,
             next: 0,
             losses: Vec::with_capacity(steps as usize),
+            lrs: None,
             fresh: 0,
             inner_ms: 0,
             cut: false,
@@ -220,6 +223,7 @@ impl Miner {
         match result {
             Ok(s) if s.trained => {
                 t.losses.push(s.loss);
+                t.lrs = Some((t.lrs.map_or(s.lr, |l| l.0), s.lr));
                 t.fresh += 1;
                 t.inner_ms += s.elapsed_ms;
                 self.step_ms = s.elapsed_ms;
@@ -383,6 +387,8 @@ fn trained_event(t: &Training) -> NodeEvent {
         loss_first: t.losses.first().copied().and_then(finite),
         loss_last: t.losses.last().copied().and_then(finite),
         loss_mean: finite(mean).filter(|_| !t.losses.is_empty()),
+        lr_first: t.lrs.map(|l| l.0).filter(|v| v.is_finite()),
+        lr_last: t.lrs.map(|l| l.1).filter(|v| v.is_finite()),
         inner_ms: t.inner_ms,
     }
 }

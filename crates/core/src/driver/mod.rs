@@ -463,6 +463,8 @@ pub enum Input {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepInfo {
     pub loss: f32,
+    /// The inner learning rate the step used (`NaN` when nothing was stepped).
+    pub lr: f64,
     /// Time the step took (executor's clock).
     pub elapsed_ms: u64,
     /// False when the pool had no batch left for this step (nothing was trained).

@@ -99,6 +99,7 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
                 step,
                 result: Ok(StepInfo {
                     loss: 1.0,
+                    lr: 1e-3,
                     elapsed_ms: 10,
                     trained: true,
                 }),

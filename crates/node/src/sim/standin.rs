@@ -10,7 +10,7 @@
 use covenant_core::rng::{derive_seed, SplitMix64};
 use covenant_data::Split;
 
-use crate::env::{Trainer, TrainerError};
+use crate::env::{InnerStep, Trainer, TrainerError};
 
 /// Tensors of the stand-in model (names as a tiny LLaMA's, shapes small).
 const SHAPES: [(&str, [usize; 2]); 3] = [
@@ -18,7 +18,8 @@ const SHAPES: [(&str, [usize; 2]); 3] = [
     ("model.layers.0.mlp.down_proj.weight", [128, 64]),
     ("model.norm.weight", [1, 64]),
 ];
-/// Inner learning rate (plain gradient descent on the batch's mean loss).
+/// Inner learning rate (plain gradient descent on the batch's mean loss), the same at every
+/// step of the schedule.
 const LR: f32 = 0.5;
 /// Coordinates per tensor that one sample concerns.
 const SAMPLE_COORDS: usize = 64;
@@ -129,7 +130,7 @@ impl Trainer for Standin {
         Ok(())
     }
 
-    fn step(&mut self, ids: &[u64]) -> Result<f32, TrainerError> {
+    fn step(&mut self, ids: &[u64], _schedule_step: u64) -> Result<InnerStep, TrainerError> {
         let loss = self.loss(Split::Train, ids) as f32;
         // Gradient descent on the batch's mean loss, scaled so that a coordinate of one sample
         // moves LR / batch of the way to its target.
@@ -143,7 +144,10 @@ impl Trainer for Standin {
         for (t, i, g) in grad {
             self.theta[t][i] -= LR * g;
         }
-        Ok(loss)
+        Ok(InnerStep {
+            loss,
+            lr: f64::from(LR),
+        })
     }
 
     fn eval(&mut self, split: Split, ids: &[u64]) -> Result<f64, TrainerError> {
@@ -177,7 +181,7 @@ mod tests {
             a.eval(Split::Train, &other).unwrap(),
         );
         for _ in 0..4 {
-            a.step(&own).unwrap();
+            a.step(&own, 0).unwrap();
         }
         let (own1, other1) = (
             a.eval(Split::Train, &own).unwrap(),
