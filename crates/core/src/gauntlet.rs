@@ -345,13 +345,27 @@ impl Gauntlet {
                 }
             })
             .collect();
-        let evaluate = select_for_evaluation(
-            &candidates,
+        // The aggregation set's primaries first (see `eval_incumbents`), the rest in rotation.
+        let incumbents: Vec<Uid> = aggregation
+            .primary
+            .iter()
+            .copied()
+            .filter(|u| accepted.contains(u))
+            .take(params.eval_incumbents.min(params.uids_per_window))
+            .collect();
+        let rest: Vec<EvalCandidate> = candidates
+            .into_iter()
+            .filter(|c| !incumbents.contains(&c.uid))
+            .collect();
+        let mut evaluate = select_for_evaluation(
+            &rest,
             w,
-            params.uids_per_window,
+            params.uids_per_window - incumbents.len(),
             params.eval_bins,
             self.seed,
         );
+        evaluate.extend(incumbents);
+        evaluate.sort_unstable();
         Ok(WindowPlan {
             window: w,
             aggregation,
@@ -453,6 +467,18 @@ impl Gauntlet {
         }
         let after = rate(&params.openskill, &before, &match_scores);
 
+        // The bar an update must reach to earn anything (see `penalties.weak_update`).
+        let best = verdicts
+            .values()
+            .filter_map(|v| match v {
+                Verdict::Evaluated { loss_score, .. } if loss_score.is_finite() => {
+                    Some(*loss_score)
+                }
+                _ => None,
+            })
+            .fold(0.0f64, f64::max);
+        let bar = pen.weak_update * best;
+
         // Commit.
         self.history = history;
         for (u, r) in match_players.iter().zip(after) {
@@ -482,7 +508,11 @@ impl Gauntlet {
                     } else {
                         1.0
                     };
-                    rec.score = rec.rating.ordinal() * bma * sync * oos_factor;
+                    rec.score = if loss_score < bar {
+                        0.0
+                    } else {
+                        rec.rating.ordinal() * bma * sync * oos_factor
+                    };
                     negative = loss_score <= 0.0;
                 }
                 Verdict::Idle => rec.missing_streak = 0,

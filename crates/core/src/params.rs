@@ -64,6 +64,13 @@ pub struct Penalties {
     /// reference, where a scaled update is clipped but still rated.
     #[serde(default = "default_outlier_norm")]
     pub outlier_norm: f64,
+    /// An evaluated update whose loss score is below this fraction of the best loss score the
+    /// validator measured in the window earns nothing that window (its rating still moves).
+    /// Ratings only see ranks: without this, a flood of near-useless updates (noise whose
+    /// step happens to lower the loss a little) rises by beating each other. Not in the
+    /// reference.
+    #[serde(default = "default_weak_update")]
+    pub weak_update: f64,
 }
 
 fn default_unavailable_grace() -> u32 {
@@ -72,6 +79,14 @@ fn default_unavailable_grace() -> u32 {
 
 fn default_outlier_norm() -> f64 {
     8.0
+}
+
+fn default_eval_incumbents() -> usize {
+    2
+}
+
+fn default_weak_update() -> f64 {
+    0.25
 }
 
 impl Default for Penalties {
@@ -87,6 +102,7 @@ impl Default for Penalties {
             negative_streak: 3,
             unavailable_grace: default_unavailable_grace(),
             outlier_norm: default_outlier_norm(),
+            weak_update: default_weak_update(),
         }
     }
 }
@@ -169,6 +185,12 @@ pub struct RunParams {
     pub reserves: usize,
     /// Peers evaluated per window by one validator. (ref) 20.
     pub uids_per_window: usize,
+    /// Of the `uids_per_window` (at most all of them), up to this many go to the aggregation
+    /// set's primaries with an upload, highest weight first (the rest rotate): every window's
+    /// match holds the peers the network trains on, the bar for `penalties.weak_update`, however
+    /// many newcomers flood the rotation. Not in the reference.
+    #[serde(default = "default_eval_incumbents")]
+    pub eval_incumbents: usize,
     /// Rating bins the evaluation rotation samples within.
     pub eval_bins: usize,
     /// Sequences of the random pool per loss measurement. (ref) 8.
@@ -227,6 +249,7 @@ impl RunParams {
             aggregation_size: 20,
             reserves: 10,
             uids_per_window: 20,
+            eval_incumbents: default_eval_incumbents(),
             eval_bins: 5,
             eval_sequences: 8,
             eval_lr_factor: 0.2,
@@ -298,6 +321,10 @@ impl RunParams {
         }
         if self.eval_bins == 0 {
             return bad("eval_bins", "must be > 0");
+        }
+        frac("penalties.weak_update", self.penalties.weak_update)?;
+        if !(self.penalties.outlier_norm.is_finite() && self.penalties.outlier_norm >= 1.0) {
+            return bad("penalties.outlier_norm", "must be finite and at least 1");
         }
         if self.sync_history == 0 {
             return bad("sync_history", "must be > 0");

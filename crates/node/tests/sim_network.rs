@@ -566,3 +566,19 @@ fn joiner_despite(b: Behaviour) {
         "the joiner joined by window 11 despite {b:?}: {joined:?}"
     );
 }
+
+/// Issue 14 item 15 (in part): a flood of 50 noise miners beside 4 honest ones earns nothing.
+/// Ratings only see ranks, so noise whose step happens to lower the loss a little used to rise
+/// by beating the other noise miners (56–82 % of the weight after window 10). The aggregation
+/// set's top primaries are evaluated every window and an update far below the window's best
+/// earns nothing.
+#[test]
+fn a_flood_of_noise_miners_earns_nothing() {
+    let mut c = SimConfig::new(4, 1, 20, 3);
+    c.adversaries = vec![Behaviour::Noise; 50];
+    let (s, w) = sim::run(c.clone()).unwrap();
+    assert_holds(&c, &s);
+    let r = sim::scenario_report(&w, None);
+    assert!(r.adversary_share_after_10.unwrap() < 0.05, "{r:#?}");
+    assert_eq!(r.adversary_share_final, Some(0.0), "{r:#?}");
+}
