@@ -442,6 +442,7 @@ impl Store {
         let deadline = self.retry.deadline;
         let mut backoff = self.retry.init_backoff;
         let mut attempts = 0u32;
+        let mut previous: Option<String> = None;
         loop {
             attempts += 1;
             let remaining = deadline.saturating_sub(start.elapsed());
@@ -450,8 +451,16 @@ impl Store {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(Attempt::Fatal(e))) => return Err(e),
                 Ok(Err(Attempt::Transient(msg))) => msg,
-                Err(_) => format!("attempt timed out after {limit:?}"),
+                // An attempt the overall deadline cut short says nothing new: report what the
+                // full attempts before it ran into.
+                Err(_) => match previous.take() {
+                    Some(p) if limit < self.retry.attempt_timeout => {
+                        format!("{p} (the last attempt was cut at the deadline after {limit:?})")
+                    }
+                    _ => format!("attempt timed out after {limit:?}"),
+                },
             };
+            previous = Some(last_error.clone());
             let elapsed = start.elapsed();
             if elapsed + backoff >= deadline {
                 return Err(StoreError::Unavailable {
@@ -716,6 +725,33 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The last attempt before the deadline is cut short: the error must still say what the
+    /// full attempts ran into (a flaky S3 test once reported only "attempt timed out after
+    /// 14ms" for an object truncated in transit).
+    #[tokio::test]
+    async fn an_attempt_cut_by_the_deadline_reports_the_error_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::local(dir.path()).unwrap().with_retry(RetryPolicy {
+            deadline: Duration::from_millis(300),
+            attempt_timeout: Duration::from_millis(200),
+            init_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+        });
+        // Every attempt takes 120 ms and ends truncated; the third has 40 ms left.
+        let r: Result<(), StoreError> = s
+            .with_retries("get", "k", || async {
+                tokio::time::sleep(Duration::from_millis(120)).await;
+                Err(Attempt::Transient("body truncated".into()))
+            })
+            .await;
+        match r {
+            Err(StoreError::Unavailable { last_error, .. }) => {
+                assert!(last_error.contains("truncated"), "{last_error}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn local_error(e: std::io::Error) -> object_store::Error {
         object_store::Error::Generic {
