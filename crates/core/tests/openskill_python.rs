@@ -5,7 +5,8 @@
 //! over from match to match, with ties, −99 entries and all-tied matches; μ, σ and the ordinal
 //! must agree to 1e-9.
 
-mod common;
+#[path = "../../data/tests/common/python.rs"]
+mod python;
 
 use covenant_core::openskill::{ranks_from_scores, rate, Rating};
 use covenant_core::params::OpenSkillParams;
@@ -75,7 +76,7 @@ fn reference(n: usize, matches: &[Match], as_ranks: bool) -> Value {
         })
         .collect();
     let spec = json!({ "n": n, "matches": list }).to_string();
-    let out = common::run_python(REFERENCE, &[&spec]);
+    let out = python::run_python(REFERENCE, &[&spec]);
     serde_json::from_str(out.trim()).expect("reference output is JSON")
 }
 

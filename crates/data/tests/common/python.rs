@@ -1,5 +1,5 @@
-// Shared helpers for the integration tests (included with `mod common;`).
-#![allow(dead_code)]
+//! The venv's Python for tests that compare with reference implementations (shared by the data
+//! and core crates' tests: `crates/core/tests/openskill_python.rs` includes this file).
 
 use std::path::PathBuf;
 use std::process::Command;
