@@ -401,6 +401,16 @@ pub fn aggregate_tensor(
     aggregate_inner(cfg, t, peers, out, None)
 }
 
+/// The statistics [`aggregate_tensor`] would report for `peers` (norms, lower median, clip
+/// factors, dropped peers), without aggregating: what a lone update is clipped to.
+pub fn tensor_stats(
+    cfg: &CodecConfig,
+    t: &TensorLayout,
+    peers: &[&TensorPayload],
+) -> Result<AggregateStats, CodecError> {
+    prepare(cfg, t, peers, None).map(|p| p.stats)
+}
+
 /// Like [`aggregate_tensor`], but clips every peer to a given norm `median` instead of the lower
 /// median of `peers` (the Gauntlet evaluates one peer's update alone, clipped to the median of
 /// the whole gathered set, SPEC §5).

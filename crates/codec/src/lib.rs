@@ -27,7 +27,8 @@ pub mod wire;
 
 pub use aggregate::{
     aggregate_apply_model, aggregate_tensor, aggregate_tensor_apply, aggregate_tensor_clipped_to,
-    apply_outer_step, decode_dense, AggregateStats, DropReason, DroppedPeer, TensorAggregate,
+    apply_outer_step, decode_dense, tensor_stats, AggregateStats, DropReason, DroppedPeer,
+    TensorAggregate,
 };
 pub use compress::{
     compress_model, compress_tensor, quant_params, DeltaSource, QuantParams, TensorPayload,

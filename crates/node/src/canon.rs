@@ -62,15 +62,14 @@ impl Canon {
     /// every peer to, and what a lone update is clipped to when it is evaluated (SPEC §5).
     pub fn clip_norms(&self, peers: &[&[TensorPayload]]) -> Result<Vec<f32>, CodecError> {
         let cfg = &self.layout.config;
-        let mut scratch = Vec::new();
+        let n = self.layout.tensors.len();
         self.layout
             .tensors
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                let ps = tensor_of(peers, i, self.layout.tensors.len())?;
-                scratch.resize(t.geom.numel(), 0.0);
-                Ok(covenant_codec::aggregate_tensor(cfg, t, &ps, &mut scratch)?.median)
+                let ps = tensor_of(peers, i, n)?;
+                Ok(covenant_codec::tensor_stats(cfg, t, &ps)?.median)
             })
             .collect()
     }
