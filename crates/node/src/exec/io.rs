@@ -285,28 +285,28 @@ fn fetch(
     map_peers(s, peers, |uid| {
         let peer = book.miners.get(&uid).ok_or(Rejection::NoCommitment)?;
         let own = fetch_one(s, w, uid, peer, listed.get(&uid).copied(), deadline, detail);
-        match (own, detail.mirror) {
+        let copy = detail.mirror.and_then(|v| book.validators.get(&v));
+        match (own, copy) {
             (Err(e), Some(v)) if e.gone() => fetch_mirror(s, w, uid, peer, v, deadline, detail),
             (r, _) => r,
         }
     })
 }
 
-/// Uid `uid`'s window-`w` upload from validator `vuid`'s mirror (replaying its record): the
+/// Uid `uid`'s window-`w` upload from the copy validator `v` kept (replaying its record): the
 /// peer's signed bytes, verified as such; their store time says nothing and is not checked.
 fn fetch_mirror(
     s: &Shared,
     w: Window,
     uid: Uid,
     peer: &Peer,
-    vuid: Uid,
+    v: &Peer,
     deadline: Millis,
     detail: FetchDetail,
 ) -> Result<Fetched, Rejection> {
-    let v = validator(s, vuid).ok_or(Rejection::NoCommitment)?;
     let limits = wire::DecodeLimits::for_layout(&s.layout);
     let key = objects::mirror_key(w, uid);
-    let (info, bytes) = get_upload(s, &v, &key, limits.max_bytes as u64, deadline)?;
+    let (info, bytes) = get_upload(s, v, &key, limits.max_bytes as u64, deadline)?;
     let found = millis(info.last_modified);
     accept(s, w, uid, peer, bytes, found, deadline, detail)
 }
@@ -399,8 +399,10 @@ fn accept(
     if let Ok(mut g) = s.gathered.lock() {
         g.insert((w, uid), Arc::new(payload.tensors));
     }
-    if let Ok(mut b) = s.fetched_bytes.lock() {
-        b.insert((w, uid), bytes.clone());
+    if s.keeps_copies() {
+        if let Ok(mut b) = s.fetched_bytes.lock() {
+            b.insert((w, uid), bytes.clone());
+        }
     }
     Ok(Fetched {
         bytes: bytes.len() as u64,
@@ -540,10 +542,14 @@ fn upload(s: &Shared, w: Window, deadline: Millis) -> Result<u64, Failure> {
 }
 
 fn prune(s: &Shared, w: Window) -> Result<(), Failure> {
-    let mirrors = match s.env.own.list(&objects::mirror_prefix(w), 100_000) {
-        Ok(objs) => objs.into_iter().map(|o| o.key).collect(),
-        Err(StoreError::NotFound { .. }) => Vec::new(),
-        Err(e) => return Err(store_failure(e)),
+    let mirrors = if s.keeps_copies() {
+        match s.env.own.list(&objects::mirror_prefix(w), 100_000) {
+            Ok(objs) => objs.into_iter().map(|o| o.key).collect(),
+            Err(StoreError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(store_failure(e)),
+        }
+    } else {
+        Vec::new()
     };
     let own = [
         objects::grad_key(w),

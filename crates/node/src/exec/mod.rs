@@ -90,7 +90,8 @@ pub struct Shared {
     pub prepared: Mutex<BTreeMap<Window, Vec<u8>>>,
     /// Fetched, decoded payloads by (window, uid).
     pub gathered: Mutex<Payloads>,
-    /// The signed bytes of those payloads, until a validator's record has mirrored them.
+    /// The signed bytes of those payloads, on a validator (see [`Shared::keeps_copies`]), until
+    /// its record has copied them.
     pub fetched_bytes: Mutex<BTreeMap<(Window, Uid), bytes::Bytes>>,
     /// Peers by the window whose first block the chain view is of.
     pub books: Mutex<BTreeMap<Window, Arc<PeerBook>>>,
@@ -126,6 +127,11 @@ impl Shared {
             books: Mutex::new(BTreeMap::new()),
             parallel_io,
         })
+    }
+
+    /// A validator keeps a copy of every upload it aggregates (`agg/` in its bucket).
+    pub fn keeps_copies(&self) -> bool {
+        self.validator_keys.contains(&self.id.key.public())
     }
 
     /// Time on this node's clock.
