@@ -2,9 +2,9 @@
 //! speed, so that the upload lands in the window's upload interval (issue 14 item 19); its
 //! learning rate follows the run's window and step, however late the miner joined (item 18).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 
 use covenant_core::driver::NodeEvent;
 use covenant_core::window::UploadTiming;
@@ -75,15 +75,6 @@ fn a_slow_miner_stops_at_the_window_end_and_uploads_on_time() {
     assert_holds(&s);
 }
 
-/// The bundled corpus at the tiny preset's sequence length (prepared once, cached).
-fn tiny_data() -> Arc<covenant_data::Dataset> {
-    covenant_model::set_num_threads(2);
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/covenant/data/bundled-seq128");
-    let dir = covenant_data::prepare_bundled(&dir, 128).unwrap();
-    Arc::new(covenant_data::Dataset::open(&dir).unwrap())
-}
-
 /// The inner learning rates of the first and the last step of every window a miner trained,
 /// with the steps it took.
 fn inner_lrs(w: &World, node: &str) -> BTreeMap<u64, (Option<f64>, Option<f64>, u32)> {
@@ -107,7 +98,7 @@ fn tiny_joiners_and_restarted_miners_train_at_the_run_s_inner_lr() {
     // miner-1 trains from window 0; miner-2 joins at window 3; miner-3 restarts at window 3.
     let mut c = SimConfig::new(3, 1, 7, 5);
     c.model = SimModel::Tiny;
-    c.data = Some(tiny_data());
+    c.data = Some(common::tiny_data());
     c.script = vec![
         Scripted::StartAt {
             node: "miner-2".into(),

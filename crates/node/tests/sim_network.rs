@@ -8,7 +8,8 @@
 //!   validator keeps its ratings, zero / invalid / single-upload windows are survived, and
 //!   attackers earn nothing (stand-in), with the real `tiny` model where the loss matters.
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 
 use covenant_core::driver::NodeEvent;
@@ -373,20 +374,11 @@ fn attack_mixes_earn_nothing_on_the_stand_in() {
     }
 }
 
-/// The bundled corpus at the tiny preset's sequence length (prepared once, cached).
-fn tiny_data() -> Arc<covenant_data::Dataset> {
-    covenant_model::set_num_threads(2);
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/covenant/data/bundled-seq128");
-    let dir = covenant_data::prepare_bundled(&dir, 128).unwrap();
-    Arc::new(covenant_data::Dataset::open(&dir).unwrap())
-}
-
 #[test]
 fn the_tiny_model_learns_and_replicas_agree() {
     let mut c = SimConfig::new(4, 2, 20, 1);
     c.model = SimModel::Tiny;
-    c.data = Some(tiny_data());
+    c.data = Some(common::tiny_data());
     let (s, _) = sim::run(c.clone()).unwrap();
     assert_holds(&c, &s);
     let (first, last) = (s.first_val_loss.unwrap(), s.final_val_loss.unwrap());
@@ -397,7 +389,7 @@ fn the_tiny_model_learns_and_replicas_agree() {
 fn a_tiny_model_run_replays_exactly() {
     let mut c = SimConfig::new(2, 1, 5, 9);
     c.model = SimModel::Tiny;
-    c.data = Some(tiny_data());
+    c.data = Some(common::tiny_data());
     let (a, _) = sim::run(c.clone()).unwrap();
     let (b, _) = sim::run(c).unwrap();
     assert_eq!(a.line(), b.line());
@@ -411,7 +403,11 @@ fn a_tiny_model_run_replays_exactly() {
 #[test]
 fn attackers_cost_the_tiny_model_under_two_percent() {
     use Behaviour::*;
-    let r = scenario(SimModel::Tiny, Some(tiny_data()), &[Noise, SignFlip, Stale]);
+    let r = scenario(
+        SimModel::Tiny,
+        Some(common::tiny_data()),
+        &[Noise, SignFlip, Stale],
+    );
     let ratio = r.val_loss_ratio.unwrap();
     assert!(
         ratio < 1.02,
@@ -425,7 +421,7 @@ fn attackers_cost_the_tiny_model_under_two_percent() {
 fn broken_and_untimely_uploads_cost_the_tiny_model_nothing() {
     use Behaviour::*;
     let mix = [Late, Early, Nan, Malformed, BadSignature, Silent];
-    let r = scenario(SimModel::Tiny, Some(tiny_data()), &mix);
+    let r = scenario(SimModel::Tiny, Some(common::tiny_data()), &mix);
     let ratio = r.val_loss_ratio.unwrap();
     assert!(
         ratio < 1.02,
