@@ -21,12 +21,17 @@ use crate::error::{CoreError, Result};
 use crate::openskill::{rate, Rating};
 use crate::params::{Penalties, RunParams};
 use crate::scoring::{sync_distance, sync_score, Bma, Fingerprint, FingerprintHistory, LossProbe};
+use crate::rng::derive_seed;
 use crate::selection::{
-    detect_copies, select_for_evaluation, AggregationSet, Copy, EvalCandidate, UploadIndices,
+    detect_copies, draw_for_evaluation, select_for_evaluation, AggregationSet, Copy,
+    EvalCandidate, UploadIndices,
 };
 use crate::weights::{compute_weights, Weights};
 use crate::window::UploadTiming;
 use crate::{Millis, Uid, Window};
+
+/// Purpose tag of the spares' draw (see `eval_spares`).
+const TAG_SPARES: u64 = 0x5BA2E;
 
 /// Everything a validator remembers about one peer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,14 +98,71 @@ pub struct WindowPlan {
     pub gather: Vec<Uid>,
     /// Peers to evaluate (sorted), all with accepted uploads.
     pub evaluate: Vec<Uid>,
+    /// Further candidates, in the order they take the slot of a planned peer whose upload
+    /// cannot be scored on its merits ([`WindowPlan::slots`], `eval_spares`).
+    #[serde(default)]
+    pub spares: Vec<Uid>,
 }
 
 impl WindowPlan {
-    /// Uids whose uploads must be downloaded: gathered ∪ evaluated (sorted).
+    /// Uids whose uploads must be downloaded: gathered ∪ evaluated ∪ spares (sorted).
     pub fn downloads(&self) -> Vec<Uid> {
-        let s: BTreeSet<Uid> = self.gather.iter().chain(&self.evaluate).copied().collect();
+        let s: BTreeSet<Uid> = self
+            .gather
+            .iter()
+            .chain(&self.evaluate)
+            .chain(&self.spares)
+            .copied()
+            .collect();
         s.into_iter().collect()
     }
+
+    /// Whose upload this validator looks at: the planned peers and the spares.
+    fn looked_at(&self) -> BTreeSet<Uid> {
+        self.evaluate.iter().chain(&self.spares).copied().collect()
+    }
+
+    /// Who gets the `evaluate.len()` evaluation slots once the downloads are in `obs`: the
+    /// planned peers, then the spares in order, passing over every upload that cannot be
+    /// scored on its merits (zero, invalid, gone, unreadable, copied). Sorted by uid.
+    pub fn slots(&self, params: &RunParams, obs: &Observations) -> Vec<Uid> {
+        let (_, copied) = copies_in(obs, params.penalties.copy_overlap);
+        let fit = |u: &Uid| {
+            !(obs.zero.contains(u)
+                || obs.invalid.contains(u)
+                || obs.missing.contains(u)
+                || obs.unavailable.contains(u)
+                || copied.contains_key(u))
+        };
+        let mut out: Vec<Uid> = self
+            .evaluate
+            .iter()
+            .chain(&self.spares)
+            .copied()
+            .filter(fit)
+            .take(self.evaluate.len())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+/// The copy check over every downloaded upload (only accepted ones have timestamps in range):
+/// the copies found, and each copier's original and overlap. Zero updates all select the same
+/// indices and carry nothing to copy: left out.
+fn copies_in(obs: &Observations, overlap: f64) -> (Vec<Copy>, BTreeMap<Uid, (Uid, f64)>) {
+    let nonzero: Vec<UploadIndices> = obs
+        .indices
+        .iter()
+        .filter(|x| !obs.zero.contains(&x.uid))
+        .cloned()
+        .collect();
+    let copies = detect_copies(&nonzero, overlap);
+    let mut copied: BTreeMap<Uid, (Uid, f64)> = BTreeMap::new();
+    for c in &copies {
+        copied.entry(c.copier).or_insert((c.original, c.overlap));
+    }
+    (copies, copied)
 }
 
 /// What the validator measured for one evaluated peer whose upload verified.
@@ -334,8 +396,10 @@ impl Gauntlet {
                 .collect(),
         };
         let gather = aggregation.gather(&accepted);
+        // A first upload is never scored (`Verdict::First`): it takes no slot.
         let candidates: Vec<EvalCandidate> = accepted
             .iter()
+            .filter(|u| self.peers[u].uploads > 0)
             .map(|&u| {
                 let r = &self.peers[&u];
                 EvalCandidate {
@@ -364,6 +428,17 @@ impl Gauntlet {
             params.eval_bins,
             self.seed,
         );
+        let unplanned: Vec<EvalCandidate> = rest
+            .into_iter()
+            .filter(|c| !evaluate.contains(&c.uid))
+            .collect();
+        let spares = draw_for_evaluation(
+            &unplanned,
+            w,
+            params.eval_spares,
+            params.eval_bins,
+            derive_seed(self.seed, &[TAG_SPARES]),
+        );
         evaluate.extend(incumbents);
         evaluate.sort_unstable();
         Ok(WindowPlan {
@@ -373,6 +448,7 @@ impl Gauntlet {
             accepted,
             gather,
             evaluate,
+            spares,
         })
     }
 
@@ -393,7 +469,7 @@ impl Gauntlet {
                 });
             }
         }
-        let selected: BTreeSet<Uid> = plan.evaluate.iter().copied().collect();
+        let selected = plan.looked_at();
         if let Some(&uid) = obs.outcomes.keys().find(|u| !selected.contains(u)) {
             return Err(CoreError::NotSelected { uid, window: w });
         }
@@ -406,19 +482,7 @@ impl Gauntlet {
         }
         let step_change = history.step_change();
 
-        // Copy check over every downloaded upload (only accepted ones have timestamps in range).
-        // Zero updates all select the same indices and carry nothing to copy: left out.
-        let nonzero: Vec<UploadIndices> = obs
-            .indices
-            .iter()
-            .filter(|x| !obs.zero.contains(&x.uid))
-            .cloned()
-            .collect();
-        let copies = detect_copies(&nonzero, pen.copy_overlap);
-        let mut copied: BTreeMap<Uid, (Uid, f64)> = BTreeMap::new();
-        for c in &copies {
-            copied.entry(c.copier).or_insert((c.original, c.overlap));
-        }
+        let (copies, copied) = copies_in(&obs, pen.copy_overlap);
 
         // Verdicts.
         let expected: BTreeSet<Uid> = plan
@@ -617,7 +681,7 @@ impl Gauntlet {
         step_change: &Option<Vec<f64>>,
     ) -> Verdict {
         let accepted = plan.accepted.contains(&u);
-        let selected = plan.evaluate.contains(&u);
+        let planned = plan.evaluate.contains(&u);
         let non_finite = matches!(
             obs.outcomes.get(&u),
             Some(EvalOutcome::NonFinite | EvalOutcome::Outlier { .. })
@@ -645,18 +709,16 @@ impl Gauntlet {
         if accepted && rec.uploads == 0 {
             return Verdict::First;
         }
-        if selected {
-            return match obs.outcomes.get(&u) {
-                Some(EvalOutcome::Measured { probe, fingerprint }) => {
-                    let sync = SyncInputs {
-                        fingerprint: fingerprint.as_ref(),
-                        reference: obs.references.get(&u).or(history.latest()),
-                        step_change: step_change.as_deref(),
-                    };
-                    evaluated(params, probe, sync)
-                }
-                _ => missing,
+        if let Some(EvalOutcome::Measured { probe, fingerprint }) = obs.outcomes.get(&u) {
+            let sync = SyncInputs {
+                fingerprint: fingerprint.as_ref(),
+                reference: obs.references.get(&u).or(history.latest()),
+                step_change: step_change.as_deref(),
             };
+            return evaluated(params, probe, sync);
+        }
+        if planned {
+            return missing;
         }
         match (accepted, expected.contains(&u)) {
             (false, true) => missing,

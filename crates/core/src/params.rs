@@ -85,6 +85,10 @@ fn default_eval_incumbents() -> usize {
     2
 }
 
+fn default_eval_spares() -> usize {
+    64
+}
+
 fn default_weak_update() -> f64 {
     0.25
 }
@@ -191,6 +195,13 @@ pub struct RunParams {
     /// many newcomers flood the rotation. Not in the reference.
     #[serde(default = "default_eval_incumbents")]
     pub eval_incumbents: usize,
+    /// Further rotation candidates a validator downloads beside its `uids_per_window`, in draw
+    /// order, to take the slot of a planned peer whose upload turns out not to be scorable on
+    /// its merits (zero, invalid, gone, copied): junk uploads cost a download, not a slot, so
+    /// a flood of them does not starve the honest newcomers of evaluations. Not in the
+    /// reference (which plans its evaluations before downloading).
+    #[serde(default = "default_eval_spares")]
+    pub eval_spares: usize,
     /// Rating bins the evaluation rotation samples within.
     pub eval_bins: usize,
     /// Sequences of the random pool per loss measurement. (ref) 8.
@@ -250,6 +261,7 @@ impl RunParams {
             reserves: 10,
             uids_per_window: 20,
             eval_incumbents: default_eval_incumbents(),
+            eval_spares: default_eval_spares(),
             eval_bins: 5,
             eval_sequences: 8,
             eval_lr_factor: 0.2,

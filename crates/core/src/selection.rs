@@ -97,6 +97,20 @@ pub fn select_for_evaluation(
     bins: usize,
     seed: u64,
 ) -> Vec<Uid> {
+    let mut out = draw_for_evaluation(candidates, w, n, bins, seed);
+    out.sort_unstable();
+    out
+}
+
+/// [`select_for_evaluation`]'s draw in the order it was drawn (better bins first; all of
+/// them, by uid, when there are at most `n`).
+pub fn draw_for_evaluation(
+    candidates: &[EvalCandidate],
+    w: Window,
+    n: usize,
+    bins: usize,
+    seed: u64,
+) -> Vec<Uid> {
     if n == 0 || candidates.is_empty() {
         return Vec::new();
     }
@@ -156,8 +170,6 @@ pub fn select_for_evaluation(
             out.push(pool.swap_remove(pick).0);
         }
     }
-    out.sort_unstable();
-    out.dedup();
     out
 }
 

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::consensus::yuma_consensus;
 use crate::error::Result;
-use crate::gauntlet::{EvalOutcome, Gauntlet, Observations};
+use crate::gauntlet::{EvalOutcome, Gauntlet, Observations, WindowPlan};
 use crate::params::RunParams;
 use crate::rng::{derive_seed, SplitMix64};
 use crate::scoring::{Fingerprint, LossProbe};
@@ -310,8 +310,7 @@ fn observe(
     by_uid: &BTreeMap<Uid, &Peer>,
     lw: Window,
     vi: usize,
-    downloads: &[Uid],
-    evaluate: &[Uid],
+    plan: &WindowPlan,
     uploads: &BTreeMap<Uid, Millis>,
     prev_truth: &BTreeMap<Uid, f64>,
     prev_copy_of: &BTreeMap<Uid, Uid>,
@@ -324,7 +323,7 @@ fn observe(
         own_fingerprint: Some(vfp.clone()),
         ..Default::default()
     };
-    for &u in downloads {
+    for u in plan.downloads() {
         let idx_seed = derive_seed(cfg.seed, &[0x1D, lw, u as u64]);
         let indices = match prev_copy_of.get(&u) {
             Some(&victim) => {
@@ -343,7 +342,7 @@ fn observe(
             indices,
         });
     }
-    for &u in evaluate {
+    for u in plan.slots(&cfg.params, &obs) {
         let x = by_uid[&u];
         let truth = prev_truth.get(&u).copied().unwrap_or(0.0);
         let trained_own = matches!(
@@ -461,8 +460,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                     &by_uid,
                     lw,
                     vi,
-                    &plan.downloads(),
-                    &plan.evaluate,
+                    &plan,
                     &uploads,
                     &prev_truth,
                     &prev_copy_of,
@@ -471,7 +469,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                     step,
                 );
                 if vi == 0 {
-                    for &u in &plan.evaluate {
+                    for u in plan.slots(p, &obs) {
                         *evals.entry(by_uid[&u].behaviour).or_default() += 1;
                     }
                 }

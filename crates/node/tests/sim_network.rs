@@ -578,3 +578,41 @@ fn a_flood_of_noise_miners_earns_nothing() {
     assert!(r.adversary_share_after_10.unwrap() < 0.05, "{r:#?}");
     assert_eq!(r.adversary_share_final, Some(0.0), "{r:#?}");
 }
+
+/// The first window whose outer step (on the validator, node 0) aggregated every honest miner.
+fn all_honest_aggregated_from(w: &World) -> Option<u64> {
+    let honest: Vec<u32> = w
+        .nodes
+        .iter()
+        .filter(|n| n.role == covenant_node::Role::Miner && n.behaviour == Behaviour::Honest)
+        .map(|n| n.uid)
+        .collect();
+    outer_steps(&w.events(0))
+        .into_iter()
+        .find(|(_, peers, _, _)| honest.iter().all(|u| peers.contains(u)))
+        .map(|(window, ..)| window)
+}
+
+/// Zero uploads, copies and first uploads cannot be scored on their merits, so they must not
+/// take the evaluation slots: fifty of them beside four honest miners delayed the honest
+/// miners' first aggregation by several windows (the validator's 8 slots went to whoever
+/// its rotation drew, before it downloaded anything).
+#[test]
+fn a_flood_of_unscorable_uploads_does_not_delay_the_honest_miners() {
+    let base = SimConfig::new(4, 1, 12, 3);
+    let (_, w) = sim::run(base.clone()).unwrap();
+    let expected = all_honest_aggregated_from(&w).expect("all-honest run aggregates everyone");
+    for b in [Behaviour::FreeRider, Behaviour::Copycat] {
+        let mut c = base.clone();
+        c.adversaries = vec![b; 50];
+        let (s, w) = sim::run(c.clone()).unwrap();
+        assert_holds(&c, &s);
+        let got = all_honest_aggregated_from(&w);
+        assert!(
+            got.is_some_and(|g| g <= expected),
+            "{b:?}: every honest miner aggregated from window {got:?}, all-honest run {expected}"
+        );
+        let r = sim::scenario_report(&w, None);
+        assert_eq!(r.adversary_share_final, Some(0.0), "{r:#?}");
+    }
+}

@@ -174,18 +174,15 @@ impl Validator {
             }
             return;
         };
-        let evaluate: BTreeSet<Uid> = round.plan.evaluate.iter().copied().collect();
+        let mut unreadable: BTreeSet<Uid> = BTreeSet::new();
         for (&uid, r) in results {
             match r {
                 Ok(f) => {
-                    let unreadable = matches!(f.fingerprint, Some(FingerprintSeen::Unreadable));
                     if f.zero {
                         round.obs.zero.insert(uid);
-                    } else if unreadable && evaluate.contains(&uid) {
-                        // Its sync cannot be measured: not rated this window.
-                        round.obs.unavailable.insert(uid);
-                    } else if evaluate.contains(&uid) {
-                        round.queue.push_back(uid);
+                    }
+                    if matches!(f.fingerprint, Some(FingerprintSeen::Unreadable)) {
+                        unreadable.insert(uid);
                     }
                     if let Some(FingerprintSeen::Found(fp)) = &f.fingerprint {
                         round.fingerprints.insert(uid, fp.clone());
@@ -210,6 +207,14 @@ impl Validator {
                         }
                     }
                 }
+            }
+        }
+        for uid in round.plan.slots(&self.r.cfg.params, &round.obs) {
+            if unreadable.contains(&uid) {
+                // Its sync cannot be measured: not rated this window.
+                round.obs.unavailable.insert(uid);
+            } else {
+                round.queue.push_back(uid);
             }
         }
         let clip_to = clip_set(&valid, results);
