@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CoreError, Result};
 use crate::openskill::{rate, Rating};
 use crate::params::{Penalties, RunParams};
-use crate::scoring::{sync_distance, sync_score, Bma, Fingerprint, FingerprintHistory, LossProbe};
 use crate::rng::derive_seed;
+use crate::scoring::{sync_distance, sync_score, Bma, Fingerprint, FingerprintHistory, LossProbe};
 use crate::selection::{
-    detect_copies, draw_for_evaluation, select_for_evaluation, AggregationSet, Copy,
-    EvalCandidate, UploadIndices,
+    detect_copies, draw_for_evaluation, select_for_evaluation, AggregationSet, Copy, EvalCandidate,
+    UploadIndices,
 };
 use crate::weights::{compute_weights, Weights};
 use crate::window::UploadTiming;

@@ -14,7 +14,8 @@ pub mod identity;
 pub mod store;
 
 pub use chain::{
-    Chain, ChainError, Genesis, Ledger, Metagraph, Rejection, Snapshot, Transaction, TxBody,
+    Balance, Chain, ChainError, Genesis, Ledger, Metagraph, Rejection, Snapshot, Transaction,
+    TxBody,
 };
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use envelope::{open, seal, Envelope, EnvelopeError, Expected};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use covenant_net::chain::{Receipt, ValidatorStake};
 use covenant_net::{
-    Chain, ChainError, Clock, Genesis, Keypair, Ledger, Rejection, Transaction, TxBody,
+    Balance, Chain, ChainError, Clock, Genesis, Keypair, Ledger, Rejection, Transaction, TxBody,
     VirtualClock,
 };
 
@@ -27,6 +27,8 @@ fn genesis(validators: &[(&Keypair, u64)], max_uids: u32, immunity: u64) -> Gene
             })
             .collect(),
         kappa: 0.5,
+        registration_burn: 0,
+        balances: vec![],
     }
 }
 
@@ -631,4 +633,73 @@ fn the_burn_share_reaches_the_chain_and_pays_nobody() {
         "{w:?}"
     );
     assert!(snap.neurons.iter().all(|n| n.uid != BURN_UID));
+}
+
+/// Registering was free, so a flood of identities cost nothing (issue 14 item 15). Now every
+/// registration burns `registration_burn` from the signer's balance; a key that cannot pay is
+/// refused with what it holds, and nothing changes, not even its nonce.
+#[test]
+fn registration_burns_and_a_key_that_cannot_pay_is_refused() {
+    let v = Keypair::from_seed([1; 32]);
+    let rich = Keypair::from_seed([20; 32]);
+    let poor = Keypair::from_seed([21; 32]);
+    let mut g = genesis(&[(&v, 100)], 8, 0);
+    g.registration_burn = 10;
+    g.balances = vec![Balance {
+        key: rich.public(),
+        amount: 25,
+    }];
+    let (_d, chain, _clock) = ledger(&g);
+    assert_eq!(send(&chain, &rich, TxBody::Register).unwrap().uid, Some(0));
+    assert_eq!(chain.balance(&rich.public()).unwrap(), 15);
+    assert_eq!(chain.burned_total().unwrap(), 10);
+
+    assert_eq!(
+        rejection(send(&chain, &poor, TxBody::Register)),
+        Rejection::InsufficientBalance {
+            needed: 10,
+            balance: 0
+        }
+    );
+    assert_eq!(chain.next_nonce(&poor.public()).unwrap(), 1);
+    assert_eq!(chain.metagraph().unwrap().neurons.len(), 1);
+
+    // Transfers: none of nothing, none beyond the balance; then the poor key can pay.
+    let to = poor.public();
+    assert!(matches!(
+        rejection(send(&chain, &rich, TxBody::Transfer { to, amount: 0 })),
+        Rejection::Malformed(_)
+    ));
+    assert_eq!(
+        rejection(send(&chain, &rich, TxBody::Transfer { to, amount: 16 })),
+        Rejection::InsufficientBalance {
+            needed: 16,
+            balance: 15
+        }
+    );
+    send(&chain, &rich, TxBody::Transfer { to, amount: 12 }).unwrap();
+    assert_eq!(chain.balance(&rich.public()).unwrap(), 3);
+    assert_eq!(send(&chain, &poor, TxBody::Register).unwrap().uid, Some(1));
+    assert_eq!(chain.balance(&poor.public()).unwrap(), 2);
+    assert_eq!(chain.burned_total().unwrap(), 20);
+    // Registered already: refused as such, and nothing is burned.
+    assert_eq!(
+        rejection(send(&chain, &poor, TxBody::Register)),
+        Rejection::AlreadyRegistered(1)
+    );
+    assert_eq!(chain.balance(&poor.public()).unwrap(), 2);
+}
+
+#[test]
+fn a_genesis_with_two_balances_for_one_key_is_refused() {
+    let v = Keypair::from_seed([1; 32]);
+    let mut g = genesis(&[(&v, 100)], 8, 0);
+    let b = Balance {
+        key: v.public(),
+        amount: 1,
+    };
+    g.balances = vec![b.clone(), b];
+    let dir = tempfile::tempdir().unwrap();
+    let e = Ledger::init(dir.path(), &g).unwrap_err().to_string();
+    assert!(e.contains("two genesis balances"), "{e}");
 }

@@ -685,6 +685,8 @@ mod tests {
             immunity_blocks: 0,
             validators: vec![],
             kappa: 0.5,
+            registration_burn: 0,
+            balances: vec![],
         };
         Arc::new(
             covenant_net::Ledger::in_memory(&genesis, Arc::new(covenant_net::VirtualClock::new(0)))

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use covenant_net::chain::ValidatorStake;
-use covenant_net::{Genesis, Keypair, Ledger};
+use covenant_net::{Balance, Genesis, Keypair, Ledger};
 
 use crate::spec::RunSpec;
 
@@ -38,6 +38,24 @@ pub fn key_path(run: &Path, name: &str) -> PathBuf {
     run.join("keys").join(format!("{name}.key"))
 }
 
+/// What a registration burns on a local network (one token).
+pub const LOCAL_REGISTRATION_BURN: u64 = covenant_net::chain::TOKEN;
+/// The local faucet's genesis balance: enough for 10,000 registrations. Local nodes whose key
+/// cannot pay the burn are funded from it (`setup::register`); on a real chain nobody is.
+pub const LOCAL_FAUCET: u64 = 10_000 * LOCAL_REGISTRATION_BURN;
+const FAUCET: &str = "faucet";
+
+/// The local faucet's key, if this run directory has one.
+pub fn faucet(run: &Path) -> Result<Option<Keypair>> {
+    let p = key_path(run, FAUCET);
+    if !p.exists() {
+        return Ok(None);
+    }
+    Keypair::load(&p)
+        .map(Some)
+        .with_context(|| format!("loading the faucet key {}", p.display()))
+}
+
 /// The bucket a node uses when no `--store` is given: `<run>/store/<name>`.
 pub fn default_store_url(run: &Path, name: &str) -> String {
     run.join("store").join(name).display().to_string()
@@ -50,12 +68,13 @@ pub fn default_store_url(run: &Path, name: &str) -> String {
 /// Returns the uids. A node started later finds itself registered and carries on.
 pub fn preregister(run: &Path, nodes: &[(String, String)]) -> Result<Vec<covenant_core::Uid>> {
     let chain = Ledger::open(&run.join("chain")).context("opening the run's chain")?;
+    let faucet = faucet(run)?;
     nodes
         .iter()
         .map(|(name, store_url)| {
             let key = crate::setup::load_or_create_key(&key_path(run, name))
                 .with_context(|| format!("the key of {name}"))?;
-            crate::setup::register(&chain, &key, store_url)
+            crate::setup::register(&chain, &key, store_url, faucet.as_ref())
                 .with_context(|| format!("registering {name}"))
         })
         .collect()
@@ -124,6 +143,10 @@ fn create(
             stake: 1_000,
         });
     }
+    let faucet = Keypair::generate()?;
+    faucet
+        .save(&key_path(run, FAUCET), false)
+        .context("creating the faucet's key")?;
     let genesis = Genesis {
         run_id: spec.name.clone(),
         // On a whole second: S3 timestamps have whole-second resolution, so window starts must
@@ -135,6 +158,11 @@ fn create(
         immunity_blocks: 100 * timing.blocks_per_window,
         validators: stakes,
         kappa: 0.5,
+        registration_burn: LOCAL_REGISTRATION_BURN,
+        balances: vec![Balance {
+            key: faucet.public(),
+            amount: LOCAL_FAUCET,
+        }],
     };
     spec.params_for(&genesis)?;
     let chain = run.join("chain");

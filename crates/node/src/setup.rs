@@ -239,7 +239,8 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
         rt.handle().clone(),
     ));
     let local: Arc<dyn ObjectStore> = Arc::new(crate::env::LocalDisk::new(&node_dir));
-    let uid = register(chain.as_ref(), &key, &store_url)?;
+    let faucet = crate::network::faucet(&opts.run_dir)?;
+    let uid = register(chain.as_ref(), &key, &store_url, faucet.as_ref())?;
     let data = Arc::new(open_data(&spec, &opts.run_dir)?);
     covenant_model::set_num_threads(opts.threads.max(1));
     let cfg = spec.model_config(data.vocab_size() as usize)?;
@@ -282,22 +283,55 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
     Ok(Opened { node, rt })
 }
 
-/// Registers `key` (if needed) and commits `bucket_url`; returns the uid.
-pub fn register(chain: &dyn Chain, key: &Keypair, bucket_url: &str) -> anyhow::Result<Uid> {
+/// Registers `key` (if needed) and commits `bucket_url`; returns the uid. A registration burns
+/// `Genesis::registration_burn`; when the key holds less, `funder` (a local network's faucet)
+/// pays the difference first, and without one the error says what is missing.
+pub fn register(
+    chain: &dyn Chain,
+    key: &Keypair,
+    bucket_url: &str,
+    funder: Option<&Keypair>,
+) -> anyhow::Result<Uid> {
     use covenant_net::{ChainError, Rejection, Transaction, TxBody};
     let run = chain.genesis().run_id.clone();
-    let send = |body: TxBody| -> Result<covenant_net::chain::Receipt, ChainError> {
-        let nonce = chain.next_nonce(&key.public())?;
-        chain.submit(&Transaction::sign(key, &run, nonce, body))
+    let send = |k: &Keypair, body: TxBody| -> Result<covenant_net::chain::Receipt, ChainError> {
+        let nonce = chain.next_nonce(&k.public())?;
+        chain.submit(&Transaction::sign(k, &run, nonce, body))
     };
-    match send(TxBody::Register) {
+    let mut r = send(key, TxBody::Register);
+    if let (
+        Err(ChainError::Rejected(Rejection::InsufficientBalance { needed, balance })),
+        Some(f),
+    ) = (&r, funder)
+    {
+        let to = key.public();
+        send(
+            f,
+            TxBody::Transfer {
+                to,
+                amount: needed - balance,
+            },
+        )
+        .map_err(|e| anyhow!("funding the registration from the faucet: {e}"))?;
+        r = send(key, TxBody::Register);
+    }
+    match r {
         Ok(_) | Err(ChainError::Rejected(Rejection::AlreadyRegistered(_))) => {}
+        Err(ChainError::Rejected(e @ Rejection::InsufficientBalance { .. })) => {
+            return Err(anyhow!(
+                "registering key {} on the chain: {e}; fund it with `covenant chain transfer`",
+                key.public()
+            ))
+        }
         Err(e) => return Err(anyhow!("registering on the chain: {e}")),
     }
-    let r = send(TxBody::Commit {
-        bucket_url: bucket_url.to_string(),
-        read_credentials: String::new(),
-    })
+    let r = send(
+        key,
+        TxBody::Commit {
+            bucket_url: bucket_url.to_string(),
+            read_credentials: String::new(),
+        },
+    )
     .map_err(|e| anyhow!("committing the bucket: {e}"))?;
     r.uid.ok_or_else(|| anyhow!("the chain gave no uid"))
 }
@@ -336,4 +370,59 @@ pub fn open_data(spec: &RunSpec, run_dir: &Path) -> anyhow::Result<Dataset> {
         dir.display()
     );
     Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use covenant_net::{Balance, Genesis, Ledger, VirtualClock};
+
+    use super::*;
+
+    fn chain(faucet: &Keypair) -> Ledger {
+        let genesis = Genesis {
+            run_id: "run".into(),
+            genesis_time_ms: 0,
+            block_time_ms: 1000,
+            blocks_per_window: 20,
+            max_uids: 8,
+            immunity_blocks: 0,
+            validators: vec![],
+            kappa: 0.5,
+            registration_burn: 7,
+            balances: vec![Balance {
+                key: faucet.public(),
+                amount: 10,
+            }],
+        };
+        Ledger::in_memory(&genesis, Arc::new(VirtualClock::new(0))).unwrap()
+    }
+
+    #[test]
+    fn a_key_that_cannot_pay_the_burn_is_funded_by_the_faucet_or_told_how() {
+        let faucet = Keypair::from_seed([3; 32]);
+        let c = chain(&faucet);
+        let key = Keypair::from_seed([4; 32]);
+        let e = register(&c, &key, "mem://a", None).unwrap_err().to_string();
+        assert!(
+            e.contains("balance 0 is below the 7") && e.contains("covenant chain transfer"),
+            "{e}"
+        );
+        assert_eq!(register(&c, &key, "mem://a", Some(&faucet)).unwrap(), 0);
+        assert_eq!(c.balance(&faucet.public()).unwrap(), 3);
+        assert_eq!(c.balance(&key.public()).unwrap(), 0);
+        // Registered already: nothing more is paid.
+        assert_eq!(register(&c, &key, "mem://b", Some(&faucet)).unwrap(), 0);
+        assert_eq!(c.balance(&faucet.public()).unwrap(), 3);
+        // The faucet runs dry: the error names the faucet.
+        let other = Keypair::from_seed([5; 32]);
+        let e = register(&c, &other, "mem://c", Some(&faucet))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("funding the registration from the faucet"),
+            "{e}"
+        );
+    }
 }

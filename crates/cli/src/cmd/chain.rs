@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use covenant_net::chain::text::{parse_duration_ms, parse_validator, parse_weights};
+use covenant_net::chain::text::{
+    parse_balance, parse_duration_ms, parse_public_key, parse_validator, parse_weights,
+};
 use covenant_net::chain::Genesis;
 use covenant_net::{Chain, Clock, Keypair, Ledger, SystemClock, Transaction, TxBody};
 
@@ -36,6 +38,33 @@ pub enum ChainCommand {
         /// Consensus threshold: share of stake that must back a weight.
         #[arg(long, default_value_t = 0.5)]
         kappa: f64,
+        /// Burned from the signer's balance by every registration (0: free).
+        #[arg(long, default_value_t = 0)]
+        registration_burn: u64,
+        /// A genesis balance as KEY:AMOUNT (public key in hex or a key file); repeatable.
+        #[arg(long = "fund", value_name = "KEY:AMOUNT")]
+        funds: Vec<String>,
+    },
+    /// Print a key's balance.
+    Balance {
+        #[arg(long)]
+        dir: PathBuf,
+        /// A public key in hex or a key file.
+        #[arg(long)]
+        key: String,
+    },
+    /// Move tokens from this key's balance to another key.
+    Transfer {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Key file of the payer.
+        #[arg(long)]
+        key: PathBuf,
+        /// The payee: a public key in hex or a key file.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        amount: u64,
     },
     /// Print the metagraph: uids, keys, commitments, stakes, last weights, consensus weights.
     Status {
@@ -89,6 +118,8 @@ pub fn run(c: ChainCommand) -> Result<()> {
             immunity,
             genesis_time_ms,
             kappa,
+            registration_burn,
+            funds,
         } => {
             let block_time_ms = parse_duration_ms(&block_time).map_err(anyhow::Error::msg)?;
             let validators = validators
@@ -107,6 +138,11 @@ pub fn run(c: ChainCommand) -> Result<()> {
                 immunity_blocks: immunity,
                 validators,
                 kappa,
+                registration_burn,
+                balances: funds
+                    .iter()
+                    .map(|f| parse_balance(f))
+                    .collect::<Result<Vec<_>, _>>()?,
             };
             Ledger::init(&dir, &genesis)?;
             println!("created chain ledger in {}", dir.display());
@@ -119,6 +155,22 @@ pub fn run(c: ChainCommand) -> Result<()> {
             } else {
                 print!("{}", m.render());
             }
+            Ok(())
+        }
+        ChainCommand::Balance { dir, key } => {
+            let key = parse_public_key(&key).map_err(anyhow::Error::msg)?;
+            println!("{}", Ledger::open(&dir)?.balance(&key)?);
+            Ok(())
+        }
+        ChainCommand::Transfer {
+            dir,
+            key,
+            to,
+            amount,
+        } => {
+            let to = parse_public_key(&to).map_err(anyhow::Error::msg)?;
+            let r = send(&dir, &key, TxBody::Transfer { to, amount })?;
+            println!("transferred {amount} to {to} at block {}", r.block);
             Ok(())
         }
         ChainCommand::Register { dir, key } => {

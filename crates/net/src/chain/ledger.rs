@@ -26,7 +26,7 @@ use covenant_core::consensus::yuma_consensus;
 use covenant_core::weights::BURN_UID;
 
 pub const LEDGER_FILE: &str = "ledger.sqlite3";
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,6 +37,7 @@ CREATE TABLE weights_set (validator BLOB PRIMARY KEY, block INTEGER NOT NULL);
 CREATE TABLE weights_log (id INTEGER PRIMARY KEY AUTOINCREMENT, validator BLOB NOT NULL, block INTEGER NOT NULL, weights TEXT NOT NULL);
 CREATE INDEX weights_log_by_validator ON weights_log (validator, block);
 CREATE TABLE nonces (hotkey BLOB PRIMARY KEY, nonce INTEGER NOT NULL);
+CREATE TABLE balances (hotkey BLOB PRIMARY KEY, amount INTEGER NOT NULL);
 CREATE TABLE txlog (id INTEGER PRIMARY KEY AUTOINCREMENT, block INTEGER NOT NULL, signer BLOB NOT NULL, kind TEXT NOT NULL, outcome TEXT NOT NULL);
 ";
 
@@ -123,10 +124,17 @@ fn write_genesis(conn: &mut Connection, path: &Path, genesis: &Genesis) -> Resul
         .map_err(|e| storage(path, e))?;
     tx.execute_batch(SCHEMA).map_err(|e| storage(path, e))?;
     tx.execute(
-        "INSERT INTO meta VALUES ('schema', ?1), ('genesis', ?2)",
+        "INSERT INTO meta VALUES ('schema', ?1), ('genesis', ?2), ('burned', '0')",
         params![SCHEMA_VERSION, json],
     )
     .map_err(|e| storage(path, e))?;
+    for b in &genesis.balances {
+        tx.execute(
+            "INSERT INTO balances (hotkey, amount) VALUES (?1, ?2)",
+            params![&b.key.0[..], b.amount],
+        )
+        .map_err(|e| storage(path, e))?;
+    }
     tx.commit().map_err(|e| storage(path, e))
 }
 
@@ -308,6 +316,83 @@ impl Ledger {
         Ok(block)
     }
 
+    fn balance_in(conn: &Connection, p: &Path, key: &PublicKey) -> Result<u64, ChainError> {
+        let b: Option<u64> = conn
+            .query_row(
+                "SELECT amount FROM balances WHERE hotkey = ?1",
+                [&key.0[..]],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| storage(p, e))?;
+        Ok(b.unwrap_or(0))
+    }
+
+    fn set_balance(
+        conn: &Connection,
+        p: &Path,
+        key: &PublicKey,
+        amount: u64,
+    ) -> Result<(), ChainError> {
+        conn.execute(
+            "INSERT INTO balances (hotkey, amount) VALUES (?1, ?2) ON CONFLICT(hotkey) DO UPDATE SET amount = excluded.amount",
+            params![&key.0[..], amount],
+        )
+        .map_err(|e| storage(p, e))?;
+        Ok(())
+    }
+
+    /// Takes `amount` from `key`'s balance, or rejects with what it has.
+    fn debit(
+        conn: &Connection,
+        p: &Path,
+        key: &PublicKey,
+        amount: u64,
+    ) -> Result<Result<(), Rejection>, ChainError> {
+        let balance = Self::balance_in(conn, p, key)?;
+        if balance < amount {
+            return Ok(Err(Rejection::InsufficientBalance {
+                needed: amount,
+                balance,
+            }));
+        }
+        Self::set_balance(conn, p, key, balance - amount)?;
+        Ok(Ok(()))
+    }
+
+    /// Burns the registration cost from the signer (`Genesis::registration_burn`).
+    fn burn_registration(
+        &self,
+        conn: &Connection,
+        key: &PublicKey,
+    ) -> Result<Result<(), Rejection>, ChainError> {
+        let (p, burn) = (&self.path, self.genesis.registration_burn);
+        if burn == 0 {
+            return Ok(Ok(()));
+        }
+        if let Err(r) = Self::debit(conn, p, key, burn)? {
+            return Ok(Err(r));
+        }
+        conn.execute(
+            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + ?1 AS TEXT) WHERE key = 'burned'",
+            [burn],
+        )
+        .map_err(|e| storage(p, e))?;
+        Ok(Ok(()))
+    }
+
+    /// Everything burned by registrations so far.
+    pub fn burned_total(&self) -> Result<u64, ChainError> {
+        let conn = self.lock()?;
+        let v: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'burned'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| storage(&self.path, e))?;
+        v.parse()
+            .map_err(|e| storage(&self.path, format!("burned total {v:?}: {e}")))
+    }
+
     fn uid_of(conn: &Connection, p: &Path, key: &PublicKey) -> Result<Option<u32>, ChainError> {
         conn.query_row(
             "SELECT uid FROM uids WHERE hotkey = ?1",
@@ -380,6 +465,9 @@ impl Ledger {
                         }
                     }
                 };
+                if let Err(r) = self.burn_registration(db, &tx.signer)? {
+                    return Ok(Err(r));
+                }
                 if replaced.is_some() {
                     db.execute("DELETE FROM uids WHERE uid = ?1", [uid])
                         .map_err(|e| storage(p, e))?;
@@ -416,6 +504,24 @@ impl Ledger {
                 Receipt {
                     block,
                     uid: Some(uid),
+                    replaced: None,
+                }
+            }
+            TxBody::Transfer { to, amount } => {
+                if let Err(r) = Self::debit(db, p, &tx.signer, *amount)? {
+                    return Ok(Err(r));
+                }
+                let sum = Self::balance_in(db, p, to)?.saturating_add(*amount);
+                if sum > i64::MAX as u64 {
+                    return Ok(Err(Rejection::Malformed(format!(
+                        "the balance of {to} would be above {}",
+                        i64::MAX
+                    ))));
+                }
+                Self::set_balance(db, p, to, sum)?;
+                Receipt {
+                    block,
+                    uid: Self::uid_of(db, p, &tx.signer)?,
                     replaced: None,
                 }
             }
@@ -479,6 +585,11 @@ impl Chain for Ledger {
 
     fn block(&self) -> u64 {
         self.genesis.schedule().block_of_time(self.clock.now_ms())
+    }
+
+    fn balance(&self, key: &PublicKey) -> Result<u64, ChainError> {
+        let conn = self.lock()?;
+        Self::balance_in(&conn, &self.path, key)
     }
 
     fn next_nonce(&self, key: &PublicKey) -> Result<u64, ChainError> {

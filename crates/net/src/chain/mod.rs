@@ -18,6 +18,9 @@ use covenant_core::window::Schedule;
 pub use ledger::Ledger;
 pub use tx::{Transaction, TxBody};
 
+/// One token in the smallest unit balances and burns are counted in (as TAO is 10⁹ rao).
+pub const TOKEN: u64 = 1_000_000_000;
+
 /// Longest bucket URL and read credentials accepted in a commitment (bytes).
 pub const MAX_URL: usize = 512;
 pub const MAX_CREDENTIALS: usize = 1024;
@@ -37,6 +40,21 @@ pub struct Genesis {
     pub validators: Vec<ValidatorStake>,
     /// Yuma consensus threshold: the share of stake that must support a weight (default 0.5).
     pub kappa: f64,
+    /// Burned from the signer's balance by every registration (0: registering is free), so
+    /// that a flood of identities costs a flood of burns, as on Bittensor.
+    #[serde(default)]
+    pub registration_burn: u64,
+    /// Balances at block 0 (the only way tokens come into being on the embedded ledger).
+    #[serde(default)]
+    pub balances: Vec<Balance>,
+}
+
+/// A key's balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Balance {
+    pub key: PublicKey,
+    pub amount: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +90,15 @@ impl Genesis {
         }
         if self.validators.iter().any(|v| v.stake == 0) {
             return bad("validator stake must be positive".into());
+        }
+        let mut holders: Vec<_> = self.balances.iter().map(|b| b.key).collect();
+        holders.sort();
+        holders.dedup();
+        if holders.len() != self.balances.len() {
+            return bad("a key has two genesis balances".into());
+        }
+        if self.balances.iter().any(|b| b.amount > i64::MAX as u64) {
+            return bad(format!("a genesis balance is above {}", i64::MAX));
         }
         Ok(())
     }
@@ -187,6 +214,8 @@ pub enum Rejection {
     NotValidator,
     #[error("invalid weights: {0}")]
     InvalidWeights(String),
+    #[error("balance {balance} is below the {needed} this needs")]
+    InsufficientBalance { needed: u64, balance: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +259,8 @@ pub trait Chain: Send + Sync {
     fn window(&self) -> u64 {
         self.genesis().schedule().window_of_block(self.block())
     }
+    /// What this key holds (registrations burn from it: `Genesis::registration_burn`).
+    fn balance(&self, key: &PublicKey) -> Result<u64, ChainError>;
     /// The next nonce this key must use.
     fn next_nonce(&self, key: &PublicKey) -> Result<u64, ChainError>;
     /// Applies a signed transaction, or rejects it with a reason and changes nothing.

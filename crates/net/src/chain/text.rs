@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{ChainError, Metagraph, ValidatorStake};
+use super::{Balance, ChainError, Metagraph, ValidatorStake};
 use crate::identity::{Keypair, PublicKey};
 
 /// Parses `1s`, `500ms`, `2m`, `1h` or a bare number of seconds into milliseconds.
@@ -50,16 +50,29 @@ pub fn parse_public_key(s: &str) -> Result<PublicKey, String> {
 
 /// Parses `KEY:STAKE` (KEY as in [`parse_public_key`]).
 pub fn parse_validator(s: &str) -> Result<ValidatorStake, ChainError> {
-    let bad = |m: String| ChainError::Genesis(format!("validator {s:?}: {m}"));
-    let (key, stake) = s
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected KEY:STAKE".into()))?;
-    let key = parse_public_key(key).map_err(bad)?;
-    let stake: u64 = stake
-        .trim()
-        .parse()
-        .map_err(|_| bad(format!("stake {stake:?} is not a whole number")))?;
+    let (key, stake) = parse_key_amount(s, "validator", "STAKE")?;
     Ok(ValidatorStake { key, stake })
+}
+
+/// Parses `KEY:AMOUNT`, a genesis balance (KEY as in [`parse_public_key`]).
+pub fn parse_balance(s: &str) -> Result<Balance, ChainError> {
+    let (key, amount) = parse_key_amount(s, "balance", "AMOUNT")?;
+    Ok(Balance { key, amount })
+}
+
+fn parse_key_amount(s: &str, what: &str, unit: &str) -> Result<(PublicKey, u64), ChainError> {
+    let bad = |m: String| ChainError::Genesis(format!("{what} {s:?}: {m}"));
+    let (key, n) = s
+        .rsplit_once(':')
+        .ok_or_else(|| bad(format!("expected KEY:{unit}")))?;
+    let key = parse_public_key(key).map_err(bad)?;
+    let n: u64 = n.trim().parse().map_err(|_| {
+        bad(format!(
+            "{} {n:?} is not a whole number",
+            unit.to_lowercase()
+        ))
+    })?;
+    Ok((key, n))
 }
 
 /// Parses `uid:weight,uid:weight,...`.

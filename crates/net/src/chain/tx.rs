@@ -27,6 +27,8 @@ pub enum TxBody {
     },
     /// A validator's weights: (uid, weight), normalised by the chain.
     SetWeights { weights: Vec<(u32, u16)> },
+    /// Moves `amount` (> 0) of the signer's balance to `to`.
+    Transfer { to: PublicKey, amount: u64 },
 }
 
 impl TxBody {
@@ -35,6 +37,7 @@ impl TxBody {
             TxBody::Register => "register",
             TxBody::Commit { .. } => "commit",
             TxBody::SetWeights { .. } => "set_weights",
+            TxBody::Transfer { .. } => "transfer",
         }
     }
 }
@@ -96,6 +99,12 @@ impl Transaction {
                     )));
                 }
             }
+            TxBody::Transfer { amount, .. } if *amount == 0 || *amount > i64::MAX as u64 => {
+                return Err(Rejection::Malformed(format!(
+                    "transfer amount {amount} is not in 1..={}",
+                    i64::MAX
+                )));
+            }
             TxBody::SetWeights { weights } if weights.len() > 65_536 => {
                 return Err(Rejection::Malformed("more than 65536 weights".into()));
             }
@@ -154,6 +163,8 @@ mod tests {
             immunity_blocks: 0,
             validators: vec![],
             kappa: 0.5,
+            registration_burn: 0,
+            balances: vec![],
         };
         Ledger::init(tmp.path(), &genesis).expect("init");
         let ledger =

@@ -193,6 +193,9 @@ impl Chain for DelayedChain {
     fn block(&self) -> u64 {
         self.inner.block()
     }
+    fn balance(&self, key: &PublicKey) -> Result<u64, ChainError> {
+        self.inner.balance(key)
+    }
     fn next_nonce(&self, key: &PublicKey) -> Result<u64, ChainError> {
         let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let waiting = p.iter().filter(|x| &x.tx.signer == key).count() as u64;

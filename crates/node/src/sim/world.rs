@@ -181,6 +181,15 @@ impl World {
                 })
                 .collect(),
             kappa: 0.5,
+            // Registering burns, as on a local network; each key holds exactly one burn.
+            registration_burn: crate::network::LOCAL_REGISTRATION_BURN,
+            balances: keys
+                .iter()
+                .map(|k| covenant_net::Balance {
+                    key: k.public(),
+                    amount: crate::network::LOCAL_REGISTRATION_BURN,
+                })
+                .collect(),
         };
         let params = spec
             .params_for(&genesis)
@@ -228,7 +237,7 @@ impl World {
                 skew,
                 derive_seed(cfg.seed, &[0xC10C, i as u64]),
             ));
-            let uid = setup::register(ledger.as_ref(), &key, &format!("mem://{name}"))
+            let uid = setup::register(ledger.as_ref(), &key, &format!("mem://{name}"), None)
                 .map_err(|e| SimError::Config(format!("registering {name}: {e:#}")))?;
             nodes.push(SimNode {
                 name,
