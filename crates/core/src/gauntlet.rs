@@ -21,7 +21,9 @@ use crate::error::{CoreError, Result};
 use crate::openskill::{rate, Rating};
 use crate::params::{Penalties, RunParams};
 use crate::rng::derive_seed;
-use crate::scoring::{sync_distance, sync_score, Bma, Fingerprint, FingerprintHistory, LossProbe};
+use crate::scoring::{
+    sync_distance, sync_score, Bma, Fingerprint, FingerprintHistory, LossProbe, OwnDataEvidence,
+};
 use crate::selection::{
     detect_copies, draw_for_evaluation, select_for_evaluation, AggregationSet, Copy, EvalCandidate,
     UploadIndices,
@@ -38,6 +40,9 @@ const TAG_SPARES: u64 = 0x5BA2E;
 pub struct PeerRecord {
     pub rating: Rating,
     pub bma: Bma,
+    /// Evidence that it trains on other data than assigned (the own-data check).
+    #[serde(default)]
+    pub own_data: OwnDataEvidence,
     /// Current final score after penalties (what weights are computed from).
     pub score: f64,
     /// Window the uid was first seen registered (or re-registered).
@@ -48,6 +53,13 @@ pub struct PeerRecord {
     pub missing_streak: u32,
     /// Consecutive negative evaluations.
     pub negative_streak: u32,
+    /// The last `penalties.negative_history` (≤ 32) judged windows, newest in bit 0: 1 where
+    /// the outcome was negative.
+    #[serde(default)]
+    pub recent_negative: u32,
+    /// Consecutive windows with no upload while nobody expected one.
+    #[serde(default)]
+    pub inactive_streak: u32,
     /// Excluded from aggregation (zero weight) after `negative_streak` negatives in a row.
     pub excluded: bool,
     /// Last measured values, for reports.
@@ -69,12 +81,15 @@ impl PeerRecord {
         Self {
             rating: Rating::new(&params.openskill),
             bma: Bma::default(),
+            own_data: OwnDataEvidence::default(),
             score: 0.0,
             first_seen,
             last_evaluated: None,
             evaluations: 0,
             missing_streak: 0,
             negative_streak: 0,
+            recent_negative: 0,
+            inactive_streak: 0,
             excluded: false,
             last_loss_score: None,
             last_sync: None,
@@ -82,6 +97,177 @@ impl PeerRecord {
             unavailable_streak: 0,
             key: None,
         }
+    }
+}
+
+/// Where a peer stood in the window its verdict is applied for.
+struct VerdictContext {
+    window: Window,
+    /// Its upload was downloaded for evaluation (planned or spare).
+    looked_at: bool,
+    /// It was one of the aggregation set's primaries.
+    primary: bool,
+    /// Fewer than `penalties.gather_success` of the primaries delivered.
+    gather_failed: bool,
+    accepted: bool,
+    /// The loss score an update must reach to earn anything (`penalties.weak_update`).
+    bar: f64,
+}
+
+impl PeerRecord {
+    /// What one window's verdict does to the record: rating inputs, score, penalties,
+    /// streaks and exclusion (the penalties as in the reference: docs/PROTOCOL.md).
+    fn apply(&mut self, params: &RunParams, v: &Verdict, ctx: &VerdictContext) {
+        let pen = &params.penalties;
+        let mut negative = false;
+        if !matches!(v, Verdict::Inactive) {
+            self.inactive_streak = 0;
+        }
+        match *v {
+            Verdict::Evaluated { .. } => negative = self.evaluated(params, v, ctx),
+            Verdict::Idle => self.missing_streak = 0,
+            Verdict::First | Verdict::Zero => {
+                self.missing_streak = 0;
+                self.looked_at(ctx);
+                if matches!(v, Verdict::Zero) {
+                    self.score *= 1.0 - pen.inactive;
+                }
+            }
+            Verdict::Missing { streak } => {
+                self.missing_streak = streak;
+                let keep = if ctx.primary && ctx.gather_failed {
+                    0.0
+                } else if ctx.primary {
+                    // A primary not delivered: × 0.75, then × 0.5, then × 0 on repeats.
+                    1.0 - pen.primary_missing[(streak.clamp(1, 3) - 1) as usize]
+                } else {
+                    1.0 - pen.missing
+                };
+                self.score *= keep;
+                self.bma.value *= 1.0 - pen.missing;
+                negative = true;
+                self.looked_at(ctx);
+            }
+            Verdict::Unavailable { streak } => {
+                self.unavailable_streak = streak;
+                if streak > pen.unavailable_grace {
+                    self.score *= 1.0 - pen.inactive;
+                }
+                self.looked_at(ctx);
+            }
+            Verdict::Invalid => {
+                self.score *= 1.0 - pen.invalid;
+                negative = true;
+                self.looked_at(ctx);
+            }
+            Verdict::Copied { .. } => {
+                self.score *= 1.0 - pen.copy;
+                negative = true;
+                self.looked_at(ctx);
+            }
+            Verdict::Inactive => {
+                self.score *= 1.0 - pen.inactive;
+                self.inactive_streak += 1;
+                if self.inactive_streak > pen.inactive_reset {
+                    // The reference's `reset_peer`: a peer gone this long starts afresh.
+                    *self = PeerRecord {
+                        key: self.key,
+                        ..PeerRecord::new(params, self.first_seen)
+                    };
+                }
+            }
+        }
+        if !matches!(v, Verdict::Unavailable { .. }) {
+            self.unavailable_streak = 0;
+        }
+        if ctx.accepted {
+            self.uploads += 1;
+        }
+        if v.judges() {
+            self.judged(pen, negative);
+        }
+        if !self.score.is_finite() {
+            self.score = 0.0;
+        }
+    }
+
+    /// An evaluation's measurements into the record; whether the outcome was negative.
+    fn evaluated(&mut self, params: &RunParams, v: &Verdict, ctx: &VerdictContext) -> bool {
+        let &Verdict::Evaluated {
+            loss_score,
+            indicator,
+            own_z,
+            sync,
+            sync_steps,
+        } = v
+        else {
+            return false;
+        };
+        let pen = &params.penalties;
+        self.bma.update(indicator, params.bma_decay);
+        let judged_own = ctx.window >= params.own_data_from_window;
+        if let (Some(z), true) = (own_z, judged_own) {
+            self.own_data.update(z, params.own_data_effect);
+        }
+        self.evaluations += 1;
+        self.last_evaluated = Some(ctx.window);
+        self.last_loss_score = Some(loss_score);
+        self.last_sync = Some(sync);
+        self.missing_streak = 0;
+        let oos = sync_steps.is_some_and(|x| x > pen.out_of_sync_steps);
+        let oos_factor = if oos { 1.0 - pen.out_of_sync } else { 1.0 };
+        if oos {
+            self.bma.value *= 1.0 - pen.out_of_sync;
+        }
+        let own_data = match (params.own_data_check, own_z) {
+            (false, _) => 1.0,
+            (true, Some(_)) if !judged_own => 1.0,
+            (true, Some(_)) if self.own_data.favours_own(params.own_data_margin) => 1.0,
+            (true, Some(_)) => 0.0,
+            // Not measured per sequence: the reference's BMA factor.
+            (true, None) => self.bma.effective(params.bma_warmup, params.bma_threshold),
+        };
+        self.score = if loss_score < ctx.bar {
+            0.0
+        } else {
+            self.rating.ordinal() * own_data * sync * oos_factor
+        };
+        loss_score <= 0.0
+    }
+
+    fn looked_at(&mut self, ctx: &VerdictContext) {
+        if ctx.looked_at {
+            self.last_evaluated = Some(ctx.window);
+        }
+    }
+
+    /// A judged window's outcome: excluded after `negative_streak` negatives in a row, or
+    /// while more than half of the last `negative_history` were negative.
+    fn judged(&mut self, pen: &Penalties, negative: bool) {
+        if negative {
+            self.negative_streak += 1;
+        } else {
+            self.negative_streak = 0;
+        }
+        let n = pen.negative_history.clamp(1, 32);
+        let mask = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+        self.recent_negative = ((self.recent_negative << 1) | u32::from(negative)) & mask;
+        let mostly_negative = 2 * self.recent_negative.count_ones() > n;
+        self.excluded = self.negative_streak >= pen.negative_streak || mostly_negative;
+    }
+}
+
+impl Verdict {
+    /// Whether the window judged the peer (its negative streak and history move).
+    fn judges(&self) -> bool {
+        !matches!(
+            self,
+            Verdict::Idle
+                | Verdict::Inactive
+                | Verdict::Zero
+                | Verdict::First
+                | Verdict::Unavailable { .. }
+        )
     }
 }
 
@@ -237,6 +423,9 @@ pub enum Verdict {
     Evaluated {
         loss_score: f64,
         indicator: i8,
+        /// The own-data evidence of this evaluation (`None`: not measured per sequence).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        own_z: Option<f64>,
         sync: f64,
         sync_steps: Option<f64>,
     },
@@ -549,103 +738,25 @@ impl Gauntlet {
             self.peers.get_mut(u).expect("player is a peer").rating = r;
         }
         let mut reports = BTreeMap::new();
+        let primaries: BTreeSet<Uid> = plan.aggregation.primary.iter().copied().collect();
+        let undelivered = primaries
+            .iter()
+            .filter(|u| matches!(verdicts.get(u), Some(Verdict::Missing { .. })))
+            .count();
+        let gather_failed = !primaries.is_empty()
+            && ((primaries.len() - undelivered) as f64)
+                < pen.gather_success * primaries.len() as f64;
         for (&u, v) in &verdicts {
             let rec = self.peers.get_mut(&u).expect("verdict for a peer");
-            let mut negative = false;
-            match *v {
-                Verdict::Evaluated {
-                    loss_score,
-                    indicator,
-                    sync,
-                    sync_steps,
-                } => {
-                    rec.bma.update(indicator, params.bma_decay);
-                    rec.evaluations += 1;
-                    rec.last_evaluated = Some(w);
-                    rec.last_loss_score = Some(loss_score);
-                    rec.last_sync = Some(sync);
-                    rec.missing_streak = 0;
-                    let oos = sync_steps.is_some_and(|x| x > pen.out_of_sync_steps);
-                    let oos_factor = if oos { 1.0 - pen.out_of_sync } else { 1.0 };
-                    let bma = if params.own_data_check {
-                        rec.bma.effective(params.bma_warmup, params.bma_threshold)
-                    } else {
-                        1.0
-                    };
-                    rec.score = if loss_score < bar {
-                        0.0
-                    } else {
-                        rec.rating.ordinal() * bma * sync * oos_factor
-                    };
-                    negative = loss_score <= 0.0;
-                }
-                Verdict::Idle => rec.missing_streak = 0,
-                Verdict::First | Verdict::Zero => {
-                    rec.missing_streak = 0;
-                    if selected.contains(&u) {
-                        rec.last_evaluated = Some(w);
-                    }
-                    if matches!(v, Verdict::Zero) {
-                        rec.score *= 1.0 - pen.inactive;
-                    }
-                }
-                Verdict::Missing { streak } => {
-                    rec.missing_streak = streak;
-                    rec.score *= (1.0 - pen.missing).powi(streak.min(64) as i32);
-                    negative = true;
-                    if selected.contains(&u) {
-                        rec.last_evaluated = Some(w);
-                    }
-                }
-                Verdict::Unavailable { streak } => {
-                    rec.unavailable_streak = streak;
-                    if streak > pen.unavailable_grace {
-                        rec.score *= 1.0 - pen.inactive;
-                    }
-                    if selected.contains(&u) {
-                        rec.last_evaluated = Some(w);
-                    }
-                }
-                Verdict::Invalid => {
-                    rec.score *= 1.0 - pen.invalid;
-                    negative = true;
-                    if selected.contains(&u) {
-                        rec.last_evaluated = Some(w);
-                    }
-                }
-                Verdict::Copied { .. } => {
-                    rec.score *= 1.0 - pen.copy;
-                    negative = true;
-                    if selected.contains(&u) {
-                        rec.last_evaluated = Some(w);
-                    }
-                }
-                Verdict::Inactive => rec.score *= 1.0 - pen.inactive,
-            }
-            if !matches!(v, Verdict::Unavailable { .. }) {
-                rec.unavailable_streak = 0;
-            }
-            if plan.accepted.contains(&u) {
-                rec.uploads += 1;
-            }
-            if !matches!(
-                v,
-                Verdict::Idle
-                    | Verdict::Inactive
-                    | Verdict::Zero
-                    | Verdict::First
-                    | Verdict::Unavailable { .. }
-            ) {
-                if negative {
-                    rec.negative_streak += 1;
-                } else {
-                    rec.negative_streak = 0;
-                }
-                rec.excluded = rec.negative_streak >= pen.negative_streak;
-            }
-            if !rec.score.is_finite() {
-                rec.score = 0.0;
-            }
+            let ctx = VerdictContext {
+                window: w,
+                looked_at: selected.contains(&u),
+                primary: primaries.contains(&u),
+                gather_failed,
+                accepted: plan.accepted.contains(&u),
+                bar,
+            };
+            rec.apply(params, v, &ctx);
             reports.insert(
                 u,
                 PeerReport {
@@ -751,6 +862,7 @@ fn evaluated(params: &RunParams, probe: &LossProbe, sync: SyncInputs<'_>) -> Ver
     Verdict::Evaluated {
         loss_score: s,
         indicator: b,
+        own_z: probe.own_z,
         sync,
         sync_steps: steps,
     }

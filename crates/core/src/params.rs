@@ -37,9 +37,17 @@ impl Default for OpenSkillParams {
 pub struct Penalties {
     /// Per window in which a peer uploads nothing while nobody asked for its upload.
     pub inactive: f64,
-    /// For an upload that was expected (peer in the gather set or selected for evaluation) but
-    /// missing or late. The k-th consecutive one multiplies by `(1 − missing)^k` (escalating).
+    /// For an evaluated peer's upload that was missing, late or early: on the score and the
+    /// BMA. (ref) 0.25 (× 0.75).
     pub missing: f64,
+    /// For an aggregation primary's upload not delivered, the 1st, 2nd and 3rd-or-later time
+    /// in a row. (ref) × 0.75, × 0.5, × 0.
+    #[serde(default = "default_primary_missing")]
+    pub primary_missing: [f64; 3],
+    /// When fewer than this share of a window's primaries delivered, those that did not get
+    /// × 0. (ref) 0.4.
+    #[serde(default = "default_gather_success")]
+    pub gather_success: f64,
     /// For a peer more than `out_of_sync_steps` outer steps away from the validator's model.
     pub out_of_sync: f64,
     /// Sync distance (in outer steps) above which the out-of-sync penalty applies.
@@ -53,6 +61,13 @@ pub struct Penalties {
     /// This many negative evaluations in a row exclude a peer from aggregation (until a
     /// positive one).
     pub negative_streak: u32,
+    /// So do more than half negative of the last this many judged windows (≤ 32). (ref) 8.
+    #[serde(default = "default_negative_history")]
+    pub negative_history: u32,
+    /// After more than this many inactive windows in a row a peer's record starts afresh
+    /// (the reference's `reset_peer`). (ref) 3.
+    #[serde(default = "default_inactive_reset")]
+    pub inactive_reset: u32,
     /// Windows in a row a peer's upload may be unreadable (a store failure) with its score
     /// kept; after that it decays like an inactive peer's. Not in the reference, which counts
     /// a store failure as a missing upload.
@@ -73,6 +88,22 @@ pub struct Penalties {
     pub weak_update: f64,
 }
 
+fn default_primary_missing() -> [f64; 3] {
+    [0.25, 0.5, 1.0]
+}
+
+fn default_gather_success() -> f64 {
+    0.4
+}
+
+fn default_negative_history() -> u32 {
+    8
+}
+
+fn default_inactive_reset() -> u32 {
+    3
+}
+
 fn default_unavailable_grace() -> u32 {
     2
 }
@@ -83,6 +114,18 @@ fn default_outlier_norm() -> f64 {
 
 fn default_eval_incumbents() -> usize {
     2
+}
+
+fn default_own_data_effect() -> f64 {
+    2.0
+}
+
+fn default_own_data_margin() -> f64 {
+    1.0
+}
+
+fn default_own_data_from_window() -> u64 {
+    5
 }
 
 fn default_eval_spares() -> usize {
@@ -97,13 +140,17 @@ impl Default for Penalties {
     fn default() -> Self {
         Self {
             inactive: 0.25,
-            missing: 0.75,
-            out_of_sync: 0.75,
+            missing: 0.25,
+            primary_missing: default_primary_missing(),
+            gather_success: default_gather_success(),
+            out_of_sync: 0.25,
             out_of_sync_steps: 2.0,
             invalid: 1.0,
             copy: 1.0,
             copy_overlap: 0.40,
             negative_streak: 3,
+            negative_history: default_negative_history(),
+            inactive_reset: default_inactive_reset(),
             unavailable_grace: default_unavailable_grace(),
             outlier_norm: default_outlier_norm(),
             weak_update: default_weak_update(),
@@ -236,6 +283,20 @@ pub struct RunParams {
     /// reported, but not applied.
     #[serde(default = "yes")]
     pub own_data_check: bool,
+    /// The own-data check's δ: the mean [`crate::scoring::own_data_z`] of an update trained on
+    /// its own data, as the check assumes it (`OwnDataEvidence`). Not in the reference.
+    #[serde(default = "default_own_data_effect")]
+    pub own_data_effect: f64,
+    /// The own-data check applies to evaluations from this window on. While the model is
+    /// young an update's gain is mostly generic and the evidence weak (`tiny`, H = 30: an
+    /// honest miner's z 0.5–1.7 in windows 1–4, 3–6 from window 5; docs/NODES.md). Not in the
+    /// reference, whose BMA waits 10 evaluations of each peer instead.
+    #[serde(default = "default_own_data_from_window")]
+    pub own_data_from_window: u64,
+    /// How far the own-data evidence must favour a peer's own data for it to earn
+    /// (`OwnDataEvidence::favours_own`). Not in the reference.
+    #[serde(default = "default_own_data_margin")]
+    pub own_data_margin: f64,
     pub openskill: OpenSkillParams,
     pub penalties: Penalties,
     pub weights: WeightParams,
@@ -276,6 +337,9 @@ impl RunParams {
             missing_match_score: -99.0,
             rating_baseline: true,
             own_data_check: true,
+            own_data_effect: default_own_data_effect(),
+            own_data_margin: default_own_data_margin(),
+            own_data_from_window: default_own_data_from_window(),
             openskill: OpenSkillParams::default(),
             penalties: Penalties::default(),
             weights: WeightParams::default(),
@@ -351,12 +415,41 @@ impl RunParams {
                 "must be positive and finite",
             );
         }
+        if !(2..=1024).contains(&self.eval_sequences) {
+            return bad(
+                "eval_sequences",
+                format!("{} is not in 2..=1024", self.eval_sequences),
+            );
+        }
+        if !(self.own_data_effect > 0.0 && self.own_data_effect <= crate::scoring::MAX_OWN_Z) {
+            return bad(
+                "own_data_effect",
+                format!(
+                    "{} is not in (0, {}]",
+                    self.own_data_effect,
+                    crate::scoring::MAX_OWN_Z
+                ),
+            );
+        }
+        if !(0.0..crate::scoring::OWN_DATA_LLR_CAP).contains(&self.own_data_margin) {
+            return bad(
+                "own_data_margin",
+                format!("must be in [0, {})", crate::scoring::OWN_DATA_LLR_CAP),
+            );
+        }
         frac("bma_decay", self.bma_decay)?;
         frac("bma_threshold", self.bma_threshold)?;
         frac("error_feedback_beta", self.error_feedback_beta)?;
         let p = &self.penalties;
         frac("penalties.inactive", p.inactive)?;
         frac("penalties.missing", p.missing)?;
+        frac("penalties.gather_success", p.gather_success)?;
+        for m in p.primary_missing {
+            frac("penalties.primary_missing", m)?;
+        }
+        if !(1..=32).contains(&p.negative_history) {
+            return bad("penalties.negative_history", "must be in 1..=32");
+        }
         frac("penalties.out_of_sync", p.out_of_sync)?;
         frac("penalties.invalid", p.invalid)?;
         frac("penalties.copy", p.copy)?;

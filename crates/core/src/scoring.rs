@@ -25,6 +25,10 @@ pub struct LossProbe {
     pub rand_after: f64,
     pub own_before: f64,
     pub own_after: f64,
+    /// How much more the update improved the sender's own sequences than random ones, in
+    /// standard errors ([`own_data_z`] of the per-sequence losses); `None`: not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_z: Option<f64>,
 }
 
 impl LossProbe {
@@ -61,6 +65,77 @@ impl LossProbe {
         let own = (self.own_before - self.own_after) / self.own_before;
         let rand = (self.rand_before - self.rand_after) / self.rand_before;
         Ok(if own > rand { 1 } else { -1 })
+    }
+}
+
+/// Largest |z| [`own_data_z`] reports: a set whose improvements happen to agree to the last
+/// digit must not outweigh many evaluations.
+pub const MAX_OWN_Z: f64 = 6.0;
+
+/// Welch's z of the per-sequence relative improvements `(before − after) / before`, the
+/// sender's own sequences minus random ones: how many standard errors more the update helped
+/// the data its sender was assigned. About N(0, 1) for an update trained on other data, above 0
+/// for one trained on the assigned data. Clamped to ±[`MAX_OWN_Z`]. `None` with fewer than two
+/// sequences in a set or a loss that is not finite and positive.
+pub fn own_data_z(own: &[(f64, f64)], rand: &[(f64, f64)]) -> Option<f64> {
+    let (mo, vo) = improvement_stats(own)?;
+    let (mr, vr) = improvement_stats(rand)?;
+    let se = (vo / own.len() as f64 + vr / rand.len() as f64).sqrt();
+    let d = mo - mr;
+    let z = if se > 0.0 {
+        d / se
+    } else if d == 0.0 {
+        0.0
+    } else {
+        d.signum() * MAX_OWN_Z
+    };
+    Some(z.clamp(-MAX_OWN_Z, MAX_OWN_Z))
+}
+
+/// Mean and sample variance of `(before − after) / before` over (before, after) pairs.
+fn improvement_stats(pairs: &[(f64, f64)]) -> Option<(f64, f64)> {
+    if pairs.len() < 2 {
+        return None;
+    }
+    let mut x = Vec::with_capacity(pairs.len());
+    for &(b, a) in pairs {
+        if !(b.is_finite() && a.is_finite() && b > 0.0) {
+            return None;
+        }
+        x.push((b - a) / b);
+    }
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
+    Some((mean, var))
+}
+
+/// Bound of [`OwnDataEvidence::llr`] either way, so that old evidence cannot outweigh a few
+/// new evaluations: with δ = 2 a peer that starts training on other data loses its pay by its
+/// fourth evaluation after, and one that mends its ways regains it within about two.
+pub const OWN_DATA_LLR_CAP: f64 = 8.0;
+
+/// The evidence on whether a peer trains on its assigned data: the log-likelihood ratio of its
+/// [`own_data_z`]s under "other data" (z ~ N(0, 1)) against "its own data" (z ~ N(δ, 1), δ =
+/// `own_data_effect`), summed over its evaluations: `llr ← clamp(llr + δ²/2 − δ·z, ±cap)`. It
+/// falls about δ²/2 per evaluation of a peer on its own data (faster: δ·(z − δ/2)) and climbs
+/// about as fast for one on other data. A peer earns only while `llr ≤ −own_data_margin`: the
+/// evidence must favour its own data, so a newcomer on other data is not paid while the
+/// validators wait to see it again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct OwnDataEvidence {
+    pub llr: f64,
+}
+
+impl OwnDataEvidence {
+    pub fn update(&mut self, z: f64, effect: f64) {
+        let step = effect * effect / 2.0 - effect * z.clamp(-MAX_OWN_Z, MAX_OWN_Z);
+        self.llr = (self.llr + step).clamp(-OWN_DATA_LLR_CAP, OWN_DATA_LLR_CAP);
+    }
+
+    /// Whether the evidence favours the peer's own data by at least `margin`.
+    pub fn favours_own(&self, margin: f64) -> bool {
+        self.llr <= -margin
     }
 }
 
@@ -270,12 +345,63 @@ pub fn sync_score(x: f64, params: &RunParams) -> f64 {
 mod tests {
     use super::*;
 
+    /// (before, after) pairs whose relative improvements are `gains`.
+    fn pairs(gains: &[f64]) -> Vec<(f64, f64)> {
+        gains.iter().map(|g| (4.0, 4.0 * (1.0 - g))).collect()
+    }
+
+    #[test]
+    fn own_data_z_is_welch_s_z_of_the_relative_improvements() {
+        let own = pairs(&[0.03, 0.05, 0.04, 0.04]);
+        let rand = pairs(&[0.01, 0.02, 0.00, 0.01]);
+        // Means 0.04 and 0.01; sample variances 2/3·10⁻⁴ each; SE = sqrt(2·(2/3)·10⁻⁴ / 4).
+        let se = (2.0 * (2.0 / 3.0) * 1e-4 / 4.0f64).sqrt();
+        let z = own_data_z(&own, &rand).unwrap();
+        assert!((z - 0.03 / se).abs() < 1e-9, "{z}");
+        assert!(own_data_z(&rand, &own).unwrap() < 0.0);
+        // Identical gains: no evidence either way; all equal but different: clamped.
+        assert_eq!(own_data_z(&own, &own), Some(0.0));
+        let flat = pairs(&[0.02, 0.02]);
+        assert_eq!(own_data_z(&pairs(&[0.05, 0.05]), &flat), Some(MAX_OWN_Z));
+        // Too few sequences or a loss that is not positive: not measured.
+        assert_eq!(own_data_z(&own[..1], &rand), None);
+        assert_eq!(own_data_z(&[(0.0, 1.0), (1.0, 1.0)], &rand), None);
+        assert_eq!(own_data_z(&[(f64::NAN, 1.0), (1.0, 1.0)], &rand), None);
+    }
+
+    #[test]
+    fn own_data_evidence_pays_own_data_and_not_other_data() {
+        let (delta, margin) = (2.0, 2.0);
+        // (margin 2 here for round numbers; the default is 1)
+        let mut e = OwnDataEvidence::default();
+        assert!(!e.favours_own(margin), "no evidence yet: not paid");
+        // On its own data (z 4): −6 per evaluation, paid at once, down to the cap.
+        e.update(4.0, delta);
+        assert!(e.favours_own(margin) && e.llr == -6.0, "{e:?}");
+        for _ in 0..5 {
+            e.update(4.0, delta);
+        }
+        assert_eq!(e.llr, -OWN_DATA_LLR_CAP);
+        // Switching to other data (z 0: +2 each): unpaid from the fourth evaluation.
+        for i in 1..=5 {
+            e.update(0.0, delta);
+            assert_eq!(e.favours_own(margin), i < 4, "{i}: {e:?}");
+        }
+        // A first evaluation barely above noise is not enough.
+        let mut f = OwnDataEvidence::default();
+        f.update(1.5, delta);
+        assert!(!f.favours_own(margin), "{f:?}");
+        f.update(MAX_OWN_Z * 10.0, delta);
+        assert_eq!(f.llr, -OWN_DATA_LLR_CAP, "capped");
+    }
+
     fn probe(rb: f64, ra: f64, ob: f64, oa: f64) -> LossProbe {
         LossProbe {
             rand_before: rb,
             rand_after: ra,
             own_before: ob,
             own_after: oa,
+            own_z: None,
         }
     }
 

@@ -356,6 +356,7 @@ fn observe(
             rand_after: loss * (1.0 - s),
             own_before: loss * 1.02,
             own_after: loss * 1.02 * (1.0 - own),
+            own_z: None,
         };
         let mut mfp = vfp.clone();
         for t in mfp.tensors.iter_mut() {

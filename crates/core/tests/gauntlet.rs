@@ -38,6 +38,7 @@ fn honest() -> EvalOutcome {
             rand_after: 4.9,
             own_before: 5.0,
             own_after: 4.8,
+            own_z: None,
         },
         fingerprint: None,
     }
@@ -51,6 +52,7 @@ fn gain(g: f64) -> EvalOutcome {
             rand_after: 5.0 * (1.0 - g),
             own_before: 5.0,
             own_after: 5.0 * (1.0 - 2.0 * g),
+            own_z: None,
         },
         fingerprint: None,
     }
@@ -65,6 +67,7 @@ fn free_rider() -> EvalOutcome {
             rand_after: 4.999,
             own_before: 5.0,
             own_after: 4.999,
+            own_z: None,
         },
         fingerprint: None,
     }
@@ -77,6 +80,8 @@ enum Seen {
     Invalid,
     /// A store error: nothing is known.
     Unavailable,
+    /// Listed on time, but gone or replaced when read.
+    Gone,
 }
 
 struct Net {
@@ -132,6 +137,9 @@ impl Net {
                 }
                 Seen::Unavailable => {
                     obs.unavailable.insert(u);
+                }
+                Seen::Gone => {
+                    obs.missing.insert(u);
                 }
             }
         }
@@ -233,7 +241,7 @@ fn ties_rate_equally_and_split_by_uid() {
 }
 
 #[test]
-fn all_missing_penalises_escalating_and_gathers_nothing() {
+fn a_primary_that_misses_is_penalised_escalating() {
     let mut n = Net::new();
     let peers = [1, 2, 3];
     for _ in 0..3 {
@@ -241,20 +249,109 @@ fn all_missing_penalises_escalating_and_gathers_nothing() {
     }
     let s0 = n.g.peers[&1].score;
     assert!(s0 > 0.0);
+    // Primaries not delivered, as in the reference: × 0.75, then × 0.5, then × 0 (uid 1
+    // misses; 2 of 3 deliver, so the gather did not fail).
+    let (_, rep) = n.window(&peers, agg(&peers, &[]), &[2, 3], |_| honest());
+    assert_eq!(rep.peers[&1].verdict, Verdict::Missing { streak: 1 });
+    let s1 = n.g.peers[&1].score;
+    assert!((s1 - s0 * 0.75).abs() < 1e-12, "{s1} vs {s0}");
+    n.window(&peers, agg(&peers, &[]), &[2, 3], |_| honest());
+    let s2 = n.g.peers[&1].score;
+    assert!((s2 - s1 * 0.5).abs() < 1e-12, "second miss in a row × 0.5");
+    n.window(&peers, agg(&peers, &[]), &[2, 3], |_| honest());
+    assert_eq!(n.g.peers[&1].score, 0.0, "third miss in a row × 0");
+    assert!(n.g.peers[&1].excluded, "three negatives in a row");
+}
+
+#[test]
+fn all_missing_zeroes_every_primary_and_gathers_nothing() {
+    let mut n = Net::new();
+    let peers = [1, 2, 3];
+    for _ in 0..3 {
+        n.window(&peers, agg(&peers, &[]), &peers, |_| honest());
+    }
+    assert!(n.g.peers[&1].score > 0.0);
     let (plan, rep) = n.window(&peers, agg(&peers, &[]), &[], |_| honest());
     assert!(plan.gather.is_empty() && plan.evaluate.is_empty());
     assert_eq!(rep.peers[&1].verdict, Verdict::Missing { streak: 1 });
-    let s1 = n.g.peers[&1].score;
-    assert!((s1 - s0 * 0.25).abs() < 1e-12);
-    n.window(&peers, agg(&peers, &[]), &[], |_| honest());
-    let s2 = n.g.peers[&1].score;
-    assert!(
-        (s2 - s1 * 0.0625).abs() < 1e-12,
-        "second miss in a row costs (1 − 0.75)^2"
-    );
-    n.window(&peers, agg(&peers, &[]), &[], |_| honest());
-    assert!(n.g.peers[&1].excluded, "three negatives in a row");
+    // Nobody delivered: fewer than 40 % of the gather succeeded.
+    assert!(peers.iter().all(|u| n.g.peers[u].score == 0.0));
     assert!(n.g.weights(&n.p).is_empty());
+}
+
+/// An evaluated peer (not a primary) that misses loses a quarter of its score and of its BMA,
+/// as in the reference (before 2026-12-02: three quarters, and the BMA kept).
+#[test]
+fn a_missing_evaluated_upload_costs_a_quarter_of_score_and_bma() {
+    let mut n = Net::new();
+    let peers = [1, 2, 3];
+    for _ in 0..3 {
+        n.window(&peers, agg(&[], &[]), &peers, |_| honest());
+    }
+    let (s0, b0) = (n.g.peers[&1].score, n.g.peers[&1].bma.value);
+    assert!(s0 > 0.0 && b0 > 0.0);
+    let (_, rep) = n.window_seen(&peers, agg(&[], &[]), &peers, |u| {
+        if u == 1 {
+            Seen::Gone
+        } else {
+            Seen::Measured(honest())
+        }
+    });
+    if rep.peers[&1].verdict == (Verdict::Missing { streak: 1 }) {
+        let (s1, b1) = (n.g.peers[&1].score, n.g.peers[&1].bma.value);
+        assert!((s1 - s0 * 0.75).abs() < 1e-12, "{s1} vs {s0}");
+        assert!((b1 - b0 * 0.75).abs() < 1e-12, "{b1} vs {b0}");
+    } else {
+        panic!("uid 1 was not judged missing: {:?}", rep.peers[&1]);
+    }
+}
+
+/// More than half negative of the last 8 judged windows excludes a peer even without three
+/// negatives in a row (the reference's rule; before 2026-12-02 only the streak counted).
+#[test]
+fn mostly_negative_recent_evaluations_exclude_a_peer() {
+    let mut n = Net::new();
+    let peers = [1, 2, 3];
+    // uid 1 alternates harmful and helpful updates: never three negatives in a row.
+    for i in 0..10u32 {
+        n.window(&peers, agg(&[], &[]), &peers, |u| {
+            if u == 1 && i % 3 != 2 {
+                gain(-0.01)
+            } else {
+                honest()
+            }
+        });
+    }
+    let r = &n.g.peers[&1];
+    assert!(r.negative_streak < 3, "{r:?}");
+    assert!(r.excluded, "6 or more of its last 8 were negative: {r:?}");
+    assert!(!n.g.peers[&2].excluded);
+}
+
+/// A peer inactive for more than 3 windows in a row starts afresh (the reference's
+/// `reset_peer`; before 2026-12-02 its old rating was kept forever).
+#[test]
+fn a_peer_inactive_for_more_than_three_windows_starts_afresh() {
+    let mut n = Net::new();
+    let peers = [1, 2, 3];
+    for _ in 0..4 {
+        n.window(&peers, agg(&[], &[]), &peers, |_| honest());
+    }
+    assert!(n.g.peers[&1].evaluations > 0);
+    for k in 1..=4u32 {
+        n.window(&peers, agg(&[], &[]), &[2, 3], |_| honest());
+        let r = &n.g.peers[&1];
+        if k <= 3 {
+            assert_eq!(r.inactive_streak, k, "{r:?}");
+            assert!(r.evaluations > 0);
+        } else {
+            assert_eq!(
+                (r.evaluations, r.score, r.uploads),
+                (0, 0.0, 0),
+                "reset after the 4th: {r:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -388,6 +485,7 @@ fn invalid_uploads_enter_at_minus_99_and_are_excluded() {
                     rand_after: f64::NAN,
                     own_before: 5.0,
                     own_after: 4.0,
+                    own_z: None,
                 },
                 fingerprint: None,
             }
@@ -482,6 +580,7 @@ fn out_of_sync_peer_scores_less() {
                     rand_after: 4.9,
                     own_before: 5.0,
                     own_after: 4.8,
+                    own_z: None,
                 },
                 fingerprint: Some(fp((k as f32 - lag) * 0.1)),
             }
@@ -637,6 +736,7 @@ fn random_garbage_never_panics_and_weights_stay_normalised() {
                         rand_after: pick(),
                         own_before: pick(),
                         own_after: pick(),
+                        own_z: None,
                     },
                     fingerprint: Some(Fingerprint {
                         tensors: vec![vec![f32::NAN; (u % 3) as usize]; (u % 5) as usize],
@@ -686,6 +786,7 @@ fn own_data_check_can_be_switched_off() {
             rand_after: 4.9,
             own_before: 5.0,
             own_after: 4.9,
+            own_z: None,
         },
         fingerprint: None,
     };
@@ -771,4 +872,26 @@ fn zero_updates_are_neither_rated_nor_copies() {
             assert!(rep.weights.get(1) > 0.0 && rep.weights.get(2) > 0.0);
         }
     }
+}
+
+/// When fewer than 40 % of a window's primaries deliver, those that did not get × 0, as in the
+/// reference (before 2026-12-02 a failed gather cost them what any miss did).
+#[test]
+fn primaries_that_fail_a_mostly_failed_gather_lose_their_score() {
+    let peers = [1, 2, 3, 4, 5];
+    let score_after_miss = |delivering: &[Uid]| {
+        let mut n = Net::new();
+        for _ in 0..3 {
+            n.window(&peers, agg(&peers, &[]), &peers, |_| honest());
+        }
+        let s0 = n.g.peers[&5].score;
+        n.window(&peers, agg(&peers, &[]), delivering, |_| honest());
+        (s0, n.g.peers[&5].score)
+    };
+    // 2 of 5 delivered: 40 %, not fewer: the first miss costs a quarter.
+    let (s0, s1) = score_after_miss(&[1, 2]);
+    assert!(s0 > 0.0 && (s1 - 0.75 * s0).abs() < 1e-12, "{s0} {s1}");
+    // 1 of 5: 20 %.
+    let (s0, s1) = score_after_miss(&[1]);
+    assert!(s0 > 0.0 && s1 == 0.0, "{s0} {s1}");
 }

@@ -187,6 +187,19 @@ impl Llama {
 
     /// Mean next-token cross-entropy: positions 0..T-1 predict 1..T (HF `labels = input_ids`).
     pub fn loss(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.cross_entropy(tokens, Reduction::Mean)
+    }
+
+    /// [`Llama::loss`] of each sequence: `[B]`.
+    pub fn sequence_losses(&self, tokens: &Tensor) -> Result<Tensor> {
+        let b = tokens.size()[0];
+        Ok(self
+            .cross_entropy(tokens, Reduction::None)?
+            .f_reshape([b, -1])?
+            .f_mean_dim(1, false, Kind::Float)?)
+    }
+
+    fn cross_entropy(&self, tokens: &Tensor, reduction: Reduction) -> Result<Tensor> {
         let size = tokens.size();
         let (b, t) = (size[0], size[1]);
         let h = self.hidden(tokens)?.f_narrow(1, 0, t - 1)?;
@@ -196,7 +209,7 @@ impl Llama {
         Ok(logits.f_reshape([b * (t - 1), v])?.f_cross_entropy_loss(
             &targets,
             None::<Tensor>,
-            Reduction::Mean,
+            reduction,
             -100,
             0.0,
         )?)

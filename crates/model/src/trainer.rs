@@ -296,19 +296,18 @@ impl Trainer {
         Ok(l)
     }
 
+    /// Next-token loss of each of the `batch` sequences, without gradients.
+    pub fn eval_losses(&mut self, tokens: &[u32], batch: usize) -> Result<Vec<f32>> {
+        let x = self.tokens_tensor(tokens, batch)?;
+        let _guard = tch::no_grad_guard();
+        host_f32(&self.model.sequence_losses(&x)?)
+    }
+
     /// Logits for every position, `[batch, seq, vocab]` flattened row-major, fp32.
     pub fn logits(&mut self, tokens: &[u32], batch: usize) -> Result<Vec<f32>> {
         let x = self.tokens_tensor(tokens, batch)?;
         let _guard = tch::no_grad_guard();
-        let l = self
-            .model
-            .logits(&x)?
-            .f_to_device(Device::Cpu)?
-            .f_contiguous()?;
-        let n = l.numel();
-        let mut out = vec![0f32; n];
-        l.f_copy_data(&mut out, n)?;
-        Ok(out)
+        host_f32(&self.model.logits(&x)?)
     }
 
     /// Flat fp32 copies of every parameter, in checkpoint order. Empty only if libtorch fails to
@@ -565,4 +564,13 @@ fn zero_state(model: &Llama) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
         b.push(Tensor::f_zeros_like(p)?.f_to_kind(Kind::Float)?);
     }
     Ok((a, b))
+}
+
+/// An fp32 tensor's values, row-major, on the host.
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    let t = t.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let n = t.numel();
+    let mut out = vec![0f32; n];
+    t.f_copy_data(&mut out, n)?;
+    Ok(out)
 }

@@ -313,3 +313,20 @@ fn broken_checkpoints_are_clear_errors() {
         Err(ModelError::Checkpoint { .. })
     ));
 }
+
+#[test]
+fn per_sequence_losses_are_each_sequence_s_loss_and_average_to_the_batch_loss() {
+    let mut t = trainer(5);
+    let v = tiny().vocab_size;
+    let batch = tokens(21, 3 * 32, v);
+    let each = t.eval_losses(&batch, 3).unwrap();
+    assert_eq!(each.len(), 3);
+    for (i, l) in each.iter().enumerate() {
+        let alone = t.eval_loss(&batch[i * 32..(i + 1) * 32], 1).unwrap();
+        assert!((l - alone).abs() < 1e-5, "sequence {i}: {l} vs {alone}");
+    }
+    let mean = each.iter().sum::<f32>() / 3.0;
+    let all = t.eval_loss(&batch, 3).unwrap();
+    assert!((mean - all).abs() < 1e-5, "{mean} vs {all}");
+    assert!(each[0] != each[1], "different sequences, different losses");
+}

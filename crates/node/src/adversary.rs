@@ -311,6 +311,9 @@ impl Trainer for Tampered {
     fn eval(&mut self, split: Split, ids: &[u64]) -> Result<f64, TrainerError> {
         self.inner.eval(split, ids)
     }
+    fn eval_each(&mut self, split: Split, ids: &[u64]) -> Result<Vec<f64>, TrainerError> {
+        self.inner.eval_each(split, ids)
+    }
     fn reset_optimizer(&mut self) -> Result<(), TrainerError> {
         self.inner.reset_optimizer()
     }

@@ -88,6 +88,10 @@ pub trait Trainer: Send {
     fn step(&mut self, ids: &[u64], schedule_step: u64) -> Result<InnerStep, TrainerError>;
     /// Mean loss over these samples of `split`.
     fn eval(&mut self, split: Split, ids: &[u64]) -> Result<f64, TrainerError>;
+    /// The loss of each of these samples, in order (by default one [`Trainer::eval`] each).
+    fn eval_each(&mut self, split: Split, ids: &[u64]) -> Result<Vec<f64>, TrainerError> {
+        ids.iter().map(|&i| self.eval(split, &[i])).collect()
+    }
     /// Fresh optimizer state.
     fn reset_optimizer(&mut self) -> Result<(), TrainerError>;
     /// The `config.json` of a checkpoint of this model (Hugging Face layout).

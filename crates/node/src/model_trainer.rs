@@ -86,6 +86,23 @@ impl Trainer for ModelTrainer {
         Ok(l)
     }
 
+    fn eval_each(&mut self, split: Split, ids: &[u64]) -> Result<Vec<f64>, TrainerError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for c in ids.chunks(self.batch) {
+            let toks = self.tokens(split, c)?;
+            out.extend(
+                self.model
+                    .eval_losses(&toks, c.len())?
+                    .into_iter()
+                    .map(f64::from),
+            );
+        }
+        if out.iter().any(|l| !l.is_finite()) {
+            return Err(TrainerError::NonFinite { what: "loss" });
+        }
+        Ok(out)
+    }
+
     fn reset_optimizer(&mut self) -> Result<(), TrainerError> {
         Ok(self.model.reset_optimizer()?)
     }

@@ -67,9 +67,9 @@ impl RunSpec {
             aggregation_size: 8,
             reserves: 4,
             uids_per_window: 8,
-            // On the `tiny` model an honest update favours its own sequences in only ~70% of
-            // evaluations (docs/NODES.md), so the BMA zeroes honest scores intermittently.
-            own_data_check: false,
+            // 16 sequences per loss (the reference's 8 are too few for the own-data evidence
+            // to separate an honest `tiny` miner from one on other data: docs/NODES.md).
+            eval_sequences: 16,
             ..RunParams::local()
         };
         RunSpec {

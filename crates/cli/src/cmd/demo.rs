@@ -48,9 +48,9 @@ pub struct Args {
     /// Miners train the next window while the last one is gathered (see docs/NODES.md).
     #[arg(long)]
     pub overlap: bool,
-    /// Switch on the validators' own-data check (off by default in local runs; docs/NODES.md).
+    /// Switch off the validators' own-data check (docs/NODES.md).
     #[arg(long)]
-    pub own_data_check: bool,
+    pub no_own_data_check: bool,
     /// Upload grace period in seconds (default: a quarter of the window, 2..=10).
     #[arg(long)]
     pub grace_secs: Option<u64>,
@@ -129,7 +129,7 @@ pub fn run_network(a: &Args) -> Result<Value> {
         batch: a.batch,
         checkpoint_every: 5,
         overlap: a.overlap,
-        own_data_check: a.own_data_check,
+        no_own_data_check: a.no_own_data_check,
     };
     let spec = super::node::spec_of(&init);
     let start_in = Duration::from_secs(init.start_in);

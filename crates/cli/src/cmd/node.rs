@@ -105,10 +105,10 @@ pub struct InitArgs {
     /// Miners train the next window while the last one is gathered (see docs/NODES.md).
     #[arg(long)]
     pub overlap: bool,
-    /// Zero the score of miners whose update does not favour their assigned data (the BMA
-    /// own-vs-random check; off by default in local runs, see docs/NODES.md).
+    /// Switch off the validators' own-data check (which zeroes miners whose updates do not
+    /// favour their assigned data; docs/NODES.md).
     #[arg(long)]
-    pub own_data_check: bool,
+    pub no_own_data_check: bool,
 }
 
 pub fn spec_of(a: &InitArgs) -> RunSpec {
@@ -118,7 +118,7 @@ pub fn spec_of(a: &InitArgs) -> RunSpec {
     s.batch = a.batch;
     s.checkpoint_every = a.checkpoint_every;
     s.overlap = a.overlap;
-    s.params.own_data_check = a.own_data_check;
+    s.params.own_data_check = !a.no_own_data_check;
     s.keep_windows = s.keep_windows.max(a.checkpoint_every + 3);
     s
 }

@@ -40,9 +40,9 @@ pub struct Args {
     pub validators: usize,
     #[arg(long, default_value = "tiny")]
     pub preset: String,
-    /// Switch on the validators' own-data check (BMA) in both runs.
+    /// Switch off the validators' own-data check in both runs.
     #[arg(long)]
-    pub own_data_check: bool,
+    pub no_own_data_check: bool,
     /// Skip the all-honest comparison run.
     #[arg(long)]
     pub no_baseline: bool,
@@ -59,7 +59,7 @@ fn net(a: &Args, out: PathBuf, behaviours: Vec<Behaviour>) -> demo::Args {
         inner_steps: a.inner_steps,
         batch: a.batch,
         overlap: false,
-        own_data_check: a.own_data_check,
+        no_own_data_check: a.no_own_data_check,
         grace_secs: Some(a.grace_secs),
         behaviours,
         store: None,

@@ -40,6 +40,14 @@ pub struct Args {
     /// With --network: inner steps per window.
     #[arg(long, default_value_t = 8)]
     pub inner_steps: u32,
+    /// With --network: virtual time one inner step takes (600 ms: 8 steps fill a quarter of
+    /// a 20-s window; the demo's `tiny` steps take about 200 ms on 2 cores).
+    #[arg(long, default_value_t = 600)]
+    pub step_ms: u64,
+    /// With --network: switch off the validators' own-data check (on in local runs, as in
+    /// `covenant demo`).
+    #[arg(long)]
+    pub no_own_data_check: bool,
     /// With --network: write every node's event log (JSON lines, as a real node writes
     /// `events.jsonl`) under DIR/<node>/events.jsonl.
     #[arg(long, value_name = "DIR")]
@@ -160,6 +168,12 @@ fn network(a: Args) -> Result<()> {
     cfg.faults = a.faults;
     cfg.adversaries = a.adversaries.clone();
     cfg.inner_steps = a.inner_steps;
+    cfg.step_ms = a.step_ms;
+    cfg.own_data_check = !a.no_own_data_check;
+    ensure!(
+        (1..=60_000).contains(&a.step_ms),
+        "--step-ms must be in 1..=60000"
+    );
     if model == SimModel::Tiny {
         let dir = super::demo::bundled_data_for(
             covenant_model::ModelConfig::preset("tiny")?.max_seq_len,

@@ -78,6 +78,9 @@ pub struct ProbeLine {
     pub rand_after: f64,
     pub own_before: f64,
     pub own_after: f64,
+    /// The own-data evidence (`scoring::own_data_z`), when measured per sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_z: Option<f64>,
     pub fingerprint: bool,
 }
 

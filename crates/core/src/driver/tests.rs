@@ -138,6 +138,7 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
                         rand_after: 4.9,
                         own_before: 5.0,
                         own_after: 4.8,
+                        own_z: None,
                     },
                     norm_ratio: 1.0,
                 }),

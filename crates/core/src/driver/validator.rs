@@ -274,6 +274,7 @@ impl Validator {
                         rand_after: probe.rand_after,
                         own_before: probe.own_before,
                         own_after: probe.own_after,
+                        own_z: probe.own_z,
                         fingerprint: fingerprint.is_some(),
                     },
                 );

@@ -12,7 +12,7 @@ use covenant_codec::{wire, DeltaSource, TensorPayload};
 use covenant_core::driver::{
     Action, Applied, Chore, Compressed, Failure, FailureKind, Hash, Input, Live, StepInfo,
 };
-use covenant_core::scoring::{fingerprint_seed, Evaluation};
+use covenant_core::scoring::{fingerprint_seed, own_data_z, Evaluation};
 use covenant_core::{LossProbe, Uid, Window};
 use covenant_data::{sampler, Split};
 
@@ -30,7 +30,8 @@ pub struct Compute {
     /// The assigned pool of the window being trained.
     pool: Option<(Window, Vec<u64>)>,
     /// The random-pool loss of the canonical model for a window's evaluations.
-    rand_before: Option<(Window, Vec<u64>, f64)>,
+    /// The window's random pool and its losses on the canonical model, per sequence.
+    rand_before: Option<(Window, Vec<u64>, Vec<f64>)>,
     /// The clip norms of a window's evaluations (see [`Canon::clip_norms`]).
     clip: Option<(Window, Vec<f32>)>,
     /// The trainer holds the canonical model (nothing trained or tried since it was set).
@@ -365,14 +366,11 @@ impl Compute {
         let r = &s.run;
         let n = self.trainer.samples(Split::Train);
         let (rand_ids, rand_before) = match &self.rand_before {
-            Some((w, ids, l)) if *w == window => (ids.clone(), *l),
+            Some((w, ids, l)) if *w == window => (ids.clone(), l.clone()),
             _ => {
                 let ids = s.id.eval_pool(r.seed, window, r.params.eval_sequences, n);
-                let l = self
-                    .trainer
-                    .eval(Split::Train, &ids)
-                    .map_err(trainer_failure)?;
-                self.rand_before = Some((window, ids.clone(), l));
+                let l = self.losses(&ids)?;
+                self.rand_before = Some((window, ids.clone(), l.clone()));
                 (ids, l)
             }
         };
@@ -383,17 +381,9 @@ impl Compute {
             r.params.inner_steps as usize * r.batch,
             n,
         );
-        // The sequences the peer trained on last: where its update should help most.
-        let own_ids: Vec<u64> = pool
-            .iter()
-            .rev()
-            .take(r.params.eval_sequences)
-            .copied()
-            .collect();
-        let own_before = self
-            .trainer
-            .eval(Split::Train, &own_ids)
-            .map_err(trainer_failure)?;
+        // A secret sample of the sequences the peer trained on this window.
+        let own_ids = s.id.own_sample(window, uid, &pool, r.params.eval_sequences);
+        let own_before = self.losses(&own_ids)?;
         let norms = self.clip_norms(window, clip_to)?;
         let mut alone = s.canon.read().map_err(|_| poisoned())?.clone();
         let norm_ratio = alone
@@ -406,24 +396,33 @@ impl Compute {
             .set_params(&alone.theta)
             .map_err(trainer_failure)?;
         self.at_canon = false;
-        let own_after = self
-            .trainer
-            .eval(Split::Train, &own_ids)
-            .map_err(trainer_failure);
-        let rand_after = self
-            .trainer
-            .eval(Split::Train, &rand_ids)
-            .map_err(trainer_failure);
+        let own_after = self.losses(&own_ids);
+        let rand_after = self.losses(&rand_ids);
         self.hold_canon()?;
+        let (own_after, rand_after) = (own_after?, rand_after?);
+        let pairs = |b: &[f64], a: &[f64]| -> Vec<(f64, f64)> {
+            b.iter().copied().zip(a.iter().copied()).collect()
+        };
         Ok(Evaluation {
             probe: LossProbe {
-                rand_before,
-                rand_after: rand_after?,
-                own_before,
-                own_after: own_after?,
+                rand_before: mean(&rand_before),
+                rand_after: mean(&rand_after),
+                own_before: mean(&own_before),
+                own_after: mean(&own_after),
+                own_z: own_data_z(
+                    &pairs(&own_before, &own_after),
+                    &pairs(&rand_before, &rand_after),
+                ),
             },
             norm_ratio,
         })
+    }
+
+    /// The live model's loss on each of these training sequences.
+    fn losses(&mut self, ids: &[u64]) -> Result<Vec<f64>, Failure> {
+        self.trainer
+            .eval_each(Split::Train, ids)
+            .map_err(trainer_failure)
     }
 
     /// The canonical model's fingerprint at the run's positions and at each peer's.
@@ -471,4 +470,9 @@ impl Compute {
         let ids = self.shared.run.val_ids.clone();
         self.trainer.eval(Split::Val, &ids).map_err(trainer_failure)
     }
+}
+
+/// Mean of a non-empty list (the losses of a pool).
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len().max(1) as f64
 }

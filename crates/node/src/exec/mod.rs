@@ -35,12 +35,31 @@ impl Identity {
     /// secret only its key gives (never published), so no miner can know it, before its upload
     /// deadline or after, and train on it.
     pub fn eval_pool(&self, run_seed: u64, window: Window, size: usize, n: u64) -> Vec<u64> {
+        covenant_data::sampler::random_pool(run_seed, window, self.salt(), size, n)
+    }
+
+    /// Which `size` of `uid`'s window-`window` pool this validator checks the own-data
+    /// evidence on: drawn from the whole pool with the same secret, so a miner cannot train
+    /// only the part that is looked at.
+    pub fn own_sample(&self, window: Window, uid: Uid, pool: &[u64], size: usize) -> Vec<u64> {
+        let seed = covenant_core::rng::derive_seed(self.salt(), &[0x0DA7A, window, u64::from(uid)]);
+        let mut rng = covenant_core::rng::SplitMix64::new(seed);
+        let mut left = pool.to_vec();
+        let mut out = Vec::with_capacity(size.min(left.len()));
+        while out.len() < size && !left.is_empty() {
+            let i = rng.below(left.len() as u64) as usize;
+            out.push(left.swap_remove(i));
+        }
+        out
+    }
+
+    fn salt(&self) -> u64 {
         let mut h = blake3::Hasher::new();
         h.update(b"covenant/eval-pool-salt/v1");
         h.update(&self.key.signing_key().to_bytes());
         let mut salt = [0u8; 8];
         salt.copy_from_slice(&h.finalize().as_bytes()[..8]);
-        covenant_data::sampler::random_pool(run_seed, window, u64::from_le_bytes(salt), size, n)
+        u64::from_le_bytes(salt)
     }
 }
 
@@ -171,5 +190,36 @@ mod tests {
             "a restart evaluates alike"
         );
         assert_ne!(pa, a.eval_pool(7, 11, 8, 100_000));
+    }
+
+    /// The own-data evidence is measured on a secret sample of the whole pool, so a miner
+    /// cannot train only the part that is looked at.
+    #[test]
+    fn the_own_sample_is_a_secret_sample_of_the_whole_pool() {
+        let (a, b) = (id(1, 3), id(2, 3));
+        let pool: Vec<u64> = (1000..1120).collect();
+        let s = a.own_sample(10, 5, &pool, 16);
+        assert_eq!(s.len(), 16);
+        let mut distinct = s.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 16, "without replacement");
+        assert!(s.iter().all(|x| pool.contains(x)));
+        assert!(
+            s.iter().any(|&x| x < 1060) && s.iter().any(|&x| x >= 1060),
+            "{s:?}"
+        );
+        assert_eq!(s, a.own_sample(10, 5, &pool, 16), "a restart looks alike");
+        assert_ne!(
+            s,
+            b.own_sample(10, 5, &pool, 16),
+            "another validator's secret"
+        );
+        assert_ne!(s, a.own_sample(10, 6, &pool, 16), "another peer");
+        assert_eq!(
+            a.own_sample(10, 5, &pool[..4], 16).len(),
+            4,
+            "a short pool whole"
+        );
     }
 }

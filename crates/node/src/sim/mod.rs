@@ -69,6 +69,9 @@ pub struct SimConfig {
     pub window_secs: u64,
     pub grace_secs: u64,
     pub inner_steps: u32,
+    /// Validators zero peers whose updates do not favour their own data (`own_data_check`,
+    /// on as in local runs).
+    pub own_data_check: bool,
     /// The prepared bundled corpus (the `tiny` model needs it).
     pub data: Option<Arc<Dataset>>,
     /// Virtual time one inner step takes.
@@ -98,6 +101,7 @@ impl SimConfig {
             window_secs: 20,
             grace_secs: 5,
             inner_steps: 8,
+            own_data_check: true,
             data: None,
             step_ms: 600,
             slow_steps: Vec::new(),

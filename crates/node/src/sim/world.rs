@@ -132,6 +132,7 @@ pub struct World {
 fn spec_for(cfg: &SimConfig) -> RunSpec {
     let mut s = RunSpec::local("sim", "tiny");
     s.params.inner_steps = cfg.inner_steps;
+    s.params.own_data_check = cfg.own_data_check;
     s.params.grace_ms = cfg.grace_secs * 1000;
     s.keep_windows = s.keep_windows.max(s.checkpoint_every + 3);
     s
@@ -166,6 +167,7 @@ impl World {
             Keypair::from_seed(seed)
         };
         let keys: Vec<Keypair> = (0..n_nodes).map(key).collect();
+        let faucet = key(usize::MAX);
         let genesis = Genesis {
             run_id: spec.name.clone(),
             genesis_time_ms: GENESIS_MS,
@@ -181,15 +183,12 @@ impl World {
                 })
                 .collect(),
             kappa: 0.5,
-            // Registering burns, as on a local network; each key holds exactly one burn.
+            // Registering burns, as on a local network, paid from its faucet.
             registration_burn: crate::network::LOCAL_REGISTRATION_BURN,
-            balances: keys
-                .iter()
-                .map(|k| covenant_net::Balance {
-                    key: k.public(),
-                    amount: crate::network::LOCAL_REGISTRATION_BURN,
-                })
-                .collect(),
+            balances: vec![covenant_net::Balance {
+                key: faucet.public(),
+                amount: crate::network::LOCAL_FAUCET,
+            }],
         };
         let params = spec
             .params_for(&genesis)
@@ -237,8 +236,13 @@ impl World {
                 skew,
                 derive_seed(cfg.seed, &[0xC10C, i as u64]),
             ));
-            let uid = setup::register(ledger.as_ref(), &key, &format!("mem://{name}"), None)
-                .map_err(|e| SimError::Config(format!("registering {name}: {e:#}")))?;
+            let uid = setup::register(
+                ledger.as_ref(),
+                &key,
+                &format!("mem://{name}"),
+                Some(&faucet),
+            )
+            .map_err(|e| SimError::Config(format!("registering {name}: {e:#}")))?;
             nodes.push(SimNode {
                 name,
                 role,
