@@ -125,7 +125,7 @@ fn default_own_data_margin() -> f64 {
 }
 
 fn default_own_data_from_window() -> u64 {
-    5
+    6
 }
 
 fn default_eval_spares() -> usize {
@@ -289,7 +289,8 @@ pub struct RunParams {
     pub own_data_effect: f64,
     /// The own-data check applies to evaluations from this window on. While the model is
     /// young an update's gain is mostly generic and the evidence weak (`tiny`, H = 30: an
-    /// honest miner's z 0.5–1.7 in windows 1–4, 3–6 from window 5; docs/NODES.md). Not in the
+    /// honest miner's z 0.5–1.7 in windows 1–4, some still below 1 in window 5, 3–6 later;
+    /// docs/NODES.md). Not in the
     /// reference, whose BMA waits 10 evaluations of each peer instead.
     #[serde(default = "default_own_data_from_window")]
     pub own_data_from_window: u64,
