@@ -121,7 +121,7 @@ fn default_own_data_effect() -> f64 {
 }
 
 fn default_own_data_margin() -> f64 {
-    1.0
+    0.0
 }
 
 fn default_own_data_from_window() -> u64 {
@@ -295,7 +295,8 @@ pub struct RunParams {
     #[serde(default = "default_own_data_from_window")]
     pub own_data_from_window: u64,
     /// How far the own-data evidence must favour a peer's own data for it to earn
-    /// (`OwnDataEvidence::favours_own`). Not in the reference.
+    /// (`OwnDataEvidence::favours_own`; 0: it must not favour other data). Not in the
+    /// reference.
     #[serde(default = "default_own_data_margin")]
     pub own_data_margin: f64,
     pub openskill: OpenSkillParams,

@@ -119,9 +119,9 @@ pub const OWN_DATA_LLR_CAP: f64 = 8.0;
 /// [`own_data_z`]s under "other data" (z ~ N(0, 1)) against "its own data" (z ~ N(δ, 1), δ =
 /// `own_data_effect`), summed over its evaluations: `llr ← clamp(llr + δ²/2 − δ·z, ±cap)`. It
 /// falls about δ²/2 per evaluation of a peer on its own data (faster: δ·(z − δ/2)) and climbs
-/// about as fast for one on other data. A peer earns only while `llr ≤ −own_data_margin`: the
-/// evidence must favour its own data, so a newcomer on other data is not paid while the
-/// validators wait to see it again.
+/// about as fast for one on other data. A peer earns only while `llr ≤ −own_data_margin` (0):
+/// the evidence must not favour other data, so a newcomer whose first evaluation looks like
+/// other data is not paid while the validators wait to see it again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct OwnDataEvidence {
     pub llr: f64,
