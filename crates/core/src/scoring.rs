@@ -371,8 +371,8 @@ mod tests {
 
     #[test]
     fn own_data_evidence_pays_own_data_and_not_other_data() {
+        // Margin 2 here for round numbers (the default is 0).
         let (delta, margin) = (2.0, 2.0);
-        // (margin 2 here for round numbers; the default is 1)
         let mut e = OwnDataEvidence::default();
         assert!(!e.favours_own(margin), "no evidence yet: not paid");
         // On its own data (z 4): −6 per evaluation, paid at once, down to the cap.

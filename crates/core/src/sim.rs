@@ -470,8 +470,8 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
                     step,
                 );
                 if vi == 0 {
-                    for u in plan.slots(p, &obs) {
-                        *evals.entry(by_uid[&u].behaviour).or_default() += 1;
+                    for u in obs.outcomes.keys() {
+                        *evals.entry(by_uid[u].behaviour).or_default() += 1;
                     }
                 }
                 let rep = v.finish(p, &plan, obs)?;

@@ -309,7 +309,9 @@ pub fn register(
             f,
             TxBody::Transfer {
                 to,
-                amount: needed - balance,
+                // The chain's own figures, but never trusted to be consistent: a chain that
+                // says "short" with enough balance gets a transfer of 0, refused as malformed.
+                amount: needed.saturating_sub(*balance),
             },
         )
         .map_err(|e| anyhow!("funding the registration from the faucet: {e}"))?;
