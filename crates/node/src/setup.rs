@@ -283,6 +283,9 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
     Ok(Opened { node, rt })
 }
 
+/// How often `register` signs a transaction again after losing a nonce race.
+const NONCE_RETRIES: u32 = 16;
+
 /// Registers `key` (if needed) and commits `bucket_url`; returns the uid. A registration burns
 /// `Genesis::registration_burn`; when the key holds less, `funder` (a local network's faucet)
 /// pays the difference first, and without one the error says what is missing.
@@ -294,9 +297,21 @@ pub fn register(
 ) -> anyhow::Result<Uid> {
     use covenant_net::{ChainError, Rejection, Transaction, TxBody};
     let run = chain.genesis().run_id.clone();
+    // A key may be shared by processes that start together (every local node funds itself
+    // from the one faucet key): a nonce another process used first is refused as a replay,
+    // which changes nothing on the chain, so the transaction is signed again with the next
+    // nonce, a bounded number of times.
     let send = |k: &Keypair, body: TxBody| -> Result<covenant_net::chain::Receipt, ChainError> {
-        let nonce = chain.next_nonce(&k.public())?;
-        chain.submit(&Transaction::sign(k, &run, nonce, body))
+        let mut tries = 0;
+        loop {
+            let nonce = chain.next_nonce(&k.public())?;
+            match chain.submit(&Transaction::sign(k, &run, nonce, body.clone())) {
+                Err(ChainError::Rejected(Rejection::Replay { .. })) if tries < NONCE_RETRIES => {
+                    tries += 1
+                }
+                r => return r,
+            }
+        }
     };
     let mut r = send(key, TxBody::Register);
     if let (
@@ -378,7 +393,11 @@ pub fn open_data(spec: &RunSpec, run_dir: &Path) -> anyhow::Result<Dataset> {
 mod tests {
     use std::sync::Arc;
 
-    use covenant_net::{Balance, Genesis, Ledger, VirtualClock};
+    use covenant_net::chain::Receipt;
+    use covenant_net::{
+        Balance, ChainError, Genesis, Ledger, Metagraph, PublicKey, Snapshot, Transaction,
+        TxBody, VirtualClock,
+    };
 
     use super::*;
 
@@ -426,5 +445,63 @@ mod tests {
             e.contains("funding the registration from the faucet"),
             "{e}"
         );
+    }
+
+    /// A chain on which another process spends the faucet's next nonce between the moment
+    /// `register` reads it and the moment it submits (local nodes start together and share
+    /// the faucet key).
+    struct Racing {
+        inner: Ledger,
+        faucet: Keypair,
+        races: std::sync::Mutex<u32>,
+    }
+
+    impl Chain for Racing {
+        fn genesis(&self) -> &Genesis {
+            self.inner.genesis()
+        }
+        fn block(&self) -> u64 {
+            self.inner.block()
+        }
+        fn balance(&self, key: &PublicKey) -> Result<u64, ChainError> {
+            self.inner.balance(key)
+        }
+        fn next_nonce(&self, key: &PublicKey) -> Result<u64, ChainError> {
+            let nonce = self.inner.next_nonce(key)?;
+            let mut races = self.races.lock().unwrap();
+            if *key == self.faucet.public() && *races > 0 {
+                *races -= 1;
+                let other = Keypair::from_seed([9; 32]).public();
+                let body = TxBody::Transfer { to: other, amount: 1 };
+                let run = self.genesis().run_id.clone();
+                self.inner
+                    .submit(&Transaction::sign(&self.faucet, &run, nonce, body))?;
+            }
+            Ok(nonce)
+        }
+        fn submit(&self, tx: &Transaction) -> Result<Receipt, ChainError> {
+            self.inner.submit(tx)
+        }
+        fn metagraph(&self) -> Result<Metagraph, ChainError> {
+            self.inner.metagraph()
+        }
+        fn snapshot(&self, block: u64) -> Result<Snapshot, ChainError> {
+            self.inner.snapshot(block)
+        }
+    }
+
+    #[test]
+    fn a_faucet_nonce_taken_by_another_process_is_retried() {
+        let faucet = Keypair::from_seed([3; 32]);
+        let c = Racing {
+            inner: chain(&faucet),
+            faucet: faucet.clone(),
+            races: std::sync::Mutex::new(2),
+        };
+        let key = Keypair::from_seed([4; 32]);
+        assert_eq!(register(&c, &key, "mem://a", Some(&faucet)).unwrap(), 0);
+        // Two racing transfers of 1 and the burn of 7: the faucet's 10 are spent.
+        assert_eq!(c.balance(&faucet.public()).unwrap(), 1);
+        assert_eq!(*c.races.lock().unwrap(), 0);
     }
 }
