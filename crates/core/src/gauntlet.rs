@@ -43,6 +43,10 @@ pub struct PeerRecord {
     /// Evidence that it trains on other data than assigned (the own-data check).
     #[serde(default)]
     pub own_data: OwnDataEvidence,
+    /// Moving average of its loss scores relative to each window's best, in [−1, 1]; it
+    /// earns nothing while this is below `penalties.weak_update`.
+    #[serde(default)]
+    pub strength: f64,
     /// Current final score after penalties (what weights are computed from).
     pub score: f64,
     /// Window the uid was first seen registered (or re-registered).
@@ -82,6 +86,7 @@ impl PeerRecord {
             rating: Rating::new(&params.openskill),
             bma: Bma::default(),
             own_data: OwnDataEvidence::default(),
+            strength: 0.0,
             score: 0.0,
             first_seen,
             last_evaluated: None,
@@ -110,8 +115,8 @@ struct VerdictContext {
     /// Fewer than `penalties.gather_success` of the primaries delivered.
     gather_failed: bool,
     accepted: bool,
-    /// The loss score an update must reach to earn anything (`penalties.weak_update`).
-    bar: f64,
+    /// The best loss score the validator measured in the window (0 when none was positive).
+    best: f64,
 }
 
 impl PeerRecord {
@@ -227,7 +232,12 @@ impl PeerRecord {
             // Not measured per sequence: the reference's BMA factor.
             (true, None) => self.bma.effective(params.bma_warmup, params.bma_threshold),
         };
-        self.score = if loss_score < ctx.bar {
+        if ctx.best > 0.0 {
+            let relative = (loss_score / ctx.best).clamp(-1.0, 1.0);
+            let d = pen.weak_update_decay;
+            self.strength = d * self.strength + (1.0 - d) * relative;
+        }
+        self.score = if self.strength < pen.weak_update {
             0.0
         } else {
             self.rating.ordinal() * own_data * sync * oos_factor
@@ -720,7 +730,7 @@ impl Gauntlet {
         }
         let after = rate(&params.openskill, &before, &match_scores);
 
-        // The bar an update must reach to earn anything (see `penalties.weak_update`).
+        // What the strengths are measured against (see `penalties.weak_update`).
         let best = verdicts
             .values()
             .filter_map(|v| match v {
@@ -730,7 +740,6 @@ impl Gauntlet {
                 _ => None,
             })
             .fold(0.0f64, f64::max);
-        let bar = pen.weak_update * best;
 
         // Commit.
         self.history = history;
@@ -754,7 +763,7 @@ impl Gauntlet {
                 primary: primaries.contains(&u),
                 gather_failed,
                 accepted: plan.accepted.contains(&u),
-                bar,
+                best,
             };
             rec.apply(params, v, &ctx);
             reports.insert(

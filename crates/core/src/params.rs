@@ -79,13 +79,18 @@ pub struct Penalties {
     /// reference, where a scaled update is clipped but still rated.
     #[serde(default = "default_outlier_norm")]
     pub outlier_norm: f64,
-    /// An evaluated update whose loss score is below this fraction of the best loss score the
-    /// validator measured in the window earns nothing that window (its rating still moves).
-    /// Ratings only see ranks: without this, a flood of near-useless updates (noise whose
-    /// step happens to lower the loss a little) rises by beating each other. Not in the
-    /// reference.
+    /// A peer earns nothing while its strength is below this: the moving average of its loss
+    /// scores, each relative to the best loss score the validator measured in that window
+    /// (its rating still moves). Ratings only see ranks: without this, a flood of near-useless
+    /// updates (noise whose step happens to lower the loss a little) rises by beating each
+    /// other. Not in the reference.
     #[serde(default = "default_weak_update")]
     pub weak_update: f64,
+    /// Weight of the old strength in that moving average (a new peer's strength is 0). One
+    /// window alone does not decide: late in training an honest peer's loss score is small
+    /// beside the measurement's noise and can be a tenth of the best in one window.
+    #[serde(default = "default_weak_update_decay")]
+    pub weak_update_decay: f64,
 }
 
 fn default_primary_missing() -> [f64; 3] {
@@ -136,6 +141,10 @@ fn default_weak_update() -> f64 {
     0.25
 }
 
+fn default_weak_update_decay() -> f64 {
+    0.6
+}
+
 impl Default for Penalties {
     fn default() -> Self {
         Self {
@@ -154,6 +163,7 @@ impl Default for Penalties {
             unavailable_grace: default_unavailable_grace(),
             outlier_norm: default_outlier_norm(),
             weak_update: default_weak_update(),
+            weak_update_decay: default_weak_update_decay(),
         }
     }
 }
@@ -401,6 +411,7 @@ impl RunParams {
             return bad("eval_bins", "must be > 0");
         }
         frac("penalties.weak_update", self.penalties.weak_update)?;
+        frac("penalties.weak_update_decay", self.penalties.weak_update_decay)?;
         if !(self.penalties.outlier_norm.is_finite() && self.penalties.outlier_norm >= 1.0) {
             return bad("penalties.outlier_norm", "must be finite and at least 1");
         }

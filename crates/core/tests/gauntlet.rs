@@ -895,3 +895,47 @@ fn primaries_that_fail_a_mostly_failed_gather_lose_their_score() {
     let (s0, s1) = score_after_miss(&[1]);
     assert!(s0 > 0.0 && s1 == 0.0, "{s0} {s1}");
 }
+
+/// One noisy measurement must not cost an honest peer its pay: the weak-update bar judges a
+/// peer's loss scores over several windows (`penalties.weak_update_decay`), not one window's.
+#[test]
+fn a_peer_that_measures_weak_in_one_window_keeps_its_weight() {
+    let mut n = Net::new();
+    let peers: Vec<Uid> = (0..4).collect();
+    for _ in 0..8 {
+        n.window(&peers, agg(&peers, &[]), &peers, |_| gain(0.02));
+    }
+    assert!(n.g.weights(&n.p).get(0) > 0.0);
+    // Peer 0 measures a tenth of the others' gain once (below the bar of a quarter).
+    n.window(&peers, agg(&peers, &[]), &peers, |u| {
+        gain(if u == 0 { 0.002 } else { 0.02 })
+    });
+    let w = n.g.weights(&n.p);
+    assert!(w.get(0) > 0.0, "one weak window took its weight: {w:?}");
+}
+
+/// An update that is always weak earns nothing, from its first evaluation on, and one that
+/// turns weak stops earning within a few windows.
+#[test]
+fn an_update_that_stays_weak_earns_nothing() {
+    let mut n = Net::new();
+    let peers: Vec<Uid> = (0..5).collect();
+    for i in 0..10 {
+        n.window(&peers, agg(&peers, &[]), &peers, |u| {
+            gain(if u == 4 { 0.004 } else { 0.02 })
+        });
+        let w = n.g.weights(&n.p);
+        assert_eq!(w.get(4), 0.0, "a fifth of the others' gain: {w:?}");
+        // (The first upload is a join's, never rated.)
+        assert!(i < 2 || w.get(0) > 0.0, "window {i}: {w:?}");
+    }
+    let mut paid = Vec::new();
+    for _ in 0..6 {
+        n.window(&peers, agg(&peers, &[]), &peers, |u| {
+            gain(if u == 0 { 0.002 } else { 0.02 })
+        });
+        paid.push(n.g.weights(&n.p).get(0) > 0.0);
+    }
+    assert!(paid[0], "one weak window is forgiven: {paid:?}");
+    assert!(!paid[3] && !paid[4] && !paid[5], "weak ever since: {paid:?}");
+}
