@@ -1,32 +1,45 @@
 //! Yuma-style consensus over validators' weights (a simplified form of Bittensor's Yuma
 //! consensus): a deterministic function of the submitted weights and stakes. The one consensus
-//! of the system: the chain ledger computes its consensus weights with it, and the simulators
-//! use it to simulate what the chain computes.
+//! of the system: the chain ledger computes its consensus weights with it, the simulators use it
+//! to simulate what the chain computes, and the EVM contract (`contracts/Yuma.sol`) computes the
+//! same integers (vectors checked on both sides: crates/evm/tests/yuma_vectors.rs).
 //!
-//! For every uid `u`:
-//! 1. each validator's weights are normalised to sum 1 (`W[v][u]`);
+//! In integers, with [`ONE`] = 10⁹ and `kappa` in parts per [`ONE`], for every uid `u`:
+//! 1. each validator's weights are normalised, `W[v][u] = ⌊w[v][u] · ONE / Σ_u w[v][u]⌋` (all 0
+//!    when the validator gave no registered uid weight);
 //! 2. the consensus `C[u]` is the stake-weighted lower `kappa`-quantile of `W[·][u]` (kappa 0.5:
-//!    the lower stake-weighted median): the smallest value `c` such that validators holding at
-//!    least `1 − kappa` of the stake gave `u` at most `c`. For kappa < 1 that is the largest value
-//!    that validators holding *more* than `kappa` of the stake gave `u` at least, so an exact
-//!    half of the stake is not a majority: with two equal validators a uid gets the lower of
-//!    their two values (nothing unless both give it weight); with kappa 1, the smallest value
-//!    any validator gave;
+//!    the lower stake-weighted median): the smallest value `c` such that validators holding
+//!    stake `s` with `s · ONE ≥ (ONE − kappa) · total stake` gave `u` at most `c`. For kappa < 1
+//!    that is the largest value that validators holding *more* than `kappa` of the stake gave
+//!    `u` at least, so an exact half of the stake is not a majority: with two equal validators
+//!    a uid gets the lower of their two values (nothing unless both give it weight); with
+//!    kappa 1, the smallest value any validator gave;
 //! 3. every weight is clipped to the consensus, `W'[v][u] = min(W[v][u], C[u])`, so a minority
 //!    cannot lift a uid above what the majority gave it;
-//! 4. rank `R[u] = Σ_v stake[v]·W'[v][u]`, normalised to sum 1: the consensus weights, which are
+//! 4. rank `R[u] = Σ_v stake[v] · W'[v][u]`; `R[u] / Σ R` are the consensus weights, which are
 //!    the rewards and rank the next aggregation set.
 
 use std::collections::BTreeMap;
+
+/// The fixed point of normalised weights and of kappa.
+pub const ONE: u64 = 1_000_000_000;
 
 /// Consensus of one window. Vectors are indexed by position in `uids`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Consensus {
     pub uids: Vec<u32>,
-    /// Stake-weighted lower kappa-quantile per uid.
+    /// Stake-weighted lower kappa-quantile per uid (`fixed` / [`ONE`]).
     pub consensus: Vec<f64>,
     /// Normalised clipped ranks (sum 1, or all 0 when nobody has weight).
     pub weights: Vec<f64>,
+    /// The integers: `C[u]` and `R[u]` as defined above.
+    pub fixed: Vec<u64>,
+    pub ranks: Vec<u128>,
+}
+
+/// kappa as a fraction (0, 1] in parts per [`ONE`] (rounded).
+pub fn kappa_fixed(kappa: f64) -> u64 {
+    (kappa.clamp(0.0, 1.0) * ONE as f64).round() as u64
 }
 
 /// `validators`: (stake, weights as (uid, raw weight)); `uids`: the registered uids.
@@ -38,64 +51,91 @@ pub fn yuma_consensus(
 ) -> Consensus {
     let index: BTreeMap<u32, usize> = uids.iter().enumerate().map(|(i, &u)| (u, i)).collect();
     let n = uids.len();
-    // Normalised weight rows, restricted to registered uids.
-    let rows: Vec<(u64, Vec<f64>)> = validators
+    let stakes: Vec<u64> = validators.iter().map(|(s, _)| *s).collect();
+    let rows: Vec<Vec<u64>> = validators
         .iter()
-        .filter(|(stake, _)| *stake > 0)
-        .map(|(stake, ws)| (*stake, normalised_row(&index, n, ws)))
+        .map(|(_, ws)| dense_row(&index, n, ws))
         .collect();
-    let consensus: Vec<f64> = (0..n)
-        .map(|i| lower_quantile(rows.iter().map(|(s, r)| (r[i], *s)), kappa))
+    let (fixed, ranks) = yuma_fixed(n, &stakes, &rows, kappa_fixed(kappa));
+    let sum: u128 = ranks.iter().sum();
+    let weights = ranks
+        .iter()
+        .map(|&r| if sum > 0 { r as f64 / sum as f64 } else { 0.0 })
         .collect();
-    let mut rank = vec![0.0f64; n];
-    for (s, r) in &rows {
-        for i in 0..n {
-            rank[i] += *s as f64 * r[i].min(consensus[i]);
-        }
-    }
-    let sum: f64 = rank.iter().sum();
-    if sum > 0.0 {
-        rank.iter_mut().for_each(|x| *x /= sum);
-    }
     Consensus {
         uids: uids.to_vec(),
-        consensus,
-        weights: rank,
+        consensus: fixed.iter().map(|&c| c as f64 / ONE as f64).collect(),
+        weights,
+        fixed,
+        ranks,
     }
 }
 
-/// One validator's weights over the `n` registered uids (by position in `index`), normalised
-/// to sum 1 (all 0 when it gave none of them weight).
-fn normalised_row(index: &BTreeMap<u32, usize>, n: usize, ws: &[(u32, u16)]) -> Vec<f64> {
-    let mut row = vec![0.0f64; n];
-    for &(u, w) in ws {
-        if let Some(&i) = index.get(&u) {
-            row[i] += f64::from(w);
+/// The rule in integers over `n` uids: `rows[v]` holds validator v's raw weight for each uid
+/// (stake 0: ignored); returns (`C`, `R`). `contracts/Yuma.sol` computes the same.
+pub fn yuma_fixed(
+    n: usize,
+    stakes: &[u64],
+    rows: &[Vec<u64>],
+    kappa: u64,
+) -> (Vec<u64>, Vec<u128>) {
+    let w: Vec<Vec<u64>> = rows.iter().map(|r| normalised(r, n)).collect();
+    let total: u128 = stakes.iter().map(|&s| u128::from(s)).sum();
+    let mut c = vec![0u64; n];
+    let mut rank = vec![0u128; n];
+    for i in 0..n {
+        let col = stakes
+            .iter()
+            .zip(&w)
+            .filter(|(s, _)| **s > 0)
+            .map(|(s, r)| (r[i], *s));
+        c[i] = lower_quantile(col, total, kappa);
+        for (s, r) in stakes.iter().zip(&w) {
+            rank[i] += u128::from(*s) * u128::from(r[i].min(c[i]));
         }
     }
-    let sum: f64 = row.iter().sum();
-    if sum > 0.0 {
-        row.iter_mut().for_each(|x| *x /= sum);
+    (c, rank)
+}
+
+/// One validator's raw weights over the `n` registered uids (by position in `index`).
+fn dense_row(index: &BTreeMap<u32, usize>, n: usize, ws: &[(u32, u16)]) -> Vec<u64> {
+    let mut row = vec![0u64; n];
+    for &(u, w) in ws {
+        if let Some(&i) = index.get(&u) {
+            row[i] += u64::from(w);
+        }
     }
     row
 }
 
-/// The stake-weighted lower `kappa`-quantile of `(value, stake)` pairs: the smallest value `c`
-/// such that the stake of the values ≤ `c` is at least `(1 − kappa)` of all the stake. Stake
-/// is summed exactly; 0 when there is no stake.
-fn lower_quantile(col: impl Iterator<Item = (f64, u64)>, kappa: f64) -> f64 {
-    let mut col: Vec<(f64, u64)> = col.filter(|(_, s)| *s > 0).collect();
-    col.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total: u128 = col.iter().map(|(_, s)| u128::from(*s)).sum();
-    let need = (1.0 - kappa) * total as f64;
+/// `⌊x · ONE / Σ x⌋` for the first `n` entries (missing ones count 0; all 0 when Σ is 0).
+fn normalised(row: &[u64], n: usize) -> Vec<u64> {
+    let row: Vec<u128> = (0..n)
+        .map(|i| u128::from(row.get(i).copied().unwrap_or(0)))
+        .collect();
+    let sum: u128 = row.iter().sum();
+    row.iter()
+        .map(|&x| (x * u128::from(ONE)).checked_div(sum).unwrap_or(0) as u64)
+        .collect()
+}
+
+/// The smallest value whose stake, with all smaller ones, reaches `(ONE − kappa) / ONE` of
+/// `total`; 0 when there is no stake.
+fn lower_quantile(col: impl Iterator<Item = (u64, u64)>, total: u128, kappa: u64) -> u64 {
+    let mut col: Vec<(u64, u64)> = col.collect();
+    if col.is_empty() || total == 0 {
+        return 0;
+    }
+    col.sort_by_key(|&(w, _)| w);
+    let need = u128::from(ONE - kappa.min(ONE)) * total;
     let mut acc: u128 = 0;
-    for (w, s) in &col {
-        acc += u128::from(*s);
-        if acc as f64 >= need {
-            return *w;
+    for &(w, s) in &col {
+        acc += u128::from(s);
+        if acc * u128::from(ONE) >= need {
+            return w;
         }
     }
-    col.last().map_or(0.0, |(w, _)| *w)
+    col.last().map_or(0, |&(w, _)| w)
 }
 
 #[cfg(test)]
