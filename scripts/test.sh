@@ -10,6 +10,11 @@ if [ -x "$ROOT/scripts/install-s3-server.sh" ]; then
   COVENANT_S3_SERVER_BIN="$("$ROOT/scripts/install-s3-server.sh")"
   export COVENANT_S3_SERVER_BIN
 fi
+# solc-js and anvil (the chain contract's compiler and a real EVM node), cached outside the clone.
+CHAIN_TOOLS="$("$ROOT/scripts/install-chain-tools.sh")"
+while IFS='=' read -r name value; do
+  case "$name" in COVENANT_SOLCJS|COVENANT_ANVIL_BIN) export "$name=$value" ;; esac
+done <<< "$CHAIN_TOOLS"
 echo "[test] set-up done in $(( $(date +%s) - START ))s" >&2
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --locked --workspace --no-fail-fast --test-threads 2 "$@"

@@ -411,7 +411,10 @@ impl RunParams {
             return bad("eval_bins", "must be > 0");
         }
         frac("penalties.weak_update", self.penalties.weak_update)?;
-        frac("penalties.weak_update_decay", self.penalties.weak_update_decay)?;
+        frac(
+            "penalties.weak_update_decay",
+            self.penalties.weak_update_decay,
+        )?;
         if !(self.penalties.outlier_norm.is_finite() && self.penalties.outlier_norm >= 1.0) {
             return bad("penalties.outlier_norm", "must be finite and at least 1");
         }

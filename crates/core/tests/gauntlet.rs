@@ -937,5 +937,8 @@ fn an_update_that_stays_weak_earns_nothing() {
         paid.push(n.g.weights(&n.p).get(0) > 0.0);
     }
     assert!(paid[0], "one weak window is forgiven: {paid:?}");
-    assert!(!paid[3] && !paid[4] && !paid[5], "weak ever since: {paid:?}");
+    assert!(
+        !paid[3] && !paid[4] && !paid[5],
+        "weak ever since: {paid:?}"
+    );
 }

@@ -395,8 +395,8 @@ mod tests {
 
     use covenant_net::chain::Receipt;
     use covenant_net::{
-        Balance, ChainError, Genesis, Ledger, Metagraph, PublicKey, Snapshot, Transaction,
-        TxBody, VirtualClock,
+        Balance, ChainError, Genesis, Ledger, Metagraph, PublicKey, Snapshot, Transaction, TxBody,
+        VirtualClock,
     };
 
     use super::*;
@@ -472,7 +472,10 @@ mod tests {
             if *key == self.faucet.public() && *races > 0 {
                 *races -= 1;
                 let other = Keypair::from_seed([9; 32]).public();
-                let body = TxBody::Transfer { to: other, amount: 1 };
+                let body = TxBody::Transfer {
+                    to: other,
+                    amount: 1,
+                };
                 let run = self.genesis().run_id.clone();
                 self.inner
                     .submit(&Transaction::sign(&self.faucet, &run, nonce, body))?;

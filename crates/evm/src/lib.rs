@@ -1,0 +1,45 @@
+//! The chain on an EVM node: bindings to the `Subnet` contract (`contracts/`, compiled output
+//! in `contracts/out/Subnet.json`), the Ethereum account each participant derives from its
+//! ed25519 key, and where the local tools (anvil, solc-js) are. docs/CHAIN.md describes the
+//! contract's rules; they are the embedded ledger's.
+
+pub mod account;
+pub mod bindings;
+pub mod tools;
+
+pub use account::{evm_signer, registration_message, registration_proof};
+pub use bindings::Subnet;
+
+use alloy::network::EthereumWallet;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+
+/// A JSON-RPC client that signs with `signer`. Its nonce is read from the node for every
+/// transaction (alloy's default caches it and, after a call refused at gas estimation, would
+/// send the next one with a nonce the node never mines), so several processes may share a key.
+pub fn connect(
+    url: alloy::transports::http::reqwest::Url,
+    signer: PrivateKeySigner,
+) -> DynProvider {
+    ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url)
+        .erased()
+}
+
+/// Why something on the EVM side failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EvmError {
+    #[error("{tool} not found at {path}: run scripts/install-chain-tools.sh (or set {env})")]
+    ToolMissing {
+        tool: &'static str,
+        path: std::path::PathBuf,
+        env: &'static str,
+    },
+    #[error("this key derives no valid Ethereum account (a 1-in-2^128 case): use another key")]
+    NoAccount,
+}
