@@ -329,11 +329,14 @@ contract Subnet {
         }
         if (dests.length != weights.length) revert InvalidWeights("dests and weights differ in length");
         if (dests.length > uint256(cfg.maxUids) + 1) revert InvalidWeights("more entries than uids");
+        // One bit per possible uid: duplicates found in one pass.
+        uint256[] memory seen = new uint256[](256);
         for (uint256 i = 0; i < dests.length; i++) {
-            if (dests[i] >= cfg.maxUids && dests[i] != BURN_UID) revert InvalidWeights("uid out of range");
-            for (uint256 j = 0; j < i; j++) {
-                if (dests[j] == dests[i]) revert InvalidWeights("uid listed twice");
-            }
+            uint256 d = dests[i];
+            if (d >= cfg.maxUids && d != BURN_UID) revert InvalidWeights("uid out of range");
+            uint256 bit = 1 << (d & 255);
+            if (seen[d >> 8] & bit != 0) revert InvalidWeights("uid listed twice");
+            seen[d >> 8] |= bit;
         }
         v.dests = dests;
         v.weights = weights;
@@ -342,16 +345,16 @@ contract Subnet {
     }
 
     // ---------------------------------------------------------------- consensus and rewards
-    /// A validator's raw weights, one per uid of `uids` (0 where it gave none).
-    function _row(Validator storage val, uint16[] memory uids) internal view returns (uint256[] memory row) {
-        row = new uint256[](uids.length);
-        for (uint256 i = 0; i < val.dests.length; i++) {
-            for (uint256 j = 0; j < uids.length; j++) {
-                if (uids[j] == val.dests[i]) {
-                    row[j] = val.weights[i];
-                    break;
-                }
-            }
+    /// A validator's raw weights over the `n` registered uids (0 .. n-1) and the burn (at n);
+    /// weights on in-range uids not registered yet are ignored.
+    function _row(Validator storage val, uint256 n) internal view returns (uint256[] memory row) {
+        row = new uint256[](n + 1);
+        uint16[] memory dests = val.dests;
+        uint16[] memory weights = val.weights;
+        for (uint256 i = 0; i < dests.length; i++) {
+            uint256 d = dests[i];
+            if (d < n) row[d] = weights[i];
+            else if (d == BURN_UID) row[n] = weights[i];
         }
     }
 
@@ -367,7 +370,7 @@ contract Subnet {
         for (uint256 v = 0; v < m; v++) {
             address a = validatorList[v];
             stakes[v] = stakeOf(a) / 1 gwei;
-            rows[v] = _row(validators[a], all);
+            rows[v] = _row(validators[a], n);
         }
         (, uint256[] memory r) = Yuma.compute(n + 1, stakes, rows, cfg.kappa);
         uids = new uint16[](n);

@@ -543,3 +543,42 @@ async fn the_contract_computes_the_nodes_yuma() {
         );
     }
 }
+
+/// Gas at the sizes docs/CHAIN.md quotes: 256 uids, 16 validators each weighting every uid.
+/// Each must fit in a block (anvil's limit, 30 M, as Ethereum's); the figures are printed.
+#[tokio::test]
+async fn gas_at_256_uids_and_16_validators_fits_in_a_block() {
+    let net = Net::start(Subnet::Config { maxUids: 256, ..config() }).await;
+    let burn = U256::from(GWEI);
+    let mut parties = Vec::new();
+    for s in 0..=255u8 {
+        parties.push(net.participant(s, ETH).await);
+    }
+    let mut reg_gas = 0;
+    for p in &parties {
+        let r = ok!(p.register(common::hotkey(p), common::proof(&net, p)).value(burn));
+        reg_gas = reg_gas.max(r.gas_used);
+    }
+    let dests: Vec<u16> = (0..256).collect();
+    let weights: Vec<u16> = (0..256).map(|u| 1 + (u * 37 % 256) as u16).collect();
+    let (mut first, mut again) = (0, 0);
+    for v in 1..=16 {
+        let val = net.participant_at(v, 3 * ETH).await;
+        ok!(val.stake().value(U256::from(ETH)));
+        first = ok!(val.setWeights(NETUID, dests.clone(), weights.clone(), VERSION)).gas_used;
+        net.mine(5).await;
+        again = ok!(val.setWeights(NETUID, dests.clone(), weights.clone(), VERSION)).gas_used;
+    }
+    ok!(net.dev(1).fundPool().value(U256::from(100 * ETH)));
+    let blk = net.block().await;
+    net.mine(50 - blk % 50).await;
+    let cons = parties[0].consensus().estimate_gas().await.unwrap();
+    let pay = ok!(parties[0].payEpoch()).gas_used;
+    eprintln!(
+        "gas: register {reg_gas}, setWeights(256 uids) first {first}, again {again}, \
+         consensus() {cons}, payEpoch(256 uids, 16 validators) {pay}"
+    );
+    for (what, g) in [("register", reg_gas), ("setWeights", first), ("payEpoch", pay)] {
+        assert!(g < 30_000_000, "{what} takes {g} gas, more than a block");
+    }
+}

@@ -94,7 +94,10 @@ impl Net {
     /// A participant: its ed25519 key, and the contract as seen by the account derived from it
     /// (funded with `eth` ETH from the deployer).
     pub async fn participant(&self, seed: u8, eth: u128) -> Party {
-        let key = Keypair::from_seed([seed; 32]);
+        self.party_from(Keypair::from_seed([seed; 32]), eth).await
+    }
+
+    async fn party_from(&self, key: Keypair, eth: u128) -> Party {
         let signer = covenant_evm::evm_signer(&key).unwrap();
         let addr = signer.address();
         if eth > 0 {
@@ -114,6 +117,13 @@ impl Net {
             addr,
             c: Subnet::new(self.address, provider(&self.anvil, signer)),
         }
+    }
+
+    /// A participant with a 16-bit seed space (seeds `0x100 + i`), for more than 256 of them.
+    pub async fn participant_at(&self, i: u16, eth: u128) -> Party {
+        let mut seed = [0xAA; 32];
+        seed[..2].copy_from_slice(&i.to_le_bytes());
+        self.party_from(Keypair::from_seed(seed), eth).await
     }
 
     pub async fn mine(&self, blocks: u64) {
