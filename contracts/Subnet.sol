@@ -52,7 +52,8 @@ contract Subnet {
     }
 
     Config internal cfg;
-    uint64 public immutable genesisBlock;
+    /// (Storage, not immutable: every deployment has the same code, which nodes check by hash.)
+    uint64 public genesisBlock;
 
     function config() external view returns (Config memory) {
         return cfg;

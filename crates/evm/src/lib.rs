@@ -11,6 +11,7 @@ pub use account::{evm_signer, registration_message, registration_proof};
 pub use bindings::Subnet;
 
 use alloy::network::EthereumWallet;
+use alloy::primitives::{keccak256, Address, B256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 
@@ -42,4 +43,43 @@ pub enum EvmError {
     },
     #[error("this key derives no valid Ethereum account (a 1-in-2^128 case): use another key")]
     NoAccount,
+    #[error("no contract at {address}: check the --contract address and the chain")]
+    NoContract { address: Address },
+    #[error("the contract at {address} is not this version's Subnet (code hash {found}, expected {expected})")]
+    WrongCode {
+        address: Address,
+        found: B256,
+        expected: B256,
+    },
+    #[error("the chain's RPC endpoint failed: {0}")]
+    Rpc(String),
+}
+
+/// The code a genuine `Subnet` deployment has (the same for every deployment: the contract
+/// keeps no immutables), from the checked-in compiled output.
+pub fn expected_code() -> &'static [u8] {
+    &Subnet::DEPLOYED_BYTECODE
+}
+
+/// Refuses `address` unless the code there is the `Subnet` contract this build knows (by
+/// keccak-256 hash), so a node pointed at the wrong address, or at another contract, stops with
+/// a clear error instead of trusting what it reads.
+pub async fn verify_contract(provider: &DynProvider, address: Address) -> Result<(), EvmError> {
+    let code = provider
+        .get_code_at(address)
+        .await
+        .map_err(|e| EvmError::Rpc(e.to_string()))?;
+    let expected = keccak256(expected_code());
+    let found = keccak256(&code);
+    if code.is_empty() {
+        return Err(EvmError::NoContract { address });
+    }
+    if found != expected {
+        return Err(EvmError::WrongCode {
+            address,
+            found,
+            expected,
+        });
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use alloy::primitives::{Address, Bytes, FixedBytes, U256};
+use alloy::providers::Provider;
 use common::{config, register, Net, ETH, GWEI, NETUID, VERSION};
 use covenant_evm::Subnet::{self, SubnetErrors as E};
 
@@ -548,7 +549,11 @@ async fn the_contract_computes_the_nodes_yuma() {
 /// Each must fit in a block (anvil's limit, 30 M, as Ethereum's); the figures are printed.
 #[tokio::test]
 async fn gas_at_256_uids_and_16_validators_fits_in_a_block() {
-    let net = Net::start(Subnet::Config { maxUids: 256, ..config() }).await;
+    let net = Net::start(Subnet::Config {
+        maxUids: 256,
+        ..config()
+    })
+    .await;
     let burn = U256::from(GWEI);
     let mut parties = Vec::new();
     for s in 0..=255u8 {
@@ -556,7 +561,9 @@ async fn gas_at_256_uids_and_16_validators_fits_in_a_block() {
     }
     let mut reg_gas = 0;
     for p in &parties {
-        let r = ok!(p.register(common::hotkey(p), common::proof(&net, p)).value(burn));
+        let r = ok!(p
+            .register(common::hotkey(p), common::proof(&net, p))
+            .value(burn));
         reg_gas = reg_gas.max(r.gas_used);
     }
     let dests: Vec<u16> = (0..256).collect();
@@ -578,7 +585,52 @@ async fn gas_at_256_uids_and_16_validators_fits_in_a_block() {
         "gas: register {reg_gas}, setWeights(256 uids) first {first}, again {again}, \
          consensus() {cons}, payEpoch(256 uids, 16 validators) {pay}"
     );
-    for (what, g) in [("register", reg_gas), ("setWeights", first), ("payEpoch", pay)] {
+    for (what, g) in [
+        ("register", reg_gas),
+        ("setWeights", first),
+        ("payEpoch", pay),
+    ] {
         assert!(g < 30_000_000, "{what} takes {g} gas, more than a block");
+    }
+}
+
+#[tokio::test]
+async fn a_contract_at_the_wrong_address_is_refused_by_its_code_hash() {
+    use covenant_evm::{verify_contract, EvmError};
+    let net = Net::start(config()).await;
+    verify_contract(&net.owner, net.address).await.unwrap();
+    // Every deployment has the same code (no immutables), whatever its configuration.
+    let other = Subnet::deploy(
+        net.owner.clone(),
+        Subnet::Config {
+            maxUids: 3,
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    verify_contract(&net.owner, *other.address()).await.unwrap();
+    // An account without code.
+    let e = verify_contract(&net.owner, net.dev(5).addr)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EvmError::NoContract { .. }), "{e}");
+    assert!(e.to_string().contains("--contract"), "{e}");
+    // Other code, and the contract's own code with one byte changed.
+    let mut altered = covenant_evm::expected_code().to_vec();
+    altered[100] ^= 1;
+    for (n, code) in [vec![0x60, 0x00, 0x60, 0x00, 0xf3], altered]
+        .into_iter()
+        .enumerate()
+    {
+        let at = Address::repeat_byte(0x40 + n as u8);
+        let _: serde_json::Value = net
+            .owner
+            .raw_request("anvil_setCode".into(), (at, Bytes::from(code)))
+            .await
+            .unwrap();
+        let e = verify_contract(&net.owner, at).await.unwrap_err();
+        assert!(matches!(e, EvmError::WrongCode { .. }), "{e}");
+        assert!(e.to_string().contains("not this version's Subnet"), "{e}");
     }
 }
