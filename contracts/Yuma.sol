@@ -2,8 +2,8 @@
 pragma solidity 0.8.37;
 
 /// @title Yuma-style consensus in integers: the one rule the nodes also compute
-/// (`covenant_core::consensus::yuma_consensus`, which must give the same integers; the vectors
-/// in crates/evm/tests/yuma_vectors.json are checked against both).
+/// (`covenant_core::consensus::yuma_fixed`, which must give the same integers; test
+/// `the_contract_computes_the_nodes_yuma` in crates/evm/tests/contract.rs checks both).
 ///
 /// For `n` uids and validators with `stakes[v]` (0: ignored) and raw weights `rows[v][i]`:
 /// 1. W[v][i] = floor(rows[v][i] * ONE / sum_i rows[v][i]) (all 0 when the row sums to 0);

@@ -2,7 +2,8 @@
 //! consensus): a deterministic function of the submitted weights and stakes. The one consensus
 //! of the system: the chain ledger computes its consensus weights with it, the simulators use it
 //! to simulate what the chain computes, and the EVM contract (`contracts/Yuma.sol`) computes the
-//! same integers (vectors checked on both sides: crates/evm/tests/yuma_vectors.rs).
+//! same integers (checked on random cases: `the_contract_computes_the_nodes_yuma` in
+//! crates/evm/tests/contract.rs).
 //!
 //! In integers, with [`ONE`] = 10⁹ and `kappa` in parts per [`ONE`], for every uid `u`:
 //! 1. each validator's weights are normalised, `W[v][u] = ⌊w[v][u] · ONE / Σ_u w[v][u]⌋` (all 0

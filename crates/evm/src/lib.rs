@@ -52,7 +52,7 @@ pub enum EvmError {
         expected: B256,
     },
     #[error("the chain's RPC endpoint failed: {0}")]
-    Rpc(String),
+    Rpc(#[from] alloy::transports::TransportError),
 }
 
 /// The code a genuine `Subnet` deployment has (the same for every deployment: the contract
@@ -65,10 +65,7 @@ pub fn expected_code() -> &'static [u8] {
 /// keccak-256 hash), so a node pointed at the wrong address, or at another contract, stops with
 /// a clear error instead of trusting what it reads.
 pub async fn verify_contract(provider: &DynProvider, address: Address) -> Result<(), EvmError> {
-    let code = provider
-        .get_code_at(address)
-        .await
-        .map_err(|e| EvmError::Rpc(e.to_string()))?;
+    let code = provider.get_code_at(address).await?;
     let expected = keccak256(expected_code());
     let found = keccak256(&code);
     if code.is_empty() {
