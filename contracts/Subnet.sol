@@ -108,6 +108,7 @@ contract Subnet {
     event Committed(uint16 indexed uid, string bucketUrl, string readCredentials);
     event Staked(address indexed validator, uint256 amount, uint256 stake);
     event UnstakeRequested(address indexed validator, uint256 amount, uint64 readyBlock);
+    event ValidatorReplaced(address indexed leaving, address indexed joining);
     event Withdrawn(address indexed validator, uint256 amount);
     event WeightsSet(address indexed validator, uint16[] dests, uint16[] weights);
     event WeightsCommitted(address indexed validator, bytes32 hash);
@@ -229,22 +230,44 @@ contract Subnet {
     }
 
     // ---------------------------------------------------------------- validators
-    /// Adds the value sent to the sender's stake.
+    /// Adds the value sent to the sender's stake. A newcomer takes a free entry of the validator
+    /// list or, when all `MAX_VALIDATORS` are taken, the first whose stake no longer counts
+    /// (below the minimum): that validator leaves the list with its weights, and keeps what it
+    /// has staked or is unstaking. So a stake that was withdrawn never holds a slot.
     function stake() external payable {
         Validator storage v = validators[msg.sender];
         uint256 s = v.stake + msg.value;
         if (s < cfg.minValidatorStake) revert StakeTooSmall(cfg.minValidatorStake, s);
         if (!v.listed) {
-            if (validatorList.length >= MAX_VALIDATORS) revert TooManyValidators(MAX_VALIDATORS);
             v.listed = true;
-            validatorList.push(msg.sender);
+            if (validatorList.length < MAX_VALIDATORS) validatorList.push(msg.sender);
+            else validatorList[_idleEntry()] = msg.sender;
         }
         v.stake = s;
         emit Staked(msg.sender, msg.value, s);
     }
 
+    /// The first entry of the full validator list whose stake counts 0, unlisted and without
+    /// weights; `TooManyValidators` if every stake counts.
+    function _idleEntry() internal returns (uint256) {
+        for (uint256 i = 0; i < validatorList.length; i++) {
+            address a = validatorList[i];
+            if (stakeOf(a) != 0) continue;
+            Validator storage old = validators[a];
+            old.listed = false;
+            delete old.dests;
+            delete old.weights;
+            delete weightsCommits[a];
+            old.lastWeightsBlock = 0;
+            emit ValidatorReplaced(a, msg.sender);
+            return i;
+        }
+        revert TooManyValidators(MAX_VALIDATORS);
+    }
+
     /// Moves `amount` of the stake out of consensus now; it can be withdrawn
-    /// `unstakeDelayBlocks` later. A stake left below the minimum counts as 0.
+    /// `unstakeDelayBlocks` later. A stake left below the minimum counts as 0. One ready block
+    /// per validator: a new request also delays what was already unstaking.
     function requestUnstake(uint256 amount) external {
         Validator storage v = validators[msg.sender];
         if (amount == 0 || amount > v.stake) revert InsufficientStake(amount, v.stake);
@@ -404,7 +427,8 @@ contract Subnet {
 
     /// Pays the last finished epoch once (anyone may call it): `min(emissionPerEpoch, pool)` split
     /// by the current consensus weights, owed to the uids' accounts (see `claim`); the burn uid's
-    /// share, and everything when nobody has weight, stays in the pool.
+    /// share, and everything when nobody has weight, stays in the pool. An epoch not paid before
+    /// the next one finishes is skipped; its emission stays in the pool.
     function payEpoch() external {
         uint64 now_ = currentEpoch();
         if (now_ == 0 || (anyEpochPaid && lastEpochPaid >= now_ - 1)) revert EpochNotDue(now_);
@@ -453,6 +477,17 @@ contract Subnet {
 
     function commitmentOf(uint16 uid) external view returns (Commitment memory) {
         return commitments[uid];
+    }
+
+    /// Every uid's registration, by uid (one call for a node's snapshot).
+    function allNeurons() external view returns (Neuron[] memory) {
+        return neurons;
+    }
+
+    /// Every uid's commitment, by uid (empty URL: none yet).
+    function allCommitments() external view returns (Commitment[] memory all) {
+        all = new Commitment[](neurons.length);
+        for (uint256 u = 0; u < neurons.length; u++) all[u] = commitments[uint16(u)];
     }
 
     function validatorCount() external view returns (uint256) {

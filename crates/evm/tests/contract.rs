@@ -311,6 +311,69 @@ async fn at_most_sixteen_validators() {
     );
 }
 
+/// Review of stop 21: sixteen minimum stakes, withdrawn again, kept every later validator out.
+#[tokio::test]
+async fn a_validator_whose_stake_no_longer_counts_gives_up_its_slot() {
+    let net = Net::start(config()).await;
+    let mut first = Vec::new();
+    for i in 1..=16u8 {
+        let c = net.participant(100 + i, 4 * ETH).await;
+        ok!(c.stake().value(U256::from(ETH)));
+        first.push(c);
+    }
+    ok!(first[3].setWeights(NETUID, vec![0], vec![9], VERSION));
+    for c in &first {
+        ok!(c.requestUnstake(U256::from(ETH)));
+    }
+    let newcomer = net.participant(200, 2 * ETH).await;
+    let r = ok!(newcomer.stake().value(U256::from(ETH)));
+    assert_eq!(
+        r.decoded_log::<Subnet::Staked>().unwrap().stake,
+        U256::from(ETH)
+    );
+    assert_eq!(newcomer.validatorCount().call().await.unwrap(), U256::from(16));
+    let mut listed = Vec::new();
+    for i in 0..16u64 {
+        listed.push(newcomer.validatorAt(U256::from(i)).call().await.unwrap().account);
+    }
+    assert!(listed.contains(&newcomer.addr), "the newcomer holds a slot");
+    assert_eq!(
+        listed.iter().filter(|a| **a == first[0].addr).count(),
+        0,
+        "the first listed zero stake is the one replaced"
+    );
+    // The replaced validator still withdraws what it unstaked.
+    net.mine(10).await;
+    ok!(first[0].withdraw());
+    // A validator whose stake still counts is never replaced.
+    for c in &first[1..] {
+        ok!(c.stake().value(U256::from(ETH)));
+    }
+    let late = net.participant(201, 2 * ETH).await;
+    let e = refused!(late.stake().value(U256::from(ETH)));
+    assert_eq!(
+        e,
+        E::TooManyValidators(Subnet::TooManyValidators {
+            max: U256::from(16)
+        })
+    );
+    // Its weights go with its slot: back in the list later, it starts with none.
+    ok!(first[3].requestUnstake(U256::from(ETH)));
+    ok!(late.stake().value(U256::from(ETH)));
+    ok!(late.requestUnstake(U256::from(ETH)));
+    ok!(first[3].stake().value(U256::from(ETH)));
+    let mut found = false;
+    for i in 0..16u64 {
+        let v = late.validatorAt(U256::from(i)).call().await.unwrap();
+        if v.account == first[3].addr {
+            found = true;
+            assert!(v.dests.is_empty() && v.weights.is_empty(), "{v:?}");
+            assert_eq!(v.lastWeightsBlock, 0);
+        }
+    }
+    assert!(found, "back in the list");
+}
+
 #[tokio::test]
 async fn weights_are_checked_and_rate_limited() {
     let net = Net::start(config()).await;
