@@ -3,12 +3,16 @@
 //! ed25519 key, and where the local tools (anvil, solc-js) are. docs/CHAIN.md describes the
 //! contract's rules; they are the embedded ledger's.
 
+pub use alloy;
+
 pub mod account;
 pub mod bindings;
+pub mod chain;
 pub mod tools;
 
 pub use account::{evm_signer, registration_message, registration_proof};
 pub use bindings::Subnet;
+pub use chain::{EvmChain, EvmOptions, Patience};
 
 use alloy::network::EthereumWallet;
 use alloy::primitives::{keccak256, Address, B256};
@@ -22,13 +26,30 @@ pub fn connect(
     url: alloy::transports::http::reqwest::Url,
     signer: PrivateKeySigner,
 ) -> DynProvider {
+    connect_with_timeout(url, signer, std::time::Duration::from_secs(30))
+}
+
+/// [`connect`] with a timeout on every request (so that an endpoint that stops answering
+/// fails a call instead of hanging it).
+pub fn connect_with_timeout(
+    url: alloy::transports::http::reqwest::Url,
+    signer: PrivateKeySigner,
+    timeout: std::time::Duration,
+) -> DynProvider {
+    use alloy::transports::http::{reqwest, Http};
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .unwrap_or_default();
+    // Marked local: receipts are polled every 250 ms rather than every 7 s.
+    let rpc = alloy::rpc::client::RpcClient::new(Http::with_client(client, url), true);
     ProviderBuilder::new()
         .disable_recommended_fillers()
         .with_gas_estimation()
         .with_simple_nonce_management()
         .fetch_chain_id()
         .wallet(EthereumWallet::from(signer))
-        .connect_http(url)
+        .connect_client(rpc)
         .erased()
 }
 
@@ -53,6 +74,16 @@ pub enum EvmError {
     },
     #[error("the chain's RPC endpoint failed: {0}")]
     Rpc(#[from] alloy::transports::TransportError),
+    #[error("starting the chain client's I/O runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Chain(Box<covenant_net::ChainError>),
+    #[error("deploying the Subnet contract: {0}")]
+    Deploy(#[source] alloy::contract::Error),
+    #[error("the chain is not a local development chain (anvil_setBalance refused): fund the account from a funded one instead: {0}")]
+    NotDevChain(#[source] alloy::transports::TransportError),
+    #[error("transaction {hash} was not mined in time")]
+    NotMined { hash: alloy::primitives::TxHash },
 }
 
 /// The code a genuine `Subnet` deployment has (the same for every deployment: the contract
@@ -78,5 +109,31 @@ pub async fn verify_contract(provider: &DynProvider, address: Address) -> Result
             expected,
         });
     }
+    Ok(())
+}
+
+/// Deploys a `Subnet` with `config` from `provider`'s account; its address.
+pub async fn deploy(provider: &DynProvider, config: Subnet::Config) -> Result<Address, EvmError> {
+    let c = Subnet::deploy(provider.clone(), config)
+        .await
+        .map_err(EvmError::Deploy)?;
+    Ok(*c.address())
+}
+
+/// Adds `wei` to `account`'s balance on a local development chain (anvil's `anvil_setBalance`):
+/// the faucet of local networks. A real chain refuses the call, and the error says so.
+pub async fn fund_on_dev_chain(
+    provider: &DynProvider,
+    account: Address,
+    wei: alloy::primitives::U256,
+) -> Result<(), EvmError> {
+    let now = provider.get_balance(account).await?;
+    let _: serde_json::Value = provider
+        .raw_request(
+            "anvil_setBalance".into(),
+            (account, now.saturating_add(wei)),
+        )
+        .await
+        .map_err(EvmError::NotDevChain)?;
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod analysis;
 pub mod canon;
 pub mod checkpoint;
 pub mod env;
+pub mod evm;
 pub mod exec;
 pub mod log;
 pub mod model_trainer;

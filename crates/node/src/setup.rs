@@ -195,6 +195,12 @@ pub struct NodeOptions {
     pub threads: usize,
     /// Test-only behaviour of a miner (`honest` unless testing defences).
     pub behaviour: Behaviour,
+    /// The chain: `None` for the run directory's embedded ledger, or an EVM chain (then
+    /// `run_dir` is only this node's working directory and `store` is required).
+    pub chain: Option<crate::evm::Endpoint>,
+    /// What a validator on an EVM chain stakes if its stake does not count yet (wei; default:
+    /// the contract's minimum).
+    pub stake_wei: Option<u128>,
 }
 
 /// A real node opened from its run directory, with the I/O runtime it needs.
@@ -206,13 +212,29 @@ pub struct Opened {
 /// Opens a node of a run directory: the run spec, the chain ledger, its key (registering it and
 /// committing its bucket), its stores, the data and the model.
 pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
-    let spec = RunSpec::read(&opts.run_dir.join("run.json"))?;
-    let chain: Arc<dyn Chain> = Arc::new(
-        covenant_net::Ledger::open(&opts.run_dir.join("chain"))
-            .context("opening the run's chain")?,
-    );
-    let params = spec.params_for(chain.genesis())?;
     let key = load_or_create_key(&opts.key)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    let (spec, chain): (RunSpec, Arc<dyn Chain>) = match &opts.chain {
+        None => (
+            RunSpec::read(&opts.run_dir.join("run.json"))?,
+            Arc::new(
+                covenant_net::Ledger::open(&opts.run_dir.join("chain"))
+                    .context("opening the run's chain")?,
+            ),
+        ),
+        Some(ep) => {
+            ensure!(
+                opts.store.is_some(),
+                "--store is required with --chain: the other nodes read this node's uploads there"
+            );
+            crate::evm::connect(ep, &key, role, opts.stake_wei, rt.handle())?
+        }
+    };
+    let params = spec.params_for(chain.genesis())?;
     let node_dir = opts.run_dir.join("nodes").join(&opts.name);
     std::fs::create_dir_all(&node_dir)
         .with_context(|| format!("creating {}", node_dir.display()))?;
@@ -227,11 +249,6 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
         .store
         .clone()
         .unwrap_or_else(|| crate::network::default_store_url(&opts.run_dir, &opts.name));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the I/O runtime")?;
     let stores = Arc::new(NetStores::new(rt.handle().clone()));
     let own: Arc<dyn ObjectStore> = Arc::new(NetStore::new(
         covenant_net::Store::open(&store_url)
@@ -239,7 +256,10 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
         rt.handle().clone(),
     ));
     let local: Arc<dyn ObjectStore> = Arc::new(crate::env::LocalDisk::new(&node_dir));
-    let faucet = crate::network::faucet(&opts.run_dir)?;
+    let faucet = match opts.chain {
+        None => crate::network::faucet(&opts.run_dir)?,
+        Some(_) => None,
+    };
     let uid = register(chain.as_ref(), &key, &store_url, faucet.as_ref())?;
     let data = Arc::new(open_data(&spec, &opts.run_dir)?);
     covenant_model::set_num_threads(opts.threads.max(1));
@@ -336,7 +356,7 @@ pub fn register(
         Ok(_) | Err(ChainError::Rejected(Rejection::AlreadyRegistered(_))) => {}
         Err(ChainError::Rejected(e @ Rejection::InsufficientBalance { .. })) => {
             return Err(anyhow!(
-                "registering key {} on the chain: {e}; fund it with `covenant chain transfer`",
+                "registering key {} on the chain: {e}; fund it (embedded ledger: `covenant chain transfer`; EVM chain: send to its account, `covenant chain account --key`)",
                 key.public()
             ))
         }

@@ -100,10 +100,18 @@ impl RunSpec {
             path.display()
         );
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let spec: RunSpec = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a valid run spec", path.display()))?;
-        spec.validate()
-            .with_context(|| format!("run spec {}", path.display()))?;
+        Self::parse(&bytes, &path.display().to_string())
+    }
+
+    /// A run spec from its JSON (`what` names where it came from, for errors).
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Self> {
+        ensure!(
+            bytes.len() as u64 <= MAX_SPEC_BYTES,
+            "{what} is larger than {MAX_SPEC_BYTES} bytes"
+        );
+        let spec: RunSpec = serde_json::from_slice(bytes)
+            .with_context(|| format!("{what} is not a valid run spec"))?;
+        spec.validate().with_context(|| format!("run spec {what}"))?;
         Ok(spec)
     }
 

@@ -68,11 +68,34 @@ pub enum ChainCommand {
     },
     /// Print the metagraph: uids, keys, commitments, stakes, last weights, consensus weights.
     Status {
-        #[arg(long)]
-        dir: PathBuf,
+        /// The embedded ledger's directory (or --chain and --contract).
+        #[arg(long, required_unless_present = "chain", conflicts_with = "chain")]
+        dir: Option<PathBuf>,
+        /// An EVM chain's JSON-RPC URL.
+        #[arg(long, requires = "contract")]
+        chain: Option<String>,
+        /// The `Subnet` contract's address on --chain.
+        #[arg(long, requires = "chain")]
+        contract: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the Ethereum account a key sends its EVM transactions from.
+    Account {
+        /// Key file (from `covenant keygen`).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Add ETH to an account on a local development chain (anvil): the local faucet.
+    Fund {
+        #[arg(long)]
+        chain: String,
+        /// The account (0x…), or a key file whose account to fund.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        eth: f64,
     },
     /// Register a key for a uid.
     Register {
@@ -148,8 +171,17 @@ pub fn run(c: ChainCommand) -> Result<()> {
             println!("created chain ledger in {}", dir.display());
             Ok(())
         }
-        ChainCommand::Status { dir, json } => {
-            let m = Ledger::open(&dir)?.metagraph()?;
+        ChainCommand::Status {
+            dir,
+            chain,
+            contract,
+            json,
+        } => {
+            let m = match (dir, chain) {
+                (Some(dir), _) => Ledger::open(&dir)?.metagraph()?,
+                (None, Some(url)) => evm_metagraph(url, contract.unwrap_or_default())?,
+                (None, None) => bail!("give --dir, or --chain and --contract"),
+            };
             if json {
                 println!("{}", m.to_json_pretty());
             } else {
@@ -157,6 +189,13 @@ pub fn run(c: ChainCommand) -> Result<()> {
             }
             Ok(())
         }
+        ChainCommand::Account { key } => {
+            let key =
+                Keypair::load(&key).with_context(|| format!("loading key {}", key.display()))?;
+            println!("{}", covenant_evm::evm_signer(&key)?.address());
+            Ok(())
+        }
+        ChainCommand::Fund { chain, to, eth } => fund(&chain, &to, eth),
         ChainCommand::Balance { dir, key } => {
             let key = parse_public_key(&key).map_err(anyhow::Error::msg)?;
             println!("{}", Ledger::open(&dir)?.balance(&key)?);
@@ -225,4 +264,46 @@ fn send(
     let nonce = chain.next_nonce(&key.public())?;
     let tx = Transaction::sign(&key, &chain.genesis().run_id, nonce, body);
     Ok(chain.submit(&tx)?)
+}
+
+/// The metagraph of an EVM chain's contract (read as a throwaway key: nothing is sent).
+fn evm_metagraph(url: String, contract: String) -> Result<covenant_net::chain::Metagraph> {
+    use covenant_evm::{EvmChain, EvmOptions, Patience};
+    let chain = EvmChain::connect(EvmOptions {
+        url: url
+            .parse()
+            .with_context(|| format!("--chain {url:?} is not a URL"))?,
+        contract: contract.parse().with_context(|| {
+            format!("--contract {contract:?} is not an address (0x and 40 hex digits)")
+        })?,
+        key: Keypair::generate()?,
+        // The metagraph is in blocks and windows, which do not depend on the block time.
+        block_time_ms: 1_000,
+        patience: Patience::default(),
+    })
+    .with_context(|| format!("reading the contract {contract} on {url}"))?;
+    Ok(chain.metagraph()?)
+}
+
+fn fund(url: &str, to: &str, eth: f64) -> Result<()> {
+    use covenant_evm::alloy::primitives::{Address, U256};
+    let account: Address = match to.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            let key = Keypair::load(std::path::Path::new(to))
+                .with_context(|| format!("--to {to:?} is neither an address nor a key file"))?;
+            covenant_evm::evm_signer(&key)?.address()
+        }
+    };
+    let wei = super::node::eth_to_wei(eth);
+    anyhow::ensure!(wei > 0, "--eth must be positive");
+    let provider = covenant_evm::connect(
+        url.parse()
+            .with_context(|| format!("--chain {url:?} is not a URL"))?,
+        covenant_evm::evm_signer(&Keypair::generate()?)?,
+    );
+    tokio::runtime::Runtime::new()?
+        .block_on(covenant_evm::fund_on_dev_chain(&provider, account, U256::from(wei)))?;
+    println!("funded {account} with {eth} ETH");
+    Ok(())
 }

@@ -119,19 +119,21 @@ pub fn run_network(a: &Args) -> Result<Value> {
     }
     let init = super::node::InitArgs {
         run: a.out.clone(),
-        name: "demo".into(),
-        preset: a.preset.clone(),
         validators: a.validators,
-        window_secs: a.window_secs,
-        grace_secs: a.grace_secs.unwrap_or((a.window_secs / 4).clamp(2, 10)),
         start_in: 20,
-        inner_steps: a.inner_steps,
-        batch: a.batch,
-        checkpoint_every: 5,
-        overlap: a.overlap,
-        no_own_data_check: a.no_own_data_check,
+        spec: super::node::SpecArgs {
+            name: "demo".into(),
+            preset: a.preset.clone(),
+            window_secs: a.window_secs,
+            grace_secs: a.grace_secs.unwrap_or((a.window_secs / 4).clamp(2, 10)),
+            inner_steps: a.inner_steps,
+            batch: a.batch,
+            checkpoint_every: 5,
+            overlap: a.overlap,
+            no_own_data_check: a.no_own_data_check,
+        },
     };
-    let spec = super::node::spec_of(&init);
+    let spec = super::node::spec_of(&init.spec);
     let start_in = Duration::from_secs(init.start_in);
     let genesis = network::init(
         &a.out,

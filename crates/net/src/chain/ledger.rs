@@ -799,6 +799,7 @@ impl Chain for Ledger {
             block,
             neurons,
             burned,
+            validators: g.validator_keys(),
         })
     }
 }

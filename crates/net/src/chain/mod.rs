@@ -230,6 +230,20 @@ pub enum ChainError {
     Exists { path: String },
     #[error("no chain ledger at {path} (create one with `covenant chain init`)")]
     Missing { path: String },
+    /// A remote chain's endpoint could not be reached or answered with an error (after the
+    /// client's own retries).
+    #[error("chain endpoint {endpoint}: {source}")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A snapshot was asked for a block the chain has not produced yet.
+    #[error("block {block} is not on the chain yet (it is at block {head})")]
+    NotYet { block: u64, head: u64 },
+    /// What this chain client cannot do (a remote chain answers only for the node's own key).
+    #[error("not supported by this chain: {0}")]
+    Unsupported(&'static str),
 }
 
 impl From<Rejection> for ChainError {
@@ -283,4 +297,8 @@ pub struct Snapshot {
     /// weights and this sum to 1, or all are 0.
     #[serde(default)]
     pub burned: f64,
+    /// The keys of the validators whose stake counts as of `block` (on the embedded ledger:
+    /// the genesis validators; on an EVM chain: staked accounts' registered payload keys).
+    #[serde(default)]
+    pub validators: std::collections::BTreeSet<PublicKey>,
 }

@@ -166,7 +166,7 @@ fn peers_at(s: &Shared, w: Window, block: u64) -> Result<(ChainView, PeerBook), 
     };
     let mut book = PeerBook::default();
     for n in snap.neurons {
-        let validator = s.validator_keys.contains(&n.key);
+        let validator = snap.validators.contains(&n.key);
         if !validator {
             view.registered.insert(n.uid);
             view.keys.insert(n.uid, n.key.0);
