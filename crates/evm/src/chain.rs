@@ -148,7 +148,9 @@ impl EvmChain {
             genesis: placeholder_genesis(),
             patience: opts.patience,
         };
-        chain.rt.block_on(crate::verify_contract(&chain.provider, opts.contract))?;
+        chain
+            .rt
+            .block_on(crate::verify_contract(&chain.provider, opts.contract))?;
         chain.deployment = chain.read_deployment()?;
         chain.genesis = chain.read_genesis(opts.block_time_ms)?;
         Ok(chain)
@@ -176,6 +178,55 @@ impl EvmChain {
         let c = &self.contract;
         let s = self.read(|| async { c.stakeOf(self.account).call().await })?;
         Ok(units_down(s))
+    }
+
+    /// Adds `wei` from this node's account to the emission pool.
+    pub fn fund_pool(&self, wei: U256) -> Result<(), ChainError> {
+        let c = &self.contract;
+        self.send(|| {
+            let call = c.fundPool().value(wei);
+            async move { Ok(*call.send().await?.tx_hash()) }
+        })
+        .map(|_| ())
+    }
+
+    /// Pays the last finished epoch (anyone may): what each uid's account was credited, with
+    /// the consensus weights before and after the block it was paid in (the payment follows
+    /// the consensus of the moment it ran, one of the two).
+    pub fn pay_epoch(&self) -> Result<PaidEpoch, ChainError> {
+        let c = &self.contract;
+        let r = self.send(|| {
+            let call = c.payEpoch();
+            async move { Ok(*call.send().await?.tx_hash()) }
+        })?;
+        let block = r.block_number.unwrap_or(0);
+        let epoch = r
+            .decoded_log::<Subnet::EpochPaid>()
+            .map(|e| e.epoch)
+            .unwrap_or_default();
+        let (before, after) = (
+            BlockId::number(block.saturating_sub(1)),
+            BlockId::number(block),
+        );
+        let neurons = self.neurons_at(after)?;
+        let mut credited = BTreeMap::new();
+        for (uid, n) in &neurons {
+            let owed = |at: BlockId| {
+                let account = n.account;
+                self.read(move || async move { c.rewardsOwed(account).block(at).call().await })
+            };
+            let delta = owed(after)?.saturating_sub(owed(before)?);
+            if !delta.is_zero() {
+                credited.insert(*uid, u128::try_from(delta).unwrap_or(u128::MAX));
+            }
+        }
+        Ok(PaidEpoch {
+            epoch,
+            block: block.saturating_sub(self.deployment.genesis_block),
+            credited,
+            weights_before: self.consensus_at(before)?.0,
+            weights_after: self.consensus_at(after)?.0,
+        })
     }
 
     /// Stakes `wei` from this node's account (a validator does before it starts), then reads
@@ -246,9 +297,15 @@ impl EvmChain {
     fn read_deployment(&self) -> Result<Deployment, EvmError> {
         let c = &self.contract;
         let err = |e: ChainError| EvmError::Chain(Box::new(e));
-        let config = self.read(|| async { c.config().call().await }).map_err(err)?;
-        let genesis_block = self.read(|| async { c.genesisBlock().call().await }).map_err(err)?;
-        let chain_id = self.rpc(|| async { self.provider.get_chain_id().await }).map_err(err)?;
+        let config = self
+            .read(|| async { c.config().call().await })
+            .map_err(err)?;
+        let genesis_block = self
+            .read(|| async { c.genesisBlock().call().await })
+            .map_err(err)?;
+        let chain_id = self
+            .rpc(|| async { self.provider.get_chain_id().await })
+            .map_err(err)?;
         Ok(Deployment {
             config,
             genesis_block,
@@ -262,7 +319,7 @@ impl EvmChain {
         let stamp = self.timestamp_of(d.genesis_block).map_err(err)?;
         let at = BlockId::latest();
         let neurons = self.neurons_at(at).map_err(err)?;
-        let validators = self
+        let mut validators: Vec<ValidatorStake> = self
             .validators_at(at, &neurons)
             .map_err(err)?
             .into_iter()
@@ -271,6 +328,15 @@ impl EvmChain {
                 stake: v.stake,
             })
             .collect();
+        // This node's own stake needs no registration to be known as its key's: a validator
+        // stakes before it registers, and must know itself as one from the start.
+        let me = self.key.public();
+        if !validators.iter().any(|v| v.key == me) {
+            let stake = self.own_stake().map_err(err)?;
+            if stake > 0 {
+                validators.push(ValidatorStake { key: me, stake });
+            }
+        }
         let c = &d.config;
         let g = Genesis {
             run_id: c.runId.clone(),
@@ -390,10 +456,7 @@ impl EvmChain {
     fn consensus_at(&self, at: BlockId) -> Result<(BTreeMap<u32, f64>, f64), ChainError> {
         let c = &self.contract;
         let r = self.read(|| async { c.consensus().block(at).call().await })?;
-        let total = r
-            .ranks
-            .iter()
-            .fold(r.burnRank, |a, &b| a.saturating_add(b));
+        let total = r.ranks.iter().fold(r.burnRank, |a, &b| a.saturating_add(b));
         let share = |x: U256| {
             if total.is_zero() {
                 0.0
@@ -492,7 +555,9 @@ impl EvmChain {
                     .saturating_add(self.patience.total_ms),
             );
         loop {
-            if let Some(r) = self.rpc(|| async { self.provider.get_transaction_receipt(hash).await })? {
+            if let Some(r) =
+                self.rpc(|| async { self.provider.get_transaction_receipt(hash).await })?
+            {
                 if !r.status() {
                     return Err(ChainError::Rejected(Rejection::Malformed(format!(
                         "transaction {hash} reverted when mined"
@@ -514,8 +579,8 @@ impl EvmChain {
     fn register(&self) -> Result<TransactionReceipt, ChainError> {
         let burn = self.deployment.config.registrationBurn;
         let price = self.rpc(|| async { self.provider.get_gas_price().await })?;
-        let needed =
-            burn.saturating_add(U256::from(price).saturating_mul(U256::from(REGISTER_GAS_ALLOWANCE)));
+        let needed = burn
+            .saturating_add(U256::from(price).saturating_mul(U256::from(REGISTER_GAS_ALLOWANCE)));
         let balance = self.wei_balance()?;
         if balance < needed {
             return Err(Rejection::InsufficientBalance {
@@ -590,6 +655,18 @@ impl EvmChain {
         let n = self.read(|| async { c.neuron(ev.uid).block(before).call().await })?;
         Ok(Some(PublicKey(n.hotkey.0)))
     }
+}
+
+/// What [`EvmChain::pay_epoch`] paid.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PaidEpoch {
+    pub epoch: u64,
+    /// Run block it was paid in.
+    pub block: u64,
+    /// Wei credited to each uid's account.
+    pub credited: BTreeMap<u32, u128>,
+    pub weights_before: BTreeMap<u32, f64>,
+    pub weights_after: BTreeMap<u32, f64>,
 }
 
 /// A registration as nodes see it.
@@ -798,7 +875,11 @@ mod tests {
         assert_eq!(node_uid(CONTRACT_BURN_UID), BURN_UID);
         assert_eq!(contract_uid(7), Some(7));
         assert_eq!(node_uid(7), 7);
-        assert_eq!(contract_uid(65_535), None, "65535 is the burn on the contract");
+        assert_eq!(
+            contract_uid(65_535),
+            None,
+            "65535 is the burn on the contract"
+        );
         assert_eq!(contract_uid(70_000), None);
     }
 

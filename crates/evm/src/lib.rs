@@ -12,7 +12,7 @@ pub mod tools;
 
 pub use account::{evm_signer, registration_message, registration_proof};
 pub use bindings::Subnet;
-pub use chain::{EvmChain, EvmOptions, Patience};
+pub use chain::{EvmChain, EvmOptions, PaidEpoch, Patience};
 
 use alloy::network::EthereumWallet;
 use alloy::primitives::{keccak256, Address, B256};

@@ -331,10 +331,20 @@ async fn a_validator_whose_stake_no_longer_counts_gives_up_its_slot() {
         r.decoded_log::<Subnet::Staked>().unwrap().stake,
         U256::from(ETH)
     );
-    assert_eq!(newcomer.validatorCount().call().await.unwrap(), U256::from(16));
+    assert_eq!(
+        newcomer.validatorCount().call().await.unwrap(),
+        U256::from(16)
+    );
     let mut listed = Vec::new();
     for i in 0..16u64 {
-        listed.push(newcomer.validatorAt(U256::from(i)).call().await.unwrap().account);
+        listed.push(
+            newcomer
+                .validatorAt(U256::from(i))
+                .call()
+                .await
+                .unwrap()
+                .account,
+        );
     }
     assert!(listed.contains(&newcomer.addr), "the newcomer holds a slot");
     assert_eq!(

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use covenant_evm::alloy::primitives::{Address, FixedBytes, U256};
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use covenant_evm::alloy::primitives::{Address, FixedBytes, U256};
 use covenant_evm::{EvmChain, EvmOptions, Patience, Subnet};
 use covenant_net::{Chain, Keypair};
 

@@ -111,7 +111,8 @@ impl RunSpec {
         );
         let spec: RunSpec = serde_json::from_slice(bytes)
             .with_context(|| format!("{what} is not a valid run spec"))?;
-        spec.validate().with_context(|| format!("run spec {what}"))?;
+        spec.validate()
+            .with_context(|| format!("run spec {what}"))?;
         Ok(spec)
     }
 

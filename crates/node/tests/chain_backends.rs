@@ -100,9 +100,7 @@ impl Evm {
             epochBlocks: 100,
             emissionPerEpoch: U256::ZERO,
         };
-        let contract = rt
-            .block_on(covenant_evm::deploy(&owner, config))
-            .unwrap();
+        let contract = rt.block_on(covenant_evm::deploy(&owner, config)).unwrap();
         for k in std::iter::once(validator).chain(others) {
             let a = covenant_evm::evm_signer(k).unwrap().address();
             rt.block_on(covenant_evm::fund_on_dev_chain(
@@ -179,8 +177,7 @@ fn the_rules_hold(b: &dyn Backend, validator: &Keypair, miners: &[Keypair]) {
     assert_eq!(uids, vec![1, 2], "{who}");
     // Registering again changes nothing (the node's register finds itself registered).
     assert_eq!(
-        covenant_node::setup::register(chains[0].as_ref(), &miners[0], "file:///m0", None)
-            .unwrap(),
+        covenant_node::setup::register(chains[0].as_ref(), &miners[0], "file:///m0", None).unwrap(),
         1,
         "{who}"
     );
@@ -213,7 +210,10 @@ fn the_rules_hold(b: &dyn Backend, validator: &Keypair, miners: &[Keypair]) {
     );
     assert!(snap.validators.contains(&validator.public()), "{who}");
     assert!(!snap.validators.contains(&miners[0].public()), "{who}");
-    assert!(snap.neurons.iter().all(|n| n.consensus_weight == 0.0), "{who}");
+    assert!(
+        snap.neurons.iter().all(|n| n.consensus_weight == 0.0),
+        "{who}"
+    );
     // A miner may not set weights; a weight on an unknown uid is refused.
     let e = send(
         chains[0].as_ref(),
@@ -272,7 +272,11 @@ fn the_rules_hold(b: &dyn Backend, validator: &Keypair, miners: &[Keypair]) {
         .iter()
         .find(|v| v.key == validator.public())
         .unwrap();
-    assert_eq!((v.uid, v.weights.clone()), (Some(0), vec![(1, 3), (2, 1)]), "{who}");
+    assert_eq!(
+        (v.uid, v.weights.clone()),
+        (Some(0), vec![(1, 3), (2, 1)]),
+        "{who}"
+    );
     // Commitments are bounded on both.
     let e = send(
         chains[0].as_ref(),
@@ -319,4 +323,20 @@ fn an_evm_client_speaks_for_its_own_key_only() {
     assert!(matches!(e, ChainError::Unsupported(_)), "{e}");
     let tx = Transaction::sign(&m[1], "backends", 1, TxBody::Register);
     assert!(matches!(c.submit(&tx), Err(ChainError::Unsupported(_))));
+}
+
+/// Found on the first real run on anvil: a validator stakes before it registers, and did not
+/// know itself as a validator (so it kept no copies of the uploads it aggregated). Others
+/// learn its key only from its registration, whose proof binds the key to the account.
+#[test]
+fn a_validator_knows_itself_by_its_stake_before_it_registers() {
+    let (v, m) = keys();
+    let evm = Evm::new(&v, &m);
+    let own = evm.client(&v);
+    assert!(own.genesis().validator_keys().contains(&v.public()));
+    let other = evm.client(&m[0]);
+    assert!(!other.genesis().validator_keys().contains(&v.public()));
+    covenant_node::setup::register(&own, &v, "file:///v", None).unwrap();
+    let other = evm.client(&m[0]);
+    assert!(other.genesis().validator_keys().contains(&v.public()));
 }

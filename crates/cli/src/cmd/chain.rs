@@ -87,6 +87,27 @@ pub enum ChainCommand {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Add ETH from a key's account to an EVM chain's emission pool.
+    FundPool {
+        #[arg(long)]
+        chain: String,
+        #[arg(long)]
+        contract: String,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        eth: f64,
+    },
+    /// Pay the last finished epoch's rewards on an EVM chain (anyone may); prints JSON: the
+    /// wei credited per uid, and the consensus weights around the block.
+    PayEpoch {
+        #[arg(long)]
+        chain: String,
+        #[arg(long)]
+        contract: String,
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Add ETH to an account on a local development chain (anvil): the local faucet.
     Fund {
         #[arg(long)]
@@ -179,7 +200,10 @@ pub fn run(c: ChainCommand) -> Result<()> {
         } => {
             let m = match (dir, chain) {
                 (Some(dir), _) => Ledger::open(&dir)?.metagraph()?,
-                (None, Some(url)) => evm_metagraph(url, contract.unwrap_or_default())?,
+                (None, Some(url)) => {
+                    let c = evm_chain(&url, &contract.unwrap_or_default(), None)?;
+                    c.metagraph()?
+                }
                 (None, None) => bail!("give --dir, or --chain and --contract"),
             };
             if json {
@@ -196,6 +220,28 @@ pub fn run(c: ChainCommand) -> Result<()> {
             Ok(())
         }
         ChainCommand::Fund { chain, to, eth } => fund(&chain, &to, eth),
+        ChainCommand::FundPool {
+            chain,
+            contract,
+            key,
+            eth,
+        } => {
+            let wei = super::node::eth_to_wei(eth);
+            anyhow::ensure!(wei > 0, "--eth must be positive");
+            evm_chain(&chain, &contract, Some(&key))?
+                .fund_pool(covenant_evm::alloy::primitives::U256::from(wei))?;
+            println!("added {eth} ETH to the emission pool");
+            Ok(())
+        }
+        ChainCommand::PayEpoch {
+            chain,
+            contract,
+            key,
+        } => {
+            let paid = evm_chain(&chain, &contract, Some(&key))?.pay_epoch()?;
+            println!("{}", serde_json::to_string(&paid)?);
+            Ok(())
+        }
         ChainCommand::Balance { dir, key } => {
             let key = parse_public_key(&key).map_err(anyhow::Error::msg)?;
             println!("{}", Ledger::open(&dir)?.balance(&key)?);
@@ -266,23 +312,30 @@ fn send(
     Ok(chain.submit(&tx)?)
 }
 
-/// The metagraph of an EVM chain's contract (read as a throwaway key: nothing is sent).
-fn evm_metagraph(url: String, contract: String) -> Result<covenant_net::chain::Metagraph> {
+/// A client of an EVM chain's contract, as `key` (a throwaway key when only reading).
+fn evm_chain(
+    url: &str,
+    contract: &str,
+    key: Option<&std::path::Path>,
+) -> Result<covenant_evm::EvmChain> {
     use covenant_evm::{EvmChain, EvmOptions, Patience};
-    let chain = EvmChain::connect(EvmOptions {
+    let key = match key {
+        Some(k) => Keypair::load(k).with_context(|| format!("loading key {}", k.display()))?,
+        None => Keypair::generate()?,
+    };
+    EvmChain::connect(EvmOptions {
         url: url
             .parse()
             .with_context(|| format!("--chain {url:?} is not a URL"))?,
         contract: contract.parse().with_context(|| {
             format!("--contract {contract:?} is not an address (0x and 40 hex digits)")
         })?,
-        key: Keypair::generate()?,
-        // The metagraph is in blocks and windows, which do not depend on the block time.
+        key,
+        // What these commands print is in blocks and windows, which do not depend on it.
         block_time_ms: 1_000,
         patience: Patience::default(),
     })
-    .with_context(|| format!("reading the contract {contract} on {url}"))?;
-    Ok(chain.metagraph()?)
+    .with_context(|| format!("reading the contract {contract} on {url}"))
 }
 
 fn fund(url: &str, to: &str, eth: f64) -> Result<()> {
@@ -302,8 +355,11 @@ fn fund(url: &str, to: &str, eth: f64) -> Result<()> {
             .with_context(|| format!("--chain {url:?} is not a URL"))?,
         covenant_evm::evm_signer(&Keypair::generate()?)?,
     );
-    tokio::runtime::Runtime::new()?
-        .block_on(covenant_evm::fund_on_dev_chain(&provider, account, U256::from(wei)))?;
+    tokio::runtime::Runtime::new()?.block_on(covenant_evm::fund_on_dev_chain(
+        &provider,
+        account,
+        U256::from(wei),
+    ))?;
     println!("funded {account} with {eth} ETH");
     Ok(())
 }

@@ -131,6 +131,9 @@ pub struct CreateArgs {
     /// Least ETH staked that makes an account a validator.
     #[arg(long, default_value_t = 1.0)]
     pub min_stake: f64,
+    /// ETH paid out of the emission pool per epoch (one window), by the consensus weights.
+    #[arg(long, default_value_t = 1.0)]
+    pub emission: f64,
     #[command(flatten)]
     pub spec: SpecArgs,
 }
@@ -150,7 +153,7 @@ pub fn create(a: &CreateArgs) -> Result<()> {
         min_validator_stake_wei: eth_to_wei(a.min_stake),
         unstake_delay_blocks: 10 * blocks,
         epoch_blocks: blocks,
-        emission_per_epoch_wei: 0,
+        emission_per_epoch_wei: eth_to_wei(a.emission),
     };
     let key = covenant_node::setup::load_or_create_key(&a.key)?;
     let rt = tokio::runtime::Runtime::new()?;
