@@ -99,6 +99,8 @@ pub struct EvmChain {
     deployment: Deployment,
     genesis: Genesis,
     patience: Patience,
+    /// The highest run block seen ([`Chain::block`] never goes back).
+    last_block: std::sync::atomic::AtomicU64,
 }
 
 /// Whether an RPC failure may pass if asked again (the endpoint down or overloaded), as opposed
@@ -147,6 +149,7 @@ impl EvmChain {
             },
             genesis: placeholder_genesis(),
             patience: opts.patience,
+            last_block: std::sync::atomic::AtomicU64::new(0),
         };
         chain
             .rt
@@ -768,12 +771,15 @@ impl Chain for EvmChain {
         &self.genesis
     }
 
-    /// The chain's head, in run blocks (0 before the chain can be reached: the node's own
-    /// clock then decides, and every read says what failed).
+    /// The chain's head, in run blocks; while the endpoint cannot be reached, the last head
+    /// seen (never going back), and every read says what failed.
     fn block(&self) -> u64 {
-        self.head()
-            .map(|h| h.saturating_sub(self.deployment.genesis_block))
-            .unwrap_or(0)
+        use std::sync::atomic::Ordering;
+        let seen = match self.head() {
+            Ok(h) => h.saturating_sub(self.deployment.genesis_block),
+            Err(_) => 0,
+        };
+        self.last_block.fetch_max(seen, Ordering::Relaxed).max(seen)
     }
 
     fn balance(&self, key: &PublicKey) -> Result<u64, ChainError> {

@@ -340,3 +340,123 @@ fn a_validator_knows_itself_by_its_stake_before_it_registers() {
     let other = evm.client(&m[0]);
     assert!(other.genesis().validator_keys().contains(&v.public()));
 }
+
+/// A TCP forwarder to anvil that can be cut (connections refused and open ones dropped) and
+/// restored, to take the RPC endpoint away from a client without losing the chain.
+struct Link {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Link {
+    fn to(target: std::net::SocketAddr) -> Link {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = up.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16 * 1024];
+                        from.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+                            .unwrap();
+                        while flag.load(Ordering::SeqCst) {
+                            match from.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Link { port, up }
+    }
+    fn set(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Issue 13: when the RPC endpoint goes away, a read retries with backoff and succeeds once it
+/// is back; past the client's patience it fails with an error naming the endpoint, and the
+/// same client works again afterwards.
+#[test]
+fn an_unreachable_endpoint_is_retried_then_named_and_the_client_carries_on() {
+    let (v, m) = keys();
+    let evm = Evm::new(&v, &m);
+    let anvil_addr: std::net::SocketAddr =
+        format!("127.0.0.1:{}", evm.anvil.port()).parse().unwrap();
+    let link = Link::to(anvil_addr);
+    let url: covenant_evm::alloy::transports::http::reqwest::Url =
+        format!("http://127.0.0.1:{}", link.port).parse().unwrap();
+    let patience = Patience {
+        first_backoff_ms: 100,
+        max_backoff_ms: 400,
+        total_ms: 3_000,
+        request_ms: 1_000,
+    };
+    let c = EvmChain::connect(EvmOptions {
+        url: url.clone(),
+        contract: evm.contract,
+        key: m[0].clone(),
+        block_time_ms: BLOCK_MS,
+        patience,
+    })
+    .unwrap();
+    let block = c.block() + 1;
+    let before = c.snapshot(block).unwrap();
+    // Down for a second: the read waits it out.
+    link.set(false);
+    let restore = std::thread::spawn({
+        let up = link.up.clone();
+        move || {
+            std::thread::sleep(std::time::Duration::from_millis(1_000));
+            up.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let t = std::time::Instant::now();
+    assert_eq!(c.snapshot(block).unwrap(), before);
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(900),
+        "it waited"
+    );
+    restore.join().unwrap();
+    // Down for longer than the patience: a clear error naming the endpoint.
+    link.set(false);
+    let e = c.snapshot(block).unwrap_err();
+    assert!(matches!(e, ChainError::Endpoint { .. }), "{e}");
+    assert!(
+        c.block() >= block - 1,
+        "the head does not go back while unreachable"
+    );
+    assert!(
+        e.to_string().contains(&format!("127.0.0.1:{}", link.port)),
+        "{e}"
+    );
+    // Back: the same client carries on.
+    link.set(true);
+    assert_eq!(c.snapshot(block).unwrap(), before);
+}
