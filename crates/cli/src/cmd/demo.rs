@@ -61,6 +61,16 @@ pub struct Args {
     /// from COVENANT_S3_CONFIG / AWS_* variables) or a directory.
     #[arg(long)]
     pub store: Option<String>,
+    /// The chain: `embedded` (the run directory's ledger) or `anvil` (a local EVM node started
+    /// for the demo, with the `Subnet` contract deployed on it; nodes join by its address).
+    #[arg(long, value_enum, default_value_t = DemoChain::Embedded)]
+    pub chain: DemoChain,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoChain {
+    Embedded,
+    Anvil,
 }
 
 /// `$COVENANT_CACHE`, else `.cache/covenant` under the current directory.
@@ -133,33 +143,8 @@ pub fn run_network(a: &Args) -> Result<Value> {
             no_own_data_check: a.no_own_data_check,
         },
     };
-    let spec = super::node::spec_of(&init.spec);
+    let mut spec = super::node::spec_of(&init.spec);
     let start_in = Duration::from_secs(init.start_in);
-    let genesis = network::init(
-        &a.out,
-        &spec,
-        a.validators,
-        &NetworkTiming {
-            block_ms: 1000,
-            blocks_per_window: a.window_secs,
-            start_in_ms: start_in.as_millis() as u64,
-        },
-    )?;
-    let last_window = a.windows - 1;
-    eprintln!(
-        "run directory {} · chain genesis in {} s · {} validators, {} miners · preset {} · {} windows of {} s (H = {}, batch {})",
-        a.out.display(),
-        init.start_in,
-        a.validators,
-        a.miners,
-        a.preset,
-        a.windows,
-        a.window_secs,
-        a.inner_steps,
-        a.batch
-    );
-    let exe = std::env::current_exe().context("locating the covenant binary")?;
-    let mut nodes = Vec::new();
     let names: Vec<(String, &str)> = (0..a.validators)
         .map(|i| (network::validator_name(i), "validator"))
         .chain((0..a.miners).map(|i| (network::miner_name(i), "miner")))
@@ -174,7 +159,72 @@ pub fn run_network(a: &Args) -> Result<Value> {
         .iter()
         .map(|(n, _)| (n.clone(), store_of(n)))
         .collect();
-    network::preregister(&a.out, &stores)?;
+    let (genesis, chain, local_chain) = match a.chain {
+        DemoChain::Embedded => {
+            let genesis = network::init(
+                &a.out,
+                &spec,
+                a.validators,
+                &NetworkTiming {
+                    block_ms: 1000,
+                    blocks_per_window: a.window_secs,
+                    start_in_ms: start_in.as_millis() as u64,
+                },
+            )?;
+            network::preregister(&a.out, &stores)?;
+            let ledger = covenant_net::Ledger::open(&a.out.join("chain"))?;
+            let chain: std::sync::Arc<dyn Chain> = std::sync::Arc::new(ledger);
+            (genesis, chain, None)
+        }
+        DemoChain::Anvil => {
+            spec.params.block_time_ms = 1_000;
+            spec.params.blocks_per_window = a.window_secs;
+            let roles: Vec<_> = names
+                .iter()
+                .zip(&stores)
+                .map(|((n, role), (_, store))| {
+                    let role = match *role {
+                        "validator" => covenant_node::Role::Validator,
+                        _ => covenant_node::Role::Miner,
+                    };
+                    (n.clone(), store.clone(), role)
+                })
+                .collect();
+            eprintln!("starting anvil and deploying the run's contract …");
+            let c = super::demo_anvil::start(&a.out, &spec, &roles)?;
+            eprintln!(
+                "contract {} on {} (anvil, 1-s blocks)",
+                c.endpoint.contract, c.endpoint.url
+            );
+            (c.genesis.clone(), c.chain.clone(), Some(c))
+        }
+    };
+    let chain_args = local_chain
+        .as_ref()
+        .map(|c| c.node_args())
+        .unwrap_or_default();
+    let last_window = a.windows - 1;
+    eprintln!(
+        "run directory {} · chain genesis {} · {} validators, {} miners · preset {} · {} windows of {} s (H = {}, batch {})",
+        a.out.display(),
+        {
+            let (g, now) = (genesis.genesis_time_ms, covenant_node::now_ms());
+            if g >= now {
+                format!("in {} s", (g - now).div_ceil(1000))
+            } else {
+                format!("{} s ago", (now - g) / 1000)
+            }
+        },
+        a.validators,
+        a.miners,
+        a.preset,
+        a.windows,
+        a.window_secs,
+        a.inner_steps,
+        a.batch
+    );
+    let exe = std::env::current_exe().context("locating the covenant binary")?;
+    let mut nodes = Vec::new();
     for (name, role) in &names {
         let dir = a.out.join("nodes").join(name);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -207,20 +257,22 @@ pub fn run_network(a: &Args) -> Result<Value> {
                 .unwrap_or(covenant_node::Behaviour::Honest);
             cmd.arg("--behaviour").arg(b.name());
         }
-        if a.store.is_some() {
+        if a.store.is_some() || local_chain.is_some() {
             cmd.arg("--store").arg(store_of(name));
         }
+        cmd.args(&chain_args);
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         nodes.push(Node {
             name: name.clone(),
             child,
         });
     }
-    let result = watch(a, &genesis, &mut nodes, last_window);
+    let result = watch(a, chain.as_ref(), &mut nodes, last_window);
     for n in &mut nodes {
         let _ = n.child.kill();
         let _ = n.child.wait();
     }
+    drop(local_chain);
     let mut summary = result?;
     summary["seconds"] = json!(t0.elapsed().as_secs_f64());
     let path = a.out.join("summary.json");
@@ -298,12 +350,8 @@ impl Watched {
     }
 }
 
-fn watch(
-    a: &Args,
-    genesis: &covenant_net::Genesis,
-    nodes: &mut [Node],
-    last_window: u64,
-) -> Result<Value> {
+fn watch(a: &Args, chain: &dyn Chain, nodes: &mut [Node], last_window: u64) -> Result<Value> {
+    let genesis = chain.genesis();
     let schedule = genesis.schedule();
     let deadline = Instant::now()
         + Duration::from_millis(
@@ -356,7 +404,7 @@ fn watch(
             print_window(*w, f);
         }
     }
-    summarize(a, genesis, &seen)
+    summarize(a, chain, &seen)
 }
 
 /// The complete event lines appended to a node's log since `offset`.
@@ -415,7 +463,8 @@ fn print_window(w: u64, f: &WindowFacts) {
     );
 }
 
-fn summarize(a: &Args, genesis: &covenant_net::Genesis, seen: &Watched) -> Result<Value> {
+fn summarize(a: &Args, chain: &dyn Chain, seen: &Watched) -> Result<Value> {
+    let genesis = chain.genesis();
     let (facts, finished, errors) = (&seen.facts, &seen.finished, &seen.errors);
     let rows: Vec<(u64, f64)> = facts
         .iter()
@@ -479,7 +528,6 @@ fn summarize(a: &Args, genesis: &covenant_net::Genesis, seen: &Watched) -> Resul
         &csv,
     )?;
     // Final weights from the chain.
-    let chain = covenant_net::Ledger::open(&a.out.join("chain"))?;
     let m = chain.metagraph()?;
     let weights: BTreeMap<String, f64> = m
         .neurons

@@ -2,6 +2,7 @@ pub mod bench;
 pub mod chain;
 pub mod data;
 pub mod demo;
+pub mod demo_anvil;
 pub mod keygen;
 pub mod model;
 pub mod node;

@@ -63,6 +63,7 @@ fn net(a: &Args, out: PathBuf, behaviours: Vec<Behaviour>) -> demo::Args {
         grace_secs: Some(a.grace_secs),
         behaviours,
         store: None,
+        chain: demo::DemoChain::Embedded,
     }
 }
 
