@@ -78,6 +78,9 @@ pub struct EvmOptions {
     /// The run's block time (from its run spec): how the schedule maps blocks to time.
     pub block_time_ms: u64,
     pub patience: Patience,
+    /// PEM certificates trusted for an `https://` endpoint besides the system's
+    /// ([`crate::tls_roots_from_env`] reads them from `COVENANT_CHAIN_CA`).
+    pub tls_roots: Vec<Vec<u8>>,
 }
 
 /// The contract's run, as read at connection.
@@ -128,11 +131,12 @@ impl EvmChain {
             .map_err(EvmError::Runtime)?;
         let signer = crate::evm_signer(&opts.key)?;
         let account = signer.address();
-        let provider = crate::connect_with_timeout(
+        let provider = crate::connect_with(
             opts.url.clone(),
             signer,
             Duration::from_millis(opts.patience.request_ms),
-        );
+            &opts.tls_roots,
+        )?;
         let contract = Subnet::new(opts.contract, provider.clone());
         let endpoint = opts.url.to_string();
         let mut chain = EvmChain {
@@ -396,22 +400,7 @@ impl EvmChain {
         let c = &self.contract;
         let all = self.read(|| async { c.allNeurons().block(at).call().await })?;
         let d = &self.deployment;
-        let mut out = BTreeMap::new();
-        for (uid, n) in all.into_iter().enumerate() {
-            let key = PublicKey(n.hotkey.0);
-            if !proof_verifies(&key, &n.proof, d.chain_id, *c.address(), n.account) {
-                continue;
-            }
-            out.insert(
-                uid as u32,
-                Registered {
-                    key,
-                    account: n.account,
-                    block: n.registeredBlock.saturating_sub(d.genesis_block),
-                },
-            );
-        }
-        Ok(out)
+        Ok(proven(all, d.chain_id, *c.address(), d.genesis_block))
     }
 
     /// The listed validators with counting stake (units) that have a proven registration.
@@ -672,6 +661,45 @@ pub struct PaidEpoch {
     pub weights_after: BTreeMap<u32, f64>,
 }
 
+/// The registrations nodes take part with: those whose ed25519 proof binds the payload key to
+/// the registering account, and of several uids with one payload key (its owner signed proofs
+/// for more than one account) only the earliest registration (then the lowest uid), as the
+/// ledger allows a key one uid.
+fn proven(
+    all: Vec<Subnet::Neuron>,
+    chain_id: u64,
+    contract: Address,
+    genesis_block: u64,
+) -> BTreeMap<u32, Registered> {
+    let mut first: BTreeMap<PublicKey, (u64, u32)> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (uid, n) in all.into_iter().enumerate() {
+        let key = PublicKey(n.hotkey.0);
+        if !proof_verifies(&key, &n.proof, chain_id, contract, n.account) {
+            continue;
+        }
+        let (uid, block) = (uid as u32, n.registeredBlock.saturating_sub(genesis_block));
+        match first.get(&key) {
+            Some(&earlier) if earlier <= (block, uid) => continue,
+            Some(&(_, other)) => {
+                out.remove(&other);
+            }
+            None => {}
+        }
+        first.insert(key, (block, uid));
+        let account = n.account;
+        out.insert(
+            uid,
+            Registered {
+                key,
+                account,
+                block,
+            },
+        );
+    }
+    out
+}
+
 /// A registration as nodes see it.
 struct Registered {
     key: PublicKey,
@@ -887,6 +915,40 @@ mod tests {
             "65535 is the burn on the contract"
         );
         assert_eq!(contract_uid(70_000), None);
+    }
+
+    fn neuron(key: &Keypair, account: Address, block: u64, contract: Address) -> Subnet::Neuron {
+        let proof = crate::registration_proof(key, 1, contract, account);
+        Subnet::Neuron {
+            account,
+            hotkey: FixedBytes::from(key.public().0),
+            proof: Bytes::from(proof.to_vec()),
+            registeredBlock: block,
+        }
+    }
+
+    /// Review of this change: an owner could sign proofs for two accounts and hold two uids
+    /// with one payload key (the ledger allows a key one uid).
+    #[test]
+    fn a_payload_key_counts_once_and_a_bad_proof_not_at_all() {
+        let c = Address::repeat_byte(0xC0);
+        let (k, other) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+        let (a1, a2, a3) = (
+            Address::repeat_byte(1),
+            Address::repeat_byte(2),
+            Address::repeat_byte(3),
+        );
+        let mut forged = neuron(&other, a3, 12, c);
+        forged.hotkey = FixedBytes::from(k.public().0);
+        // uid 0: k's second account, registered later into a lower slot; uid 1: k's first.
+        let all = vec![neuron(&k, a2, 20, c), neuron(&k, a1, 10, c), forged];
+        let got = proven(all, 1, c, 5);
+        let uids: Vec<_> = got.iter().map(|(u, r)| (*u, r.account, r.block)).collect();
+        assert_eq!(
+            uids,
+            vec![(1, a1, 5)],
+            "the earliest registration of k, in run blocks"
+        );
     }
 
     #[test]

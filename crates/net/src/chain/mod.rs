@@ -282,7 +282,8 @@ pub trait Chain: Send + Sync {
     /// The whole state: uids, keys, commitments, stakes, weights, consensus weights.
     fn metagraph(&self) -> Result<Metagraph, ChainError>;
     /// The uids registered before `block` with the consensus weights that follow from the
-    /// weights set before `block` (commitments: current). Every node asking for the same block
+    /// weights set before `block` (commitments: current on the embedded ledger, as of the
+    /// block on an EVM chain). Every node asking for the same block
     /// gets the same answer however late it asks, which is what makes every node derive the
     /// same aggregation set for a window (ask for the window's first block).
     fn snapshot(&self, block: u64) -> Result<Snapshot, ChainError>;
