@@ -26,21 +26,50 @@ pub fn connect(
     url: alloy::transports::http::reqwest::Url,
     signer: PrivateKeySigner,
 ) -> DynProvider {
-    connect_with_timeout(url, signer, std::time::Duration::from_secs(30))
+    let client = http_client(std::time::Duration::from_secs(30), &[]).unwrap_or_default();
+    provider(url, signer, client)
 }
 
-/// [`connect`] with a timeout on every request (so that an endpoint that stops answering
-/// fails a call instead of hanging it).
-pub fn connect_with_timeout(
+/// The environment variable naming a PEM file of certificates to trust for `https://` chain
+/// endpoints besides the system's (a private chain's certificate authority).
+pub const CA_ENV: &str = "COVENANT_CHAIN_CA";
+
+/// The certificates [`CA_ENV`] names (none when it is unset).
+pub fn tls_roots_from_env() -> Result<Vec<Vec<u8>>, EvmError> {
+    let Some(path) = std::env::var_os(CA_ENV) else {
+        return Ok(Vec::new());
+    };
+    let path = std::path::PathBuf::from(path);
+    std::fs::read(&path)
+        .map(|pem| vec![pem])
+        .map_err(|source| EvmError::CaFile { path, source })
+}
+
+/// The HTTP(S) client of a chain endpoint: a timeout on every request (so that an endpoint that
+/// stops answering fails a call instead of hanging it) and TLS by rustls (ring, the provider the
+/// object store client uses too) with the system's roots plus `extra_roots` (PEM).
+fn http_client(
+    timeout: std::time::Duration,
+    extra_roots: &[Vec<u8>],
+) -> Result<alloy::transports::http::reqwest::Client, EvmError> {
+    use alloy::transports::http::reqwest;
+    // Fails only when a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = reqwest::Client::builder().timeout(timeout);
+    for pem in extra_roots {
+        for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(EvmError::Tls)? {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build().map_err(EvmError::Tls)
+}
+
+fn provider(
     url: alloy::transports::http::reqwest::Url,
     signer: PrivateKeySigner,
-    timeout: std::time::Duration,
+    client: alloy::transports::http::reqwest::Client,
 ) -> DynProvider {
-    use alloy::transports::http::{reqwest, Http};
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .unwrap_or_default();
+    use alloy::transports::http::Http;
     // Marked local: receipts are polled every 250 ms rather than every 7 s.
     let rpc = alloy::rpc::client::RpcClient::new(Http::with_client(client, url), true);
     ProviderBuilder::new()
@@ -51,6 +80,17 @@ pub fn connect_with_timeout(
         .wallet(EthereumWallet::from(signer))
         .connect_client(rpc)
         .erased()
+}
+
+/// [`connect`] with a timeout on every request and extra trusted certificates (PEM) for an
+/// `https://` endpoint.
+pub fn connect_with(
+    url: alloy::transports::http::reqwest::Url,
+    signer: PrivateKeySigner,
+    timeout: std::time::Duration,
+    extra_roots: &[Vec<u8>],
+) -> Result<DynProvider, EvmError> {
+    Ok(provider(url, signer, http_client(timeout, extra_roots)?))
 }
 
 /// Why something on the EVM side failed.
@@ -78,6 +118,14 @@ pub enum EvmError {
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Chain(Box<covenant_net::ChainError>),
+    #[error("the chain client's TLS set-up: {0}")]
+    Tls(#[source] alloy::transports::http::reqwest::Error),
+    #[error("reading the certificates {} ({CA_ENV}): {source}", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("deploying the Subnet contract: {0}")]
     Deploy(#[source] alloy::contract::Error),
     #[error("the chain is not a local development chain (anvil_setBalance refused): fund the account from a funded one instead: {0}")]

@@ -5,6 +5,7 @@
 //! publishes the spec ([`create`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use covenant_evm::alloy::primitives::{Address, FixedBytes, U256};
@@ -56,12 +57,14 @@ pub fn connect(
     rt: &tokio::runtime::Handle,
 ) -> Result<(RunSpec, Arc<dyn Chain>)> {
     let (url, contract) = ep.parsed()?;
+    let roots = covenant_evm::tls_roots_from_env()?;
     // The spec's block time is needed to connect; a first connection reads the contract.
-    let probe = EvmChain::connect(options(url.clone(), contract, key, 1_000))
+    let probe = EvmChain::connect(options(url.clone(), contract, key, 1_000, &roots))
         .with_context(|| format!("connecting to the chain at {}", ep.url))?;
     let spec = fetch_spec(probe.config(), rt)?;
     drop(probe);
-    let mut chain = EvmChain::connect(options(url, contract, key, spec.params.block_time_ms))
+    let block_time = spec.params.block_time_ms;
+    let mut chain = EvmChain::connect(options(url, contract, key, block_time, &roots))
         .with_context(|| format!("connecting to the chain at {}", ep.url))?;
     if role == Role::Validator && chain.own_stake()? == 0 {
         let wei = stake_wei
@@ -83,6 +86,7 @@ fn options(
     contract: Address,
     key: &Keypair,
     block_time_ms: u64,
+    tls_roots: &[Vec<u8>],
 ) -> EvmOptions {
     EvmOptions {
         url,
@@ -90,6 +94,7 @@ fn options(
         key: key.clone(),
         block_time_ms,
         patience: Patience::default(),
+        tls_roots: tls_roots.to_vec(),
     }
 }
 
@@ -198,7 +203,8 @@ pub fn create(
         .with_context(|| format!("--chain {:?} is not a URL", c.url))?;
     let signer = covenant_evm::evm_signer(deployer)?;
     let account = signer.address();
-    let provider = covenant_evm::connect(url, signer);
+    let roots = covenant_evm::tls_roots_from_env()?;
+    let provider = covenant_evm::connect_with(url, signer, Duration::from_secs(30), &roots)?;
     rt.block_on(async {
         if let Some(wei) = dev_fund_wei {
             covenant_evm::fund_on_dev_chain(&provider, account, U256::from(wei)).await?;

@@ -128,6 +128,7 @@ impl Evm {
             key: key.clone(),
             block_time_ms: BLOCK_MS,
             patience: Patience::default(),
+            tls_roots: Vec::new(),
         })
         .unwrap()
     }
@@ -424,6 +425,7 @@ fn an_unreachable_endpoint_is_retried_then_named_and_the_client_carries_on() {
         key: m[0].clone(),
         block_time_ms: BLOCK_MS,
         patience,
+        tls_roots: Vec::new(),
     })
     .unwrap();
     let block = c.block() + 1;

@@ -334,6 +334,7 @@ fn evm_chain(
         // What these commands print is in blocks and windows, which do not depend on it.
         block_time_ms: 1_000,
         patience: Patience::default(),
+        tls_roots: covenant_evm::tls_roots_from_env()?,
     })
     .with_context(|| format!("reading the contract {contract} on {url}"))
 }
