@@ -462,3 +462,35 @@ fn an_unreachable_endpoint_is_retried_then_named_and_the_client_carries_on() {
     link.set(true);
     assert_eq!(c.snapshot(block).unwrap(), before);
 }
+
+/// Issue 13: a registration with too little funds gets a clear error naming what it needs, and
+/// a node pointed at an address without the contract stops before trusting anything it reads.
+#[test]
+fn too_little_funds_and_a_wrong_address_are_refused_clearly() {
+    let (v, m) = keys();
+    let evm = Evm::new(&v, &m);
+    let poor = Keypair::from_seed([9; 32]);
+    let c = evm.client(&poor);
+    let e = covenant_node::setup::register(&c, &poor, "file:///p", None).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("balance 0 is below"), "{msg}");
+    assert!(msg.contains("fund it"), "{msg}");
+    assert_eq!(
+        c.metagraph().unwrap().neurons.len(),
+        0,
+        "nothing registered"
+    );
+    let wrong = EvmChain::connect(EvmOptions {
+        url: evm.anvil.endpoint_url(),
+        contract: covenant_evm::alloy::primitives::Address::repeat_byte(0x42),
+        key: poor,
+        block_time_ms: BLOCK_MS,
+        patience: Patience::default(),
+        tls_roots: Vec::new(),
+    });
+    assert!(
+        matches!(wrong, Err(covenant_evm::EvmError::NoContract { .. })),
+        "{:?}",
+        wrong.err()
+    );
+}
