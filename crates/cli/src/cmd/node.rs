@@ -11,9 +11,10 @@ use covenant_node::{Behaviour, NodeOptions, Role, RunSpec};
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeArgs {
     /// Run directory (from `covenant network init`): run.json, chain/, keys/, store/, nodes/.
-    /// With --chain: this node's own working directory (nodes/, the data cache).
-    #[arg(long)]
-    pub run: PathBuf,
+    /// With --chain: this node's own working directory (nodes/, the data cache; default: the
+    /// current directory).
+    #[arg(long, required_unless_present = "chain")]
+    pub run: Option<PathBuf>,
     /// An EVM chain's JSON-RPC URL (with --contract): join the network whose `Subnet` contract
     /// is there, sharing nothing but the chain and object storage. Default: the run
     /// directory's embedded ledger.
@@ -26,9 +27,10 @@ pub struct NodeArgs {
     /// the contract's minimum).
     #[arg(long)]
     pub stake: Option<f64>,
-    /// Node name (its directory under <run>/nodes/ and default bucket <run>/store/<name>).
-    #[arg(long)]
-    pub name: String,
+    /// Node name (its directory under <run>/nodes/ and default bucket <run>/store/<name>;
+    /// default with --chain: `node`).
+    #[arg(long, required_unless_present = "chain")]
+    pub name: Option<String>,
     /// Key file; created if missing. Default: <run>/keys/<name>.key.
     #[arg(long)]
     pub key: Option<PathBuf>,
@@ -55,13 +57,16 @@ pub struct MinerArgs {
 
 impl NodeArgs {
     pub fn options(&self, behaviour: Behaviour) -> NodeOptions {
+        // clap requires --run and --name unless --chain is given.
+        let run = self.run.clone().unwrap_or_else(|| PathBuf::from("."));
+        let name = self.name.clone().unwrap_or_else(|| "node".into());
         NodeOptions {
-            run_dir: self.run.clone(),
-            name: self.name.clone(),
             key: self
                 .key
                 .clone()
-                .unwrap_or_else(|| network::key_path(&self.run, &self.name)),
+                .unwrap_or_else(|| network::key_path(&run, &name)),
+            run_dir: run,
+            name,
             store: self.store.clone(),
             until_window: self.until_window,
             threads: self.threads,
@@ -179,7 +184,7 @@ pub fn create(a: &CreateArgs) -> Result<()> {
     use std::io::Write;
     let _ = writeln!(
         std::io::stdout().lock(),
-        "created run {} on {}: contract {address}\njoin with: covenant miner|validator --run DIR --name NAME --chain {} --contract {address} --store URL",
+        "created run {} on {}: contract {address}\njoin with: covenant miner|validator --chain {} --contract {address} --key KEY --store URL",
         spec.name,
         a.chain,
         a.chain
