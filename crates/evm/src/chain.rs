@@ -163,6 +163,16 @@ impl EvmChain {
         Ok(chain)
     }
 
+    /// The same client with the run's block time (known once the run spec the contract names
+    /// has been read: the schedule maps blocks to time with it).
+    pub fn with_block_time(mut self, block_time_ms: u64) -> Result<EvmChain, ChainError> {
+        let mut g = self.genesis.clone();
+        g.block_time_ms = block_time_ms;
+        g.validate()?;
+        self.genesis = g;
+        Ok(self)
+    }
+
     /// This node's Ethereum account.
     pub fn account(&self) -> Address {
         self.account
@@ -487,12 +497,10 @@ impl EvmChain {
     }
 
     /// The neurons of a state, `now` being the run block their immunity is judged at.
-    fn neurons_of(
-        &self,
-        at: BlockId,
-        now: u64,
-        registered: &BTreeMap<u32, Registered>,
-    ) -> Result<(Vec<Neuron>, f64), ChainError> {
+    /// The state of chain block `at` as nodes see it, `now` being the run block immunity is
+    /// judged at: the neurons, the burned share, and the validators.
+    fn state_at(&self, at: BlockId, now: u64) -> Result<State, ChainError> {
+        let registered = self.neurons_at(at)?;
         let (weights, burned) = self.consensus_at(at)?;
         let mut commitments = self.commitments_at(at)?;
         let immunity = self.genesis.immunity_blocks;
@@ -507,7 +515,12 @@ impl EvmChain {
                 consensus_weight: weights.get(&uid).copied().unwrap_or(0.0),
             })
             .collect();
-        Ok((neurons, burned))
+        let validators = self.validators_at(at, &registered)?;
+        Ok(State {
+            neurons,
+            burned,
+            validators,
+        })
     }
 
     fn own(&self, key: &PublicKey) -> Result<(), ChainError> {
@@ -700,6 +713,13 @@ fn proven(
     out
 }
 
+/// A chain block's state as nodes see it ([`EvmChain::state_at`]).
+struct State {
+    neurons: Vec<Neuron>,
+    burned: f64,
+    validators: Vec<ValidatorState>,
+}
+
 /// A registration as nodes see it.
 struct Registered {
     key: PublicKey,
@@ -859,17 +879,15 @@ impl Chain for EvmChain {
         let head = self.head()?;
         let at = BlockId::number(head);
         let block = head.saturating_sub(self.deployment.genesis_block);
-        let registered = self.neurons_at(at)?;
-        let (neurons, _) = self.neurons_of(at, block, &registered)?;
-        let validators = self.validators_at(at, &registered)?;
+        let state = self.state_at(at, block)?;
         let g = &self.genesis;
         Ok(Metagraph {
             run_id: g.run_id.clone(),
             block,
             window: g.schedule().window_of_block(block),
             max_uids: g.max_uids,
-            neurons,
-            validators,
+            neurons: state.neurons,
+            validators: state.validators,
         })
     }
 
@@ -883,18 +901,12 @@ impl Chain for EvmChain {
             });
         }
         let at = BlockId::number(self.state_before(block)?);
-        let registered = self.neurons_at(at)?;
-        let (neurons, burned) = self.neurons_of(at, block, &registered)?;
-        let validators = self
-            .validators_at(at, &registered)?
-            .into_iter()
-            .map(|v| v.key)
-            .collect();
+        let state = self.state_at(at, block)?;
         Ok(Snapshot {
             block,
-            neurons,
-            burned,
-            validators,
+            neurons: state.neurons,
+            burned: state.burned,
+            validators: state.validators.into_iter().map(|v| v.key).collect(),
         })
     }
 }

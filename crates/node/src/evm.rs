@@ -58,14 +58,11 @@ pub fn connect(
 ) -> Result<(RunSpec, Arc<dyn Chain>)> {
     let (url, contract) = ep.parsed()?;
     let roots = covenant_evm::tls_roots_from_env()?;
-    // The spec's block time is needed to connect; a first connection reads the contract.
-    let probe = EvmChain::connect(options(url.clone(), contract, key, 1_000, &roots))
+    // The spec's block time is not on the contract: the client gets it once the spec is read.
+    let chain = EvmChain::connect(options(url, contract, key, 1_000, &roots))
         .with_context(|| format!("connecting to the chain at {}", ep.url))?;
-    let spec = fetch_spec(probe.config(), rt)?;
-    drop(probe);
-    let block_time = spec.params.block_time_ms;
-    let mut chain = EvmChain::connect(options(url, contract, key, block_time, &roots))
-        .with_context(|| format!("connecting to the chain at {}", ep.url))?;
+    let spec = fetch_spec(chain.config(), rt)?;
+    let mut chain = chain.with_block_time(spec.params.block_time_ms)?;
     if role == Role::Validator && chain.own_stake()? == 0 {
         let wei = stake_wei
             .map(U256::from)
