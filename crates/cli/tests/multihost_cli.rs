@@ -22,9 +22,9 @@ use common::{bin, hashes, of, tail};
 #[path = "../../net/tests/common_s3/mod.rs"]
 mod common_s3;
 
-const WINDOW_SECS: u64 = 10;
-const LAST: u64 = 10;
-const JOIN_AT: u64 = 5;
+const WINDOW_SECS: u64 = 12;
+const LAST: u64 = 12;
+const JOIN_AT: u64 = 6;
 const SUBNET: &str = "10.213.0";
 const RATE: &str = "40mbit";
 const S3_KEY: &str = "multihost";

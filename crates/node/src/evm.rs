@@ -163,7 +163,9 @@ pub fn contract_config(spec: &RunSpec, c: &Creation) -> Result<Subnet::Config> {
         registrationBurn: U256::from(c.registration_burn_wei),
         minValidatorStake: U256::from(c.min_validator_stake_wei),
         unstakeDelayBlocks: c.unstake_delay_blocks,
-        weightsRateLimit: p.blocks_per_window.saturating_sub(1).max(1),
+        // Half a window: a validator sets weights once a window, and when one setting lands
+        // late (busy node, slow block) the next may come less than a window later.
+        weightsRateLimit: (p.blocks_per_window / 2).max(1),
         kappa: 500_000_000,
         versionKey: 0,
         commitReveal: false,
