@@ -119,9 +119,9 @@ pub const OWN_DATA_LLR_CAP: f64 = 8.0;
 /// [`own_data_z`]s under "other data" (z ~ N(0, 1)) against "its own data" (z ~ N(δ, 1), δ =
 /// `own_data_effect`), summed over its evaluations: `llr ← clamp(llr + δ²/2 − δ·z, ±cap)`. It
 /// falls about δ²/2 per evaluation of a peer on its own data (faster: δ·(z − δ/2)) and climbs
-/// about as fast for one on other data. A peer earns only while `llr ≤ −own_data_margin` (0):
-/// the evidence must not favour other data, so a newcomer whose first evaluation looks like
-/// other data is not paid while the validators wait to see it again.
+/// about as fast for one on other data. A peer earns only while `llr ≤ −own_data_margin` (2):
+/// the evidence must favour its own data, so a newcomer is paid once an evaluation shows it
+/// (z ≥ 2 with δ 2), and not while the validators wait to see it again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct OwnDataEvidence {
     pub llr: f64,
@@ -371,8 +371,10 @@ mod tests {
 
     #[test]
     fn own_data_evidence_pays_own_data_and_not_other_data() {
-        // Margin 2 here for round numbers (the default is 0).
+        // The defaults: δ 2, margin 2.
         let (delta, margin) = (2.0, 2.0);
+        let p = crate::RunParams::local();
+        assert_eq!((p.own_data_effect, p.own_data_margin), (delta, margin));
         let mut e = OwnDataEvidence::default();
         assert!(!e.favours_own(margin), "no evidence yet: not paid");
         // On its own data (z 4): −6 per evaluation, paid at once, down to the cap.

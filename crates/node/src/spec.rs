@@ -67,9 +67,10 @@ impl RunSpec {
             aggregation_size: 8,
             reserves: 4,
             uids_per_window: 8,
-            // 16 sequences per loss (the reference's 8 are too few for the own-data evidence
-            // to separate an honest `tiny` miner from one on other data: docs/NODES.md).
-            eval_sequences: 16,
+            // 32 sequences per loss (the reference's 8, and 16, are too few for the own-data
+            // evidence to tell an honest `tiny` miner from one on other data in the first
+            // judged window: docs/NODES.md).
+            eval_sequences: 32,
             ..RunParams::local()
         };
         RunSpec {

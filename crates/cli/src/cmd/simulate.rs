@@ -48,6 +48,9 @@ pub struct Args {
     /// `covenant demo`).
     #[arg(long)]
     pub no_own_data_check: bool,
+    /// With --network: sequences per loss measurement (`eval_sequences`; local runs use 32).
+    #[arg(long, value_name = "N")]
+    pub eval_sequences: Option<usize>,
     /// With --network: write every node's event log (JSON lines, as a real node writes
     /// `events.jsonl`) under DIR/<node>/events.jsonl.
     #[arg(long, value_name = "DIR")]
@@ -170,6 +173,13 @@ fn network(a: Args) -> Result<()> {
     cfg.inner_steps = a.inner_steps;
     cfg.step_ms = a.step_ms;
     cfg.own_data_check = !a.no_own_data_check;
+    if let Some(n) = a.eval_sequences {
+        ensure!(
+            (2..=1024).contains(&n),
+            "--eval-sequences must be in 2..=1024, got {n}"
+        );
+    }
+    cfg.eval_sequences = a.eval_sequences;
     ensure!(
         (1..=60_000).contains(&a.step_ms),
         "--step-ms must be in 1..=60000"

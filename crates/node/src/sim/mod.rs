@@ -72,6 +72,8 @@ pub struct SimConfig {
     /// Validators zero peers whose updates do not favour their own data (`own_data_check`,
     /// on as in local runs).
     pub own_data_check: bool,
+    /// Sequences per loss measurement (`eval_sequences`); `None`: the local network's.
+    pub eval_sequences: Option<usize>,
     /// The prepared bundled corpus (the `tiny` model needs it).
     pub data: Option<Arc<Dataset>>,
     /// Virtual time one inner step takes.
@@ -102,6 +104,7 @@ impl SimConfig {
             grace_secs: 5,
             inner_steps: 8,
             own_data_check: true,
+            eval_sequences: None,
             data: None,
             step_ms: 600,
             slow_steps: Vec::new(),

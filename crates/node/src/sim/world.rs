@@ -133,6 +133,9 @@ fn spec_for(cfg: &SimConfig) -> RunSpec {
     let mut s = RunSpec::local("sim", "tiny");
     s.params.inner_steps = cfg.inner_steps;
     s.params.own_data_check = cfg.own_data_check;
+    if let Some(n) = cfg.eval_sequences {
+        s.params.eval_sequences = n;
+    }
     s.params.grace_ms = cfg.grace_secs * 1000;
     s.keep_windows = s.keep_windows.max(s.checkpoint_every + 3);
     s
