@@ -11,7 +11,6 @@ fn main() {
         windows: a.get(1).copied().unwrap_or(100),
         seed: a.get(2).copied().unwrap_or(0),
         validators: a.get(3).copied().unwrap_or(1) as usize,
-        shared_rotation: a.get(4).copied().unwrap_or(0) == 1,
         ..Default::default()
     };
     let t = std::time::Instant::now();

@@ -137,6 +137,14 @@ fn default_eval_spares() -> usize {
     64
 }
 
+fn default_eval_challengers() -> usize {
+    8
+}
+
+fn default_screen_sequences() -> usize {
+    4
+}
+
 fn default_weak_update() -> f64 {
     0.25
 }
@@ -244,23 +252,33 @@ pub struct RunParams {
     pub aggregation_size: usize,
     /// Reserves: the next peers by weight, who replace missing ones and share the reserve share.
     pub reserves: usize,
-    /// Peers evaluated per window by one validator. (ref) 20.
+    /// Peers one validator evaluates fully per window, at least (when it has that many to
+    /// score); a validator goes on with more while its window's evaluation time lasts
+    /// (`NodeConfig::eval_deadline`). (ref) 20.
     pub uids_per_window: usize,
     /// Of the `uids_per_window` (at most all of them), up to this many go to the aggregation
-    /// set's primaries with an upload, highest weight first (the rest rotate): every window's
-    /// match holds the peers the network trains on, the bar for `penalties.weak_update`, however
-    /// many newcomers flood the rotation. Not in the reference.
+    /// set's primaries with an upload, highest weight first: every window's match holds the
+    /// peers the network trains on, the bar for `penalties.weak_update`, however many
+    /// newcomers flood the rest. Not in the reference.
     #[serde(default = "default_eval_incumbents")]
     pub eval_incumbents: usize,
-    /// Further rotation candidates a validator downloads beside its `uids_per_window`, in draw
-    /// order, to take the slot of a planned peer whose upload turns out not to be scorable on
-    /// its merits (zero, invalid, gone, copied): junk uploads cost a download, not a slot, so
-    /// a flood of them does not starve the honest newcomers of evaluations. Not in the
+    /// Challengers a validator looks at (downloads and screens) beyond its `uids_per_window`,
+    /// in look-at order: junk uploads (zero, invalid, gone, copied) cost a download, not a
+    /// slot, and the best screened of many newcomers are evaluated first. Not in the
     /// reference (which plans its evaluations before downloading).
     #[serde(default = "default_eval_spares")]
     pub eval_spares: usize,
-    /// Rating bins the evaluation rotation samples within.
-    pub eval_bins: usize,
+    /// Of the `uids_per_window`, at least this many (when there are that many) go to
+    /// challengers, peers outside the aggregation set, best screened first: newcomers get in
+    /// however many incumbents there are to check. Not in the reference (docs/SCALING.md).
+    #[serde(default = "default_eval_challengers")]
+    pub eval_challengers: usize,
+    /// Sequences of the validator's random pool on which every upload it looks at is screened
+    /// before the full evaluations (the loss score of the update applied alone; 0: no screen).
+    /// Screens order the full evaluations: challengers best first, incumbents worst first.
+    /// Not in the reference (docs/SCALING.md).
+    #[serde(default = "default_screen_sequences")]
+    pub screen_sequences: usize,
     /// Sequences of the random pool per loss measurement. (ref) 8.
     pub eval_sequences: usize,
     /// Scale of a peer's update when the validator tries it alone: α × this. (ref) 0.2.
@@ -336,7 +354,8 @@ impl RunParams {
             uids_per_window: 20,
             eval_incumbents: default_eval_incumbents(),
             eval_spares: default_eval_spares(),
-            eval_bins: 5,
+            eval_challengers: default_eval_challengers(),
+            screen_sequences: default_screen_sequences(),
             eval_sequences: 8,
             eval_lr_factor: 0.2,
             outer_lr: OuterLr::default(),
@@ -408,8 +427,14 @@ impl RunParams {
         if self.aggregation_size == 0 {
             return bad("aggregation_size", "must be > 0");
         }
-        if self.eval_bins == 0 {
-            return bad("eval_bins", "must be > 0");
+        if self.screen_sequences > self.eval_sequences {
+            return bad(
+                "screen_sequences",
+                format!(
+                    "{} is more than eval_sequences ({})",
+                    self.screen_sequences, self.eval_sequences
+                ),
+            );
         }
         frac("penalties.weak_update", self.penalties.weak_update)?;
         frac(

@@ -133,9 +133,21 @@ impl OwnDataEvidence {
         self.llr = (self.llr + step).clamp(-OWN_DATA_LLR_CAP, OWN_DATA_LLR_CAP);
     }
 
+    /// The evidence after one more evaluation with this z.
+    pub fn after(mut self, z: f64, effect: f64) -> Self {
+        self.update(z, effect);
+        self
+    }
+
     /// Whether the evidence favours the peer's own data by at least `margin`.
     pub fn favours_own(&self, margin: f64) -> bool {
         self.llr <= -margin
+    }
+
+    /// Whether the evidence favours other data (the peer trains on data it was not assigned)
+    /// by more than `margin`.
+    pub fn favours_other(&self, margin: f64) -> bool {
+        self.llr > margin
     }
 }
 

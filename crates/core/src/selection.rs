@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::rng::{derive_seed, SplitMix64};
+use crate::rng::derive_seed;
 use crate::{Millis, Uid, Window};
 
 /// Purpose tag for derived seeds, so streams never collide.
@@ -75,101 +75,55 @@ pub fn aggregation_set(
     AggregationSet { primary, reserves }
 }
 
-/// A candidate for evaluation.
+/// A challenger a validator may look at: a peer with an accepted upload outside the
+/// aggregation set.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EvalCandidate {
     pub uid: Uid,
-    /// Current rating ordinal, used to form bins.
-    pub ordinal: f64,
-    /// Last window it was evaluated in (`None`: never).
-    pub last_evaluated: Option<Window>,
+    /// Window this validator first saw it registered.
+    pub first_seen: Window,
+    /// Last window this validator looked at its upload (`None`: never).
+    pub last_looked_at: Option<Window>,
+    /// The loss score this validator last measured for it (screen or full evaluation).
+    pub promise: Option<f64>,
 }
 
-/// Picks up to `n` peers to evaluate in window `w`. Candidates are sorted by ordinal and cut
-/// into `bins` bins of near-equal size; each bin gets a quota proportional to its size (largest
-/// remainder, ties to the better bin); inside a bin peers are drawn without replacement with
-/// weight `1 + windows since last evaluated` (never evaluated: `2 + w`), so nobody starves and
-/// every rating level is looked at every window. Result sorted by uid.
-pub fn select_for_evaluation(
-    candidates: &[EvalCandidate],
-    w: Window,
-    n: usize,
-    bins: usize,
-    seed: u64,
-) -> Vec<Uid> {
-    let mut out = draw_for_evaluation(candidates, w, n, bins, seed);
-    out.sort_unstable();
-    out
-}
-
-/// [`select_for_evaluation`]'s draw in the order it was drawn (better bins first; all of
-/// them, by uid, when there are at most `n`).
-pub fn draw_for_evaluation(
-    candidates: &[EvalCandidate],
-    w: Window,
-    n: usize,
-    bins: usize,
-    seed: u64,
-) -> Vec<Uid> {
-    if n == 0 || candidates.is_empty() {
-        return Vec::new();
-    }
-    if candidates.len() <= n {
-        let mut all: Vec<Uid> = candidates.iter().map(|c| c.uid).collect();
-        all.sort_unstable();
-        all.dedup();
-        return all;
-    }
-    let mut sorted: Vec<&EvalCandidate> = candidates.iter().collect();
-    sorted.sort_by(|a, b| b.ordinal.total_cmp(&a.ordinal).then(a.uid.cmp(&b.uid)));
-    let bins = bins.clamp(1, sorted.len());
-    let len = sorted.len();
-    let bounds: Vec<(usize, usize)> = (0..bins)
-        .map(|b| (b * len / bins, (b + 1) * len / bins))
-        .collect();
-    // Largest-remainder quotas.
-    let mut quotas: Vec<usize> = bounds.iter().map(|(s, e)| (e - s) * n / len).collect();
-    let mut left = n - quotas.iter().sum::<usize>();
-    let mut rems: Vec<(usize, usize)> = bounds
+/// The up to `looks` challengers a validator looks at (downloads and screens) in window `w`,
+/// in order. Half of the looks (rounded up) go to contenders: challengers whose last measured
+/// loss score was positive, best first, so that one that did well is measured again every
+/// window until its rating shows what it is worth. The rest follow the rotation: the ones
+/// never looked at first, newest registration first, so a newcomer is looked at in its first
+/// scorable window however many others wait; then the least recently looked at, so nobody
+/// starves. Ties go by a hash of (`seed`, `w`, uid). Validators pass the same `seed` (the
+/// run's), so with the same history they look at the same challengers: the chain's consensus
+/// needs the validators holding most of the stake to have measured a peer before it counts.
+pub fn look_at_order(candidates: &[EvalCandidate], w: Window, seed: u64, looks: usize) -> Vec<Uid> {
+    let tie = |u: Uid| derive_seed(seed, &[TAG_EVAL, w, u64::from(u)]);
+    let mut contenders: Vec<(f64, u64, Uid)> = candidates
         .iter()
-        .enumerate()
-        .map(|(b, (s, e))| ((e - s) * n % len, b))
+        .filter_map(|c| c.promise.filter(|p| *p > 0.0).map(|p| (p, tie(c.uid), c.uid)))
         .collect();
-    rems.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    for (_, b) in rems {
-        if left == 0 {
-            break;
-        }
-        quotas[b] += 1;
-        left -= 1;
-    }
-    let mut rng = SplitMix64::new(derive_seed(seed, &[TAG_EVAL, w]));
-    let mut out = Vec::with_capacity(n);
-    for (b, &(s, e)) in bounds.iter().enumerate() {
-        let mut pool: Vec<(Uid, f64)> = sorted[s..e]
-            .iter()
-            .map(|c| {
-                let age = match c.last_evaluated {
-                    Some(l) => 1.0 + w.saturating_sub(l) as f64,
-                    None => 2.0 + w as f64,
-                };
-                (c.uid, age)
-            })
-            .collect();
-        for _ in 0..quotas[b].min(pool.len()) {
-            let total: f64 = pool.iter().map(|p| p.1).sum();
-            let mut x = rng.next_f64() * total;
-            let mut pick = pool.len() - 1;
-            for (i, p) in pool.iter().enumerate() {
-                if x < p.1 {
-                    pick = i;
-                    break;
-                }
-                x -= p.1;
-            }
-            out.push(pool.swap_remove(pick).0);
-        }
-    }
+    contenders.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut out: Vec<Uid> = contenders
+        .into_iter()
+        .map(|c| c.2)
+        .take(looks.div_ceil(2))
+        .collect();
+    let mut rotation: Vec<((u8, u64, u64), Uid)> = candidates
+        .iter()
+        .filter(|c| !out.contains(&c.uid))
+        .map(|c| {
+            let key = match c.last_looked_at {
+                None => (0, u64::MAX - c.first_seen, tie(c.uid)),
+                Some(l) => (1, l, tie(c.uid)),
+            };
+            (key, c.uid)
+        })
+        .collect();
+    rotation.sort_unstable();
+    rotation.dedup_by_key(|k| k.1);
+    let room = looks.saturating_sub(out.len());
+    out.extend(rotation.into_iter().map(|(_, u)| u).take(room));
     out
 }
 
@@ -363,60 +317,71 @@ mod tests {
         (0..n)
             .map(|u| EvalCandidate {
                 uid: u,
-                ordinal: u as f64,
-                last_evaluated: None,
+                first_seen: 0,
+                last_looked_at: None,
+                promise: None,
             })
             .collect()
     }
 
     #[test]
-    fn evaluation_picks_n_distinct_deterministically() {
-        let c = cands(100);
-        let s = select_for_evaluation(&c, 3, 20, 5, 11);
-        assert_eq!(s.len(), 20);
-        assert_eq!(s.iter().collect::<BTreeSet<_>>().len(), 20);
-        assert_eq!(s, select_for_evaluation(&c, 3, 20, 5, 11));
-        // Every bin of 20 by rating contributes 4.
-        for b in 0..5u32 {
-            assert_eq!(s.iter().filter(|&&u| u / 20 == b).count(), 4, "bin {b}");
+    fn newcomers_are_looked_at_first_newest_first_then_the_longest_waiting() {
+        let mut c = cands(6);
+        c[0].last_looked_at = Some(7);
+        c[1].last_looked_at = Some(3);
+        c[2].last_looked_at = Some(5);
+        c[3].first_seen = 2;
+        c[4].first_seen = 9;
+        c[5].first_seen = 4;
+        assert_eq!(look_at_order(&c, 10, 1, 6), vec![4, 5, 3, 1, 2, 0]);
+        assert_eq!(look_at_order(&c, 10, 1, 2), vec![4, 5], "at most `looks`");
+        assert!(look_at_order(&[], 10, 1, 6).is_empty());
+    }
+
+    #[test]
+    fn the_look_at_order_is_shared_by_a_seed_and_changes_with_the_window() {
+        let c = cands(50);
+        let a = look_at_order(&c, 3, 11, 50);
+        assert_eq!(a.len(), 50);
+        assert_eq!(a.iter().collect::<BTreeSet<_>>().len(), 50);
+        assert_eq!(a, look_at_order(&c, 3, 11, 50), "same seed, same order");
+        assert_ne!(a, look_at_order(&c, 4, 11, 50), "ties broken anew each window");
+        assert_ne!(a, look_at_order(&c, 3, 12, 50));
+    }
+
+    #[test]
+    fn half_the_looks_go_to_challengers_that_did_well_best_first() {
+        let mut c = cands(10);
+        for (u, p) in [(2, 0.3), (5, 0.9), (7, -0.5), (8, 0.1), (9, 0.0)] {
+            c[u].promise = Some(p);
+            c[u].last_looked_at = Some(4);
         }
+        let order = look_at_order(&c, 5, 1, 6);
+        assert_eq!(order.len(), 6);
+        assert_eq!(order[..3], [5, 2, 8], "contenders, best first: {order:?}");
+        assert!(
+            order[3..].iter().all(|u| c[*u as usize].last_looked_at.is_none()),
+            "then the rotation, never looked at first: {order:?}"
+        );
+        // With looks to spare, everyone.
+        assert_eq!(look_at_order(&c, 5, 1, 20).len(), 10);
     }
 
     #[test]
-    fn evaluation_edge_cases() {
-        assert!(select_for_evaluation(&[], 0, 20, 5, 0).is_empty());
-        assert!(select_for_evaluation(&cands(5), 0, 0, 5, 0).is_empty());
-        assert_eq!(select_for_evaluation(&cands(1), 0, 20, 5, 0), vec![0]);
-        assert_eq!(
-            select_for_evaluation(&cands(5), 0, 20, 5, 0),
-            vec![0, 1, 2, 3, 4]
-        );
-        assert_eq!(
-            select_for_evaluation(&cands(30), 0, 7, 100, 0).len(),
-            7,
-            "more bins than quota"
-        );
-    }
-
-    #[test]
-    fn rotation_does_not_starve_anyone() {
+    fn looking_in_order_sweeps_every_candidate_without_starving_anyone() {
         let mut c = cands(100);
-        let mut w_max_gap = 0;
-        let mut last = vec![0u64; 100];
+        let mut max_gap = 0;
         for w in 0..200u64 {
-            for u in select_for_evaluation(&c, w, 10, 5, 1) {
-                let cu = &mut c[u as usize];
-                cu.last_evaluated = Some(w);
-                last[u as usize] = w;
+            for u in look_at_order(&c, w, 1, 10) {
+                c[u as usize].last_looked_at = Some(w);
             }
-            if w >= 100 {
-                let gap = last.iter().map(|&l| w - l).max().unwrap();
-                w_max_gap = w_max_gap.max(gap);
+            if w >= 10 {
+                let gap = c.iter().map(|x| w - x.last_looked_at.unwrap()).max().unwrap();
+                max_gap = max_gap.max(gap);
             }
         }
-        assert!(c.iter().all(|x| x.last_evaluated.is_some()));
-        // Uniform-at-random would leave gaps of ~40+ windows; weighting by age keeps them short.
-        assert!(w_max_gap < 35, "max gap {w_max_gap}");
+        // 100 candidates, 10 looks a window: everyone every 10 windows.
+        assert_eq!(max_gap, 9, "max gap {max_gap}");
     }
 
     #[test]

@@ -11,14 +11,25 @@
 //! - honest: true improvement `s = 0.01 × quality` on random data (quality ~ U(0.5, 1.5)), and
 //!   50% more on its own assigned data; uploads early in the grace period; 20% join late (after
 //!   null windows).
-//! - free-rider: uploads noise: `s = −0.0005`, no extra gain on its own data.
+//! - free-rider: uploads a zero update (nothing to measure; not rated, never paid).
+//! - noise: uploads random values, clipped to the window's median norm: `s = −0.002`, no
+//!   extra gain on its own data.
 //! - copycat: waits, copies the best-weighted peer's upload (70% of its indices), uploads late in
 //!   the grace period: same `s` as its victim, no extra gain on its own data.
 //! - late: an honest trainer whose upload lands after the grace period 80% of the time.
 //! - offline: honest until it leaves for good at a random window.
 //!
-//! Every measurement adds Gaussian noise (σ = 0.0002 + 10% of the true change) as if from 8
-//! evaluation sequences.
+//! - newcomer (`SimConfig::newcomer_at`): one honest peer registers at that window with a
+//!   quality above everybody else's; the report says how many windows it took to be a primary.
+//!
+//! Own-data evidence: a z drawn about N(0.75·√n, 1) (n = `eval_sequences`) for an update
+//! trained on the peer's own data, N(0, 1) otherwise, as the nodes' per-sequence measurement
+//! gives it (`scoring::own_data_z`; `tiny` at 32 sequences: +3…+6).
+//!
+//! Every full evaluation adds Gaussian noise (σ = 0.0002 + 10% of the true change) as if from
+//! `eval_sequences` (8) sequences; a screen on `screen_sequences` (4) sequences, √(8/4) times
+//! more. Each validator evaluates `uids_per_window` peers fully, plus `extra_evaluations` more
+//! (what time allows a real one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -42,15 +53,17 @@ pub enum Behaviour {
     FreeRider,
     Copycat,
     Late,
+    Noise,
     Offline,
 }
 
 impl Behaviour {
-    pub const ALL: [Behaviour; 5] = [
+    pub const ALL: [Behaviour; 6] = [
         Behaviour::Honest,
         Behaviour::FreeRider,
         Behaviour::Copycat,
         Behaviour::Late,
+        Behaviour::Noise,
         Behaviour::Offline,
     ];
 
@@ -60,8 +73,15 @@ impl Behaviour {
             Behaviour::FreeRider => "free-rider",
             Behaviour::Copycat => "copycat",
             Behaviour::Late => "late",
+            Behaviour::Noise => "noise",
             Behaviour::Offline => "offline",
         }
+    }
+
+    /// The adversaries: every behaviour but honest work (peers that leave worked honestly
+    /// while they were online).
+    pub fn adversarial(self) -> bool {
+        !matches!(self, Behaviour::Honest | Behaviour::Offline)
     }
 }
 
@@ -72,17 +92,34 @@ pub struct Mix {
     pub free_rider: f64,
     pub copycat: f64,
     pub late: f64,
+    #[serde(default)]
+    pub noise: f64,
     pub offline: f64,
 }
 
 impl Default for Mix {
     fn default() -> Self {
         Self {
-            honest: 0.6,
+            honest: 0.5,
             free_rider: 0.1,
             copycat: 0.1,
             late: 0.1,
+            noise: 0.1,
             offline: 0.1,
+        }
+    }
+}
+
+impl Mix {
+    /// Only honest peers.
+    pub fn honest() -> Self {
+        Mix {
+            honest: 1.0,
+            free_rider: 0.0,
+            copycat: 0.0,
+            late: 0.0,
+            noise: 0.0,
+            offline: 0.0,
         }
     }
 }
@@ -99,9 +136,13 @@ pub struct SimConfig {
     pub params: RunParams,
     /// Yuma consensus threshold (the chain's `kappa`).
     pub kappa: f64,
-    /// All validators seed their evaluation rotation alike (they then mostly evaluate the same
-    /// peers, which the median consensus needs to see agreement); otherwise each has its own.
-    pub shared_rotation: bool,
+    /// Full evaluations per validator per window beyond `uids_per_window` (a real validator
+    /// goes on while its window's evaluation time lasts).
+    #[serde(default)]
+    pub extra_evaluations: usize,
+    /// One more honest peer, better than all others, registers at this window.
+    #[serde(default)]
+    pub newcomer_at: Option<Window>,
 }
 
 impl Default for SimConfig {
@@ -114,7 +155,8 @@ impl Default for SimConfig {
             mix: Mix::default(),
             params: RunParams::reference(),
             kappa: 0.5,
-            shared_rotation: false,
+            extra_evaluations: 0,
+            newcomer_at: None,
         }
     }
 }
@@ -149,6 +191,17 @@ pub struct SimReport {
     pub loss_end: f64,
     /// Windows in which nothing was aggregated.
     pub empty_windows: u64,
+    /// The first window whose aggregation set (on chain) had G primaries, all honest.
+    pub full_honest_from: Option<Window>,
+    /// Honest primaries in the aggregation set of window 20 (or the last, if earlier).
+    pub honest_primaries_at_20: usize,
+    /// Share of all aggregation slots taken by adversaries (free-riders, copycats, late, noise).
+    pub adversary_slot_share: f64,
+    /// Windows from the newcomer's registration until it was in the aggregation set (as a
+    /// primary or a reserve; `None`: never, or no newcomer).
+    pub newcomer_in_set_after: Option<u64>,
+    /// Windows from the newcomer's registration until it was a primary.
+    pub newcomer_primary_after: Option<u64>,
 }
 
 impl SimReport {
@@ -193,11 +246,31 @@ impl fmt::Display for SimReport {
                 r.blamed_copies
             )?;
         }
-        write!(
+        writeln!(
             f,
             "synthetic loss {:.3} -> {:.3}; windows with nothing aggregated: {}",
             self.loss_start, self.loss_end, self.empty_windows
-        )
+        )?;
+        let from = self
+            .full_honest_from
+            .map_or("never".to_string(), |w| format!("window {w}"));
+        write!(
+            f,
+            "aggregation set all honest and full (G = {}) from {from}; honest primaries at window 20: {}; adversaries' share of the aggregation slots {:.2}%",
+            c.params.aggregation_size,
+            self.honest_primaries_at_20,
+            100.0 * self.adversary_slot_share
+        )?;
+        if let Some(at) = c.newcomer_at {
+            let took = |x: Option<u64>| x.map_or("never".to_string(), |n| format!("{n} windows later"));
+            write!(
+                f,
+                "\na better newcomer registered at window {at}: in the aggregation set {}, a primary {}",
+                took(self.newcomer_in_set_after),
+                took(self.newcomer_primary_after)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -229,8 +302,8 @@ const INDICES: usize = 64;
 
 fn assign(cfg: &SimConfig, rng: &mut SplitMix64) -> Vec<Peer> {
     let m = cfg.mix;
-    let total = m.honest + m.free_rider + m.copycat + m.late + m.offline;
-    let fracs = [m.honest, m.free_rider, m.copycat, m.late, m.offline].map(|x| {
+    let total = m.honest + m.free_rider + m.copycat + m.late + m.noise + m.offline;
+    let fracs = [m.honest, m.free_rider, m.copycat, m.late, m.noise, m.offline].map(|x| {
         if total > 0.0 {
             x / total
         } else {
@@ -252,7 +325,7 @@ fn assign(cfg: &SimConfig, rng: &mut SplitMix64) -> Vec<Peer> {
         kinds.swap(i, j);
     }
     let w = cfg.windows.max(1);
-    kinds
+    let mut peers: Vec<Peer> = kinds
         .into_iter()
         .enumerate()
         .map(|(i, behaviour)| {
@@ -275,8 +348,21 @@ fn assign(cfg: &SimConfig, rng: &mut SplitMix64) -> Vec<Peer> {
                 leaves,
             }
         })
-        .collect()
+        .collect();
+    if let Some(at) = cfg.newcomer_at {
+        peers.push(Peer {
+            uid: peers.len() as Uid,
+            behaviour: Behaviour::Honest,
+            quality: NEWCOMER_QUALITY,
+            joined: at,
+            leaves: u64::MAX,
+        });
+    }
+    peers
 }
+
+/// The newcomer's quality: a third above the best other peer's (they draw from [0.5, 1.5)).
+const NEWCOMER_QUALITY: f64 = 2.0;
 
 fn random_indices(seed: u64) -> Vec<u64> {
     let mut r = SplitMix64::new(seed);
@@ -342,7 +428,23 @@ fn observe(
             indices,
         });
     }
-    for u in plan.slots(&cfg.params, &obs) {
+    for u in plan.downloads() {
+        if by_uid[&u].behaviour == Behaviour::FreeRider || prev_truth.get(&u) == Some(&0.0) {
+            obs.zero.insert(u);
+        }
+    }
+    let p = &cfg.params;
+    if p.screen_sequences > 0 {
+        let wider = (p.eval_sequences as f64 / p.screen_sequences as f64).sqrt();
+        for u in plan.scorable(p, &obs) {
+            let truth = prev_truth.get(&u).copied().unwrap_or(0.0);
+            let screen = truth + wider * noise(truth) * mr.normal();
+            obs.screens.insert(u, screen);
+        }
+    }
+    let queue = plan.queue(p, &obs);
+    let n = (queue.required + cfg.extra_evaluations).min(queue.order.len());
+    for &u in &queue.order[..n] {
         let x = by_uid[&u];
         let truth = prev_truth.get(&u).copied().unwrap_or(0.0);
         let trained_own = matches!(
@@ -351,12 +453,20 @@ fn observe(
         );
         let s = truth + noise(truth) * mr.normal();
         let own = truth * if trained_own { 1.5 } else { 1.0 } + noise(truth) * mr.normal();
+        // Nodes measure losses per sequence, so the own-data evidence is a z (see
+        // `scoring::own_data_z`): about N(0.75·√n, 1) for an update trained on its own data
+        // (`tiny` at 32 sequences: +3…+6), N(0, 1) for one that was not.
+        let z_mean = if trained_own && truth != 0.0 {
+            0.75 * (p.eval_sequences as f64).sqrt()
+        } else {
+            0.0
+        };
         let probe = LossProbe {
             rand_before: loss,
             rand_after: loss * (1.0 - s),
             own_before: loss * 1.02,
             own_after: loss * 1.02 * (1.0 - own),
-            own_z: None,
+            own_z: Some(z_mean + mr.normal()),
         };
         let mut mfp = vfp.clone();
         for t in mfp.tensors.iter_mut() {
@@ -383,14 +493,14 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
     let peers = assign(cfg, &mut rng);
     let by_uid: BTreeMap<Uid, &Peer> = peers.iter().map(|x| (x.uid, x)).collect();
 
+    // Every validator looks at challengers in the run's order (as nodes do).
     let mut validators: Vec<Gauntlet> = (0..cfg.validators.max(1))
-        .map(|v| {
-            Gauntlet::new(derive_seed(
-                cfg.seed,
-                &[0x7A11, if cfg.shared_rotation { 0 } else { v as u64 }],
-            ))
-        })
+        .map(|_| Gauntlet::new(derive_seed(cfg.seed, &[0x7A11])))
         .collect();
+    let mut full_honest_from = None;
+    let mut honest_primaries_at_20 = 0;
+    let mut newcomer_primary = None;
+    let mut newcomer_in_set = None;
     let mut vweights: Vec<Weights> = vec![Weights::default(); validators.len()];
 
     // Validator fingerprint random walk.
@@ -430,6 +540,24 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
         // The window-(w−1) uploads, with the truths drawn when they were trained.
         if let Some(lw) = w.checked_sub(1) {
             let set = aggregation_set(&consensus, &registered, p.aggregation_size, p.reserves);
+            let honest = set
+                .primary
+                .iter()
+                .filter(|u| !by_uid[u].behaviour.adversarial())
+                .count();
+            if honest == p.aggregation_size && full_honest_from.is_none() {
+                full_honest_from = Some(lw);
+            }
+            if lw <= 20 {
+                honest_primaries_at_20 = honest;
+            }
+            let newcomer = cfg.newcomer_at.map(|_| (peers.len() - 1) as Uid);
+            if newcomer.is_some_and(|n| set.all().any(|u| u == n)) && newcomer_in_set.is_none() {
+                newcomer_in_set = Some(lw);
+            }
+            if newcomer.is_some_and(|n| set.primary.contains(&n)) && newcomer_primary.is_none() {
+                newcomer_primary = Some(lw);
+            }
             let (open, _close) = p.upload_interval(lw);
             let grace = p.grace_ms;
             let mut wr = SplitMix64::new(derive_seed(cfg.seed, &[0x0B5, lw]));
@@ -524,7 +652,8 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
             let s = match x.behaviour {
                 _ if null => 0.0,
                 Behaviour::Honest | Behaviour::Late | Behaviour::Offline => 0.01 * x.quality,
-                Behaviour::FreeRider => -0.0005,
+                Behaviour::FreeRider => 0.0,
+                Behaviour::Noise => -0.002,
                 Behaviour::Copycat => {
                     // Copy the best-weighted honest-looking primary, else a random honest peer.
                     let victim = set_w
@@ -599,11 +728,29 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
             }
         })
         .collect();
+    let adversary_slots: u64 = aggregated_slots
+        .iter()
+        .filter(|(b, _)| b.adversarial())
+        .map(|(_, n)| n)
+        .sum();
     Ok(SimReport {
         config: cfg.clone(),
         rows,
         loss_start,
         loss_end: loss,
         empty_windows,
+        full_honest_from,
+        honest_primaries_at_20,
+        adversary_slot_share: if total_slots == 0 {
+            0.0
+        } else {
+            adversary_slots as f64 / total_slots as f64
+        },
+        newcomer_in_set_after: cfg
+            .newcomer_at
+            .and_then(|at| newcomer_in_set.map(|w: Window| w.saturating_sub(at))),
+        newcomer_primary_after: cfg
+            .newcomer_at
+            .and_then(|at| newcomer_primary.map(|w: Window| w.saturating_sub(at))),
     })
 }

@@ -128,7 +128,7 @@ impl Net {
         let mut obs = Observations::default();
         for u in plan.downloads() {
             match seen(u) {
-                Seen::Measured(o) if plan.evaluate.contains(&u) => {
+                Seen::Measured(o) if plan.evaluate(&self.p).contains(&u) => {
                     obs.outcomes.insert(u, o);
                 }
                 Seen::Measured(_) => {}
@@ -172,16 +172,18 @@ impl Net {
 fn no_peers_is_a_quiet_window() {
     let mut n = Net::new();
     let (plan, rep) = n.window(&[], agg(&[], &[]), &[], |_| honest());
-    assert!(plan.evaluate.is_empty() && plan.gather.is_empty());
+    assert!(plan.evaluate(&n.p).is_empty() && plan.gather.is_empty());
     assert!(rep.peers.is_empty() && rep.weights.is_empty());
 }
 
 #[test]
 fn one_honest_peer_earns_all_weight() {
     let mut n = Net::new();
-    for _ in 0..5 {
+    for w in 0..5 {
         let (plan, rep) = n.window(&[3], agg(&[3], &[]), &[3], |_| honest());
-        assert_eq!(plan.evaluate, vec![3]);
+        // Its first upload (a join's null window) is not scored, so not evaluated.
+        let due = if w == 0 { vec![] } else { vec![3] };
+        assert_eq!(plan.evaluate(&n.p), due);
         assert_eq!(plan.gather, vec![3]);
         assert!(rep.peers.contains_key(&3));
     }
@@ -272,7 +274,7 @@ fn all_missing_zeroes_every_primary_and_gathers_nothing() {
     }
     assert!(n.g.peers[&1].score > 0.0);
     let (plan, rep) = n.window(&peers, agg(&peers, &[]), &[], |_| honest());
-    assert!(plan.gather.is_empty() && plan.evaluate.is_empty());
+    assert!(plan.gather.is_empty() && plan.evaluate(&n.p).is_empty());
     assert_eq!(rep.peers[&1].verdict, Verdict::Missing { streak: 1 });
     // Nobody delivered: fewer than 40 % of the gather succeeded.
     assert!(peers.iter().all(|u| n.g.peers[u].score == 0.0));
@@ -399,7 +401,7 @@ fn reserves_replace_missing_primaries_and_late_uploads_are_skipped() {
     assert_eq!(plan.accepted, reg(&[1, 10, 11]));
     assert_eq!(plan.gather, vec![1, 10, 11]);
     let obs = Observations {
-        outcomes: plan.evaluate.iter().map(|&u| (u, honest())).collect(),
+        outcomes: plan.evaluate(&p).iter().map(|&u| (u, honest())).collect(),
         ..Default::default()
     };
     let rep = g.finish(&p, &plan, obs).unwrap();
@@ -426,7 +428,7 @@ fn copier_is_blamed_and_original_is_not() {
     let copy: Vec<u64> = (0..40).chain(5000..5024).collect();
     let own: Vec<u64> = (100..164).collect();
     let obs = Observations {
-        outcomes: plan.evaluate.iter().map(|&u| (u, honest())).collect(),
+        outcomes: plan.evaluate(&p).iter().map(|&u| (u, honest())).collect(),
         indices: vec![
             UploadIndices {
                 uid: 1,
@@ -586,7 +588,7 @@ fn out_of_sync_peer_scores_less() {
             }
         };
         let obs = Observations {
-            outcomes: plan.evaluate.iter().map(|&u| (u, mk(u))).collect(),
+            outcomes: plan.evaluate(&n.p).iter().map(|&u| (u, mk(u))).collect(),
             own_fingerprint: Some(vfp),
             ..Default::default()
         };
@@ -720,7 +722,7 @@ fn random_garbage_never_panics_and_weights_stay_normalised() {
             .unwrap();
         let mut pick = || weird[r.below(weird.len() as u64) as usize];
         let mut obs = Observations::default();
-        for &u in &plan.evaluate {
+        for &u in &plan.evaluate(&p) {
             let o = match u % 4 {
                 1 => {
                     obs.invalid.insert(u);
@@ -837,7 +839,7 @@ fn zero_updates_are_neither_rated_nor_copies() {
         let zero: BTreeSet<Uid> = if w == 0 { reg(&[1, 2, 3]) } else { reg(&[3]) };
         let obs = Observations {
             outcomes: plan
-                .evaluate
+                .evaluate(&p)
                 .iter()
                 .filter(|u| !zero.contains(u))
                 .map(|&u| (u, honest()))
@@ -940,5 +942,98 @@ fn an_update_that_stays_weak_earns_nothing() {
     assert!(
         !paid[3] && !paid[4] && !paid[5],
         "weak ever since: {paid:?}"
+    );
+}
+
+/// Issue 16: the full evaluations of a window. Due: the bar (top primaries), then challengers
+/// best screened first (at least `eval_challengers`), then incumbents, suspects first (a
+/// screen at or below 0, or none: worst first); the rest follow as time allows.
+#[test]
+fn evaluations_go_to_the_bar_the_best_challengers_and_the_suspect_incumbents() {
+    let mut n = Net::new();
+    n.p.aggregation_size = 3;
+    n.p.reserves = 2;
+    n.p.uids_per_window = 5;
+    n.p.eval_incumbents = 1;
+    n.p.eval_challengers = 2;
+    let peers: Vec<Uid> = (1..=10).collect();
+    n.join(&peers);
+    let t = on_time(&n.p, n.w);
+    let uploads: BTreeMap<Uid, u64> = peers.iter().map(|&u| (u, t)).collect();
+    let plan =
+        n.g.plan(&n.p, n.w, &reg(&peers), agg(&[1, 2, 3], &[4, 5]), &uploads)
+            .unwrap();
+    assert_eq!(plan.bar, vec![1]);
+    assert_eq!(plan.incumbents, vec![2, 3, 4, 5]);
+    assert_eq!(plan.challengers.len(), 5);
+    assert_eq!(plan.downloads(), peers);
+    // Unscreened: the bar, challengers in look-at order, then incumbents by weight.
+    let q = plan.queue(&n.p, &Observations::default());
+    assert_eq!(q.required, 5);
+    assert_eq!(q.order[..3], [1, plan.challengers[0], plan.challengers[1]]);
+    assert_eq!(q.order[3..5], [2, 3]);
+    // Screened (uid 4's screen failed, uid 8 is zero).
+    let screens: BTreeMap<Uid, f64> = [
+        (1, 0.5),
+        (2, -0.1),
+        (3, 0.2),
+        (5, 0.3),
+        (6, 0.1),
+        (7, 0.4),
+        (9, 0.05),
+        (10, 0.3),
+    ]
+    .into();
+    let obs = Observations {
+        screens,
+        zero: reg(&[8]),
+        ..Default::default()
+    };
+    let q = plan.queue(&n.p, &obs);
+    assert_eq!(q.required, 5);
+    assert_eq!(q.order, vec![1, 7, 10, 4, 2, 6, 9, 3, 5]);
+    // Few challengers: incumbents take their room.
+    n.p.eval_challengers = 4;
+    let q = plan.queue(&n.p, &obs);
+    assert_eq!(q.order[..q.required], [1, 7, 10, 6, 9]);
+    // No room beyond the bar.
+    n.p.uids_per_window = 1;
+    let q = plan.queue(&n.p, &obs);
+    assert_eq!((q.required, q.order.len()), (1, 9));
+}
+
+/// Issue 16: a challenger that did well is looked at again, and a newcomer is looked at in its
+/// first scorable window, however many others wait.
+#[test]
+fn a_good_challenger_and_a_newcomer_are_looked_at_first() {
+    let mut n = Net::new();
+    n.p.uids_per_window = 2;
+    n.p.eval_incumbents = 0;
+    n.p.eval_spares = 2;
+    let peers: Vec<Uid> = (1..=12).collect();
+    n.join(&peers);
+    // Window 1: everyone never looked at; four are.
+    let (plan, _) = n.window(&peers, agg(&[], &[]), &peers, |u| gain(0.001 * f64::from(u)));
+    let first: Vec<Uid> = plan.challengers.clone();
+    assert_eq!(first.len(), 4);
+    // Window 2: the two evaluated (positive loss scores) are contenders; the others looked at
+    // go to the back of the rotation.
+    let evaluated: Vec<Uid> = plan.evaluate(&n.p);
+    let (plan, _) = n.window(&peers, agg(&[], &[]), &peers, |_| honest());
+    let mut contenders = plan.challengers[..2].to_vec();
+    contenders.sort_unstable();
+    assert_eq!(contenders, evaluated);
+    assert!(plan.challengers[2..].iter().all(|u| !first.contains(u)));
+    // A newcomer (its first upload, then its first scorable one) comes before the rotation.
+    let mut all = peers.clone();
+    all.push(13);
+    n.window(&all, agg(&[], &[]), &all, |_| honest());
+    let (plan, _) = n.window(&all, agg(&[], &[]), &all, |_| honest());
+    assert!(plan.challengers[2..].contains(&13) || plan.challengers[..2].contains(&13));
+    assert_eq!(
+        plan.challengers.iter().position(|&u| u == 13).map(|i| i <= 2),
+        Some(true),
+        "{:?}",
+        plan.challengers
     );
 }

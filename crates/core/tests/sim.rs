@@ -22,6 +22,7 @@ fn honest_peers_earn_and_free_riders_and_copycats_do_not() {
         let free = r.row(Behaviour::FreeRider).unwrap();
         let copy = r.row(Behaviour::Copycat).unwrap();
         let late = r.row(Behaviour::Late).unwrap();
+        let noise = r.row(Behaviour::Noise).unwrap();
         // Peers that leave did honest work while online: with them, the honest are paid
         // nearly everything (0.997 and 0.999 on these seeds).
         let offline = r.row(Behaviour::Offline).unwrap();
@@ -31,7 +32,7 @@ fn honest_peers_earn_and_free_riders_and_copycats_do_not() {
         );
         assert!(honest.final_weight_share > 0.95, "seed {seed}\n{r}");
         assert_eq!(honest.final_top, 20, "seed {seed}\n{r}");
-        for row in [free, copy, late] {
+        for row in [free, copy, late, noise] {
             assert!(
                 row.paid_share < 0.02,
                 "{:?} seed {seed}\n{r}",
@@ -90,13 +91,7 @@ fn degenerate_networks_run() {
     let one = SimConfig {
         peers: 1,
         windows: 10,
-        mix: Mix {
-            honest: 1.0,
-            free_rider: 0.0,
-            copycat: 0.0,
-            late: 0.0,
-            offline: 0.0,
-        },
+        mix: Mix::honest(),
         ..Default::default()
     };
     let r = run(&one).unwrap();
@@ -110,9 +105,7 @@ fn degenerate_networks_run() {
         mix: Mix {
             honest: 0.0,
             free_rider: 1.0,
-            copycat: 0.0,
-            late: 0.0,
-            offline: 0.0,
+            ..Mix::honest()
         },
         ..Default::default()
     };
@@ -140,4 +133,41 @@ fn invalid_params_are_an_error_not_a_panic() {
         ..RunParams::reference()
     };
     assert!(run(&cfg).is_err());
+}
+
+/// Issue 16: the aggregation set fills with honest peers however many peers and validators
+/// there are. Before the evaluation design of docs/SCALING.md (each validator its own
+/// rotation, 20 evaluations planned before any download), 1,000 peers and 3 validators ended
+/// 100 windows with 13 honest primaries, 10 validators with 3, and 10,000 peers with 10
+/// validators aggregated nobody at all: the chain's consensus needs the validators holding
+/// most of the stake to have measured a peer, and they seldom measured the same ones.
+#[test]
+fn the_aggregation_set_fills_with_honest_peers_for_any_number_of_peers_and_validators() {
+    for (peers, validators, windows) in [
+        (100, 1, 40),
+        (100, 3, 40),
+        (100, 10, 40),
+        (1000, 1, 40),
+        (1000, 3, 40),
+        (1000, 10, 40),
+        (10_000, 3, 22),
+    ] {
+        let r = run(&SimConfig {
+            peers,
+            windows,
+            seed: 4,
+            validators,
+            newcomer_at: (windows > 30).then_some(20),
+            ..Default::default()
+        })
+        .unwrap();
+        let g = r.config.params.aggregation_size;
+        let case = format!("{peers} peers, {validators} validators\n{r}");
+        assert!(r.full_honest_from.is_some_and(|w| w <= 20), "{case}");
+        assert_eq!(r.honest_primaries_at_20, g, "{case}");
+        assert!(r.adversary_slot_share < 0.05, "{case}");
+        if r.config.newcomer_at.is_some() {
+            assert!(r.newcomer_in_set_after.is_some_and(|n| n <= 10), "{case}");
+        }
+    }
 }

@@ -14,6 +14,7 @@
 
 pub mod adversary;
 pub mod analysis;
+pub mod bench;
 pub mod canon;
 pub mod checkpoint;
 pub mod env;

@@ -71,6 +71,9 @@ impl RunSpec {
             // evidence to tell an honest `tiny` miner from one on other data in the first
             // judged window: docs/NODES.md).
             eval_sequences: 32,
+            // Screens on 8 of them; 3 of the 8 evaluations go to challengers (docs/SCALING.md).
+            screen_sequences: 8,
+            eval_challengers: 3,
             ..RunParams::local()
         };
         RunSpec {

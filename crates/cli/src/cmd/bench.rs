@@ -10,6 +10,28 @@ pub enum BenchCommand {
     /// Training throughput: full steps (forward, loss, backward, grad-norm clip, AdamW) on random
     /// tokens; prints tokens/s. Compare with `bench/torch_reference.py` (scripts/bench-train.sh).
     Train(TrainArgs),
+    /// A validator's evaluation throughput: screens and full evaluations (the production action
+    /// code) of synthetic uploads on a real model and the bundled corpus; prints evaluations/s
+    /// and the peak resident memory (docs/SCALING.md).
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Uploads screened and evaluated per window.
+    #[arg(long, default_value_t = 4)]
+    pub peers: usize,
+    /// Windows measured.
+    #[arg(long, default_value_t = 2)]
+    pub windows: u64,
+    /// libtorch intra-op threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -43,7 +65,68 @@ pub struct TrainArgs {
 pub fn run(c: BenchCommand) -> Result<()> {
     match c {
         BenchCommand::Train(a) => train(a),
+        BenchCommand::Eval(a) => eval(a),
     }
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    ensure!(
+        (1..=1024).contains(&a.peers),
+        "--peers must be in 1..=1024, got {}",
+        a.peers
+    );
+    ensure!(
+        (1..=100).contains(&a.windows),
+        "--windows must be in 1..=100, got {}",
+        a.windows
+    );
+    covenant_model::set_num_threads(a.threads);
+    let seq = ModelConfig::preset(&a.preset)?.max_seq_len;
+    eprintln!("preparing the bundled corpus at {seq} tokens a sequence");
+    let dir = crate::cmd::demo::bundled_data_for(seq)?;
+    let data = std::sync::Arc::new(covenant_data::Dataset::open(&dir)?);
+    let cfg = covenant_node::bench::EvalBench {
+        preset: a.preset.clone(),
+        peers: a.peers,
+        windows: a.windows,
+    };
+    eprintln!(
+        "screening and evaluating {} uploads a window for {} windows on {}",
+        a.peers, a.windows, a.preset
+    );
+    let r = covenant_node::bench::evaluations(&cfg, data)?;
+    let rss_mib = r.peak_rss.map(|b| b as f64 / (1024.0 * 1024.0));
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "preset": r.preset,
+                "parameters": r.parameters,
+                "peers": r.peers,
+                "threads": a.threads,
+                "eval_sequences": r.eval_sequences,
+                "screen_sequences": r.screen_sequences,
+                "evaluations": r.evaluations,
+                "evaluations_per_sec": r.evaluations_per_sec(),
+                "screens_per_sec": r.screens_per_sec(),
+                "peak_rss_mib": rss_mib,
+            })
+        );
+    } else {
+        println!(
+            "{}: {} parameters, {} peers, {} threads: {:.2} evaluations/s ({} sequences a loss), {:.1} screens/s ({} sequences), peak RSS {}",
+            r.preset,
+            r.parameters,
+            r.peers,
+            a.threads,
+            r.evaluations_per_sec(),
+            r.eval_sequences,
+            r.screens_per_sec(),
+            r.screen_sequences,
+            rss_mib.map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+        );
+    }
+    Ok(())
 }
 
 fn train(a: TrainArgs) -> Result<()> {

@@ -78,13 +78,20 @@ pub struct Args {
     /// Aggregation set size G (the top G by consensus weight).
     #[arg(long, default_value_t = 20)]
     pub aggregation_size: usize,
-    /// All validators seed their evaluation rotation alike, so they mostly evaluate the same
-    /// peers (helps the median consensus agree when peers far outnumber evaluations).
-    #[arg(long)]
-    pub shared_rotation: bool,
-    /// Fraction of free-riders (upload noise).
+    /// Full evaluations per validator per window beyond --uids-per-window (a real validator
+    /// goes on while its window's evaluation time lasts).
+    #[arg(long, default_value_t = 0)]
+    pub extra_evaluations: usize,
+    /// Register one more honest peer, better than all others, at this window, and report how
+    /// many windows it took to become a primary.
+    #[arg(long, value_name = "WINDOW")]
+    pub newcomer_at: Option<u64>,
+    /// Fraction of free-riders (upload zero updates).
     #[arg(long, default_value_t = 0.1)]
     pub free_riders: f64,
+    /// Fraction of noise miners (upload random updates).
+    #[arg(long, default_value_t = 0.1)]
+    pub noise: f64,
     /// Fraction of copycats (copy the best peer's upload late in the grace period).
     #[arg(long, default_value_t = 0.1)]
     pub copycats: f64,
@@ -100,11 +107,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.network {
         return network(a);
     }
-    let bad = a.free_riders + a.copycats + a.late + a.offline;
+    let bad = a.free_riders + a.copycats + a.late + a.noise + a.offline;
     for (name, v) in [
         ("free-riders", a.free_riders),
         ("copycats", a.copycats),
         ("late", a.late),
+        ("noise", a.noise),
         ("offline", a.offline),
     ] {
         ensure!(
@@ -130,10 +138,12 @@ pub fn run(a: Args) -> Result<()> {
             free_rider: a.free_riders,
             copycat: a.copycats,
             late: a.late,
+            noise: a.noise,
             offline: a.offline,
         },
         params,
-        shared_rotation: a.shared_rotation,
+        extra_evaluations: a.extra_evaluations,
+        newcomer_at: a.newcomer_at,
         ..SimConfig::default()
     };
     let t = Instant::now();

@@ -177,6 +177,9 @@ pub enum NodeEvent {
         peers: BTreeMap<Uid, PeerLine>,
         #[serde(with = "uid_map")]
         eval: BTreeMap<Uid, ProbeLine>,
+        /// The screens' loss scores (see [`crate::gauntlet::Observations::screens`]).
+        #[serde(default, with = "uid_map")]
+        screens: BTreeMap<Uid, f64>,
         #[serde(with = "uid_map")]
         rejected: BTreeMap<Uid, RejectionNote>,
     },

@@ -99,6 +99,15 @@ impl NodeConfig {
         self.params.gather_time(w) + self.params.window_ms() / 2
     }
 
+    /// Until when a validator goes on evaluating window `w` (during `w + 1`) beyond its
+    /// `uids_per_window`: a tenth of a window and two blocks before `w + 2` starts, so that
+    /// its weights reach the chain in time to count for `w + 1`'s aggregation set.
+    pub fn eval_deadline(&self, w: Window) -> Millis {
+        let p = &self.params;
+        p.window_start_ms(w + 2)
+            .saturating_sub(2 * p.block_time_ms + p.window_ms() / 10)
+    }
+
     /// When a node reads the chain for window `w`: half a block into it, once its first block
     /// is final.
     pub fn read_time(&self, w: Window) -> Millis {
@@ -326,6 +335,15 @@ pub enum Action {
     /// The canonical model's fingerprint at the run's positions, and at the positions of each
     /// of `peers`' window-`window` fingerprints. → [`Input::Fingerprinted`]
     Fingerprint { window: Window, peers: Vec<Uid> },
+    /// Screens of these peers' window-`window` updates: each applied alone at `lr` to the
+    /// canonical model (restored after), clipped as for [`Action::Evaluate`], and its loss
+    /// score on the first `screen_sequences` of the random pool. → [`Input::Screened`]
+    Screen {
+        window: Window,
+        peers: Vec<Uid>,
+        lr: f64,
+        clip_to: Vec<Uid>,
+    },
     /// The four Gauntlet losses of `uid`'s window-`window` update applied alone at `lr` to the
     /// canonical model (restored after), every tensor clipped to the lower-median norm of the
     /// uploads of `clip_to` (SPEC §5). → [`Input::Evaluated`]
@@ -370,6 +388,7 @@ impl Action {
                 | Action::Compress { .. }
                 | Action::Apply { .. }
                 | Action::Fingerprint { .. }
+                | Action::Screen { .. }
                 | Action::Evaluate { .. }
                 | Action::MeasureValLoss { .. }
         )
@@ -442,6 +461,11 @@ pub enum Input {
         fingerprint: Fingerprint,
         /// At the positions of each peer's fingerprint (`scoring::fingerprint_seed`).
         peers: BTreeMap<Uid, Fingerprint>,
+    },
+    /// What the screens found, per peer.
+    Screened {
+        window: Window,
+        result: Result<BTreeMap<Uid, crate::gauntlet::Screen>, Failure>,
     },
     Evaluated {
         window: Window,

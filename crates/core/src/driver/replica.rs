@@ -837,6 +837,7 @@ fn is_compute_result(input: &Input) -> bool {
             | Input::Compressed { .. }
             | Input::Applied { .. }
             | Input::Fingerprinted { .. }
+            | Input::Screened { .. }
             | Input::Evaluated { .. }
             | Input::Validated { .. }
             | Input::Done {

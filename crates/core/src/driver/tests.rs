@@ -54,6 +54,8 @@ struct Script<F: FnMut(Uid) -> Result<Fetched, Rejection>> {
     events: Vec<NodeEvent>,
     fetch: F,
     view: fn(Window) -> ChainView,
+    /// Time an evaluation takes.
+    eval_ms: Millis,
 }
 
 impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
@@ -64,6 +66,7 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
             events: Vec::new(),
             fetch,
             view,
+            eval_ms: 0,
         }
     }
 
@@ -129,7 +132,27 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
                 fingerprint: Default::default(),
                 peers: Default::default(),
             },
-            Action::Evaluate { window, uid, .. } => Input::Evaluated {
+            Action::Screen { window, peers, .. } => Input::Screened {
+                window,
+                result: Ok(peers
+                    .iter()
+                    .map(|&u| (u, crate::gauntlet::Screen::Score(0.02)))
+                    .collect()),
+            },
+            Action::Evaluate { window, uid, .. } => {
+                self.now += self.eval_ms;
+                self.evaluated(window, uid)
+            }
+            Action::MeasureValLoss { window } => Input::Validated {
+                window,
+                result: Ok(4.0),
+            },
+            _ => return None,
+        })
+    }
+
+    fn evaluated(&self, window: Window, uid: Uid) -> Input {
+        Input::Evaluated {
                 window,
                 uid,
                 result: Ok(crate::scoring::Evaluation {
@@ -142,19 +165,16 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
                     },
                     norm_ratio: 1.0,
                 }),
-            },
-            Action::MeasureValLoss { window } => Input::Validated {
-                window,
-                result: Ok(4.0),
-            },
-            _ => return None,
-        })
+        }
     }
 
     /// Runs the driver until `until` (ms), answering every action at once.
     fn run(&mut self, d: &mut dyn Driver, p: &RunParams, until: Millis) {
         let mut queue = vec![Input::Start];
         loop {
+            if self.now > until {
+                return;
+            }
             let input = match queue.pop() {
                 Some(i) => i,
                 None => match d.poll_timeout() {
@@ -415,4 +435,47 @@ fn a_fresh_validator_sets_no_weights_before_it_has_measured_anyone() {
     s.run(&mut v, &p, p.window_start_ms(5));
     assert!(v.gauntlet.peers.values().any(|r| r.evaluations > 0));
     assert!(s.log.iter().any(|a| matches!(a, Action::SetWeights { .. })));
+}
+
+/// Six miners with weight (validator 0).
+fn six(w: Window) -> ChainView {
+    let miners: Vec<Uid> = (1..=6).collect();
+    ChainView {
+        window: w,
+        registered: miners.iter().copied().collect(),
+        consensus: miners.iter().map(|&u| (u, 1.0 / 6.0)).collect(),
+        committed: miners.iter().copied().collect(),
+        validators: [0].into(),
+        keys: miners.iter().map(|&u| (u, [u as u8; 32])).collect(),
+    }
+}
+
+/// Issue 16: a validator evaluates its `uids_per_window`, then goes on down its queue while
+/// the window's evaluation time lasts (`NodeConfig::eval_deadline`).
+#[test]
+fn a_validator_evaluates_more_while_time_lasts_and_stops_at_the_deadline() {
+    let mut c = cfg(0);
+    c.params.uids_per_window = 2;
+    let p = c.params.clone();
+    let per_window = |eval_ms: Millis| {
+        let mut v = Validator::new(c.clone(), None);
+        let mut s = Script::new(|u| Ok(fetched_from(u)));
+        s.view = six;
+        s.eval_ms = eval_ms;
+        s.run(&mut v, &p, p.window_start_ms(4));
+        let n = |w: Window| {
+            s.log
+                .iter()
+                .filter(|a| matches!(a, Action::Evaluate { window, .. } if *window == w))
+                .count()
+        };
+        (n(1), n(2))
+    };
+    assert_eq!(per_window(0), (6, 6), "time for everyone");
+    // Evaluations start at list_time (5.5 s into the next window); the deadline is at 16 s:
+    // the two due ones end at 10.5 and 15.5 s, one more starts before 16 s.
+    assert_eq!(c.eval_deadline(1) - p.window_start_ms(2), 16_000);
+    assert_eq!(per_window(5_000), (3, 3));
+    // However slow, the due ones are evaluated.
+    assert_eq!(per_window(30_000).0, 2);
 }

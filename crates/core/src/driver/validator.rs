@@ -17,13 +17,13 @@ use super::{
     hex, Action, Chore, Driver, FailureKind, FetchDetail, Fetched, FingerprintSeen, Input, Life,
     Listing, NodeConfig, Output, Rejection,
 };
-use crate::gauntlet::{EvalOutcome, Gauntlet, Observations, WindowPlan};
+use crate::gauntlet::{EvalOutcome, Gauntlet, Observations, Screen, WindowPlan};
 use crate::rng::derive_seed;
 use crate::scoring::{Evaluation, Fingerprint};
 use crate::selection::UploadIndices;
 use crate::{Millis, Uid, Window};
 
-/// Purpose tag of a validator's evaluation seed.
+/// Purpose tag of the validators' look-at seed.
 const TAG_GAUNTLET: u64 = 0x7A1;
 
 /// One live window's Gauntlet in progress.
@@ -35,7 +35,11 @@ struct Round {
     gathered: Option<Gathered>,
     obs: Observations,
     fingerprints: BTreeMap<Uid, Fingerprint>,
+    /// Full evaluations in order; the first `required` are due, the rest while time lasts.
     queue: VecDeque<Uid>,
+    required: usize,
+    /// Evaluations started so far.
+    tried: usize,
     eval: BTreeMap<Uid, ProbeLine>,
     rejected: BTreeMap<Uid, RejectionNote>,
 }
@@ -66,9 +70,11 @@ impl Validator {
     /// `saved`: the Gauntlet of an earlier run of this validator (a restart), if any.
     pub fn new(cfg: NodeConfig, saved: Option<Gauntlet>) -> Self {
         let restored = saved.is_some();
-        let gauntlet = saved.unwrap_or_else(|| {
-            Gauntlet::new(derive_seed(cfg.seed, &[u64::from(cfg.uid), TAG_GAUNTLET]))
-        });
+        // Every validator of the run looks at challengers in the same order (a state saved
+        // before that rule carries a seed of its own).
+        let seed = derive_seed(cfg.seed, &[TAG_GAUNTLET]);
+        let mut gauntlet = saved.unwrap_or_else(|| Gauntlet::new(seed));
+        gauntlet.seed = seed;
         Validator {
             r: Replica::new(cfg, true),
             gauntlet,
@@ -137,6 +143,8 @@ impl Validator {
                     obs: Observations::default(),
                     fingerprints: BTreeMap::new(),
                     queue: VecDeque::new(),
+                    required: 0,
+                    tried: 0,
                     eval: BTreeMap::new(),
                     rejected: BTreeMap::new(),
                 });
@@ -209,31 +217,94 @@ impl Validator {
                 }
             }
         }
-        for uid in round.plan.slots(&self.r.cfg.params, &round.obs) {
+        // A peer whose fingerprint cannot be read cannot have its sync measured: not rated
+        // this window.
+        let p = &self.r.cfg.params;
+        for uid in round.plan.scorable(p, &round.obs) {
             if unreadable.contains(&uid) {
-                // Its sync cannot be measured: not rated this window.
                 round.obs.unavailable.insert(uid);
-            } else {
-                round.queue.push_back(uid);
             }
         }
         let clip_to = clip_set(&valid, results);
         round.gathered = Some(Gathered {
             valid,
             complete,
-            clip_to,
+            clip_to: clip_to.clone(),
         });
-        let peers = round.queue.iter().copied().collect();
-        self.r.submit(Action::Fingerprint { window, peers }, out);
+        let peers = round.plan.scorable(p, &round.obs);
+        if p.screen_sequences == 0 || peers.is_empty() {
+            self.queue_evaluations(out);
+            return;
+        }
+        let lr = p.outer_lr_at(window) * p.eval_lr_factor;
+        let screen = Action::Screen {
+            window,
+            peers,
+            lr,
+            clip_to,
+        };
+        self.r.submit(screen, out);
     }
 
-    /// The next evaluation, or the window's outcome once all are measured.
-    fn next_evaluation(&mut self, out: &mut Vec<Output>) {
+    /// The screens are in (or there are none): order the full evaluations, then take the
+    /// fingerprints they need.
+    fn queue_evaluations(&mut self, out: &mut Vec<Output>) {
+        let Some(round) = self.round.as_mut() else {
+            return;
+        };
+        let q = round.plan.queue(&self.r.cfg.params, &round.obs);
+        round.queue = q.order.iter().copied().collect();
+        round.required = q.required;
+        let window = round.plan.window;
+        self.r.submit(
+            Action::Fingerprint {
+                window,
+                peers: q.order,
+            },
+            out,
+        );
+    }
+
+    fn screened(
+        &mut self,
+        window: Window,
+        result: &Result<BTreeMap<Uid, Screen>, super::Failure>,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(round) = self.round.as_mut().filter(|r| r.plan.window == window) else {
+            return;
+        };
+        match result {
+            Ok(screens) => {
+                for (&uid, &sc) in screens {
+                    if let Some(s) = sc.score() {
+                        round.obs.screens.insert(uid, s);
+                    }
+                    if let Some(o) = sc.outcome() {
+                        round.obs.outcomes.insert(uid, o);
+                    }
+                }
+            }
+            // Unscreened, the evaluations go in the plan's order.
+            Err(e) => out.push(Output::Emit(NodeEvent::Error {
+                window: Some(window),
+                message: format!("screening the uploads: {e}"),
+            })),
+        }
+        self.queue_evaluations(out);
+    }
+
+    /// The next evaluation, or the window's outcome once the due ones are measured and the
+    /// window's evaluation time is over (or nobody is left).
+    fn next_evaluation(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let deadline = self.r.cfg.eval_deadline(self.round.as_ref().map_or(0, |r| r.plan.window));
         let Some(round) = self.round.as_mut() else {
             return;
         };
         let window = round.plan.window;
-        if let Some(uid) = round.queue.pop_front() {
+        let more = round.tried < round.required || now < deadline;
+        if let Some(uid) = round.queue.pop_front().filter(|_| more) {
+            round.tried += 1;
             let lr = self.r.cfg.params.outer_lr_at(window) * self.r.cfg.params.eval_lr_factor;
             let clip_to = round
                 .gathered
@@ -256,6 +327,7 @@ impl Validator {
 
     fn evaluated(
         &mut self,
+        now: Millis,
         window: Window,
         uid: Uid,
         result: &Result<Evaluation, super::Failure>,
@@ -295,7 +367,7 @@ impl Validator {
                 }));
             }
         }
-        self.next_evaluation(out);
+        self.next_evaluation(now, out);
     }
 
     /// Scores the window, sets weights, saves the state and applies the outer step.
@@ -306,6 +378,7 @@ impl Validator {
         let window = round.plan.window;
         let Some(g) = round.gathered else { return };
         let p = self.r.cfg.params.clone();
+        let screens = round.obs.screens.clone();
         match self.gauntlet.finish(&p, &round.plan, round.obs) {
             Ok(report) => {
                 let peers = report
@@ -319,6 +392,7 @@ impl Validator {
                     copies: report.copies.clone(),
                     peers,
                     eval: round.eval,
+                    screens,
                     rejected: round.rejected,
                 }));
                 // Until it has measured someone its weights say nothing: the chain keeps the
@@ -468,14 +542,15 @@ impl Driver for Validator {
                 if let Some(r) = self.round.as_mut().filter(|r| r.plan.window == *window) {
                     r.obs.own_fingerprint = Some(fingerprint.clone());
                     r.obs.references = peers.clone();
-                    self.next_evaluation(&mut out);
+                    self.next_evaluation(now, &mut out);
                 }
             }
+            Input::Screened { window, result } => self.screened(*window, result, &mut out),
             Input::Evaluated {
                 window,
                 uid,
                 result,
-            } => self.evaluated(*window, *uid, result, &mut out),
+            } => self.evaluated(now, *window, *uid, result, &mut out),
             Input::Validated { window, result } => {
                 if let Some(n) = self.stepped.take() {
                     let loss = match result {

@@ -6,12 +6,14 @@
 //! makes the shifted model the new θ0. Compressing sends θ0 − θ and rolls the live model back to
 //! the canonical one.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use covenant_codec::{wire, DeltaSource, TensorPayload};
 use covenant_core::driver::{
     Action, Applied, Chore, Compressed, Failure, FailureKind, Hash, Input, Live, StepInfo,
 };
+use covenant_core::gauntlet::Screen;
 use covenant_core::scoring::{fingerprint_seed, own_data_z, Evaluation};
 use covenant_core::{LossProbe, Uid, Window};
 use covenant_data::{sampler, Split};
@@ -134,6 +136,15 @@ impl Compute {
                 }
             }
             Action::Fingerprint { window, peers } => self.fingerprints(window, &peers),
+            Action::Screen {
+                window,
+                peers,
+                lr,
+                clip_to,
+            } => Input::Screened {
+                window,
+                result: self.screen(window, &peers, lr, &clip_to),
+            },
             Action::Evaluate {
                 window,
                 uid,
@@ -352,40 +363,36 @@ impl Compute {
         Ok((hash, true))
     }
 
-    /// The four Gauntlet losses of `uid`'s update applied alone (SPEC §5).
-    fn evaluate(
+    /// The window's random pool and the canonical model's loss on each of its sequences
+    /// (measured once per window).
+    fn rand_before(&mut self, window: Window) -> Result<(Vec<u64>, Vec<f64>), Failure> {
+        if let Some((w, ids, l)) = &self.rand_before {
+            if *w == window {
+                return Ok((ids.clone(), l.clone()));
+            }
+        }
+        self.hold_canon()?;
+        let s = self.shared.clone();
+        let r = &s.run;
+        let n = self.trainer.samples(Split::Train);
+        let ids = s.id.eval_pool(r.seed, window, r.params.eval_sequences, n);
+        let l = self.losses(&ids)?;
+        self.rand_before = Some((window, ids.clone(), l.clone()));
+        Ok((ids, l))
+    }
+
+    /// Makes the trainer hold the canonical model with `uid`'s update applied alone at `lr`,
+    /// clipped to the window's clip norms; its norm ratio ([`Canon::apply_clipped`]).
+    fn try_alone(
         &mut self,
         window: Window,
         uid: Uid,
         lr: f64,
         clip_to: &[Uid],
-    ) -> Result<Evaluation, Failure> {
-        let s = self.shared.clone();
+    ) -> Result<f64, Failure> {
         let payload = self.payloads(window, &[uid])?.remove(0);
-        self.hold_canon()?;
-        let r = &s.run;
-        let n = self.trainer.samples(Split::Train);
-        let (rand_ids, rand_before) = match &self.rand_before {
-            Some((w, ids, l)) if *w == window => (ids.clone(), l.clone()),
-            _ => {
-                let ids = s.id.eval_pool(r.seed, window, r.params.eval_sequences, n);
-                let l = self.losses(&ids)?;
-                self.rand_before = Some((window, ids.clone(), l.clone()));
-                (ids, l)
-            }
-        };
-        let pool = sampler::pool(
-            r.seed,
-            uid,
-            window,
-            r.params.inner_steps as usize * r.batch,
-            n,
-        );
-        // A secret sample of the sequences the peer trained on this window.
-        let own_ids = s.id.own_sample(window, uid, &pool, r.params.eval_sequences);
-        let own_before = self.losses(&own_ids)?;
         let norms = self.clip_norms(window, clip_to)?;
-        let mut alone = s.canon.read().map_err(|_| poisoned())?.clone();
+        let mut alone = self.shared.canon.read().map_err(|_| poisoned())?.clone();
         let norm_ratio = alone
             .apply_clipped(payload.as_slice(), &norms, lr as f32)
             .map_err(codec_failure)?;
@@ -396,6 +403,75 @@ impl Compute {
             .set_params(&alone.theta)
             .map_err(trainer_failure)?;
         self.at_canon = false;
+        Ok(norm_ratio)
+    }
+
+    /// Screens (see [`Action::Screen`]): each peer's update alone on the first
+    /// `screen_sequences` of the random pool. The validator's own trouble fails the whole
+    /// screen; an update's (non-finite, a norm outlier) judges that peer.
+    fn screen(
+        &mut self,
+        window: Window,
+        peers: &[Uid],
+        lr: f64,
+        clip_to: &[Uid],
+    ) -> Result<BTreeMap<Uid, Screen>, Failure> {
+        let (ids, before) = self.rand_before(window)?;
+        let k = self.shared.run.params.screen_sequences.min(ids.len());
+        let (ids, before) = (&ids[..k], mean(&before[..k]));
+        let outlier = self.shared.run.params.penalties.outlier_norm;
+        let mut out = BTreeMap::new();
+        let mut result = Ok(());
+        for &uid in peers {
+            let sc = self.try_alone(window, uid, lr, clip_to).and_then(|ratio| {
+                let after = mean(&self.losses(ids)?);
+                let score = if before > 0.0 { (before - after) / before } else { 0.0 };
+                Ok(if ratio > outlier {
+                    Screen::Outlier { ratio, score }
+                } else {
+                    Screen::Score(score)
+                })
+            });
+            match sc {
+                Ok(sc) if !sc.score().is_some_and(f64::is_finite) => {
+                    out.insert(uid, Screen::NonFinite)
+                }
+                Ok(sc) => out.insert(uid, sc),
+                Err(e) if e.kind == FailureKind::Codec => out.insert(uid, Screen::NonFinite),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+        }
+        self.hold_canon()?;
+        result.map(|()| out)
+    }
+
+    /// The four Gauntlet losses of `uid`'s update applied alone (SPEC §5).
+    fn evaluate(
+        &mut self,
+        window: Window,
+        uid: Uid,
+        lr: f64,
+        clip_to: &[Uid],
+    ) -> Result<Evaluation, Failure> {
+        let s = self.shared.clone();
+        let (rand_ids, rand_before) = self.rand_before(window)?;
+        self.hold_canon()?;
+        let r = &s.run;
+        let n = self.trainer.samples(Split::Train);
+        let pool = sampler::pool(
+            r.seed,
+            uid,
+            window,
+            r.params.inner_steps as usize * r.batch,
+            n,
+        );
+        // A secret sample of the sequences the peer trained on this window.
+        let own_ids = s.id.own_sample(window, uid, &pool, r.params.eval_sequences);
+        let own_before = self.losses(&own_ids)?;
+        let norm_ratio = self.try_alone(window, uid, lr, clip_to)?;
         let own_after = self.losses(&own_ids);
         let rand_after = self.losses(&rand_ids);
         self.hold_canon()?;

@@ -712,6 +712,9 @@ fn model_cost(cfg: &SimConfig, name: &str, a: &Action) -> Millis {
         Action::TrainStep { .. } => cfg.step_ms.saturating_mul(factor),
         Action::Compress { .. } | Action::Apply { .. } => 100,
         Action::Evaluate { .. } => 3 * cfg.step_ms / 2,
+        // A screen measures a quarter of the sequences of one of an evaluation's three
+        // losses (local runs: 8 of 32) per peer.
+        Action::Screen { peers, .. } => peers.len() as u64 * (cfg.step_ms / 8).max(1),
         Action::MeasureValLoss { .. } | Action::LoadCheckpoint { .. } => cfg.step_ms,
         Action::ResetTrainer | Action::Fingerprint { .. } => 1,
         _ => 0,

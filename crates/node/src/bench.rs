@@ -1,0 +1,232 @@
+//! A validator's evaluation throughput, measured on the production action code
+//! ([`crate::exec::Compute`]: screens and full evaluations) with a real model and synthetic
+//! uploads: `covenant bench eval`. Evaluations per second and peak memory, for issue 16's
+//! before/after comparison (docs/SCALING.md).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use covenant_codec::{compress_model, DeltaSource, ModelLayout, TensorPayload};
+use covenant_core::driver::{Action, Input};
+use covenant_core::rng::{derive_seed, SplitMix64};
+use covenant_core::{Uid, Window};
+use covenant_data::Dataset;
+use covenant_net::chain::ValidatorStake;
+use covenant_net::{Genesis, Keypair, Ledger};
+
+use crate::env::{Env, SystemClock, Trainer};
+use crate::exec::{Compute, Identity, RunFacts, Shared};
+use crate::sim::mem::{MemBucket, MemDisk, MemStores, MemWorld, NodeClock, StoreFaults, WorldClock};
+use crate::RunSpec;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct EvalBench {
+    /// Model preset (`tiny`, `small`, …).
+    pub preset: String,
+    /// Uploads evaluated per window.
+    pub peers: usize,
+    /// Windows measured (each screens and evaluates every peer).
+    pub windows: u64,
+}
+
+/// What was measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalBenchReport {
+    pub preset: String,
+    pub parameters: usize,
+    pub peers: usize,
+    /// Sequences per loss (`eval_sequences`) and per screen (`screen_sequences`).
+    pub eval_sequences: usize,
+    pub screen_sequences: usize,
+    pub evaluations: usize,
+    pub eval_secs: f64,
+    pub screens: usize,
+    pub screen_secs: f64,
+    /// The process's peak resident memory (Linux `VmHWM`), bytes.
+    pub peak_rss: Option<u64>,
+}
+
+impl EvalBenchReport {
+    pub fn evaluations_per_sec(&self) -> f64 {
+        self.evaluations as f64 / self.eval_secs.max(1e-9)
+    }
+    pub fn screens_per_sec(&self) -> f64 {
+        self.screens as f64 / self.screen_secs.max(1e-9)
+    }
+}
+
+/// Errors of the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("setting up the validator: {0}")]
+    Setup(String),
+    #[error("{what} failed: {message}")]
+    Action { what: &'static str, message: String },
+}
+
+fn setup(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Setup(e.to_string())
+}
+
+/// Runs the benchmark: a validator of a local run spec on `cfg.preset` screens and evaluates
+/// `cfg.peers` uploads per window, `cfg.windows` times.
+pub fn evaluations(cfg: &EvalBench, data: Arc<Dataset>) -> Result<EvalBenchReport, BenchError> {
+    let spec = RunSpec::local("bench-eval", &cfg.preset);
+    let key = Keypair::from_seed([7; 32]);
+    let genesis = Genesis {
+        run_id: spec.name.clone(),
+        genesis_time_ms: 0,
+        block_time_ms: 1000,
+        blocks_per_window: 20,
+        max_uids: 256,
+        immunity_blocks: 100,
+        validators: vec![ValidatorStake {
+            key: key.public(),
+            stake: 1,
+        }],
+        kappa: 0.5,
+        registration_burn: 0,
+        balances: Vec::new(),
+    };
+    let params = spec.params_for(&genesis).map_err(setup)?;
+    let world_clock = Arc::new(WorldClock::new(0));
+    let node_clock = Arc::new(NodeClock::new(world_clock.clone(), 0, 1));
+    let stores = Arc::new(MemWorld::new(StoreFaults::default(), 1));
+    let ledger = Arc::new(Ledger::in_memory(&genesis, world_clock).map_err(setup)?);
+    let env = Env {
+        clock: Arc::new(SystemClock),
+        chain: ledger,
+        stores: Arc::new(MemStores {
+            world: stores.clone(),
+            clock: node_clock.clone(),
+        }),
+        own: Arc::new(MemBucket::new(stores, node_clock, "validator")),
+        local: Arc::new(MemDisk::default()),
+        sink: Arc::new(crate::log::Memory::default()),
+    };
+    let model_cfg = spec
+        .model_config(data.vocab_size() as usize)
+        .map_err(setup)?;
+    let model = covenant_model::Trainer::new(
+        model_cfg,
+        spec.optim_config(),
+        spec.seed,
+        covenant_model::DeviceChoice::Auto,
+    )
+    .map_err(setup)?;
+    let trainer = crate::model_trainer::ModelTrainer::new(model, data, spec.batch);
+    let shapes = trainer.shapes();
+    let layout = ModelLayout::new(
+        spec.codec_config(),
+        shapes.iter().map(|(n, s)| (n.clone(), s.as_slice())),
+    )
+    .map_err(setup)?;
+    let run = RunFacts {
+        params: params.clone(),
+        seed: spec.seed,
+        batch: spec.batch,
+        val_ids: vec![0],
+        fingerprint_values: spec.fingerprint_values,
+        checkpoint_every: spec.checkpoint_every,
+        index_coding: covenant_codec::IndexCoding::Packed,
+    };
+    let id = Identity {
+        key,
+        uid: 0,
+        run_id: spec.name.clone(),
+        run_hash: spec.hash(),
+    };
+    let shared = Arc::new(Shared::new(env, id, run, layout.clone(), &trainer, false).map_err(setup)?);
+    let theta = trainer.params().map_err(setup)?;
+    let parameters = theta.iter().map(Vec::len).sum();
+    let mut compute = Compute::new(shared.clone(), Box::new(trainer));
+    let peers: Vec<Uid> = (1..=cfg.peers as Uid).collect();
+    let mut report = EvalBenchReport {
+        preset: cfg.preset.clone(),
+        parameters,
+        peers: cfg.peers,
+        eval_sequences: params.eval_sequences,
+        screen_sequences: params.screen_sequences,
+        evaluations: 0,
+        eval_secs: 0.0,
+        screens: 0,
+        screen_secs: 0.0,
+        peak_rss: None,
+    };
+    let lr = params.outer_lr_at(1) * params.eval_lr_factor;
+    for window in 1..=cfg.windows {
+        add_uploads(&shared, &layout, &theta, window, &peers)?;
+        let t = Instant::now();
+        let screened = compute.run(Action::Screen {
+            window,
+            peers: peers.clone(),
+            lr,
+            clip_to: peers.clone(),
+        });
+        report.screen_secs += t.elapsed().as_secs_f64();
+        if let Input::Screened { result: Err(e), .. } = screened {
+            return Err(action("a screen", e));
+        }
+        report.screens += peers.len();
+        let t = Instant::now();
+        for &uid in &peers {
+            let evaluated = compute.run(Action::Evaluate {
+                window,
+                uid,
+                lr,
+                clip_to: peers.clone(),
+            });
+            if let Input::Evaluated { result: Err(e), .. } = evaluated {
+                return Err(action("an evaluation", e));
+            }
+        }
+        report.eval_secs += t.elapsed().as_secs_f64();
+        report.evaluations += peers.len();
+    }
+    report.peak_rss = peak_rss();
+    Ok(report)
+}
+
+fn action(what: &'static str, e: impl std::fmt::Display) -> BenchError {
+    BenchError::Action {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// One synthetic upload per peer for `window`: θ moved by a small random step, compressed as a
+/// miner compresses it (so each payload has the real geometry and density).
+fn add_uploads(
+    shared: &Shared,
+    layout: &ModelLayout,
+    theta: &[Vec<f32>],
+    window: Window,
+    peers: &[Uid],
+) -> Result<(), BenchError> {
+    for &uid in peers {
+        let mut rng = SplitMix64::new(derive_seed(7, &[window, u64::from(uid)]));
+        let after: Vec<Vec<f32>> = theta
+            .iter()
+            .map(|t| t.iter().map(|x| x + 1e-3 * rng.normal() as f32).collect())
+            .collect();
+        let mut ef: Vec<Vec<f32>> = theta.iter().map(|t| vec![0.0; t.len()]).collect();
+        let mut efs: Vec<&mut [f32]> = ef.iter_mut().map(|e| e.as_mut_slice()).collect();
+        let payload: Vec<TensorPayload> =
+            compress_model(layout, &mut efs, &DeltaSource::diffs(theta, &after)).map_err(setup)?;
+        shared
+            .gathered
+            .lock()
+            .map_err(|_| setup("payloads lock poisoned"))?
+            .insert((window, uid), Arc::new(payload));
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`).
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
