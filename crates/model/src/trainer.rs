@@ -421,6 +421,51 @@ impl Trainer {
         Ok(())
     }
 
+    /// Overwrite parameter `tensor` at these flat (row-major) positions, in place: no copy of
+    /// the model. Nothing is changed unless the tensor exists, every position is in range and
+    /// every value is finite.
+    pub fn write_at(&mut self, tensor: usize, positions: &[u32], values: &[f32]) -> Result<()> {
+        let Some(p) = self.model.params.get_mut(tensor) else {
+            return Err(ModelError::ParamMismatch(format!(
+                "no parameter {tensor} (the model has {})",
+                self.model.shapes.len()
+            )));
+        };
+        let n: usize = self.model.shapes[tensor].iter().product();
+        if positions.len() != values.len() {
+            return Err(ModelError::ParamMismatch(format!(
+                "{} positions for {} values",
+                positions.len(),
+                values.len()
+            )));
+        }
+        if let Some(&i) = positions.iter().find(|&&i| i as usize >= n) {
+            return Err(ModelError::ParamMismatch(format!(
+                "position {i} is outside `{}` ({n} values)",
+                self.model.names[tensor]
+            )));
+        }
+        if let Some(j) = values.iter().position(|x| !x.is_finite()) {
+            return Err(ModelError::ParamMismatch(format!(
+                "`{}` would get a non-finite value at position {}",
+                self.model.names[tensor], positions[j]
+            )));
+        }
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let _guard = tch::no_grad_guard();
+        let device = p.device();
+        let idx: Vec<i64> = positions.iter().map(|&i| i64::from(i)).collect();
+        let idx = Tensor::f_from_slice(&idx)?.f_to_device(device)?;
+        let src = Tensor::f_from_slice(values)?
+            .f_to_device(device)?
+            .f_to_kind(p.kind())?;
+        let mut flat = p.f_view([-1])?;
+        let _ = flat.f_index_copy_(0, &idx, &src)?;
+        Ok(())
+    }
+
     /// Write a Hugging Face checkpoint (`model.safetensors`, `config.json`) plus the optimizer
     /// state (`optimizer.safetensors`) and `trainer.json`, which is written last: a directory with
     /// a `trainer.json` is complete.

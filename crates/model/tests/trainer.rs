@@ -330,3 +330,38 @@ fn per_sequence_losses_are_each_sequence_s_loss_and_average_to_the_batch_loss() 
     assert!((mean - all).abs() < 1e-5, "{mean} vs {all}");
     assert!(each[0] != each[1], "different sequences, different losses");
 }
+
+/// Issue 16: writing a few positions in place is the same as writing the whole model with
+/// them changed, and bad writes change nothing.
+#[test]
+fn writing_positions_in_place_changes_those_and_nothing_else() {
+    let mut a = trainer(3);
+    let mut b = trainer(3);
+    let before: Vec<Vec<f32>> = a.params().into_iter().map(|v| v.data).collect();
+    let (t, pos) = (2usize, vec![0u32, 5, 77]);
+    let vals = vec![0.5f32, -1.25, 3.0];
+    a.write_at(t, &pos, &vals).unwrap();
+    let mut want = before.clone();
+    for (&i, &v) in pos.iter().zip(&vals) {
+        want[t][i as usize] = v;
+    }
+    let flat: Vec<&[f32]> = want.iter().map(Vec::as_slice).collect();
+    b.set_params_flat(&flat).unwrap();
+    let got: Vec<Vec<f32>> = a.params().into_iter().map(|v| v.data).collect();
+    assert_eq!(got, want);
+    let x = tokens(1, 2 * 128, tiny().vocab_size);
+    assert_eq!(a.eval_losses(&x, 2).unwrap(), b.eval_losses(&x, 2).unwrap());
+    // Written back, the model is the one before.
+    let old: Vec<f32> = pos.iter().map(|&i| before[t][i as usize]).collect();
+    a.write_at(t, &pos, &old).unwrap();
+    let back: Vec<Vec<f32>> = a.params().into_iter().map(|v| v.data).collect();
+    assert_eq!(back, before);
+    // Refused, and nothing written.
+    let n = before[t].len() as u32;
+    assert!(a.write_at(t, &[1, n], &[1.0, 1.0]).is_err(), "out of range");
+    assert!(a.write_at(t, &[1], &[f32::NAN]).is_err(), "not finite");
+    assert!(a.write_at(99, &[1], &[1.0]).is_err(), "no such tensor");
+    assert!(a.write_at(t, &[1, 2], &[1.0]).is_err(), "lengths differ");
+    let after: Vec<Vec<f32>> = a.params().into_iter().map(|v| v.data).collect();
+    assert_eq!(after, before);
+}

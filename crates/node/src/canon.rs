@@ -10,6 +10,8 @@ use covenant_core::driver::Hash;
 use covenant_core::scoring::fingerprint_positions;
 use covenant_core::{Fingerprint, Uid};
 
+use crate::env::SparseValues;
+
 /// Decoded uploads of a window by uid.
 pub type Gathered = BTreeMap<Uid, std::sync::Arc<Vec<TensorPayload>>>;
 
@@ -117,6 +119,56 @@ impl Canon {
             .unwrap_or(1.0))
     }
 
+    /// [`Canon::apply_clipped`] as a sparse write, without changing or copying the model:
+    /// the values `peer`'s clipped update alone would give the positions it changes, the
+    /// canonical values there (to write back), and its norm ratio.
+    pub fn lone_update(
+        &self,
+        peer: &[TensorPayload],
+        norms: &[f32],
+        lr: f32,
+    ) -> Result<LoneUpdate, CodecError> {
+        let n = self.layout.tensors.len();
+        if norms.len() != n {
+            return Err(CodecError::TensorCount {
+                what: "clip norms",
+                got: norms.len(),
+                expected: n,
+            });
+        }
+        let cfg = &self.layout.config;
+        let mut update = Vec::new();
+        let mut ratios = Vec::with_capacity(n);
+        let mut out = LoneUpdate::default();
+        for (i, (t, theta)) in self.layout.tensors.iter().zip(&self.theta).enumerate() {
+            let ps = tensor_of(&[peer], i, n)?;
+            update.resize(t.geom.numel(), 0.0);
+            let stats =
+                covenant_codec::aggregate_tensor_clipped_to(cfg, t, &ps, norms[i], &mut update)?;
+            if norms[i] > 0.0 {
+                ratios.push(f64::from(stats.norms[0]) / f64::from(norms[i]));
+            }
+            let (mut pos, mut new, mut old) = (Vec::new(), Vec::new(), Vec::new());
+            if !stats.skipped {
+                for (j, (&p, &u)) in theta.iter().zip(&update).enumerate() {
+                    if u != 0.0 {
+                        pos.push(j as u32);
+                        new.push(p - lr * u);
+                        old.push(p);
+                    }
+                }
+            }
+            out.new.tensors.push((pos.clone(), new));
+            out.old.tensors.push((pos, old));
+        }
+        ratios.sort_by(f64::total_cmp);
+        out.norm_ratio = ratios
+            .get(ratios.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(1.0);
+        Ok(out)
+    }
+
     /// `per_tensor` values per tensor at the run's fingerprint positions.
     pub fn fingerprint(&self, seed: u64, per_tensor: usize) -> Fingerprint {
         fingerprint_of(&self.theta, seed, per_tensor)
@@ -141,6 +193,17 @@ fn tensor_of<'a>(
                 })
         })
         .collect()
+}
+
+/// One peer's update alone as a sparse write ([`Canon::lone_update`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoneUpdate {
+    /// The values the update gives the positions it changes.
+    pub new: SparseValues,
+    /// The canonical values at those positions.
+    pub old: SparseValues,
+    /// Its norm over the clip norm, the median over tensors (see [`Canon::apply_clipped`]).
+    pub norm_ratio: f64,
 }
 
 pub fn hash_params(theta: &[Vec<f32>]) -> Hash {
@@ -171,4 +234,65 @@ pub fn fingerprint_of(theta: &[Vec<f32>], seed: u64, per_tensor: usize) -> Finge
 
 pub fn hex(h: &Hash) -> String {
     covenant_core::driver::hex(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use covenant_codec::{compress_model, CodecConfig, DeltaSource};
+    use covenant_core::rng::SplitMix64;
+
+    use super::*;
+
+    fn model(seed: u64) -> (ModelLayout, Vec<Vec<f32>>) {
+        let layout = ModelLayout::new(
+            CodecConfig::default(),
+            [("a", &[96usize, 64][..]), ("b", &[200][..]), ("c", &[7, 3][..])],
+        )
+        .unwrap();
+        let mut r = SplitMix64::new(seed);
+        let theta = layout
+            .tensors
+            .iter()
+            .map(|t| (0..t.geom.numel()).map(|_| r.normal() as f32).collect())
+            .collect();
+        (layout, theta)
+    }
+
+    fn upload(layout: &ModelLayout, theta: &[Vec<f32>], seed: u64, scale: f32) -> Vec<TensorPayload> {
+        let mut r = SplitMix64::new(seed);
+        let after: Vec<Vec<f32>> = theta
+            .iter()
+            .map(|t| t.iter().map(|x| x + scale * r.normal() as f32).collect())
+            .collect();
+        let mut ef: Vec<Vec<f32>> = theta.iter().map(|t| vec![0.0; t.len()]).collect();
+        let mut efs: Vec<&mut [f32]> = ef.iter_mut().map(|e| e.as_mut_slice()).collect();
+        compress_model(layout, &mut efs, &DeltaSource::diffs(theta, &after)).unwrap()
+    }
+
+    /// Issue 16: the validator tries a lone update by writing only the positions it changes;
+    /// that must give bit for bit the model `apply_clipped` gives on a copy, and writing the
+    /// old values back the canonical model.
+    #[test]
+    fn a_lone_update_written_in_place_is_the_clipped_step_and_reverts_exactly() {
+        let (layout, theta) = model(1);
+        let canon = Canon::new(layout.clone(), theta.clone()).unwrap();
+        let peers: Vec<Vec<TensorPayload>> = (0..3)
+            .map(|i| upload(&layout, &theta, 10 + i, 0.01 * (i + 1) as f32))
+            .collect();
+        let refs: Vec<&[TensorPayload]> = peers.iter().map(Vec::as_slice).collect();
+        let norms = canon.clip_norms(&refs).unwrap();
+        for p in &peers {
+            let mut copy = canon.clone();
+            let ratio = copy.apply_clipped(p, &norms, 0.2).unwrap();
+            let lone = canon.lone_update(p, &norms, 0.2).unwrap();
+            assert_eq!(lone.norm_ratio, ratio);
+            let written = lone.new.len();
+            assert!(written > 0 && written < theta.iter().map(Vec::len).sum::<usize>() / 10);
+            let mut live = theta.clone();
+            lone.new.write_into(&mut live).unwrap();
+            assert_eq!(live, copy.theta, "the same bits as the clipped step on a copy");
+            lone.old.write_into(&mut live).unwrap();
+            assert_eq!(live, theta, "written back exactly");
+        }
+    }
 }

@@ -63,6 +63,48 @@ pub enum TrainerError {
     NonFinite { what: &'static str },
 }
 
+/// Values at some positions of some tensors: a sparse write into a model's parameters
+/// ([`Trainer::write_at`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseValues {
+    /// Per tensor, in layout order: flat positions and their values.
+    pub tensors: Vec<(Vec<u32>, Vec<f32>)>,
+}
+
+impl SparseValues {
+    /// Writes these values into dense parameters.
+    pub fn write_into(&self, theta: &mut [Vec<f32>]) -> Result<(), TrainerError> {
+        if self.tensors.len() != theta.len() {
+            return Err(TrainerError::Shape(format!(
+                "{} tensors written into a model of {}",
+                self.tensors.len(),
+                theta.len()
+            )));
+        }
+        let fits = |((pos, val), t): (&(Vec<u32>, Vec<f32>), &Vec<f32>)| {
+            pos.len() == val.len() && pos.iter().all(|&i| (i as usize) < t.len())
+        };
+        if !self.tensors.iter().zip(theta.iter()).all(fits) {
+            return Err(TrainerError::Shape("positions outside the tensor".into()));
+        }
+        for ((pos, val), t) in self.tensors.iter().zip(theta.iter_mut()) {
+            for (&i, &v) in pos.iter().zip(val) {
+                t[i as usize] = v;
+            }
+        }
+        Ok(())
+    }
+
+    /// Values written in all.
+    pub fn len(&self) -> usize {
+        self.tensors.iter().map(|t| t.0.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What one inner step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InnerStep {
@@ -82,6 +124,13 @@ pub trait Trainer: Send {
     fn params(&self) -> Result<Vec<Vec<f32>>, TrainerError>;
     /// Overwrites the live parameters (all finite, in layout order).
     fn set_params(&mut self, theta: &[Vec<f32>]) -> Result<(), TrainerError>;
+    /// Overwrites the live parameters at these positions only (all finite), in place; by
+    /// default through a full copy ([`Trainer::params`], [`Trainer::set_params`]).
+    fn write_at(&mut self, values: &SparseValues) -> Result<(), TrainerError> {
+        let mut theta = self.params()?;
+        values.write_into(&mut theta)?;
+        self.set_params(&theta)
+    }
     /// One optimizer step on these training samples (one batch), at position `schedule_step`
     /// of the run's inner learning-rate schedule (`RunParams::inner_step_index`: the same for
     /// every node at a given window and step, whenever it joined).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use covenant_data::{Dataset, Split};
 use covenant_model::Trainer as Model;
 
-use crate::env::{InnerStep, Trainer, TrainerError};
+use crate::env::{InnerStep, SparseValues, Trainer, TrainerError};
 
 /// The real model: a `covenant-model` trainer and the run's token shards.
 pub struct ModelTrainer {
@@ -57,6 +57,30 @@ impl Trainer for ModelTrainer {
     fn set_params(&mut self, theta: &[Vec<f32>]) -> Result<(), TrainerError> {
         let flat: Vec<&[f32]> = theta.iter().map(Vec::as_slice).collect();
         Ok(self.model.set_params_flat(&flat)?)
+    }
+
+    fn write_at(&mut self, values: &SparseValues) -> Result<(), TrainerError> {
+        if values.tensors.len() != self.shapes.len() {
+            return Err(TrainerError::Shape(format!(
+                "{} tensors written into a model of {}",
+                values.tensors.len(),
+                self.shapes.len()
+            )));
+        }
+        // All checked before anything is written.
+        for ((pos, val), (_, shape)) in values.tensors.iter().zip(&self.shapes) {
+            let n: usize = shape.iter().product();
+            if pos.len() != val.len() || pos.iter().any(|&i| i as usize >= n) {
+                return Err(TrainerError::Shape("positions outside the tensor".into()));
+            }
+            if val.iter().any(|x| !x.is_finite()) {
+                return Err(TrainerError::NonFinite { what: "parameters" });
+            }
+        }
+        for (i, (pos, val)) in values.tensors.iter().enumerate() {
+            self.model.write_at(i, pos, val)?;
+        }
+        Ok(())
     }
 
     fn step(&mut self, ids: &[u64], schedule_step: u64) -> Result<InnerStep, TrainerError> {

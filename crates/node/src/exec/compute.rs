@@ -20,7 +20,7 @@ use covenant_data::{sampler, Split};
 
 use super::Shared;
 use crate::checkpoint;
-use crate::env::{InnerStep, Trainer, TrainerError};
+use crate::env::{InnerStep, SparseValues, Trainer, TrainerError};
 
 /// The model side of a node.
 pub struct Compute {
@@ -38,6 +38,9 @@ pub struct Compute {
     clip: Option<(Window, Vec<f32>)>,
     /// The trainer holds the canonical model (nothing trained or tried since it was set).
     at_canon: bool,
+    /// The canonical values at the positions a lone update was written to (see
+    /// [`Compute::try_alone`]).
+    applied: Option<SparseValues>,
 }
 
 fn trainer_failure(e: TrainerError) -> Failure {
@@ -72,6 +75,7 @@ impl Compute {
             rand_before: None,
             clip: None,
             at_canon: true,
+            applied: None,
         }
     }
 
@@ -81,6 +85,11 @@ impl Compute {
 
     /// Carries out a model action, with the time it took on the node's clock.
     pub fn run(&mut self, action: Action) -> Input {
+        // A lone update left written by a failed screen or evaluation is written back before
+        // anything else touches the model (see `Compute::try_alone`).
+        if self.applied.is_some() {
+            let _ = self.hold_canon();
+        }
         let t0 = self.shared.now();
         let ms = |s: &Self| s.shared.now().saturating_sub(t0);
         match action {
@@ -165,6 +174,10 @@ impl Compute {
 
     /// Makes the trainer hold the canonical model.
     fn hold_canon(&mut self) -> Result<(), Failure> {
+        if self.applied.is_some() && self.restore().is_ok() {
+            return Ok(());
+        }
+        self.applied = None;
         if !self.at_canon {
             let c = self.shared.canon.read().map_err(|_| poisoned())?;
             self.trainer.set_params(&c.theta).map_err(trainer_failure)?;
@@ -382,7 +395,9 @@ impl Compute {
     }
 
     /// Makes the trainer hold the canonical model with `uid`'s update applied alone at `lr`,
-    /// clipped to the window's clip norms; its norm ratio ([`Canon::apply_clipped`]).
+    /// clipped to the window's clip norms, by writing only the positions it changes (no copy
+    /// of the model: [`Compute::restore`] writes the canonical values back); its norm ratio
+    /// ([`Canon::apply_clipped`]).
     fn try_alone(
         &mut self,
         window: Window,
@@ -390,20 +405,33 @@ impl Compute {
         lr: f64,
         clip_to: &[Uid],
     ) -> Result<f64, Failure> {
+        self.hold_canon()?;
         let payload = self.payloads(window, &[uid])?.remove(0);
         let norms = self.clip_norms(window, clip_to)?;
-        let mut alone = self.shared.canon.read().map_err(|_| poisoned())?.clone();
-        let norm_ratio = alone
-            .apply_clipped(payload.as_slice(), &norms, lr as f32)
+        let lone = self
+            .shared
+            .canon
+            .read()
+            .map_err(|_| poisoned())?
+            .lone_update(payload.as_slice(), &norms, lr as f32)
             .map_err(codec_failure)?;
-        if alone.theta.iter().any(|t| t.iter().any(|x| !x.is_finite())) {
+        if lone.new.tensors.iter().any(|(_, v)| v.iter().any(|x| !x.is_finite())) {
             return Err(codec_failure("the update makes the model non-finite"));
         }
-        self.trainer
-            .set_params(&alone.theta)
-            .map_err(trainer_failure)?;
+        // Until it is written back, the trainer may hold anything between the two.
         self.at_canon = false;
-        Ok(norm_ratio)
+        self.trainer.write_at(&lone.new).map_err(trainer_failure)?;
+        self.applied = Some(lone.old);
+        Ok(lone.norm_ratio)
+    }
+
+    /// Writes back the canonical values a [`Compute::try_alone`] changed.
+    fn restore(&mut self) -> Result<(), Failure> {
+        if let Some(old) = self.applied.take() {
+            self.trainer.write_at(&old).map_err(trainer_failure)?;
+            self.at_canon = true;
+        }
+        Ok(())
     }
 
     /// Screens (see [`Action::Screen`]): each peer's update alone on the first

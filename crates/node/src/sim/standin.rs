@@ -10,7 +10,7 @@
 use covenant_core::rng::{derive_seed, SplitMix64};
 use covenant_data::Split;
 
-use crate::env::{InnerStep, Trainer, TrainerError};
+use crate::env::{InnerStep, SparseValues, Trainer, TrainerError};
 
 /// Tensors of the stand-in model (names as a tiny LLaMA's, shapes small).
 const SHAPES: [(&str, [usize; 2]); 3] = [
@@ -128,6 +128,13 @@ impl Trainer for Standin {
         }
         self.theta = theta.to_vec();
         Ok(())
+    }
+
+    fn write_at(&mut self, values: &SparseValues) -> Result<(), TrainerError> {
+        if values.tensors.iter().any(|(_, v)| v.iter().any(|x| !x.is_finite())) {
+            return Err(TrainerError::NonFinite { what: "parameters" });
+        }
+        values.write_into(&mut self.theta)
     }
 
     fn step(&mut self, ids: &[u64], _schedule_step: u64) -> Result<InnerStep, TrainerError> {
