@@ -114,16 +114,16 @@ impl Trainer {
         Self::fresh(Llama::new(&cfg, seed, device)?, opt, seed)
     }
 
-    /// A trainer at step 0 with zero optimizer state around `model`.
+    /// A trainer at step 0 with zero optimizer state around `model` (allocated at the first
+    /// step: a model that is only evaluated, a validator's, never holds it).
     fn fresh(model: Llama, opt: OptimConfig, seed: u64) -> Result<Self> {
-        let (exp_avg, exp_avg_sq) = zero_state(&model)?;
         Ok(Trainer {
             model,
             opt,
             seed,
             step: 0,
-            exp_avg,
-            exp_avg_sq,
+            exp_avg: Vec::new(),
+            exp_avg_sq: Vec::new(),
         })
     }
 
@@ -155,11 +155,15 @@ impl Trainer {
     }
     /// Zero the AdamW moments and the step counter (a re-join starts with fresh optimizer state).
     pub fn reset_optimizer(&mut self) -> Result<()> {
-        let (a, b) = zero_state(&self.model)?;
-        self.exp_avg = a;
-        self.exp_avg_sq = b;
+        self.exp_avg = Vec::new();
+        self.exp_avg_sq = Vec::new();
         self.step = 0;
         Ok(())
+    }
+
+    /// Whether the AdamW moments are allocated (they are from the first step on).
+    pub fn holds_optimizer_state(&self) -> bool {
+        !self.exp_avg.is_empty()
     }
 
     /// Names and shapes of the parameters, in checkpoint order.
@@ -266,6 +270,9 @@ impl Trainer {
         let bc1 = 1.0 - o.beta1.powi(t);
         let bc2_sqrt = (1.0 - o.beta2.powi(t)).sqrt();
         let step_size = lr / bc1;
+        if self.exp_avg.is_empty() {
+            (self.exp_avg, self.exp_avg_sq) = zero_state(&self.model)?;
+        }
         for (i, g) in grads.iter_mut().enumerate() {
             if clip != 1.0 {
                 let _ = g.f_mul_scalar_(clip)?;
@@ -487,10 +494,20 @@ impl Trainer {
         let cfg = serde_json::to_vec_pretty(&self.model.cfg.to_hf_json())
             .map_err(|e| ModelError::ckpt(dir.join(CONFIG_FILE), e.to_string()))?;
         write_atomic(&dir.join(CONFIG_FILE), &cfg)?;
+        // Not allocated yet: the state is zero, and saved as such.
+        let zeros = if self.exp_avg.is_empty() {
+            Some(zero_state(&self.model)?)
+        } else {
+            None
+        };
+        let (exp_avg, exp_avg_sq) = match &zeros {
+            Some((a, b)) => (a, b),
+            None => (&self.exp_avg, &self.exp_avg_sq),
+        };
         let mut optim = Vec::with_capacity(2 * specs.len());
         for (i, (n, s)) in specs.iter().enumerate() {
-            optim.push((format!("exp_avg.{n}"), s.clone(), &self.exp_avg[i]));
-            optim.push((format!("exp_avg_sq.{n}"), s.clone(), &self.exp_avg_sq[i]));
+            optim.push((format!("exp_avg.{n}"), s.clone(), &exp_avg[i]));
+            optim.push((format!("exp_avg_sq.{n}"), s.clone(), &exp_avg_sq[i]));
         }
         write_safetensors(&dir.join(OPTIM_FILE), &optim)?;
         let m = TrainerManifest {

@@ -365,3 +365,26 @@ fn writing_positions_in_place_changes_those_and_nothing_else() {
     let after: Vec<Vec<f32>> = a.params().into_iter().map(|v| v.data).collect();
     assert_eq!(after, before);
 }
+
+/// Issue 16: a model that is only evaluated (a validator's) holds no AdamW moments, 8 bytes a
+/// parameter that a 72B validator would otherwise carry for nothing; they appear at the first
+/// step, go with a reset, and a checkpoint saved before any step resumes like a fresh trainer.
+#[test]
+fn optimizer_state_is_allocated_at_the_first_step_only() {
+    let v = tiny().vocab_size;
+    let b = tokens(7, 2 * 32, v);
+    let mut a = trainer(9);
+    assert!(!a.holds_optimizer_state());
+    let dir = tempfile::tempdir().unwrap();
+    a.save(dir.path()).unwrap();
+    a.step(&b, 2).unwrap();
+    assert!(a.holds_optimizer_state());
+    let mut r = Trainer::load(dir.path(), DeviceChoice::Cpu).unwrap();
+    r.step(&b, 2).unwrap();
+    let bits = |t: &Trainer| -> Vec<u32> {
+        t.params().iter().flat_map(|p| p.data.iter().map(|x| x.to_bits())).collect()
+    };
+    assert_eq!(bits(&a), bits(&r), "resumed from a step-0 checkpoint");
+    a.reset_optimizer().unwrap();
+    assert!(!a.holds_optimizer_state());
+}
