@@ -44,6 +44,19 @@ fn the_demo_trains_a_network_and_reports_it() {
         assert!(u > 0.0 && u <= 1.0, "{m}: {u}");
     }
     assert!(s["errors"].as_array().unwrap().is_empty(), "{s:#}");
+    // Each node's peak memory is what `covenant model info --roles` says its role needs,
+    // within 15 % (docs/SCALING.md, "Cost per role").
+    let peaks = s["peak_rss_mib"].as_object().unwrap();
+    assert_eq!(peaks.len(), 4, "{s:#}");
+    for (node, peak) in peaks {
+        let role = if node.starts_with("miner") { "miner" } else { "validator" };
+        let want = s["predicted_memory_mib"][role].as_f64().unwrap();
+        let got = peak.as_f64().unwrap();
+        assert!(
+            (got / want - 1.0).abs() < 0.15,
+            "{node}: peak {got:.0} MiB, predicted {want:.0} MiB"
+        );
+    }
     // The live table: a row per window with the replicas' agreement.
     let rows = stderr
         .lines()

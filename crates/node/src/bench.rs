@@ -184,7 +184,7 @@ pub fn evaluations(cfg: &EvalBench, data: Arc<Dataset>) -> Result<EvalBenchRepor
         report.eval_secs += t.elapsed().as_secs_f64();
         report.evaluations += peers.len();
     }
-    report.peak_rss = peak_rss();
+    report.peak_rss = crate::env::peak_rss();
     Ok(report)
 }
 
@@ -221,12 +221,4 @@ fn add_uploads(
             .insert((window, uid), Arc::new(payload));
     }
     Ok(())
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`).
-pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

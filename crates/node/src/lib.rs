@@ -17,6 +17,7 @@ pub mod analysis;
 pub mod bench;
 pub mod canon;
 pub mod checkpoint;
+pub mod cost;
 pub mod env;
 pub mod evm;
 pub mod exec;

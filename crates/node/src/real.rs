@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use covenant_core::driver::{Action, Input, Output};
+use covenant_core::driver::{Action, Input, NodeEvent, Output};
 
 use crate::exec::{io, Shared};
 use crate::setup::{self, Node, NodeOptions, Role};
@@ -88,6 +88,9 @@ pub fn drive(node: Node) -> Result<()> {
                     }
                 }
                 Output::Stop => {
+                    if let Some(peak_rss) = crate::env::peak_rss() {
+                        shared.env.sink.emit(now, &NodeEvent::Memory { peak_rss });
+                    }
                     drop(io_tx);
                     finish(comm);
                     return Ok(());

@@ -267,7 +267,12 @@ pub fn run_network(a: &Args) -> Result<Value> {
             child,
         });
     }
-    let result = watch(a, chain.as_ref(), &mut nodes, last_window);
+    // What `covenant model info --roles` says each role needs, beside what each node used.
+    let predicted = covenant_model::ModelConfig::preset(&a.preset)
+        .ok()
+        .and_then(|m| covenant_node::cost::roles(&spec, &m, a.miners as u64).ok())
+        .map(|c| (c.miner.memory_total(), c.validator.memory_total()));
+    let result = watch(a, chain.as_ref(), &mut nodes, last_window, predicted);
     for n in &mut nodes {
         let _ = n.child.kill();
         let _ = n.child.wait();
@@ -301,6 +306,8 @@ struct WindowFacts {
 struct Watched {
     facts: BTreeMap<u64, WindowFacts>,
     finished: BTreeMap<String, NodeStats>,
+    /// Each node's peak resident memory, bytes.
+    memory: BTreeMap<String, u64>,
     errors: Vec<String>,
 }
 
@@ -340,6 +347,9 @@ impl Watched {
             NodeEvent::Finished { stats, .. } => {
                 self.finished.insert(name.to_string(), stats);
             }
+            NodeEvent::Memory { peak_rss } => {
+                self.memory.insert(name.to_string(), peak_rss);
+            }
             NodeEvent::Error { message, .. } => {
                 let msg = format!("{name}: {message}");
                 eprintln!("  ! {msg}");
@@ -350,7 +360,13 @@ impl Watched {
     }
 }
 
-fn watch(a: &Args, chain: &dyn Chain, nodes: &mut [Node], last_window: u64) -> Result<Value> {
+fn watch(
+    a: &Args,
+    chain: &dyn Chain,
+    nodes: &mut [Node],
+    last_window: u64,
+    predicted: Option<(u64, u64)>,
+) -> Result<Value> {
     let genesis = chain.genesis();
     let schedule = genesis.schedule();
     let deadline = Instant::now()
@@ -404,7 +420,7 @@ fn watch(a: &Args, chain: &dyn Chain, nodes: &mut [Node], last_window: u64) -> R
             print_window(*w, f);
         }
     }
-    summarize(a, chain, &seen)
+    summarize(a, chain, &seen, predicted)
 }
 
 /// The complete event lines appended to a node's log since `offset`.
@@ -463,7 +479,12 @@ fn print_window(w: u64, f: &WindowFacts) {
     );
 }
 
-fn summarize(a: &Args, chain: &dyn Chain, seen: &Watched) -> Result<Value> {
+fn summarize(
+    a: &Args,
+    chain: &dyn Chain,
+    seen: &Watched,
+    predicted: Option<(u64, u64)>,
+) -> Result<Value> {
     let genesis = chain.genesis();
     let (facts, finished, errors) = (&seen.facts, &seen.finished, &seen.errors);
     let rows: Vec<(u64, f64)> = facts
@@ -572,6 +593,22 @@ fn summarize(a: &Args, chain: &dyn Chain, seen: &Watched) -> Result<Value> {
             100.0 * u["wall_share"].as_f64().unwrap_or(0.0),
         );
     }
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    if !seen.memory.is_empty() {
+        let line: Vec<String> = seen
+            .memory
+            .iter()
+            .map(|(n, b)| format!("{n} {:.0} MiB", mib(*b)))
+            .collect();
+        let calc = predicted.map_or(String::new(), |(m, v)| {
+            format!(
+                " (model info --roles: miner {:.0} MiB, validator {:.0} MiB)",
+                mib(m),
+                mib(v)
+            )
+        });
+        eprintln!("peak memory: {}{calc}", line.join(", "));
+    }
     if !errors.is_empty() {
         eprintln!("{} error event(s); see the node logs", errors.len());
     }
@@ -587,6 +624,8 @@ fn summarize(a: &Args, chain: &dyn Chain, seen: &Watched) -> Result<Value> {
         "replicas_agree": all_agree,
         "consensus_weights": weights,
         "utilisation": util,
+        "peak_rss_mib": seen.memory.iter().map(|(n, b)| (n.clone(), mib(*b))).collect::<BTreeMap<_, _>>(),
+        "predicted_memory_mib": predicted.map(|(m, v)| json!({ "miner": mib(m), "validator": mib(v) })),
         "errors": errors,
     }))
 }

@@ -18,6 +18,20 @@ pub enum ModelCommand {
         /// Print the config as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also what a miner and a validator need: memory by part, bytes up and down and
+        /// compute per window (docs/SCALING.md).
+        #[arg(long)]
+        roles: bool,
+        /// With --roles: the run's parameters, `local` (the local networks' spec) or
+        /// `reference` (the reference run's: G 20, H 30, 20 evaluations a window).
+        #[arg(long, default_value = "local", value_parser = ["local", "reference"])]
+        run: String,
+        /// With --roles: miners in the network.
+        #[arg(long, default_value_t = 20)]
+        peers: u64,
+        /// With --roles: sequences per inner step (default: the run spec's).
+        #[arg(long)]
+        batch: Option<usize>,
     },
 }
 
@@ -48,6 +62,10 @@ pub fn run(c: ModelCommand) -> Result<()> {
             preset,
             vocab,
             json,
+            roles,
+            run,
+            peers,
+            batch,
         } => {
             let mut c = ModelConfig::preset(&preset)?;
             if let Some(v) = vocab {
@@ -61,9 +79,120 @@ pub fn run(c: ModelCommand) -> Result<()> {
                 return Ok(());
             }
             print!("{}", info_text(&preset, &c));
+            if roles {
+                anyhow::ensure!(
+                    (1..=1_000_000).contains(&peers),
+                    "--peers must be in 1..=1000000, got {peers}"
+                );
+                let mut spec = covenant_node::RunSpec::local("roles", &preset);
+                if run == "reference" {
+                    spec.params = covenant_core::RunParams::reference();
+                }
+                if let Some(b) = batch {
+                    anyhow::ensure!((1..=65_536).contains(&b), "--batch must be in 1..=65536");
+                    spec.batch = b;
+                }
+                let costs = covenant_node::cost::roles(&spec, &c, peers)?;
+                print!("{}", roles_text(&costs, &spec, &run, peers));
+                if preset == "covenant-72b" {
+                    print!("{}", sharding_text(&costs));
+                }
+            }
             Ok(())
         }
     }
+}
+
+fn gib(b: u64) -> String {
+    let (g, m, k) = (
+        b as f64 / (1u64 << 30) as f64,
+        b as f64 / (1u64 << 20) as f64,
+        b as f64 / 1024.0,
+    );
+    if g >= 10.0 {
+        format!("{g:.0} GiB")
+    } else if g >= 1.0 {
+        format!("{g:.1} GiB")
+    } else if m >= 1.0 {
+        format!("{m:.0} MiB")
+    } else {
+        format!("{k:.0} KiB")
+    }
+}
+
+/// `model info --roles`: each role's memory, traffic and compute per window.
+fn roles_text(
+    c: &covenant_node::cost::Costs,
+    spec: &covenant_node::RunSpec,
+    run: &str,
+    peers: u64,
+) -> String {
+    let p = &spec.params;
+    let mut s = format!(
+        "\nper role, on a {run} run (G {}, H {}, batch {} sequences, {} evaluations and up to {} downloads a window, {} peers)\n",
+        p.aggregation_size, p.inner_steps, spec.batch, c.evaluations, c.downloads, peers
+    );
+    s.push_str(&format!(
+        "upload               {} bytes ({:.0}x below dense fp32, {})\n",
+        c.upload_bytes,
+        c.dense_bytes as f64 / c.upload_bytes.max(1) as f64,
+        gib(c.dense_bytes)
+    ));
+    for r in [&c.miner, &c.validator] {
+        s.push_str(&format!("{}\n", r.role));
+        for part in &r.memory {
+            s.push_str(&format!("  {:<48} {:>10}\n", part.name, gib(part.bytes)));
+        }
+        s.push_str(&format!("  {:<48} {:>10}\n", "memory in all", gib(r.memory_total())));
+        s.push_str(&format!(
+            "  {:<48} {:>10} up, {} down\n",
+            "per window",
+            gib(r.bytes_up),
+            gib(r.bytes_down)
+        ));
+        s.push_str(&format!(
+            "  {:<48} {:>10.3e} flops\n",
+            "compute per window", r.flops
+        ));
+    }
+    s
+}
+
+/// The 72B figures beside the reference's published minimums, and the sharding that makes a
+/// miner fit.
+fn sharding_text(c: &covenant_node::cost::Costs) -> String {
+    let shardable = ["parameters (the live model)", "gradients", "AdamW moments", "error feedback"];
+    let per_gpu: u64 = c
+        .miner
+        .memory
+        .iter()
+        .filter(|p| shardable.contains(&p.name))
+        .map(|p| p.bytes)
+        .sum::<u64>()
+        / 8;
+    let act = c
+        .miner
+        .memory
+        .iter()
+        .find(|p| p.name.starts_with("activations"))
+        .map_or(0, |p| p.bytes);
+    let host: u64 = c.miner.memory_total() - per_gpu * 8 - act;
+    format!(
+        "\nreference minimums: miner 8x B200 (180 GB = 168 GiB each), validator at least 141 GB (131 GiB) of GPU memory\n\
+         miner, sharded over 8 GPUs (FSDP): parameters, gradients, AdamW moments and error feedback\n\
+         \x20 {} / 8 = {} a GPU, plus the activations of its share of the batch ({} in all at this\n\
+         \x20 batch, less with activation checkpointing); the canonical model, the model read back\n\
+         \x20 to compress and the payloads ({}) live in host memory\n\
+         validator: the model once ({} in fp32, {} in bf16 as the reference evaluates), evaluated in\n\
+         \x20 place (no second copy); its canonical copy ({}) in host memory\n",
+        gib(per_gpu * 8),
+        gib(per_gpu),
+        gib(act),
+        gib(host),
+        gib(c.dense_bytes),
+        gib(c.dense_bytes / 2),
+        gib(c.dense_bytes)
+    )
 }
 
 /// The `model info` table for a config.

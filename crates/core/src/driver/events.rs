@@ -190,6 +190,9 @@ pub enum NodeEvent {
         window: Option<Window>,
         message: String,
     },
+    /// The process's peak resident memory in bytes, reported by the real executor as the node
+    /// stops (Linux `VmHWM`).
+    Memory { peak_rss: u64 },
     /// The node stopped.
     Finished {
         applied: Option<Window>,
