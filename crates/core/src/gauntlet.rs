@@ -23,7 +23,9 @@ use crate::params::{Penalties, RunParams};
 use crate::scoring::{
     sync_distance, sync_score, Bma, Fingerprint, FingerprintHistory, LossProbe, OwnDataEvidence,
 };
-use crate::selection::{detect_copies, look_at_order, AggregationSet, Copy, EvalCandidate, UploadIndices};
+use crate::selection::{
+    detect_copies, look_at_order, AggregationSet, Copy, EvalCandidate, UploadIndices,
+};
 use crate::weights::{compute_weights, Weights};
 use crate::window::UploadTiming;
 use crate::{Millis, Uid, Window};
@@ -342,7 +344,12 @@ pub struct EvalQueue {
 impl WindowPlan {
     /// Uids whose uploads must be downloaded: gathered ∪ looked at (sorted).
     pub fn downloads(&self) -> Vec<Uid> {
-        let s: BTreeSet<Uid> = self.gather.iter().copied().chain(self.looked_at()).collect();
+        let s: BTreeSet<Uid> = self
+            .gather
+            .iter()
+            .copied()
+            .chain(self.looked_at())
+            .collect();
         s.into_iter().collect()
     }
 
@@ -393,9 +400,24 @@ impl WindowPlan {
     pub fn queue(&self, params: &RunParams, obs: &Observations) -> EvalQueue {
         let fit: BTreeSet<Uid> = self.scorable(params, obs).into_iter().collect();
         let screened = |u: &Uid| obs.screens.get(u).copied();
-        let bar: Vec<Uid> = self.bar.iter().copied().filter(|u| fit.contains(u)).collect();
-        let mut inc: Vec<Uid> = self.incumbents.iter().copied().filter(|u| fit.contains(u)).collect();
-        let mut ch: Vec<Uid> = self.challengers.iter().copied().filter(|u| fit.contains(u)).collect();
+        let bar: Vec<Uid> = self
+            .bar
+            .iter()
+            .copied()
+            .filter(|u| fit.contains(u))
+            .collect();
+        let mut inc: Vec<Uid> = self
+            .incumbents
+            .iter()
+            .copied()
+            .filter(|u| fit.contains(u))
+            .collect();
+        let mut ch: Vec<Uid> = self
+            .challengers
+            .iter()
+            .copied()
+            .filter(|u| fit.contains(u))
+            .collect();
         if !obs.screens.is_empty() {
             // Stable sorts: equal or missing screens keep the plan's order.
             let suspect = |u: &Uid| screened(u).filter(|x| *x > 0.0).is_none();
@@ -415,7 +437,9 @@ impl WindowPlan {
             ch.sort_by_key(|u| self.other_data.contains(u));
         }
         let room = params.uids_per_window.saturating_sub(bar.len());
-        let n_inc = inc.len().min(room.saturating_sub(ch.len().min(params.eval_challengers)));
+        let n_inc = inc
+            .len()
+            .min(room.saturating_sub(ch.len().min(params.eval_challengers)));
         let n_ch = ch.len().min(room - n_inc);
         let mut order = bar;
         order.extend_from_slice(&ch[..n_ch]);
@@ -720,8 +744,7 @@ impl Gauntlet {
         // A first upload is never scored (`Verdict::First`): nobody looks at it.
         let scorable = |u: &Uid| accepted.contains(u) && self.peers[u].uploads > 0;
         let other = |u: &Uid| {
-            params.own_data_check
-                && self.peers[u].own_data.favours_other(params.own_data_margin)
+            params.own_data_check && self.peers[u].own_data.favours_other(params.own_data_margin)
         };
         let members: Vec<Uid> = aggregation.all().filter(|u| scorable(u)).collect();
         let n_bar = params.eval_incumbents.min(params.uids_per_window);
@@ -828,9 +851,9 @@ impl Gauntlet {
                 // An update whose own-data evidence favours other data breaks the protocol
                 // (its pool was not trained): it enters the match as a failure, so that honest
                 // peers rank above however much it lowers the loss.
-                Verdict::Evaluated {
-                    own_z: Some(z), ..
-                } if trains_other_data(params, w, rec, z) => {
+                Verdict::Evaluated { own_z: Some(z), .. }
+                    if trains_other_data(params, w, rec, z) =>
+                {
                     match_players.push(u);
                     match_scores.push(params.missing_match_score);
                 }

@@ -101,7 +101,11 @@ pub fn look_at_order(candidates: &[EvalCandidate], w: Window, seed: u64, looks: 
     let tie = |u: Uid| derive_seed(seed, &[TAG_EVAL, w, u64::from(u)]);
     let mut contenders: Vec<(f64, u64, Uid)> = candidates
         .iter()
-        .filter_map(|c| c.promise.filter(|p| *p > 0.0).map(|p| (p, tie(c.uid), c.uid)))
+        .filter_map(|c| {
+            c.promise
+                .filter(|p| *p > 0.0)
+                .map(|p| (p, tie(c.uid), c.uid))
+        })
         .collect();
     contenders.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut out: Vec<Uid> = contenders
@@ -345,7 +349,11 @@ mod tests {
         assert_eq!(a.len(), 50);
         assert_eq!(a.iter().collect::<BTreeSet<_>>().len(), 50);
         assert_eq!(a, look_at_order(&c, 3, 11, 50), "same seed, same order");
-        assert_ne!(a, look_at_order(&c, 4, 11, 50), "ties broken anew each window");
+        assert_ne!(
+            a,
+            look_at_order(&c, 4, 11, 50),
+            "ties broken anew each window"
+        );
         assert_ne!(a, look_at_order(&c, 3, 12, 50));
     }
 
@@ -360,7 +368,9 @@ mod tests {
         assert_eq!(order.len(), 6);
         assert_eq!(order[..3], [5, 2, 8], "contenders, best first: {order:?}");
         assert!(
-            order[3..].iter().all(|u| c[*u as usize].last_looked_at.is_none()),
+            order[3..]
+                .iter()
+                .all(|u| c[*u as usize].last_looked_at.is_none()),
             "then the rotation, never looked at first: {order:?}"
         );
         // With looks to spare, everyone.
@@ -376,7 +386,11 @@ mod tests {
                 c[u as usize].last_looked_at = Some(w);
             }
             if w >= 10 {
-                let gap = c.iter().map(|x| w - x.last_looked_at.unwrap()).max().unwrap();
+                let gap = c
+                    .iter()
+                    .map(|x| w - x.last_looked_at.unwrap())
+                    .max()
+                    .unwrap();
                 max_gap = max_gap.max(gap);
             }
         }

@@ -262,7 +262,8 @@ impl fmt::Display for SimReport {
             100.0 * self.adversary_slot_share
         )?;
         if let Some(at) = c.newcomer_at {
-            let took = |x: Option<u64>| x.map_or("never".to_string(), |n| format!("{n} windows later"));
+            let took =
+                |x: Option<u64>| x.map_or("never".to_string(), |n| format!("{n} windows later"));
             write!(
                 f,
                 "\na better newcomer registered at window {at}: in the aggregation set {}, a primary {}",
@@ -303,13 +304,15 @@ const INDICES: usize = 64;
 fn assign(cfg: &SimConfig, rng: &mut SplitMix64) -> Vec<Peer> {
     let m = cfg.mix;
     let total = m.honest + m.free_rider + m.copycat + m.late + m.noise + m.offline;
-    let fracs = [m.honest, m.free_rider, m.copycat, m.late, m.noise, m.offline].map(|x| {
-        if total > 0.0 {
-            x / total
-        } else {
-            0.0
-        }
-    });
+    let fracs = [
+        m.honest,
+        m.free_rider,
+        m.copycat,
+        m.late,
+        m.noise,
+        m.offline,
+    ]
+    .map(|x| if total > 0.0 { x / total } else { 0.0 });
     let mut counts: Vec<usize> = fracs
         .iter()
         .map(|f| (f * cfg.peers as f64).floor() as usize)

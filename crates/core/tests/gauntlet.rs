@@ -1013,7 +1013,9 @@ fn a_good_challenger_and_a_newcomer_are_looked_at_first() {
     let peers: Vec<Uid> = (1..=12).collect();
     n.join(&peers);
     // Window 1: everyone never looked at; four are.
-    let (plan, _) = n.window(&peers, agg(&[], &[]), &peers, |u| gain(0.001 * f64::from(u)));
+    let (plan, _) = n.window(&peers, agg(&[], &[]), &peers, |u| {
+        gain(0.001 * f64::from(u))
+    });
     let first: Vec<Uid> = plan.challengers.clone();
     assert_eq!(first.len(), 4);
     // Window 2: the two evaluated (positive loss scores) are contenders; the others looked at
@@ -1031,7 +1033,10 @@ fn a_good_challenger_and_a_newcomer_are_looked_at_first() {
     let (plan, _) = n.window(&all, agg(&[], &[]), &all, |_| honest());
     assert!(plan.challengers[2..].contains(&13) || plan.challengers[..2].contains(&13));
     assert_eq!(
-        plan.challengers.iter().position(|&u| u == 13).map(|i| i <= 2),
+        plan.challengers
+            .iter()
+            .position(|&u| u == 13)
+            .map(|i| i <= 2),
         Some(true),
         "{:?}",
         plan.challengers

@@ -382,7 +382,10 @@ fn optimizer_state_is_allocated_at_the_first_step_only() {
     let mut r = Trainer::load(dir.path(), DeviceChoice::Cpu).unwrap();
     r.step(&b, 2).unwrap();
     let bits = |t: &Trainer| -> Vec<u32> {
-        t.params().iter().flat_map(|p| p.data.iter().map(|x| x.to_bits())).collect()
+        t.params()
+            .iter()
+            .flat_map(|p| p.data.iter().map(|x| x.to_bits()))
+            .collect()
     };
     assert_eq!(bits(&a), bits(&r), "resumed from a step-0 checkpoint");
     a.reset_optimizer().unwrap();

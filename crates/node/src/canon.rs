@@ -246,7 +246,11 @@ mod tests {
     fn model(seed: u64) -> (ModelLayout, Vec<Vec<f32>>) {
         let layout = ModelLayout::new(
             CodecConfig::default(),
-            [("a", &[96usize, 64][..]), ("b", &[200][..]), ("c", &[7, 3][..])],
+            [
+                ("a", &[96usize, 64][..]),
+                ("b", &[200][..]),
+                ("c", &[7, 3][..]),
+            ],
         )
         .unwrap();
         let mut r = SplitMix64::new(seed);
@@ -258,7 +262,12 @@ mod tests {
         (layout, theta)
     }
 
-    fn upload(layout: &ModelLayout, theta: &[Vec<f32>], seed: u64, scale: f32) -> Vec<TensorPayload> {
+    fn upload(
+        layout: &ModelLayout,
+        theta: &[Vec<f32>],
+        seed: u64,
+        scale: f32,
+    ) -> Vec<TensorPayload> {
         let mut r = SplitMix64::new(seed);
         let after: Vec<Vec<f32>> = theta
             .iter()
@@ -290,7 +299,10 @@ mod tests {
             assert!(written > 0 && written < theta.iter().map(Vec::len).sum::<usize>() / 10);
             let mut live = theta.clone();
             lone.new.write_into(&mut live).unwrap();
-            assert_eq!(live, copy.theta, "the same bits as the clipped step on a copy");
+            assert_eq!(
+                live, copy.theta,
+                "the same bits as the clipped step on a copy"
+            );
             lone.old.write_into(&mut live).unwrap();
             assert_eq!(live, theta, "written back exactly");
         }

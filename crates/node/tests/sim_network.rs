@@ -530,7 +530,10 @@ fn a_lone_update_is_evaluated_median_norm_clipped() {
             );
         } else if let Some(s) = screens.get(&bad) {
             measured += 1;
-            assert!(*s > 0.0, "window {window}: the scaled update, clipped, helps: {s}");
+            assert!(
+                *s > 0.0,
+                "window {window}: the scaled update, clipped, helps: {s}"
+            );
         }
     }
     assert!(
@@ -696,13 +699,19 @@ fn honest_miners_pass_the_own_data_check_from_its_first_judged_window() {
     c.adversaries = vec![Behaviour::WrongData];
     let (s, world) = sim::run(c.clone()).unwrap();
     assert_holds(&c, &s);
-    let wrong = world.nodes.iter().find(|n| n.behaviour == Behaviour::WrongData);
+    let wrong = world
+        .nodes
+        .iter()
+        .find(|n| n.behaviour == Behaviour::WrongData);
     let wrong = wrong.unwrap().uid;
     let mut judged = 0;
     for (i, node) in world.nodes.iter().enumerate() {
         for e in world.events(i) {
             let NodeEvent::Report {
-                window, peers, eval, ..
+                window,
+                peers,
+                eval,
+                ..
             } = e
             else {
                 continue;
@@ -719,7 +728,11 @@ fn honest_miners_pass_the_own_data_check_from_its_first_judged_window() {
             }
         }
     }
-    assert_eq!(judged, 2 * 4 * 2, "each validator judges each honest miner twice");
+    assert_eq!(
+        judged,
+        2 * 4 * 2,
+        "each validator judges each honest miner twice"
+    );
 }
 
 /// Issue 14 item 15 and issue 16: floods of updates that must each be measured. Fifty noise

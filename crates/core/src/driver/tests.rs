@@ -153,18 +153,18 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
 
     fn evaluated(&self, window: Window, uid: Uid) -> Input {
         Input::Evaluated {
-                window,
-                uid,
-                result: Ok(crate::scoring::Evaluation {
-                    probe: crate::LossProbe {
-                        rand_before: 5.0,
-                        rand_after: 4.9,
-                        own_before: 5.0,
-                        own_after: 4.8,
-                        own_z: None,
-                    },
-                    norm_ratio: 1.0,
-                }),
+            window,
+            uid,
+            result: Ok(crate::scoring::Evaluation {
+                probe: crate::LossProbe {
+                    rand_before: 5.0,
+                    rand_after: 4.9,
+                    own_before: 5.0,
+                    own_after: 4.8,
+                    own_z: None,
+                },
+                norm_ratio: 1.0,
+            }),
         }
     }
 

@@ -297,7 +297,10 @@ impl Validator {
     /// The next evaluation, or the window's outcome once the due ones are measured and the
     /// window's evaluation time is over (or nobody is left).
     fn next_evaluation(&mut self, now: Millis, out: &mut Vec<Output>) {
-        let deadline = self.r.cfg.eval_deadline(self.round.as_ref().map_or(0, |r| r.plan.window));
+        let deadline = self
+            .r
+            .cfg
+            .eval_deadline(self.round.as_ref().map_or(0, |r| r.plan.window));
         let Some(round) = self.round.as_mut() else {
             return;
         };

@@ -415,7 +415,12 @@ impl Compute {
             .map_err(|_| poisoned())?
             .lone_update(payload.as_slice(), &norms, lr as f32)
             .map_err(codec_failure)?;
-        if lone.new.tensors.iter().any(|(_, v)| v.iter().any(|x| !x.is_finite())) {
+        if lone
+            .new
+            .tensors
+            .iter()
+            .any(|(_, v)| v.iter().any(|x| !x.is_finite()))
+        {
             return Err(codec_failure("the update makes the model non-finite"));
         }
         // Until it is written back, the trainer may hold anything between the two.
@@ -453,7 +458,11 @@ impl Compute {
         for &uid in peers {
             let sc = self.try_alone(window, uid, lr, clip_to).and_then(|ratio| {
                 let after = mean(&self.losses(ids)?);
-                let score = if before > 0.0 { (before - after) / before } else { 0.0 };
+                let score = if before > 0.0 {
+                    (before - after) / before
+                } else {
+                    0.0
+                };
                 Ok(if ratio > outlier {
                     Screen::Outlier { ratio, score }
                 } else {

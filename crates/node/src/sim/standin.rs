@@ -131,7 +131,11 @@ impl Trainer for Standin {
     }
 
     fn write_at(&mut self, values: &SparseValues) -> Result<(), TrainerError> {
-        if values.tensors.iter().any(|(_, v)| v.iter().any(|x| !x.is_finite())) {
+        if values
+            .tensors
+            .iter()
+            .any(|(_, v)| v.iter().any(|x| !x.is_finite()))
+        {
             return Err(TrainerError::NonFinite { what: "parameters" });
         }
         values.write_into(&mut self.theta)
