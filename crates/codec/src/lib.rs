@@ -37,6 +37,6 @@ pub use config::CodecConfig;
 pub use error::CodecError;
 pub use geometry::{largest_divisor_at_most, Layout, ModelLayout, TensorGeometry, TensorLayout};
 pub use wire::{
-    decode, encode, max_encoded_len, DecodeLimits, EncodeOptions, ExpectedModel, IndexCoding,
-    Payload, PayloadHeader, WireError,
+    decode, encode, expected_encoded_len, max_encoded_len, DecodeLimits, EncodeOptions,
+    ExpectedModel, IndexCoding, Payload, PayloadHeader, WireError,
 };

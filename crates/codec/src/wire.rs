@@ -277,6 +277,59 @@ pub fn max_encoded_len(layout: &ModelLayout) -> usize {
             .sum::<usize>()
 }
 
+/// The expected length of an honest upload for `layout` coded as `opts` says: with packed
+/// indices exactly [`max_encoded_len`]; with Rice-coded ones, each sparse tensor's index
+/// section as the coding of top-k positions spread uniformly over a chunk (16 sampled
+/// chunks, the parameter chosen as the encoder does), never more than packed. For cost
+/// estimates (`covenant model info --roles`); real payloads differ by a few percent.
+pub fn expected_encoded_len(layout: &ModelLayout, opts: EncodeOptions) -> usize {
+    let max = max_encoded_len(layout);
+    if opts.index_coding == IndexCoding::Packed {
+        return max;
+    }
+    let saved: usize = layout
+        .tensors
+        .iter()
+        .filter(|t| packed_mode(t) != IndexMode::All)
+        .map(|t| {
+            let packed = packed_index_len(t);
+            packed.saturating_sub(expected_rice_len(&t.geom).min(packed))
+        })
+        .sum();
+    max - saved
+}
+
+/// Bytes of the Rice-coded indices of `g`'s chunks, each holding `k` uniformly spread positions.
+fn expected_rice_len(g: &crate::TensorGeometry) -> usize {
+    const SAMPLED: usize = 16;
+    let (k, n) = (g.k, g.chunk_len);
+    let mut state = (n as u64) << 32 ^ k as u64;
+    let mut idx: Vec<u16> = Vec::with_capacity(k * SAMPLED);
+    let mut chunk = std::collections::BTreeSet::new();
+    for _ in 0..SAMPLED {
+        chunk.clear();
+        // Floyd's sampling of k distinct positions out of n.
+        for j in n - k..n {
+            let t = (splitmix(&mut state) % (j as u64 + 1)) as usize;
+            if !chunk.insert(t) {
+                chunk.insert(j);
+            }
+        }
+        idx.extend(chunk.iter().map(|&i| i as u16));
+    }
+    let p = rice::choose_param(&idx, k, n);
+    let bits = rice::cost_bits(&idx, k, p) as f64 / SAMPLED as f64 * g.n_chunks as f64;
+    (bits / 8.0).ceil() as usize
+}
+
+fn splitmix(s: &mut u64) -> u64 {
+    *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A constructor of `Unencodable` errors naming tensor `t`.
 fn unencodable(t: &TensorLayout) -> impl Fn(String) -> WireError + '_ {
     move |reason| WireError::Unencodable {

@@ -141,6 +141,34 @@ fn entropy_mode_is_smaller_and_same_result() {
 }
 
 #[test]
+fn the_expected_length_is_what_honest_payloads_encode_to() {
+    use covenant_codec::wire::{expected_encoded_len, max_encoded_len};
+    // A `small`-like layout: chunks of 4096 values, 64 selected in each.
+    let shapes: [(&str, &[usize]); 4] = [
+        ("embed", &[1024, 512]),
+        ("q", &[512, 512]),
+        ("mlp", &[1408, 512]),
+        ("norm", &[512]),
+    ];
+    let layout = ModelLayout::new(CodecConfig::default(), shapes).unwrap();
+    let opts = |index_coding| EncodeOptions { index_coding };
+    let packed_len = expected_encoded_len(&layout, opts(IndexCoding::Packed));
+    assert_eq!(packed_len, max_encoded_len(&layout));
+    let want = expected_encoded_len(&layout, opts(IndexCoding::Entropy));
+    assert!(want < packed_len, "{want} !< {packed_len}");
+    for seed in 1..4 {
+        let p = sample(&layout, seed);
+        assert_eq!(enc(&layout, &p, IndexCoding::Packed).len(), packed_len);
+        let got = enc(&layout, &p, IndexCoding::Entropy).len();
+        let err = got as f64 / want as f64 - 1.0;
+        assert!(
+            err.abs() < 0.02,
+            "Rice: {got} bytes, expected {want} ({err:+.3})"
+        );
+    }
+}
+
+#[test]
 fn smoke_fuzz_mutations() {
     // A few thousand mutated payloads through the fuzz body (bit flips, truncations, splices),
     // both raw and re-signed so the checks behind the signature are exercised.

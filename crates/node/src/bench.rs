@@ -16,7 +16,9 @@ use covenant_net::{Genesis, Keypair, Ledger};
 
 use crate::env::{Env, SystemClock, Trainer};
 use crate::exec::{Compute, Identity, RunFacts, Shared};
-use crate::sim::mem::{MemBucket, MemDisk, MemStores, MemWorld, NodeClock, StoreFaults, WorldClock};
+use crate::sim::mem::{
+    MemBucket, MemDisk, MemStores, MemWorld, NodeClock, StoreFaults, WorldClock,
+};
 use crate::RunSpec;
 
 /// What to measure.
@@ -129,7 +131,7 @@ pub fn evaluations(cfg: &EvalBench, data: Arc<Dataset>) -> Result<EvalBenchRepor
         val_ids: vec![0],
         fingerprint_values: spec.fingerprint_values,
         checkpoint_every: spec.checkpoint_every,
-        index_coding: covenant_codec::IndexCoding::Packed,
+        index_coding: spec.index_coding(),
     };
     let id = Identity {
         key,
@@ -137,7 +139,8 @@ pub fn evaluations(cfg: &EvalBench, data: Arc<Dataset>) -> Result<EvalBenchRepor
         run_id: spec.name.clone(),
         run_hash: spec.hash(),
     };
-    let shared = Arc::new(Shared::new(env, id, run, layout.clone(), &trainer, false).map_err(setup)?);
+    let shared =
+        Arc::new(Shared::new(env, id, run, layout.clone(), &trainer, false).map_err(setup)?);
     let theta = trainer.params().map_err(setup)?;
     let parameters = theta.iter().map(Vec::len).sum();
     let mut compute = Compute::new(shared.clone(), Box::new(trainer));

@@ -45,7 +45,8 @@ impl RoleCost {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Costs {
     pub parameters: u64,
-    /// One upload (signed, packed indices) and the dense fp32 update it stands for.
+    /// One upload (signed, indices coded as the run spec says) and the dense fp32 update it
+    /// stands for.
     pub upload_bytes: u64,
     pub dense_bytes: u64,
     /// Peers a validator downloads per window (`peers` capped by what it looks at).
@@ -64,9 +65,21 @@ pub fn roles(spec: &RunSpec, model: &ModelConfig, peers: u64) -> Result<Costs, C
         shapes.iter().map(|(n, s)| (n.clone(), s.as_slice())),
     )?;
     let p = model.num_params();
-    let selected: u64 = layout.tensors.iter().map(|t| t.geom.n_selected() as u64).sum();
-    let largest = layout.tensors.iter().map(|t| t.geom.numel() as u64).max().unwrap_or(0);
-    let upload = wire::max_encoded_len(&layout) as u64;
+    let selected: u64 = layout
+        .tensors
+        .iter()
+        .map(|t| t.geom.n_selected() as u64)
+        .sum();
+    let largest = layout
+        .tensors
+        .iter()
+        .map(|t| t.geom.numel() as u64)
+        .max()
+        .unwrap_or(0);
+    let coding = wire::EncodeOptions {
+        index_coding: spec.index_coding(),
+    };
+    let upload = wire::expected_encoded_len(&layout, coding) as u64;
     // Decoded in memory: a u16 index and a u8 code per value.
     let decoded = 3 * selected;
     let rp = &spec.params;
@@ -200,11 +213,24 @@ mod tests {
         };
         assert_eq!(sized(&c.miner), 7 * 4 * p);
         assert_eq!(sized(&c.validator), 2 * 4 * p);
-        // The upload is about 146× below dense fp32 (the codec's density).
+        // The upload is about 146× below dense fp32 with packed indices (the codec's density),
+        // more with Rice-coded ones (new runs' default).
         let ratio = c.dense_bytes as f64 / c.upload_bytes as f64;
-        assert!((100.0..200.0).contains(&ratio), "{ratio}");
+        let mut packed_spec = spec.clone();
+        packed_spec.indices = crate::Indices::Packed;
+        let packed = roles(&packed_spec, &m, 4).unwrap();
+        let packed_ratio = c.dense_bytes as f64 / packed.upload_bytes as f64;
+        assert!((100.0..150.0).contains(&packed_ratio), "{packed_ratio}");
+        assert!(
+            ratio > 1.2 * packed_ratio,
+            "{ratio} vs packed {packed_ratio}"
+        );
         assert_eq!(c.miner.bytes_up, c.upload_bytes);
-        assert_eq!(c.miner.bytes_down, 4 * c.upload_bytes, "gathers the 4 peers there are");
+        assert_eq!(
+            c.miner.bytes_down,
+            4 * c.upload_bytes,
+            "gathers the 4 peers there are"
+        );
         assert_eq!(c.downloads, 4);
         // More peers: more to download, up to what a validator looks at.
         let big = roles(&spec, &m, 1000).unwrap();
@@ -216,6 +242,8 @@ mod tests {
         let tokens = (spec.batch * m.max_seq_len) as u64;
         let step = c.miner.flops / f64::from(spec.params.inner_steps);
         assert!((step / (3.0 * forward_flops(&m, tokens)) - 1.0).abs() < 1e-12);
-        assert!(forward_flops(&m, 1) > 2.0 * (p - (m.vocab_size * m.hidden_size) as u64) as f64 * 0.99);
+        assert!(
+            forward_flops(&m, 1) > 2.0 * (p - (m.vocab_size * m.hidden_size) as u64) as f64 * 0.99
+        );
     }
 }

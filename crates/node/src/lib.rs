@@ -32,7 +32,7 @@ pub mod spec;
 
 pub use adversary::Behaviour;
 pub use setup::{NodeOptions, Role};
-pub use spec::{DataSpec, RunSpec};
+pub use spec::{DataSpec, Indices, RunSpec};
 
 /// Milliseconds since the Unix epoch on the OS clock (for the CLI's own timing).
 pub fn now_ms() -> u64 {

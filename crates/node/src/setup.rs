@@ -118,7 +118,7 @@ pub fn assemble(p: Parts<'_>) -> Result<Node, SetupError> {
         val_ids: val_ids(trainer.samples(Split::Val), spec.val_sequences),
         fingerprint_values: spec.fingerprint_values,
         checkpoint_every: spec.checkpoint_every,
-        index_coding: covenant_codec::IndexCoding::Packed,
+        index_coding: spec.index_coding(),
     };
     let id = Identity {
         key: p.key,

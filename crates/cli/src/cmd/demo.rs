@@ -51,6 +51,10 @@ pub struct Args {
     /// Switch off the validators' own-data check (docs/NODES.md).
     #[arg(long)]
     pub no_own_data_check: bool,
+    /// Miners send 12-bit packed indices, as the reference, instead of Rice-coded ones
+    /// (docs/WIRE.md).
+    #[arg(long)]
+    pub packed_indices: bool,
     /// Upload grace period in seconds (default: a quarter of the window, 2..=10).
     #[arg(long)]
     pub grace_secs: Option<u64>,
@@ -141,6 +145,7 @@ pub fn run_network(a: &Args) -> Result<Value> {
             checkpoint_every: 5,
             overlap: a.overlap,
             no_own_data_check: a.no_own_data_check,
+            packed_indices: a.packed_indices,
         },
     };
     let mut spec = super::node::spec_of(&init.spec);
@@ -308,6 +313,8 @@ struct Watched {
     finished: BTreeMap<String, NodeStats>,
     /// Each node's peak resident memory, bytes.
     memory: BTreeMap<String, u64>,
+    /// The size of every upload after window 0 (window 0's are the null window's zero updates).
+    uploads: Vec<u64>,
     errors: Vec<String>,
 }
 
@@ -339,7 +346,10 @@ impl Watched {
                 .train_losses
                 .push(f64::from(l)),
             NodeEvent::Uploaded { window, bytes } => {
-                self.facts.entry(window).or_default().bytes_up += bytes
+                self.facts.entry(window).or_default().bytes_up += bytes;
+                if window > 0 {
+                    self.uploads.push(bytes);
+                }
             }
             NodeEvent::Report { window, peers, .. } if name == v1 => {
                 self.facts.entry(window).or_default().report = Some(peers);
@@ -593,6 +603,16 @@ fn summarize(
             100.0 * u["wall_share"].as_f64().unwrap_or(0.0),
         );
     }
+    let upload = upload_size(a, &seen.uploads);
+    if let Some(u) = &upload {
+        eprintln!(
+            "uploads: {} a miner a window (median), {:.0}× below dense fp32 ({}, {})",
+            report::human(u["median_bytes"].as_f64().unwrap_or(0.0)) + "B",
+            u["below_dense"].as_f64().unwrap_or(0.0),
+            report::human(u["dense_bytes"].as_f64().unwrap_or(0.0)) + "B",
+            u["indices"].as_str().unwrap_or("?"),
+        );
+    }
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     if !seen.memory.is_empty() {
         let line: Vec<String> = seen
@@ -624,8 +644,25 @@ fn summarize(
         "replicas_agree": all_agree,
         "consensus_weights": weights,
         "utilisation": util,
+        "upload": upload,
         "peak_rss_mib": seen.memory.iter().map(|(n, b)| (n.clone(), mib(*b))).collect::<BTreeMap<_, _>>(),
         "predicted_memory_mib": predicted.map(|(m, v)| json!({ "miner": mib(m), "validator": mib(v) })),
         "errors": errors,
+    }))
+}
+
+/// The median upload after window 0 against the model's dense fp32 size.
+fn upload_size(a: &Args, uploads: &[u64]) -> Option<Value> {
+    let mut sizes = uploads.to_vec();
+    sizes.sort_unstable();
+    let median = *sizes.get(sizes.len() / 2)?;
+    let dense = 4 * covenant_model::ModelConfig::preset(&a.preset)
+        .ok()?
+        .num_params();
+    Some(json!({
+        "median_bytes": median,
+        "dense_bytes": dense,
+        "below_dense": dense as f64 / median.max(1) as f64,
+        "indices": if a.packed_indices { "12-bit packed indices" } else { "Rice-coded indices" },
     }))
 }

@@ -23,7 +23,7 @@ pub enum ModelCommand {
         #[arg(long)]
         roles: bool,
         /// With --roles: the run's parameters, `local` (the local networks' spec) or
-        /// `reference` (the reference run's: G 20, H 30, 20 evaluations a window).
+        /// `reference` (the reference run's: G 20, H 30, 20 evaluations a window, packed indices).
         #[arg(long, default_value = "local", value_parser = ["local", "reference"])]
         run: String,
         /// With --roles: miners in the network.
@@ -87,6 +87,7 @@ pub fn run(c: ModelCommand) -> Result<()> {
                 let mut spec = covenant_node::RunSpec::local("roles", &preset);
                 if run == "reference" {
                     spec.params = covenant_core::RunParams::reference();
+                    spec.indices = covenant_node::Indices::Packed;
                 }
                 if let Some(b) = batch {
                     anyhow::ensure!((1..=65_536).contains(&b), "--batch must be in 1..=65536");
@@ -133,17 +134,25 @@ fn roles_text(
         p.aggregation_size, p.inner_steps, spec.batch, c.evaluations, c.downloads, peers
     );
     s.push_str(&format!(
-        "upload               {} bytes ({:.0}x below dense fp32, {})\n",
+        "upload               {} bytes ({:.0}x below dense fp32, {}; {})\n",
         c.upload_bytes,
         c.dense_bytes as f64 / c.upload_bytes.max(1) as f64,
-        gib(c.dense_bytes)
+        gib(c.dense_bytes),
+        match spec.indices {
+            covenant_node::Indices::Packed => "12-bit packed indices",
+            covenant_node::Indices::Rice => "Rice-coded indices, expected size",
+        }
     ));
     for r in [&c.miner, &c.validator] {
         s.push_str(&format!("{}\n", r.role));
         for part in &r.memory {
             s.push_str(&format!("  {:<48} {:>10}\n", part.name, gib(part.bytes)));
         }
-        s.push_str(&format!("  {:<48} {:>10}\n", "memory in all", gib(r.memory_total())));
+        s.push_str(&format!(
+            "  {:<48} {:>10}\n",
+            "memory in all",
+            gib(r.memory_total())
+        ));
         s.push_str(&format!(
             "  {:<48} {:>10} up, {} down\n",
             "per window",
@@ -161,7 +170,12 @@ fn roles_text(
 /// The 72B figures beside the reference's published minimums, and the sharding that makes a
 /// miner fit.
 fn sharding_text(c: &covenant_node::cost::Costs) -> String {
-    let shardable = ["parameters (the live model)", "gradients", "AdamW moments", "error feedback"];
+    let shardable = [
+        "parameters (the live model)",
+        "gradients",
+        "AdamW moments",
+        "error feedback",
+    ];
     let per_gpu: u64 = c
         .miner
         .memory

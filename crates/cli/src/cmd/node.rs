@@ -238,6 +238,10 @@ pub struct SpecArgs {
     /// favour their assigned data; docs/NODES.md).
     #[arg(long)]
     pub no_own_data_check: bool,
+    /// Miners send 12-bit packed indices, as the reference, instead of Rice-coded ones
+    /// (docs/WIRE.md; Rice: about 1.4× fewer bytes).
+    #[arg(long)]
+    pub packed_indices: bool,
 }
 
 pub fn spec_of(a: &SpecArgs) -> RunSpec {
@@ -248,6 +252,9 @@ pub fn spec_of(a: &SpecArgs) -> RunSpec {
     s.checkpoint_every = a.checkpoint_every;
     s.overlap = a.overlap;
     s.params.own_data_check = !a.no_own_data_check;
+    if a.packed_indices {
+        s.indices = covenant_node::Indices::Packed;
+    }
     s.keep_windows = s.keep_windows.max(a.checkpoint_every + 3);
     s
 }

@@ -60,6 +60,7 @@ fn net(a: &Args, out: PathBuf, behaviours: Vec<Behaviour>) -> demo::Args {
         batch: a.batch,
         overlap: false,
         no_own_data_check: a.no_own_data_check,
+        packed_indices: false,
         grace_secs: Some(a.grace_secs),
         behaviours,
         store: None,
