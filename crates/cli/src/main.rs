@@ -46,6 +46,10 @@ enum Command {
     Scenario(cmd::scenario::Args),
     /// Simulate the protocol with synthetic peers on a virtual clock (who gets aggregated and paid).
     Simulate(cmd::simulate::Args),
+    /// A checkpoint as a Hugging Face model directory (weights, config, tokenizer).
+    Export(cmd::export::ExportArgs),
+    /// Continue a prompt with a checkpoint's model (greedy or sampled, with a key/value cache).
+    Generate(cmd::generate::Args),
 }
 
 fn main() {
@@ -63,6 +67,8 @@ fn main() {
         Command::Scenario(a) => cmd::scenario::run(a),
         Command::Validator(a) => cmd::node::validator(a),
         Command::Network(c) => cmd::node::network(c),
+        Command::Export(a) => cmd::export::export(a),
+        Command::Generate(a) => cmd::generate::run(a),
     };
     if let Err(e) = result {
         // Not `eprintln!`: it panics when stderr cannot be written (a log file on a full disk).

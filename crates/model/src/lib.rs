@@ -10,6 +10,8 @@
 mod checkpoint;
 mod config;
 mod error;
+mod export;
+mod generate;
 mod llama;
 mod optim;
 mod trainer;
@@ -17,6 +19,8 @@ mod trainer;
 pub use checkpoint::{decode_safetensors, encode_safetensors, safetensors_header};
 pub use config::ModelConfig;
 pub use error::{ModelError, Result};
+pub use export::{export_hf, ExportTokenizer, Exported};
+pub use generate::{Generated, SampleOptions};
 pub use optim::OptimConfig;
 pub use trainer::{
     set_num_threads, DeviceChoice, ParamView, StepStats, Trainer, CONFIG_FILE, MANIFEST_FILE,

@@ -8,7 +8,7 @@
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::config::ModelConfig;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 
 /// Offsets of one decoder layer's tensors inside the parameter list.
 const IN_NORM: usize = 0;
@@ -120,13 +120,29 @@ impl Llama {
 
     /// Final hidden states (after the last RMSNorm), [B, T, hidden], fp32.
     pub fn hidden(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.hidden_after(tokens, None)
+    }
+
+    /// [`Llama::hidden`] of `tokens` placed after the positions `cache` holds, whose keys and
+    /// values they join: the prompt into an empty cache, then one token at a time.
+    pub fn hidden_after(&self, tokens: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let c = &self.cfg;
-        let size = tokens.size();
-        let (b, t) = (size[0], size[1]);
-        let (nh, nkv, hd) = (c.n_heads as i64, c.n_kv_heads as i64, c.head_dim as i64);
-        let rep = nh / nkv;
-        let cos = self.rope_cos.f_narrow(0, 0, t)?;
-        let sin = self.rope_sin.f_narrow(0, 0, t)?;
+        let t = tokens.size()[1];
+        let start = cache.as_ref().map_or(0, |k| k.len);
+        if start > 0 && t != 1 {
+            return Err(ModelError::InvalidBatch(format!(
+                "{t} tokens after {start} cached positions (one at a time after the prompt)"
+            )));
+        }
+        if start + t > c.max_seq_len as i64 {
+            return Err(ModelError::InvalidBatch(format!(
+                "{} positions, the model has {}",
+                start + t,
+                c.max_seq_len
+            )));
+        }
+        let cos = self.rope_cos.f_narrow(0, start, t)?;
+        let sin = self.rope_sin.f_narrow(0, start, t)?;
         let (cos, sin) = if self.bf16 {
             (
                 cos.f_to_kind(Kind::BFloat16)?,
@@ -137,52 +153,83 @@ impl Llama {
         };
         let mut x = Tensor::f_embedding(self.embed(), tokens, -1, false, false)?;
         for i in 0..c.n_layers {
-            let h = self.norm(&x, self.layer(i, IN_NORM))?;
-            let q = self
-                .lin(&h, self.layer(i, Q))?
-                .f_view([b, t, nh, hd])?
-                .f_transpose(1, 2)?;
-            let k = self
-                .lin(&h, self.layer(i, K))?
-                .f_view([b, t, nkv, hd])?
-                .f_transpose(1, 2)?;
-            let v = self
-                .lin(&h, self.layer(i, V))?
-                .f_view([b, t, nkv, hd])?
-                .f_transpose(1, 2)?;
-            let q = apply_rope(&q, &cos, &sin)?;
-            let k = apply_rope(&k, &cos, &sin)?;
-            let (k, v) = if rep > 1 {
-                (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?)
-            } else {
-                (k, v)
-            };
-            let a = Tensor::f_scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                None::<Tensor>,
-                0.0,
-                true,
-                None,
-                false,
-            )?;
-            let a = a.f_transpose(1, 2)?.f_reshape([b, t, nh * hd])?;
-            let o = self.lin(&a, self.layer(i, O))?;
-            x = x.f_add(&o.f_to_kind(Kind::Float)?)?;
-            let h = self.norm(&x, self.layer(i, POST_NORM))?;
-            let g = self.lin(&h, self.layer(i, GATE))?.f_silu()?;
-            let u = self.lin(&h, self.layer(i, UP))?;
-            let m = self.lin(&g.f_mul(&u)?, self.layer(i, DOWN))?;
-            x = x.f_add(&m.f_to_kind(Kind::Float)?)?;
+            x = self.block(i, &x, (&cos, &sin), cache.as_deref_mut())?;
+        }
+        if let Some(k) = cache {
+            k.len += t;
         }
         self.norm(&x, self.final_norm())
     }
 
+    /// Decoder layer `i` on the residual stream `x` [B, T, hidden]: causal attention over `x`
+    /// itself, or (one token) over the cached positions and itself.
+    fn block(
+        &self,
+        i: usize,
+        x: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let size = x.size();
+        let (b, t) = (size[0], size[1]);
+        let (nh, nkv, hd) = (c.n_heads as i64, c.n_kv_heads as i64, c.head_dim as i64);
+        let rep = nh / nkv;
+        let h = self.norm(x, self.layer(i, IN_NORM))?;
+        let q = self
+            .lin(&h, self.layer(i, Q))?
+            .f_view([b, t, nh, hd])?
+            .f_transpose(1, 2)?;
+        let k = self
+            .lin(&h, self.layer(i, K))?
+            .f_view([b, t, nkv, hd])?
+            .f_transpose(1, 2)?;
+        let v = self
+            .lin(&h, self.layer(i, V))?
+            .f_view([b, t, nkv, hd])?
+            .f_transpose(1, 2)?;
+        let q = apply_rope(&q, cos, sin)?;
+        let k = apply_rope(&k, cos, sin)?;
+        let causal = cache.as_ref().is_none_or(|k| k.len == 0);
+        let (k, v) = match cache {
+            Some(kv) => kv.append(i, k, v)?,
+            None => (k, v),
+        };
+        let (k, v) = if rep > 1 {
+            (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?)
+        } else {
+            (k, v)
+        };
+        let a = Tensor::f_scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            causal,
+            None,
+            false,
+        )?;
+        let a = a.f_transpose(1, 2)?.f_reshape([b, t, nh * hd])?;
+        let o = self.lin(&a, self.layer(i, O))?;
+        let x = x.f_add(&o.f_to_kind(Kind::Float)?)?;
+        let h = self.norm(&x, self.layer(i, POST_NORM))?;
+        let g = self.lin(&h, self.layer(i, GATE))?.f_silu()?;
+        let u = self.lin(&h, self.layer(i, UP))?;
+        let m = self.lin(&g.f_mul(&u)?, self.layer(i, DOWN))?;
+        Ok(x.f_add(&m.f_to_kind(Kind::Float)?)?)
+    }
+
+    /// Logits [B, T, vocab] in fp32 of `tokens` after the cached positions (see
+    /// [`Llama::hidden_after`]).
+    pub fn logits_after(&self, tokens: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let h = self.hidden_after(tokens, cache)?;
+        Ok(self.lin(&h, self.head())?.f_to_kind(Kind::Float)?)
+    }
+
     /// Logits [B, T, vocab] in fp32.
     pub fn logits(&self, tokens: &Tensor) -> Result<Tensor> {
-        let h = self.hidden(tokens)?;
-        Ok(self.lin(&h, self.head())?.f_to_kind(Kind::Float)?)
+        self.logits_after(tokens, None)
     }
 
     /// Mean next-token cross-entropy: positions 0..T-1 predict 1..T (HF `labels = input_ids`).
@@ -213,6 +260,30 @@ impl Llama {
             -100,
             0.0,
         )?)
+    }
+}
+
+/// The keys and values of the positions a batch of sequences has seen, per layer
+/// (`[B, kv_heads, positions, head_dim]`, before the heads are repeated): generation reads each
+/// token's once instead of recomputing the prefix.
+#[derive(Default)]
+pub(crate) struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: i64,
+}
+
+impl KvCache {
+    /// Appends layer `i`'s new keys and values; returns all of them.
+    fn append(&mut self, i: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        if i == self.layers.len() {
+            self.layers.push((k.shallow_clone(), v.shallow_clone()));
+            return Ok((k, v));
+        }
+        let (pk, pv) = &self.layers[i];
+        let k = Tensor::f_cat(&[pk, &k], 2)?;
+        let v = Tensor::f_cat(&[pv, &v], 2)?;
+        self.layers[i] = (k.shallow_clone(), v.shallow_clone());
+        Ok((k, v))
     }
 }
 

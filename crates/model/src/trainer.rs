@@ -92,7 +92,7 @@ pub const MANIFEST_FILE: &str = "trainer.json";
 
 /// A model plus its AdamW state.
 pub struct Trainer {
-    model: Llama,
+    pub(crate) model: Llama,
     opt: OptimConfig,
     seed: u64,
     step: u64,
@@ -177,6 +177,26 @@ impl Trainer {
     }
 
     /// Check a `batch × seq` token buffer and turn it into an i64 tensor on the model's device.
+    /// `tokens` as libtorch ids, each checked against the vocabulary.
+    pub(crate) fn token_ids(&self, tokens: &[u32]) -> Result<Vec<i64>> {
+        let vocab = self.model.cfg.vocab_size;
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(position, &token)| {
+                if token as usize >= vocab {
+                    Err(ModelError::TokenOutOfRange {
+                        token,
+                        position,
+                        vocab_size: vocab,
+                    })
+                } else {
+                    Ok(i64::from(token))
+                }
+            })
+            .collect()
+    }
+
     fn tokens_tensor(&self, tokens: &[u32], batch: usize) -> Result<Tensor> {
         if batch == 0 {
             return Err(ModelError::InvalidBatch("batch must be > 0".into()));
@@ -194,18 +214,7 @@ impl Trainer {
                 "sequence length {seq} must be in 2..={max} (max_seq_len)"
             )));
         }
-        let vocab = self.model.cfg.vocab_size;
-        let mut ids = Vec::with_capacity(tokens.len());
-        for (position, &token) in tokens.iter().enumerate() {
-            if token as usize >= vocab {
-                return Err(ModelError::TokenOutOfRange {
-                    token,
-                    position,
-                    vocab_size: vocab,
-                });
-            }
-            ids.push(token as i64);
-        }
+        let ids = self.token_ids(tokens)?;
         Ok(Tensor::f_from_slice(&ids)?
             .f_view([batch as i64, seq as i64])?
             .f_to_device(self.model.device)?)
@@ -554,15 +563,9 @@ impl Trainer {
         }
         m.model.validate()?;
         m.optim.validate()?;
-        let cpath = dir.join(CONFIG_FILE);
-        let cbytes = std::fs::read(&cpath).map_err(|e| ModelError::io(&cpath, e))?;
-        let hf: serde_json::Value = serde_json::from_slice(&cbytes)
-            .map_err(|e| ModelError::ckpt(&cpath, format!("bad JSON: {e}")))?;
-        let hf_cfg =
-            ModelConfig::from_hf_json(&hf).map_err(|e| ModelError::ckpt(&cpath, e.to_string()))?;
-        if hf_cfg != m.model {
+        if read_checkpoint_config(dir)? != m.model {
             return Err(ModelError::ckpt(
-                &cpath,
+                dir.join(CONFIG_FILE),
                 "config.json disagrees with trainer.json",
             ));
         }
@@ -600,12 +603,7 @@ impl Trainer {
     /// `model.safetensors`, fp32) with fresh optimizer state.
     pub fn from_hf(dir: &Path, opt: OptimConfig, seed: u64, device: DeviceChoice) -> Result<Self> {
         opt.validate()?;
-        let cpath = dir.join(CONFIG_FILE);
-        let cbytes = std::fs::read(&cpath).map_err(|e| ModelError::io(&cpath, e))?;
-        let hf: serde_json::Value = serde_json::from_slice(&cbytes)
-            .map_err(|e| ModelError::ckpt(&cpath, format!("bad JSON: {e}")))?;
-        let cfg =
-            ModelConfig::from_hf_json(&hf).map_err(|e| ModelError::ckpt(&cpath, e.to_string()))?;
+        let cfg = read_checkpoint_config(dir)?;
         let device = device.resolve()?;
         // A tied checkpoint may still carry a copy of the embedding as lm_head.
         let ignorable: &[&str] = if cfg.tie_embeddings {
@@ -616,6 +614,15 @@ impl Trainer {
         let tensors = read_safetensors(&dir.join(MODEL_FILE), &cfg.param_shapes(), ignorable)?;
         Self::fresh(Llama::from_tensors(&cfg, tensors, device)?, opt, seed)
     }
+}
+
+/// The model of a checkpoint directory, from its `config.json`.
+pub(crate) fn read_checkpoint_config(dir: &Path) -> Result<ModelConfig> {
+    let cpath = dir.join(CONFIG_FILE);
+    let cbytes = std::fs::read(&cpath).map_err(|e| ModelError::io(&cpath, e))?;
+    let hf: serde_json::Value = serde_json::from_slice(&cbytes)
+        .map_err(|e| ModelError::ckpt(&cpath, format!("bad JSON: {e}")))?;
+    ModelConfig::from_hf_json(&hf).map_err(|e| ModelError::ckpt(&cpath, e.to_string()))
 }
 
 fn zero_state(model: &Llama) -> Result<(Vec<Tensor>, Vec<Tensor>)> {

@@ -3,6 +3,8 @@ pub mod chain;
 pub mod data;
 pub mod demo;
 pub mod demo_anvil;
+pub mod export;
+pub mod generate;
 pub mod keygen;
 pub mod model;
 pub mod node;

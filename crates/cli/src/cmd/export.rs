@@ -1,0 +1,68 @@
+//! `covenant export`: a checkpoint as a Hugging Face model directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use covenant_data::Tokenizer;
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// A checkpoint directory (`config.json` + `model.safetensors`): a validator's published
+    /// checkpoint (`<store>/ckpt/<window>`) or `covenant train`'s `checkpoints/step-N`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The Hugging Face model directory to write (new or empty).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The model's tokenizer (`tokenizer.json`). Default: the bundled one, as the demo's runs use.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Largest weight file, MiB: larger models are split into shards with an index.
+    #[arg(long, default_value_t = 2048)]
+    pub max_shard_mib: u64,
+}
+
+/// The tokenizer `given`, else the one in `beside`, else the bundled one.
+pub fn tokenizer(given: Option<&Path>, beside: &Path) -> Result<Tokenizer> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None if beside.join("tokenizer.json").is_file() => beside.join("tokenizer.json"),
+        None => covenant_data::bundled::tokenizer_path(),
+    };
+    Tokenizer::load(&path).with_context(|| format!("loading the tokenizer {}", path.display()))
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    ensure!(
+        (1..=1 << 20).contains(&a.max_shard_mib),
+        "--max-shard-mib must be in 1..=1048576, got {}",
+        a.max_shard_mib
+    );
+    let tok = tokenizer(a.tokenizer.as_deref(), &a.checkpoint)?;
+    let eos = covenant_data::tokenizer::EOT;
+    let t = covenant_model::ExportTokenizer {
+        json: tok.json(),
+        vocab_size: tok.vocab_size() as usize,
+        eos,
+        eos_id: tok.eot_id(),
+    };
+    eprintln!("exporting {} …", a.checkpoint.display());
+    let t0 = Instant::now();
+    let e = covenant_model::export_hf(&a.checkpoint, &t, &a.out, a.max_shard_mib << 20)
+        .with_context(|| format!("exporting {}", a.checkpoint.display()))?;
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "wrote {} ({} parameters, {:.1} MiB of fp32 weights in {} shard(s), {} files) in {:.1} s: \
+         LlamaForCausalLM.from_pretrained({:?}) loads it",
+        a.out.display(),
+        e.config.num_params(),
+        e.weight_bytes as f64 / (1u64 << 20) as f64,
+        e.shards,
+        e.files.len(),
+        t0.elapsed().as_secs_f64(),
+        a.out.display().to_string(),
+    );
+    Ok(())
+}
