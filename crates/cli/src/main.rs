@@ -48,6 +48,8 @@ enum Command {
     Simulate(cmd::simulate::Args),
     /// A checkpoint as a Hugging Face model directory (weights, config, tokenizer).
     Export(cmd::export::ExportArgs),
+    /// A checkpoint's held-out perplexity, bits per byte and multiple-choice accuracy.
+    Eval(cmd::eval::Args),
     /// Continue a prompt with a checkpoint's model (greedy or sampled, with a key/value cache).
     Generate(cmd::generate::Args),
 }
@@ -68,6 +70,7 @@ fn main() {
         Command::Validator(a) => cmd::node::validator(a),
         Command::Network(c) => cmd::node::network(c),
         Command::Export(a) => cmd::export::export(a),
+        Command::Eval(a) => cmd::eval::run(a),
         Command::Generate(a) => cmd::generate::run(a),
     };
     if let Err(e) = result {

@@ -12,6 +12,7 @@
 pub mod bundled;
 pub mod dataset;
 pub mod error;
+pub mod eval_tasks;
 pub mod input;
 pub mod manifest;
 pub mod prepare;

@@ -148,6 +148,15 @@ impl Tokenizer {
         self.vocab_size
     }
     /// Id of the end-of-text token that separates documents.
+    /// Bytes of the text token `id` stands for: its byte-level string has one character a
+    /// byte; the end-of-text token and unknown ids have none.
+    pub fn token_bytes(&self, id: u32) -> usize {
+        if id == self.eot_id {
+            return 0;
+        }
+        self.inner.id_to_token(id).map_or(0, |t| t.chars().count())
+    }
+
     pub fn eot_id(&self) -> u32 {
         self.eot_id
     }

@@ -12,6 +12,7 @@ mod config;
 mod error;
 mod export;
 mod generate;
+mod likelihood;
 mod llama;
 mod optim;
 mod trainer;

@@ -239,11 +239,17 @@ impl Llama {
 
     /// [`Llama::loss`] of each sequence: `[B]`.
     pub fn sequence_losses(&self, tokens: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .token_losses(tokens)?
+            .f_mean_dim(1, false, Kind::Float)?)
+    }
+
+    /// The cross-entropy of every predicted position: `[B, T − 1]`.
+    pub fn token_losses(&self, tokens: &Tensor) -> Result<Tensor> {
         let b = tokens.size()[0];
         Ok(self
             .cross_entropy(tokens, Reduction::None)?
-            .f_reshape([b, -1])?
-            .f_mean_dim(1, false, Kind::Float)?)
+            .f_reshape([b, -1])?)
     }
 
     fn cross_entropy(&self, tokens: &Tensor, reduction: Reduction) -> Result<Tensor> {

@@ -197,7 +197,7 @@ impl Trainer {
             .collect()
     }
 
-    fn tokens_tensor(&self, tokens: &[u32], batch: usize) -> Result<Tensor> {
+    pub(crate) fn tokens_tensor(&self, tokens: &[u32], batch: usize) -> Result<Tensor> {
         if batch == 0 {
             return Err(ModelError::InvalidBatch("batch must be > 0".into()));
         }
@@ -636,7 +636,7 @@ fn zero_state(model: &Llama) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
 }
 
 /// An fp32 tensor's values, row-major, on the host.
-fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     let t = t.f_to_device(Device::Cpu)?.f_contiguous()?;
     let n = t.numel();
     let mut out = vec![0f32; n];

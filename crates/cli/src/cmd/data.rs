@@ -67,6 +67,13 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 0)]
         show: usize,
     },
+    /// Build the multiple-choice evaluation tasks from the bundled corpus's validation
+    /// documents: `<task>.jsonl` and lm-evaluation-harness task files under --out
+    /// (data/eval is what this writes; docs/EVAL.md).
+    EvalTasks {
+        #[arg(long, default_value = "data/eval")]
+        out: PathBuf,
+    },
     /// Print the sample ids assigned to a peer in a window (the sampler of docs/DATA.md).
     Pool {
         #[arg(long)]
@@ -132,6 +139,7 @@ pub fn run(c: DataCommand) -> Result<()> {
             );
             Ok(())
         }
+        DataCommand::EvalTasks { out } => super::eval::write_tasks(&out),
         DataCommand::Bundled { out, seq_len } => {
             let dir = covenant_data::prepare_bundled(&out, seq_len)?;
             let ds = Dataset::open(&dir)?;

@@ -25,11 +25,14 @@ pub struct ExportArgs {
 }
 
 /// The tokenizer `given`, else the one in `beside`, else the bundled one.
-pub fn tokenizer(given: Option<&Path>, beside: &Path) -> Result<Tokenizer> {
-    let path = match given {
-        Some(p) => p.to_path_buf(),
-        None if beside.join("tokenizer.json").is_file() => beside.join("tokenizer.json"),
-        None => covenant_data::bundled::tokenizer_path(),
+pub fn tokenizer(given: Option<&Path>, beside: Option<&Path>) -> Result<Tokenizer> {
+    let in_dir = beside
+        .map(|d| d.join("tokenizer.json"))
+        .filter(|p| p.is_file());
+    let path = match (given, in_dir) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(p)) => p,
+        (None, None) => covenant_data::bundled::tokenizer_path(),
     };
     Tokenizer::load(&path).with_context(|| format!("loading the tokenizer {}", path.display()))
 }
@@ -40,7 +43,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         "--max-shard-mib must be in 1..=1048576, got {}",
         a.max_shard_mib
     );
-    let tok = tokenizer(a.tokenizer.as_deref(), &a.checkpoint)?;
+    let tok = tokenizer(a.tokenizer.as_deref(), Some(&a.checkpoint))?;
     let eos = covenant_data::tokenizer::EOT;
     let t = covenant_model::ExportTokenizer {
         json: tok.json(),

@@ -44,7 +44,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     ensure!(a.threads > 0, "--threads must be at least 1");
     covenant_model::set_num_threads(a.threads);
-    let tok = tokenizer(a.tokenizer.as_deref(), &a.checkpoint)?;
+    let tok = tokenizer(a.tokenizer.as_deref(), Some(&a.checkpoint))?;
     let device = parse_device(&a.device)?;
     let model = Trainer::from_hf(&a.checkpoint, OptimConfig::default(), 0, device)
         .with_context(|| format!("loading {}", a.checkpoint.display()))?;

@@ -3,6 +3,7 @@ pub mod chain;
 pub mod data;
 pub mod demo;
 pub mod demo_anvil;
+pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod keygen;
