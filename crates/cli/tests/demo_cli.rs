@@ -49,7 +49,11 @@ fn the_demo_trains_a_network_and_reports_it() {
     let peaks = s["peak_rss_mib"].as_object().unwrap();
     assert_eq!(peaks.len(), 4, "{s:#}");
     for (node, peak) in peaks {
-        let role = if node.starts_with("miner") { "miner" } else { "validator" };
+        let role = if node.starts_with("miner") {
+            "miner"
+        } else {
+            "validator"
+        };
         let want = s["predicted_memory_mib"][role].as_f64().unwrap();
         let got = peak.as_f64().unwrap();
         assert!(
@@ -57,6 +61,12 @@ fn the_demo_trains_a_network_and_reports_it() {
             "{node}: peak {got:.0} MiB, predicted {want:.0} MiB"
         );
     }
+    // Uploads with Rice-coded indices (the default): at least 200× below dense fp32 (206× measured).
+    let below = s["upload"]["below_dense"].as_f64().unwrap();
+    assert!(
+        below >= 200.0,
+        "uploads {below:.1}× below dense fp32\n{s:#}"
+    );
     // The live table: a row per window with the replicas' agreement.
     let rows = stderr
         .lines()

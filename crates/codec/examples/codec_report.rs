@@ -98,15 +98,37 @@ fn sizes(name: &str, layout: &ModelLayout, key: &SigningKey) {
     .unwrap();
     let sel: usize = layout.tensors.iter().map(|t| t.geom.n_selected()).sum();
     println!(
-        "| {name} | {} | {:.2}% | {} | {} | {:.1}× | {} | {:.1}× |",
+        "| {name} | {} | {:.2}% | {} | {} | {:.1}× | {} | {:.1}× | {:.2} ms | {:.2} ms |",
         layout.numel(),
         100.0 * sel as f64 / layout.numel() as f64,
         dense,
         packed.len(),
         dense as f64 / packed.len() as f64,
         rice.len(),
-        dense as f64 / rice.len() as f64
+        dense as f64 / rice.len() as f64,
+        1e3 * decode_secs(layout, key, &packed),
+        1e3 * decode_secs(layout, key, &rice),
     );
+}
+
+/// Median wall time of decoding `bytes` on one thread (11 runs after a warm-up).
+fn decode_secs(layout: &ModelLayout, key: &SigningKey, bytes: &[u8]) -> f64 {
+    let h = header();
+    let ex = ExpectedModel {
+        layout,
+        run_id: h.run_id,
+        window: h.window,
+        uid: h.uid,
+    };
+    let limits = DecodeLimits::for_layout(layout);
+    let vk = key.verifying_key();
+    let run = || {
+        let t = Instant::now();
+        std::hint::black_box(decode(bytes, &ex, &vk, &limits).unwrap());
+        t.elapsed().as_secs_f64()
+    };
+    run();
+    median((0..11).map(|_| run()).collect())
 }
 
 fn main() {
@@ -114,8 +136,8 @@ fn main() {
     let small = common::layout(&shapes::small_preset());
     let base = common::layout(&shapes::baseline_shapes());
     println!("threads: {}", base.config.worker_threads());
-    println!("\n| shapes | params | density | dense fp32 bytes | 2-bit payload | ratio | entropy-coded | ratio |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("\n| shapes | params | density | dense fp32 bytes | 2-bit payload | ratio | entropy-coded | ratio | decode, packed | decode, Rice |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     sizes("small preset", &small, &key);
     sizes("BASELINES list", &base, &key);
 
