@@ -50,6 +50,9 @@ enum Command {
     Export(cmd::export::ExportArgs),
     /// A checkpoint's held-out perplexity, bits per byte and multiple-choice accuracy.
     Eval(cmd::eval::Args),
+    /// Print docs/CLI.md (every command's help, as Markdown).
+    #[command(hide = true)]
+    CliDoc,
     /// Continue a prompt with a checkpoint's model (greedy or sampled, with a key/value cache).
     Generate(cmd::generate::Args),
 }
@@ -71,6 +74,13 @@ fn main() {
         Command::Network(c) => cmd::node::network(c),
         Command::Export(a) => cmd::export::export(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::CliDoc => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let md = cmd::cli_doc::markdown(&mut Cli::command());
+            let _ = std::io::stdout().lock().write_all(md.as_bytes());
+            Ok(())
+        }
         Command::Generate(a) => cmd::generate::run(a),
     };
     if let Err(e) = result {

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod chain;
+pub mod cli_doc;
 pub mod data;
 pub mod demo;
 pub mod demo_anvil;
