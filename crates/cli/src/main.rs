@@ -58,7 +58,11 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = cmd::env_flags::with_env(Cli::command()).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Train(a) => cmd::train::run(a),
@@ -77,7 +81,7 @@ fn main() {
         Command::CliDoc => {
             use clap::CommandFactory;
             use std::io::Write;
-            let md = cmd::cli_doc::markdown(&mut Cli::command());
+            let md = cmd::cli_doc::markdown(&mut cmd::env_flags::with_env(Cli::command()));
             let _ = std::io::stdout().lock().write_all(md.as_bytes());
             Ok(())
         }

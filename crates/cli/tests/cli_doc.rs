@@ -18,3 +18,41 @@ fn docs_cli_md_is_current() {
         "docs/CLI.md is not current: run `target/release/covenant cli-doc > docs/CLI.md`"
     );
 }
+
+#[test]
+fn every_flag_is_also_an_environment_variable() {
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // An option and a boolean flag from the environment.
+    let o = run(
+        &[
+            ("COVENANT_MODEL_INFO_PRESET", "small"),
+            ("COVENANT_MODEL_INFO_JSON", "true"),
+        ],
+        &["model", "info"],
+    );
+    assert_success(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["hidden_size"], 512, "{v}");
+    // The command line wins over the variable.
+    let o = run(
+        &[("COVENANT_MODEL_INFO_PRESET", "small")],
+        &["model", "info", "--preset", "tiny", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["hidden_size"], 128, "{v}");
+    // A bad value from the environment is refused by its name.
+    let o = run(&[("COVENANT_DEMO_MINERS", "many")], &["demo"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("many") && err.contains("--miners"), "{err}");
+    // --help names the variables.
+    let o = run(&[], &["demo", "--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("[env: COVENANT_DEMO_WINDOW_SECS="));
+}

@@ -4,6 +4,7 @@ pub mod cli_doc;
 pub mod data;
 pub mod demo;
 pub mod demo_anvil;
+pub mod env_flags;
 pub mod eval;
 pub mod export;
 pub mod generate;
