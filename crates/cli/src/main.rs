@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "covenant", version, about, long_about = None, propagate_version = true)]
 struct Cli {
+    /// A TOML file of flag values, a table per command (`[demo]`, `[network.init]`, …; keys are
+    /// flag names): used where neither the command line nor the environment sets the flag.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,7 +64,17 @@ enum Command {
 fn main() {
     let cli = {
         use clap::{CommandFactory, FromArgMatches};
-        let matches = cmd::env_flags::with_env(Cli::command()).get_matches();
+        // The file's values go into the environment first: clap reads a flag's variable when
+        // `with_env` attaches it.
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        if let Some(path) = cmd::config_file::path_in(&args[1..]) {
+            if let Err(e) = cmd::config_file::apply(std::path::Path::new(&path), &Cli::command()) {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr().lock(), "error: {e:#}");
+                std::process::exit(2);
+            }
+        }
+        let matches = cmd::env_flags::with_env(Cli::command()).get_matches_from(args);
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     };
     let result = match cli.command {

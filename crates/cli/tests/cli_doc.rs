@@ -56,3 +56,47 @@ fn every_flag_is_also_an_environment_variable() {
     let o = run(&[], &["demo", "--help"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("[env: COVENANT_DEMO_WINDOW_SECS="));
 }
+
+#[test]
+fn a_toml_config_sets_flags_below_the_environment_and_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("covenant.toml");
+    std::fs::write(&cfg, "[model.info]\npreset = \"small\"\njson = true\n").unwrap();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args(args).arg("--config").arg(&cfg);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let hidden = |o: &std::process::Output| {
+        assert_success(o);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["hidden_size"].as_u64().unwrap()
+    };
+    assert_eq!(hidden(&run(&[], &["model", "info"])), 512, "from the file");
+    let env = [("COVENANT_MODEL_INFO_PRESET", "tiny")];
+    assert_eq!(
+        hidden(&run(&env, &["model", "info"])),
+        128,
+        "the environment wins"
+    );
+    let args = ["model", "info", "--preset", "tiny"];
+    assert_eq!(hidden(&run(&[], &args)), 128, "the command line wins");
+    // Unknown commands and flags, and bad TOML, are refused by name.
+    for (text, want) in [
+        (
+            "[modle.info]\npreset = \"x\"\n",
+            "no command `covenant modle`",
+        ),
+        ("[model.info]\npresets = \"x\"\n", "has no flag --presets"),
+        ("[model.info\n", "not valid TOML"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let o = run(&[], &["model", "info"]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}

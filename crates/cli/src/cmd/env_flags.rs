@@ -11,6 +11,16 @@ pub fn with_env(root: Command) -> Command {
     name_vars(root, "COVENANT", true)
 }
 
+/// The variable of flag `--long` of the subcommand at `path` (`["chain", "status"]`).
+pub fn var_name(path: &[String], long: &str) -> String {
+    let mut name = String::from("COVENANT");
+    for p in path {
+        name.push('_');
+        name.push_str(&upper(p));
+    }
+    format!("{name}_{}", upper(long))
+}
+
 fn name_vars(cmd: Command, prefix: &str, root: bool) -> Command {
     let prefix = if root {
         prefix.to_string()

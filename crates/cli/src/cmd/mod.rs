@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod chain;
 pub mod cli_doc;
+pub mod config_file;
 pub mod data;
 pub mod demo;
 pub mod demo_anvil;
