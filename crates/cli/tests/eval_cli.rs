@@ -12,20 +12,6 @@ fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
-fn python() -> String {
-    std::env::var("COVENANT_PYTHON")
-        .expect("COVENANT_PYTHON must point at the project venv's python (run scripts/setup.sh)")
-}
-
-fn covenant(args: &[&str], extra: &[&Path]) -> std::process::Output {
-    Command::new(bin())
-        .env("COVENANT_CACHE", cache())
-        .args(args)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn the_shipped_tasks_are_what_the_corpus_gives() {
     let tmp = tempfile::tempdir().unwrap();
@@ -53,34 +39,8 @@ fn the_shipped_tasks_are_what_the_corpus_gives() {
 
 #[test]
 fn our_accuracies_are_lm_evaluation_harness_s() {
-    prepare_data();
     let tmp = tempfile::tempdir().unwrap();
-    let train = tmp.path().join("train");
-    let o = covenant(
-        &[
-            "train",
-            "--preset",
-            "tiny",
-            "--steps",
-            "60",
-            "--batch",
-            "4",
-            "--lr",
-            "3e-3",
-            "--eval-every",
-            "60",
-            "--ckpt-every",
-            "60",
-            "--threads",
-            "1",
-            "--device",
-            "cpu",
-            "--out",
-        ],
-        &[&train],
-    );
-    assert_success(&o);
-    let ckpt = train.join("checkpoints/step-00000060");
+    let ckpt = train_tiny(tmp.path(), 60);
     let hf = tmp.path().join("hf");
     assert_success(&covenant(
         &["export", "--checkpoint"],

@@ -8,20 +8,6 @@ use std::process::Command;
 mod common;
 use common::*;
 
-fn python() -> String {
-    std::env::var("COVENANT_PYTHON")
-        .expect("COVENANT_PYTHON must point at the project venv's python (run scripts/setup.sh)")
-}
-
-fn run(args: &[&str], extra: &[&Path]) -> std::process::Output {
-    Command::new(bin())
-        .env("COVENANT_CACHE", cache())
-        .args(args)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 /// The safetensors header of `path`, as JSON.
 fn header(path: &Path) -> serde_json::Value {
     let b = std::fs::read(path).unwrap();
@@ -31,36 +17,10 @@ fn header(path: &Path) -> serde_json::Value {
 
 #[test]
 fn an_exported_checkpoint_loads_in_transformers_and_continues_as_ours() {
-    prepare_data();
     let tmp = tempfile::tempdir().unwrap();
-    let train = tmp.path().join("train");
-    let o = run(
-        &[
-            "train",
-            "--preset",
-            "tiny",
-            "--steps",
-            "40",
-            "--batch",
-            "4",
-            "--lr",
-            "3e-3",
-            "--eval-every",
-            "40",
-            "--ckpt-every",
-            "40",
-            "--threads",
-            "1",
-            "--device",
-            "cpu",
-            "--out",
-        ],
-        &[&train],
-    );
-    assert_success(&o);
-    let ckpt = train.join("checkpoints/step-00000040");
+    let ckpt = train_tiny(tmp.path(), 40);
     let hf = tmp.path().join("hf");
-    let o = run(
+    let o = covenant(
         &["export", "--max-shard-mib", "4", "--checkpoint"],
         &[&ckpt, Path::new("--out"), &hf],
     );
@@ -90,7 +50,7 @@ fn an_exported_checkpoint_loads_in_transformers_and_continues_as_ours() {
         assert!(hf.join(f).is_file(), "{f}");
     }
     // Exporting into a directory that is not empty is refused by name.
-    let o = run(
+    let o = covenant(
         &["export", "--checkpoint"],
         &[&ckpt, Path::new("--out"), &hf],
     );
@@ -99,7 +59,7 @@ fn an_exported_checkpoint_loads_in_transformers_and_continues_as_ours() {
 
     let prompt = "And the king said unto";
     let n = "20";
-    let ours = run(
+    let ours = covenant(
         &[
             "generate",
             "--temperature",

@@ -86,37 +86,12 @@ impl Canon {
         norms: &[f32],
         lr: f32,
     ) -> Result<f64, CodecError> {
-        let n = self.layout.tensors.len();
-        if norms.len() != n {
-            return Err(CodecError::TensorCount {
-                what: "clip norms",
-                got: norms.len(),
-                expected: n,
-            });
-        }
-        let cfg = &self.layout.config;
-        let mut update = Vec::new();
-        let mut ratios = Vec::with_capacity(n);
-        for (i, (t, theta)) in self.layout.tensors.iter().zip(&mut self.theta).enumerate() {
-            let ps = tensor_of(&[peer], i, n)?;
-            update.resize(t.geom.numel(), 0.0);
-            let stats =
-                covenant_codec::aggregate_tensor_clipped_to(cfg, t, &ps, norms[i], &mut update)?;
-            if norms[i] > 0.0 {
-                ratios.push(f64::from(stats.norms[0]) / f64::from(norms[i]));
-            }
-            if stats.skipped {
-                continue;
-            }
-            for (p, u) in theta.iter_mut().zip(&update) {
+        let theta = &mut self.theta;
+        clipped_each(&self.layout, peer, norms, |i, update| {
+            for (p, u) in theta[i].iter_mut().zip(update.unwrap_or(&[])) {
                 *p -= lr * u;
             }
-        }
-        ratios.sort_by(f64::total_cmp);
-        Ok(ratios
-            .get(ratios.len().saturating_sub(1) / 2)
-            .copied()
-            .unwrap_or(1.0))
+        })
     }
 
     /// [`Canon::apply_clipped`] as a sparse write, without changing or copying the model:
@@ -128,51 +103,71 @@ impl Canon {
         norms: &[f32],
         lr: f32,
     ) -> Result<LoneUpdate, CodecError> {
-        let n = self.layout.tensors.len();
-        if norms.len() != n {
-            return Err(CodecError::TensorCount {
-                what: "clip norms",
-                got: norms.len(),
-                expected: n,
-            });
-        }
-        let cfg = &self.layout.config;
-        let mut update = Vec::new();
-        let mut ratios = Vec::with_capacity(n);
-        let mut out = LoneUpdate::default();
-        for (i, (t, theta)) in self.layout.tensors.iter().zip(&self.theta).enumerate() {
-            let ps = tensor_of(&[peer], i, n)?;
-            update.resize(t.geom.numel(), 0.0);
-            let stats =
-                covenant_codec::aggregate_tensor_clipped_to(cfg, t, &ps, norms[i], &mut update)?;
-            if norms[i] > 0.0 {
-                ratios.push(f64::from(stats.norms[0]) / f64::from(norms[i]));
-            }
+        let (mut new_values, mut old_values) = (SparseValues::default(), SparseValues::default());
+        let norm_ratio = clipped_each(&self.layout, peer, norms, |i, update| {
             let (mut pos, mut new, mut old) = (Vec::new(), Vec::new(), Vec::new());
-            if !stats.skipped {
-                for (j, (&p, &u)) in theta.iter().zip(&update).enumerate() {
-                    if u != 0.0 {
-                        pos.push(j as u32);
-                        new.push(p - lr * u);
-                        old.push(p);
-                    }
+            for (j, (&p, &u)) in self.theta[i].iter().zip(update.unwrap_or(&[])).enumerate() {
+                if u != 0.0 {
+                    pos.push(j as u32);
+                    new.push(p - lr * u);
+                    old.push(p);
                 }
             }
-            out.new.tensors.push((pos.clone(), new));
-            out.old.tensors.push((pos, old));
-        }
-        ratios.sort_by(f64::total_cmp);
-        out.norm_ratio = ratios
-            .get(ratios.len().saturating_sub(1) / 2)
-            .copied()
-            .unwrap_or(1.0);
-        Ok(out)
+            new_values.tensors.push((pos.clone(), new));
+            old_values.tensors.push((pos, old));
+        })?;
+        Ok(LoneUpdate {
+            new: new_values,
+            old: old_values,
+            norm_ratio,
+        })
     }
 
     /// `per_tensor` values per tensor at the run's fingerprint positions.
     pub fn fingerprint(&self, seed: u64, per_tensor: usize) -> Fingerprint {
         fingerprint_of(&self.theta, seed, per_tensor)
     }
+}
+
+/// `peer`'s update of each tensor `i` alone, clipped to `norms[i]`, passed in order to `f`
+/// (`None` where the clipped update is not finite); returns the update's norm over the clip
+/// norm, the median over tensors (tensors with a clip norm of 0 left out; 1 when none is left).
+fn clipped_each(
+    layout: &ModelLayout,
+    peer: &[TensorPayload],
+    norms: &[f32],
+    mut f: impl FnMut(usize, Option<&[f32]>),
+) -> Result<f64, CodecError> {
+    let n = layout.tensors.len();
+    if norms.len() != n {
+        return Err(CodecError::TensorCount {
+            what: "clip norms",
+            got: norms.len(),
+            expected: n,
+        });
+    }
+    let mut update = Vec::new();
+    let mut ratios = Vec::with_capacity(n);
+    for (i, t) in layout.tensors.iter().enumerate() {
+        let ps = tensor_of(&[peer], i, n)?;
+        update.resize(t.geom.numel(), 0.0);
+        let stats = covenant_codec::aggregate_tensor_clipped_to(
+            &layout.config,
+            t,
+            &ps,
+            norms[i],
+            &mut update,
+        )?;
+        if norms[i] > 0.0 {
+            ratios.push(f64::from(stats.norms[0]) / f64::from(norms[i]));
+        }
+        f(i, (!stats.skipped).then_some(update.as_slice()));
+    }
+    ratios.sort_by(f64::total_cmp);
+    Ok(ratios
+        .get(ratios.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(1.0))
 }
 
 /// Tensor `i` of every peer, checking that each peer has one payload per tensor (`n`).

@@ -14,7 +14,7 @@ use covenant_model::{ModelConfig, OptimConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use super::export::tokenizer;
+use super::checkpoint::tokenizer;
 use super::train::parse_device;
 
 /// lm-eval's `target_delimiter` of the tasks: a choice follows its context on a new line.
@@ -56,30 +56,26 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    ensure!(a.threads > 0, "--threads must be at least 1");
-    covenant_model::set_num_threads(a.threads);
-    let device = parse_device(&a.device)?;
     let (tok, mut model, what) = match (&a.checkpoint, &a.untrained) {
-        (Some(dir), _) => (
-            tokenizer(a.tokenizer.as_deref(), Some(dir))?,
-            Trainer::from_hf(dir, OptimConfig::default(), 0, device)
-                .with_context(|| format!("loading {}", dir.display()))?,
-            dir.display().to_string(),
-        ),
+        (Some(dir), _) => {
+            let (tok, model) =
+                super::checkpoint::load(dir, a.tokenizer.as_deref(), &a.device, a.threads)?;
+            (tok, model, dir.display().to_string())
+        }
         (None, Some(preset)) => {
+            super::checkpoint::set_threads(a.threads)?;
             let tok = tokenizer(a.tokenizer.as_deref(), None)?;
             let cfg = ModelConfig::preset(preset)?.with_vocab(tok.vocab_size() as usize);
-            let t = Trainer::new(cfg, OptimConfig::default(), a.seed, device)?;
+            let t = Trainer::new(
+                cfg,
+                OptimConfig::default(),
+                a.seed,
+                parse_device(&a.device)?,
+            )?;
             (tok, t, format!("untrained {preset} (seed {})", a.seed))
         }
         (None, None) => anyhow::bail!("give --checkpoint DIR or --untrained PRESET"),
     };
-    ensure!(
-        model.model_config().vocab_size == tok.vocab_size() as usize,
-        "the tokenizer has {} tokens, the model {}: pass the run's --tokenizer",
-        tok.vocab_size(),
-        model.model_config().vocab_size
-    );
     let mut out = json!({ "model": what, "device": model.device_description() });
     if a.val_sequences > 0 {
         out["held_out"] = held_out(&mut model, &tok, a.val_sequences)?;

@@ -1,11 +1,10 @@
 //! `covenant export`: a checkpoint as a Hugging Face model directory.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
-use covenant_data::Tokenizer;
 
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
@@ -24,26 +23,13 @@ pub struct ExportArgs {
     pub max_shard_mib: u64,
 }
 
-/// The tokenizer `given`, else the one in `beside`, else the bundled one.
-pub fn tokenizer(given: Option<&Path>, beside: Option<&Path>) -> Result<Tokenizer> {
-    let in_dir = beside
-        .map(|d| d.join("tokenizer.json"))
-        .filter(|p| p.is_file());
-    let path = match (given, in_dir) {
-        (Some(p), _) => p.to_path_buf(),
-        (None, Some(p)) => p,
-        (None, None) => covenant_data::bundled::tokenizer_path(),
-    };
-    Tokenizer::load(&path).with_context(|| format!("loading the tokenizer {}", path.display()))
-}
-
 pub fn export(a: ExportArgs) -> Result<()> {
     ensure!(
         (1..=1 << 20).contains(&a.max_shard_mib),
         "--max-shard-mib must be in 1..=1048576, got {}",
         a.max_shard_mib
     );
-    let tok = tokenizer(a.tokenizer.as_deref(), Some(&a.checkpoint))?;
+    let tok = super::checkpoint::tokenizer(a.tokenizer.as_deref(), Some(&a.checkpoint))?;
     let eos = covenant_data::tokenizer::EOT;
     let t = covenant_model::ExportTokenizer {
         json: tok.json(),

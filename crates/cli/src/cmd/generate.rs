@@ -3,11 +3,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{ensure, Context, Result};
-use covenant_model::{OptimConfig, SampleOptions, Trainer};
-
-use super::export::tokenizer;
-use super::train::parse_device;
+use anyhow::{Context, Result};
+use covenant_model::SampleOptions;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -42,18 +39,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    ensure!(a.threads > 0, "--threads must be at least 1");
-    covenant_model::set_num_threads(a.threads);
-    let tok = tokenizer(a.tokenizer.as_deref(), Some(&a.checkpoint))?;
-    let device = parse_device(&a.device)?;
-    let model = Trainer::from_hf(&a.checkpoint, OptimConfig::default(), 0, device)
-        .with_context(|| format!("loading {}", a.checkpoint.display()))?;
-    ensure!(
-        model.model_config().vocab_size == tok.vocab_size() as usize,
-        "the tokenizer has {} tokens, the model {}: pass the run's --tokenizer",
-        tok.vocab_size(),
-        model.model_config().vocab_size
-    );
+    let (tok, model) =
+        super::checkpoint::load(&a.checkpoint, a.tokenizer.as_deref(), &a.device, a.threads)?;
     let prompt = tok.encode(&a.prompt).context("tokenizing the prompt")?;
     let o = SampleOptions {
         max_new_tokens: a.max_new_tokens,

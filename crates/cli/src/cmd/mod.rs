@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod chain;
+pub mod checkpoint;
 pub mod cli_doc;
 pub mod config_file;
 pub mod data;

@@ -281,3 +281,52 @@ pub fn consensus_weights(run: &Path) -> BTreeMap<u64, f64> {
         })
         .collect()
 }
+
+/// The project venv's python (`COVENANT_PYTHON`, set by scripts/setup.sh's cargo config).
+pub fn python() -> String {
+    std::env::var("COVENANT_PYTHON")
+        .expect("COVENANT_PYTHON must point at the project venv's python (run scripts/setup.sh)")
+}
+
+/// `covenant ARGS EXTRA…` with the shared cache, run to its end.
+pub fn covenant(args: &[&str], extra: &[&Path]) -> std::process::Output {
+    Command::new(bin())
+        .env("COVENANT_CACHE", cache())
+        .args(args)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Trains `tiny` for `steps` steps on one CPU thread under `dir` and returns its final
+/// checkpoint directory.
+pub fn train_tiny(dir: &Path, steps: u32) -> PathBuf {
+    prepare_data();
+    let steps = steps.to_string();
+    let out = dir.join("train");
+    let o = covenant(
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--steps",
+            &steps,
+            "--batch",
+            "4",
+            "--lr",
+            "3e-3",
+            "--eval-every",
+            &steps,
+            "--ckpt-every",
+            &steps,
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+        ],
+        &[&out],
+    );
+    assert_success(&o);
+    out.join(format!("checkpoints/step-{steps:0>8}"))
+}
