@@ -13,10 +13,22 @@ use crate::{Millis, Uid, Window};
 /// Why an upload was not used, for people and dashboards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RejectionNote {
-    /// `unavailable`, `not_found`, `replaced`, `out_of_time`, `too_large`, `invalid`,
-    /// `no_commitment`.
+    /// One of [`RejectionNote::KINDS`].
     pub kind: String,
     pub detail: String,
+}
+
+impl RejectionNote {
+    /// Every `kind` a note can have (one per [`Rejection`] variant).
+    pub const KINDS: [&'static str; 7] = [
+        "unavailable",
+        "not_found",
+        "replaced",
+        "out_of_time",
+        "too_large",
+        "invalid",
+        "no_commitment",
+    ];
 }
 
 impl From<&Rejection> for RejectionNote {
@@ -100,6 +112,19 @@ pub struct NodeStats {
     pub inner_steps: u64,
     /// Inner steps whose progress an outer step landing mid-window made stale (overlap).
     pub stale_steps: u64,
+    /// Validators: screening and evaluating the live windows' uploads (from the gathered
+    /// uploads to the window's outcome).
+    #[serde(default)]
+    pub eval_ms: u64,
+}
+
+impl NodeStats {
+    /// Compute utilisation (docs/NODES.md): time in inner steps ÷ (inner steps + outer steps
+    /// and compression + waiting for the outer step); `None` before any of them.
+    pub fn utilisation(&self) -> Option<f64> {
+        let busy = self.inner_ms + self.outer_ms + self.wait_ms;
+        (busy > 0).then(|| self.inner_ms as f64 / busy as f64)
+    }
 }
 
 /// What a node reports.
@@ -167,6 +192,9 @@ pub enum NodeEvent {
         source: StepSource,
         /// Validators: validation loss after the step.
         val_loss: Option<f64>,
+        /// The node's running totals as of this step (what `Finished` reports at the end).
+        #[serde(default)]
+        stats: NodeStats,
     },
     /// A validator's Gauntlet outcome of a window.
     Report {
@@ -249,6 +277,38 @@ pub struct EventLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_rejection_has_one_of_the_listed_kinds() {
+        use crate::driver::StoreFault;
+        let all = [
+            Rejection::Unavailable {
+                attempts: 3,
+                fault: StoreFault::Server,
+            },
+            Rejection::NotFound,
+            Rejection::Replaced {
+                listed: 1,
+                found: 2,
+            },
+            Rejection::OutOfTime { found: 1 },
+            Rejection::TooLarge { size: 2, limit: 1 },
+            Rejection::Invalid(covenant_codec::WireError::BadMagic([0; 8])),
+            Rejection::NoCommitment,
+        ];
+        let kinds: Vec<String> = all.iter().map(|r| RejectionNote::from(r).kind).collect();
+        assert_eq!(kinds, RejectionNote::KINDS);
+    }
+
+    #[test]
+    fn an_outer_step_logged_before_its_running_totals_still_reads() {
+        let old = r#"{"t":1,"role":"miner","name":"m","event":"outer_step","window":2,
+            "peers":[1],"rejected":{},"lr":0.5,"hash":"ab","source":"live","val_loss":null}"#;
+        let l: EventLine = serde_json::from_str(old).unwrap();
+        assert!(
+            matches!(l.event, NodeEvent::OuterStep { stats, .. } if stats == NodeStats::default())
+        );
+    }
 
     #[test]
     fn uid_maps_roundtrip_inside_tagged_events() {

@@ -356,6 +356,7 @@ impl Miner {
                     hash: hex(&hash),
                     source,
                     val_loss: None,
+                    stats: self.life.stats_at(now),
                 }));
                 self.consider(now, out);
                 self.try_start(now, out);

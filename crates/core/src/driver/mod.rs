@@ -561,6 +561,14 @@ impl Life {
         self.give_up = cfg.until_window.map(|u| cfg.read_time(u + 3));
     }
 
+    /// The running totals, with the wall time from the start to `now`.
+    pub fn stats_at(&self, now: Millis) -> NodeStats {
+        NodeStats {
+            wall_ms: now.saturating_sub(self.started.unwrap_or(now)),
+            ..self.stats
+        }
+    }
+
     /// Stops if the run is done (`done`: the last window applied and handled) or out of time.
     pub fn stop_if(
         &mut self,
@@ -574,11 +582,10 @@ impl Life {
             return;
         }
         self.stopped = true;
-        self.stats.wall_ms = now.saturating_sub(self.started.unwrap_or(now));
         out.push(Output::Emit(NodeEvent::Finished {
             applied,
             hash: self.last_hash.as_ref().map(hex).unwrap_or_default(),
-            stats: self.stats,
+            stats: self.stats_at(now),
         }));
         out.push(Output::Stop);
     }

@@ -42,6 +42,8 @@ struct Round {
     tried: usize,
     eval: BTreeMap<Uid, ProbeLine>,
     rejected: BTreeMap<Uid, RejectionNote>,
+    /// When the uploads were in (the evaluation phase's start).
+    gathered_at: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +149,7 @@ impl Validator {
                     tried: 0,
                     eval: BTreeMap::new(),
                     rejected: BTreeMap::new(),
+                    gathered_at: 0,
                 });
                 self.r.fetch(window, downloads, detail, out);
             }
@@ -165,6 +168,7 @@ impl Validator {
     /// evaluations (own fingerprint first).
     fn gathered(
         &mut self,
+        now: Millis,
         window: Window,
         valid: Vec<Uid>,
         complete: bool,
@@ -226,6 +230,7 @@ impl Validator {
             }
         }
         let clip_to = clip_set(&valid, results);
+        round.gathered_at = now;
         round.gathered = Some(Gathered {
             valid,
             complete,
@@ -325,7 +330,7 @@ impl Validator {
             );
             return;
         }
-        self.finish_round(out);
+        self.finish_round(now, out);
     }
 
     fn evaluated(
@@ -374,12 +379,13 @@ impl Validator {
     }
 
     /// Scores the window, sets weights, saves the state and applies the outer step.
-    fn finish_round(&mut self, out: &mut Vec<Output>) {
+    fn finish_round(&mut self, now: Millis, out: &mut Vec<Output>) {
         let Some(round) = self.round.take() else {
             return;
         };
         let window = round.plan.window;
         let Some(g) = round.gathered else { return };
+        self.life.stats.eval_ms += now.saturating_sub(round.gathered_at);
         let p = self.r.cfg.params.clone();
         let screens = round.obs.screens.clone();
         match self.gauntlet.finish(&p, &round.plan, round.obs) {
@@ -422,7 +428,7 @@ impl Validator {
     }
 
     /// After a live outer step: the record, the validation loss, a checkpoint.
-    fn stepped(&mut self, note: Note, out: &mut Vec<Output>) {
+    fn stepped(&mut self, now: Millis, note: Note, out: &mut Vec<Output>) {
         let Note::Applied {
             window,
             hash,
@@ -436,7 +442,7 @@ impl Validator {
         };
         self.life.last_hash = Some(hash);
         if source != super::events::StepSource::Live {
-            self.emit_step(&note, None, out);
+            self.emit_step(now, &note, None, out);
             return;
         }
         out.push(Output::Do(Action::PublishRecord {
@@ -459,7 +465,7 @@ impl Validator {
         self.r.submit(Action::MeasureValLoss { window }, out);
     }
 
-    fn emit_step(&self, note: &Note, val_loss: Option<f64>, out: &mut Vec<Output>) {
+    fn emit_step(&self, now: Millis, note: &Note, val_loss: Option<f64>, out: &mut Vec<Output>) {
         if let Note::Applied {
             window,
             hash,
@@ -477,11 +483,12 @@ impl Validator {
                 hash: hex(hash),
                 source: *source,
                 val_loss,
+                stats: self.life.stats_at(now),
             }));
         }
     }
 
-    fn note(&mut self, note: Note, out: &mut Vec<Output>) {
+    fn note(&mut self, now: Millis, note: Note, out: &mut Vec<Output>) {
         match note {
             Note::Listed {
                 window,
@@ -496,8 +503,8 @@ impl Validator {
                 complete,
                 results,
                 ..
-            } => self.gathered(window, valid, complete, &results, out),
-            n @ Note::Applied { .. } => self.stepped(n, out),
+            } => self.gathered(now, window, valid, complete, &results, out),
+            n @ Note::Applied { .. } => self.stepped(now, n, out),
             Note::WindowStarted(_) | Note::Joined => {}
         }
     }
@@ -566,7 +573,7 @@ impl Driver for Validator {
                             None
                         }
                     };
-                    self.emit_step(&n, loss, &mut out);
+                    self.emit_step(now, &n, loss, &mut out);
                 }
             }
             Input::Applied { result: Ok(a), .. } => self.life.stats.outer_ms += a.elapsed_ms,
@@ -593,7 +600,7 @@ impl Driver for Validator {
             _ => {}
         }
         for n in notes {
-            self.note(n, &mut out);
+            self.note(now, n, &mut out);
         }
         self.maybe_stop(now, &mut out);
         out
