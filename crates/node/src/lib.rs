@@ -22,6 +22,7 @@ pub mod env;
 pub mod evm;
 pub mod exec;
 pub mod log;
+pub mod metrics;
 pub mod model_trainer;
 pub mod network;
 pub mod objects;

@@ -76,6 +76,17 @@ impl EventSink for EventLog {
     }
 }
 
+/// Every event to each of several sinks, in order (the event log and the metrics).
+pub struct Fanout(pub Vec<Arc<dyn EventSink>>);
+
+impl EventSink for Fanout {
+    fn emit(&self, t: Millis, event: &NodeEvent) {
+        for s in &self.0 {
+            s.emit(t, event);
+        }
+    }
+}
+
 /// Events kept in memory (the simulator's nodes, tests).
 #[derive(Default, Clone)]
 pub struct Memory {

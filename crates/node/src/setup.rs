@@ -15,7 +15,9 @@ use covenant_data::{Dataset, Split};
 use covenant_net::{Chain, Keypair};
 
 use crate::adversary::{self, Behaviour};
-use crate::env::{Env, NetStore, NetStores, ObjectStore, StoreError, Trainer, TrainerError};
+use crate::env::{
+    Env, EventSink, NetStore, NetStores, ObjectStore, StoreError, Trainer, TrainerError,
+};
 use crate::exec::io::{SavedState, STATE_KEY};
 use crate::exec::{Compute, Identity, RunFacts, Shared};
 use crate::spec::{DataSpec, RunSpec};
@@ -201,6 +203,8 @@ pub struct NodeOptions {
     /// What a validator on an EVM chain stakes if its stake does not count yet (wei; default:
     /// the contract's minimum).
     pub stake_wei: Option<u128>,
+    /// Serve Prometheus metrics here (`None`: no endpoint; docs/METRICS.md).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A real node opened from its run directory, with the I/O runtime it needs.
@@ -238,13 +242,14 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
     let node_dir = opts.run_dir.join("nodes").join(&opts.name);
     std::fs::create_dir_all(&node_dir)
         .with_context(|| format!("creating {}", node_dir.display()))?;
-    let sink = crate::log::EventLog::open(&node_dir.join("events.jsonl"), role.name(), &opts.name)
+    let log = crate::log::EventLog::open(&node_dir.join("events.jsonl"), role.name(), &opts.name)
         .with_context(|| {
-            format!(
-                "opening the event log {}",
-                node_dir.join("events.jsonl").display()
-            )
-        })?;
+        format!(
+            "opening the event log {}",
+            node_dir.join("events.jsonl").display()
+        )
+    })?;
+    let sink = with_metrics(Arc::new(log), opts, role, &node_dir, &chain, rt.handle())?;
     let store_url = opts
         .store
         .clone()
@@ -286,7 +291,7 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
         stores,
         own,
         local,
-        sink: Arc::new(sink),
+        sink,
     };
     let node = assemble(Parts {
         spec: &spec,
@@ -301,6 +306,31 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
         parallel_io: true,
     })?;
     Ok(Opened { node, rt })
+}
+
+/// The event log, and with `--metrics` the metrics beside it: the endpoint is served on `rt`
+/// and its address written to `<node dir>/metrics.addr` and printed.
+fn with_metrics(
+    log: Arc<dyn EventSink>,
+    opts: &NodeOptions,
+    role: Role,
+    node_dir: &Path,
+    chain: &Arc<dyn Chain>,
+    rt: &tokio::runtime::Handle,
+) -> anyhow::Result<Arc<dyn EventSink>> {
+    let Some(addr) = opts.metrics else {
+        return Ok(log);
+    };
+    let metrics = Arc::new(crate::metrics::Metrics::new(role, &opts.name));
+    let file = node_dir.join("metrics.addr");
+    let bound = crate::metrics::start(addr, metrics.clone(), chain.clone(), rt, &file)
+        .with_context(|| format!("--metrics {addr}"))?;
+    crate::log::stderr_line(&format!(
+        "[{} {}] metrics at http://{bound}/metrics",
+        role.name(),
+        opts.name
+    ));
+    Ok(Arc::new(crate::log::Fanout(vec![log, metrics])))
 }
 
 /// How often `register` signs a transaction again after losing a nonce race.

@@ -44,6 +44,10 @@ pub struct NodeArgs {
     /// CPU threads for libtorch.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9100; port 0: any free
+    /// port, written to <run>/nodes/<name>/metrics.addr). Off by default; docs/METRICS.md.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -76,6 +80,7 @@ impl NodeArgs {
                 contract: self.contract.clone().unwrap_or_default(),
             }),
             stake_wei: self.stake.map(eth_to_wei),
+            metrics: self.metrics,
         }
     }
 }
