@@ -15,6 +15,8 @@ CHAIN_TOOLS="$("$ROOT/scripts/install-chain-tools.sh")"
 while IFS='=' read -r name value; do
   case "$name" in COVENANT_SOLCJS|COVENANT_ANVIL_BIN) export "$name=$value" ;; esac
 done <<< "$CHAIN_TOOLS"
+# tmux and headless Chromium for the screen tests (covenant watch, covenant report).
+"$ROOT/scripts/install-test-tools.sh"
 echo "[test] set-up done in $(( $(date +%s) - START ))s" >&2
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --locked --workspace --no-fail-fast --test-threads 2 "$@"

@@ -3,7 +3,9 @@
 //! Each subcommand lives in `cmd/<name>.rs` with its own `Args` and `run`.
 
 mod cmd;
+mod progress;
 mod report;
+mod run_view;
 
 use clap::{Parser, Subcommand};
 
@@ -59,6 +61,10 @@ enum Command {
     CliDoc,
     /// Continue a prompt with a checkpoint's model (greedy or sampled, with a key/value cache).
     Generate(cmd::generate::Args),
+    /// A live terminal dashboard of a network: windows, losses, peers, rewards, joins and faults.
+    Watch(cmd::watch::Args),
+    /// One self-contained HTML report of a run: loss, bytes, scores, weights, utilisation, faults.
+    Report(cmd::report::Args),
 }
 
 fn main() {
@@ -100,6 +106,8 @@ fn main() {
             Ok(())
         }
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Watch(a) => cmd::watch::run(a),
+        Command::Report(a) => cmd::report::run(a),
     };
     if let Err(e) = result {
         // Not `eprintln!`: it panics when stderr cannot be written (a log file on a full disk).

@@ -49,31 +49,14 @@ const COLORS: [RGBColor; 6] = [
 impl LinePlot<'_> {
     /// Draws the plot to a PNG file (1000×600).
     pub fn write_png(&self, path: &Path) -> Result<()> {
-        register_font();
-        let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
-        let all: Vec<(f64, f64)> = self
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().filter(finite).copied())
-            .collect();
-        anyhow::ensure!(!all.is_empty(), "nothing to plot for {}", path.display());
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for (x, y) in &all {
-            x0 = x0.min(*x);
-            x1 = x1.max(*x);
-            y0 = y0.min(*y);
-            y1 = y1.max(*y);
-        }
-        if x1 <= x0 {
-            x1 = x0 + 1.0;
-        }
-        let pad = ((y1 - y0) * 0.05).max(1e-3);
-        let (y0, y1) = (y0 - pad, y1 + pad);
-
+        let bounds = self.bounds(&path.display().to_string())?;
         // Drawn into memory, encoded here and written atomically, so a full disk or a missing
         // permission is reported with the file and the OS error (and never leaves half a PNG).
         let mut rgb = vec![0u8; (PNG_W * PNG_H * 3) as usize];
-        self.draw(&mut rgb, path, (x0, x1), (y0, y1))?;
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, (PNG_W, PNG_H)).into_drawing_area();
+            self.draw(root, &path.display().to_string(), bounds)?;
+        }
         let mut png_bytes = Vec::new();
         {
             let mut enc = png::Encoder::new(&mut png_bytes, PNG_W, PNG_H);
@@ -87,16 +70,50 @@ impl LinePlot<'_> {
         write_atomic(path, &png_bytes)
     }
 
-    fn draw(
+    /// The plot as an SVG document (`w`×`h` user units; text in the reader's sans-serif font).
+    pub fn svg(&self, w: u32, h: u32) -> Result<String> {
+        let bounds = self.bounds(self.title)?;
+        let mut out = String::new();
+        {
+            let root = SVGBackend::with_string(&mut out, (w, h)).into_drawing_area();
+            self.draw(root, self.title, bounds)?;
+        }
+        Ok(out)
+    }
+
+    /// The axes' ranges: all finite points, with a margin above and below.
+    fn bounds(&self, what: &str) -> Result<((f64, f64), (f64, f64))> {
+        register_font();
+        let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+        let all: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().filter(finite).copied())
+            .collect();
+        anyhow::ensure!(!all.is_empty(), "nothing to plot for {what}");
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for (x, y) in &all {
+            x0 = x0.min(*x);
+            x1 = x1.max(*x);
+            y0 = y0.min(*y);
+            y1 = y1.max(*y);
+        }
+        if x1 <= x0 {
+            x1 = x0 + 1.0;
+        }
+        let pad = ((y1 - y0) * 0.05).max(1e-3);
+        Ok(((x0, x1), (y0 - pad, y1 + pad)))
+    }
+
+    fn draw<DB: DrawingBackend>(
         &self,
-        rgb: &mut [u8],
-        path: &Path,
-        (x0, x1): (f64, f64),
-        (y0, y1): (f64, f64),
+        root: DrawingArea<DB, plotters::coord::Shift>,
+        what: &str,
+        ((x0, x1), (y0, y1)): ((f64, f64), (f64, f64)),
     ) -> Result<()> {
         let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
-        let root = BitMapBackend::with_buffer(rgb, (PNG_W, PNG_H)).into_drawing_area();
-        let draw = |e| anyhow::anyhow!("drawing {}: {e:?}", path.display());
+        let draw =
+            |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("drawing {what}: {e:?}");
         root.fill(&WHITE).map_err(draw)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(self.title, ("sans-serif", 26))
@@ -111,7 +128,8 @@ impl LinePlot<'_> {
             .y_desc(self.y_label)
             .label_style(("sans-serif", 15))
             .axis_desc_style(("sans-serif", 18))
-            .x_label_formatter(&|x| human(*x))
+            .x_label_formatter(&|x| axis_number(*x))
+            .y_label_formatter(&|y| axis_number(*y))
             .draw()
             .map_err(draw)?;
         for (i, s) in self.series.iter().enumerate() {
@@ -135,6 +153,20 @@ impl LinePlot<'_> {
             .map_err(draw)?;
         root.present().map_err(draw)?;
         Ok(())
+    }
+}
+
+/// An axis label: `human` from 1000 up, else up to three decimals without trailing zeros.
+fn axis_number(x: f64) -> String {
+    if x.abs() >= 1e3 {
+        return human(x);
+    }
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.into()
     }
 }
 
@@ -183,6 +215,15 @@ mod tests {
     }
 
     #[test]
+    fn axis_numbers_keep_small_values_readable() {
+        assert_eq!(axis_number(5.5), "5.5");
+        assert_eq!(axis_number(0.125), "0.125");
+        assert_eq!(axis_number(2.0), "2");
+        assert_eq!(axis_number(-0.0001), "0");
+        assert_eq!(axis_number(195_000.0), "195.0k");
+    }
+
+    #[test]
     fn png_is_written_and_is_a_png() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("plot.png");
@@ -206,6 +247,25 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         assert!(bytes.len() > 2000, "a plot with text and lines is not tiny");
+    }
+
+    #[test]
+    fn svg_has_the_lines_and_the_labels() {
+        let svg = LinePlot {
+            title: "loss <by> window",
+            x_label: "window",
+            y_label: "loss",
+            series: vec![Series {
+                label: "validation".into(),
+                points: vec![(0.0, 3.0), (1.0, 2.5), (2.0, 2.0)],
+            }],
+        }
+        .svg(600, 300)
+        .unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..60]);
+        assert!(svg.contains("<polyline"), "the line is drawn");
+        assert!(svg.contains("validation"), "the legend names the series");
+        assert!(svg.contains("loss &lt;by&gt; window"), "text is escaped");
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! `covenant demo` end to end, as the README's first command runs it (shorter): validators and
 //! miners as separate processes on the embedded chain and directory stores. The summary says
 //! the replicas agreed after every outer step and the loss fell; the per-window table, the CSV
-//! and the plot are written.
+//! and the plot are written. The same network is watched live with `covenant watch` under tmux,
+//! and `covenant report` of its run directory is opened in headless Chromium.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 mod common;
+use common::screens::{self, Tmux};
 use common::*;
 
 #[test]
@@ -13,7 +17,8 @@ fn the_demo_trains_a_network_and_reports_it() {
     prepare_data();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
-    let res = Command::new(bin())
+    let log = tmp.path().join("demo.log");
+    let mut demo = Command::new(bin())
         .env("COVENANT_CACHE", cache())
         .args([
             "demo",
@@ -27,10 +32,14 @@ fn the_demo_trains_a_network_and_reports_it() {
         .args(["--window-secs", "8", "--inner-steps", "6"])
         .arg("--out")
         .arg(&out)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(res.status.success(), "{}", tail(&stderr));
+    watch_live(&out, tmp.path());
+    let status = demo.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{}", tail(&stderr));
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["replicas_agree"], true, "{s:#}");
@@ -77,6 +86,117 @@ fn the_demo_trains_a_network_and_reports_it() {
     assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
     let png = std::fs::read(out.join("loss.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    report_renders(&out, tmp.path());
+}
+
+/// `covenant watch` in a 150×45 tmux pane while the network runs: the windows pane fills with
+/// outer steps, tab shows the peers, q quits. The screen is kept as an HTML page and a
+/// Chromium screenshot (the README's, with `COVENANT_SCREENSHOTS`).
+fn watch_live(run: &Path, tmp: &Path) {
+    // The run directory appears once the demo has made its chain.
+    let t0 = std::time::Instant::now();
+    while !run.join("run.json").is_file() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no run directory");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let session = format!("covenant-watch-{}", std::process::id());
+    let tmux = Tmux::start(
+        &session,
+        150,
+        45,
+        &format!("{} watch {} --refresh 0.5", bin(), run.display()),
+    );
+    tmux.wait_for("the header", Duration::from_secs(20), |s| {
+        s.contains("covenant watch") && s.contains("chain height")
+    });
+    // Window 3's outer step with every column filled: validation and train loss, bytes,
+    // utilisation and the replicas' agreement.
+    let screen = tmux.wait_for("window 3's outer step", Duration::from_secs(150), |s| {
+        s.lines()
+            .any(|l| l.starts_with("│3 ") && l.contains("agree") && !l.contains('—'))
+    });
+    assert!(screen.contains("Loss by window"), "{screen}");
+    assert!(screen.contains("2 miners, 2 validators"), "{screen}");
+    let page = tmp.join("watch.html");
+    std::fs::write(&page, screens::ansi_to_html(&tmux.ansi(), "covenant watch")).unwrap();
+    let png = tmp.join("watch.png");
+    screens::screenshot(&page, &png, 1290, 650);
+    let img = screens::Image::read(&png);
+    assert!(
+        img.count_near([0x11, 0xa8, 0xcd], 10) > 200,
+        "cyan text (the phase) is drawn"
+    );
+    screens::keep(&png, "watch.png");
+    tmux.keys("Tab");
+    let peers = tmux.wait_for("the peers pane", Duration::from_secs(10), |s| {
+        s.contains("last verdict") && s.contains("miner-1")
+    });
+    assert!(peers.contains("reward"), "{peers}");
+    tmux.keys("q");
+    let t0 = std::time::Instant::now();
+    while tmux.alive() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "q did not quit:\n{}",
+            tmux.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A directory that is not a run: a clear error, no dashboard.
+    let bad = Command::new(bin())
+        .args(["watch", "--once", "100x30"])
+        .arg(tmp)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("is not a run directory"), "{err}");
+}
+
+/// `covenant report`: one HTML file with the plots inline; Chromium draws it, the plots' lines
+/// are on the screenshot.
+fn report_renders(run: &Path, tmp: &Path) {
+    let page = tmp.join("report.html");
+    let res = Command::new(bin())
+        .args(["report"])
+        .arg(run)
+        .arg("--out")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_success(&res);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<svg").count(), 6, "six plots inline");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("<script"),
+        "self-contained"
+    );
+    for part in [
+        "Loss by window",
+        "Peers",
+        "miner-2",
+        "Joins and faults",
+        "agreed after every outer step",
+    ] {
+        assert!(html.contains(part), "{part}");
+    }
+    let png = tmp.join("report.png");
+    screens::screenshot(&page, &png, 1200, 2400);
+    let img = screens::Image::read(&png);
+    assert_eq!((img.width, img.height), (1200, 2400));
+    assert!(
+        img.inked() > 0.03,
+        "not blank: {:.3} of the page inked",
+        img.inked()
+    );
+    // The plots' first two series colours (report.rs COLORS): lines are drawn, not just frames.
+    let blue = img.count_near([31, 119, 180], 12);
+    let orange = img.count_near([255, 127, 14], 12);
+    assert!(
+        blue > 1500 && orange > 300,
+        "plot lines: {blue} blue, {orange} orange pixels"
+    );
+    screens::keep(&png, "report.png");
 }
 
 /// `covenant demo --chain anvil`: the same demo on a local EVM node started for it, the nodes

@@ -4,20 +4,18 @@
 //! writes a summary with a loss plot.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Seek};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use covenant_core::driver::events::{EventLine, PeerLine};
 use covenant_core::driver::{NodeEvent, NodeStats};
-use covenant_core::Uid;
 use covenant_net::Chain;
 use covenant_node::network::{self, NetworkTiming};
 use serde_json::{json, Value};
 
 use crate::report::{self, LinePlot, Series};
+use crate::run_view::{IncidentKind, RunView, WindowFacts};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -93,7 +91,6 @@ pub fn bundled_data_for(seq: usize) -> Result<PathBuf> {
 }
 
 struct Node {
-    name: String,
     child: Child,
 }
 
@@ -267,10 +264,7 @@ pub fn run_network(a: &Args) -> Result<Value> {
         }
         cmd.args(&chain_args);
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        nodes.push(Node {
-            name: name.clone(),
-            child,
-        });
+        nodes.push(Node { child });
     }
     // What `covenant model info --roles` says each role needs, beside what each node used.
     let predicted = covenant_model::ModelConfig::preset(&a.preset)
@@ -295,81 +289,6 @@ pub fn run_network(a: &Args) -> Result<Value> {
     Ok(summary)
 }
 
-/// Per-window facts collected from the nodes' event logs.
-#[derive(Default, Debug)]
-struct WindowFacts {
-    val_loss: Option<f64>,
-    peers: Vec<Uid>,
-    train_losses: Vec<f64>,
-    hashes: BTreeMap<String, String>,
-    bytes_up: u64,
-    report: Option<BTreeMap<Uid, PeerLine>>,
-}
-
-/// What the demo learns from the nodes while they run.
-#[derive(Default)]
-struct Watched {
-    facts: BTreeMap<u64, WindowFacts>,
-    finished: BTreeMap<String, NodeStats>,
-    /// Each node's peak resident memory, bytes.
-    memory: BTreeMap<String, u64>,
-    /// The size of every upload after window 0 (window 0's are the null window's zero updates).
-    uploads: Vec<u64>,
-    errors: Vec<String>,
-}
-
-impl Watched {
-    fn take(&mut self, name: &str, v1: &str, ev: NodeEvent) {
-        match ev {
-            NodeEvent::OuterStep {
-                window,
-                peers,
-                hash,
-                val_loss,
-                ..
-            } => {
-                let f = self.facts.entry(window).or_default();
-                f.hashes.insert(name.to_string(), hash);
-                if name == v1 {
-                    f.val_loss = val_loss;
-                    f.peers = peers;
-                }
-            }
-            NodeEvent::Trained {
-                window,
-                loss_mean: Some(l),
-                ..
-            } => self
-                .facts
-                .entry(window)
-                .or_default()
-                .train_losses
-                .push(f64::from(l)),
-            NodeEvent::Uploaded { window, bytes } => {
-                self.facts.entry(window).or_default().bytes_up += bytes;
-                if window > 0 {
-                    self.uploads.push(bytes);
-                }
-            }
-            NodeEvent::Report { window, peers, .. } if name == v1 => {
-                self.facts.entry(window).or_default().report = Some(peers);
-            }
-            NodeEvent::Finished { stats, .. } => {
-                self.finished.insert(name.to_string(), stats);
-            }
-            NodeEvent::Memory { peak_rss } => {
-                self.memory.insert(name.to_string(), peak_rss);
-            }
-            NodeEvent::Error { message, .. } => {
-                let msg = format!("{name}: {message}");
-                eprintln!("  ! {msg}");
-                self.errors.push(msg);
-            }
-            _ => {}
-        }
-    }
-}
-
 fn watch(
     a: &Args,
     chain: &dyn Chain,
@@ -386,17 +305,15 @@ fn watch(
                 .saturating_sub(covenant_node::now_ms()),
         )
         + Duration::from_secs(90);
-    let mut offsets: BTreeMap<String, u64> = BTreeMap::new();
-    let mut seen = Watched::default();
+    let mut seen = RunView::default();
     let mut printed: Option<u64> = None;
-    let v1 = network::validator_name(0);
-    let n_miners = a.miners;
+    let n_nodes = a.miners + a.validators;
+    let waiting = crate::progress::spinner("nodes starting; waiting for window 0's outer step");
     eprintln!("window │ aggregated │ val loss │ train loss │ uploaded  │ replicas │ scores (uid: score / weight)");
     loop {
-        for n in nodes.iter() {
-            let path = a.out.join("nodes").join(&n.name).join("events.jsonl");
-            for line in read_new(&path, offsets.entry(n.name.clone()).or_insert(0)) {
-                seen.take(&n.name, &v1, line.event);
+        for line in seen.poll(&a.out)? {
+            if let NodeEvent::Error { message, .. } = &line.event {
+                waiting.suspend(|| eprintln!("  ! {}: {message}", line.name));
             }
         }
         // Print windows whose validator report and all replicas' outer steps are in (or that
@@ -404,13 +321,14 @@ fn watch(
         let now_w = schedule.window_of_time(covenant_node::now_ms());
         loop {
             let next = printed.map(|p| p + 1).unwrap_or(0);
-            let Some(f) = seen.facts.get(&next) else {
+            let Some(f) = seen.windows.get(&next) else {
                 break;
             };
-            let complete = f.report.is_some() && f.hashes.len() >= n_miners + a.validators;
+            let complete = f.report.is_some() && f.hashes.len() >= n_nodes;
             if !(complete || (f.report.is_some() && now_w >= next + 3)) {
                 break;
             }
+            waiting.finish_and_clear();
             print_window(next, f);
             printed = Some(next);
         }
@@ -419,13 +337,15 @@ fn watch(
             .all(|n| matches!(n.child.try_wait(), Ok(Some(_))));
         if all_done || Instant::now() > deadline {
             if !all_done {
-                eprintln!("  ! stopping nodes that did not finish in time");
+                waiting.suspend(|| eprintln!("  ! stopping nodes that did not finish in time"));
             }
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    for (w, f) in &seen.facts {
+    waiting.finish_and_clear();
+    seen.poll(&a.out)?;
+    for (w, f) in &seen.windows {
         if printed.is_none_or(|p| *w > p) && f.report.is_some() {
             print_window(*w, f);
         }
@@ -433,50 +353,15 @@ fn watch(
     summarize(a, chain, &seen, predicted)
 }
 
-/// The complete event lines appended to a node's log since `offset`.
-fn read_new(path: &Path, offset: &mut u64) -> Vec<EventLine> {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    if f.seek(std::io::SeekFrom::Start(*offset)).is_err() {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    let mut r = std::io::BufReader::new(f);
-    let mut line = String::new();
-    while let Ok(n) = r.read_line(&mut line) {
-        if n == 0 || !line.ends_with('\n') {
-            break;
-        }
-        *offset += n as u64;
-        if let Ok(v) = serde_json::from_str::<EventLine>(&line) {
-            out.push(v);
-        }
-        line.clear();
-    }
-    out
-}
-
-fn agree(f: &WindowFacts) -> Option<bool> {
-    let mut hs = f.hashes.values();
-    let first = hs.next()?;
-    Some(hs.all(|h| h == first))
-}
-
 fn print_window(w: u64, f: &WindowFacts) {
-    let train = if f.train_losses.is_empty() {
-        "    —    ".to_string()
-    } else {
-        format!(
-            "{:9.4}",
-            f.train_losses.iter().sum::<f64>() / f.train_losses.len() as f64
-        )
-    };
+    let train = f
+        .mean_train_loss()
+        .map_or("    —    ".to_string(), |l| format!("{l:9.4}"));
     let mut scores = String::new();
     for (uid, p) in f.report.iter().flatten() {
         scores.push_str(&format!("{uid}: {:.2}/{:.2}  ", p.score, p.weight));
     }
-    let agree = match agree(f) {
+    let agree = match f.agree() {
         Some(true) => format!("{} agree", f.hashes.len()),
         Some(false) => "DIFFER".to_string(),
         None => "—".to_string(),
@@ -492,11 +377,27 @@ fn print_window(w: u64, f: &WindowFacts) {
 fn summarize(
     a: &Args,
     chain: &dyn Chain,
-    seen: &Watched,
+    seen: &RunView,
     predicted: Option<(u64, u64)>,
 ) -> Result<Value> {
     let genesis = chain.genesis();
-    let (facts, finished, errors) = (&seen.facts, &seen.finished, &seen.errors);
+    let facts = &seen.windows;
+    let finished: BTreeMap<String, NodeStats> = seen
+        .nodes
+        .iter()
+        .filter_map(|(n, f)| Some((n.clone(), f.finished.clone()?)))
+        .collect();
+    let memory: BTreeMap<String, u64> = seen
+        .nodes
+        .iter()
+        .filter_map(|(n, f)| Some((n.clone(), f.peak_rss?)))
+        .collect();
+    let errors: Vec<String> = seen
+        .incidents
+        .iter()
+        .filter(|i| i.kind == IncidentKind::Fault)
+        .map(|i| format!("{}: {}", i.node, i.text))
+        .collect();
     let rows: Vec<(u64, f64)> = facts
         .iter()
         .filter_map(|(w, f)| f.val_loss.map(|v| (*w, v)))
@@ -509,13 +410,7 @@ fn summarize(
     }
     let train: Vec<(f64, f64)> = facts
         .iter()
-        .filter(|(_, f)| !f.train_losses.is_empty())
-        .map(|(w, f)| {
-            (
-                *w as f64,
-                f.train_losses.iter().sum::<f64>() / f.train_losses.len() as f64,
-            )
-        })
+        .filter_map(|(w, f)| Some((*w as f64, f.mean_train_loss()?)))
         .collect();
     let val: Vec<(f64, f64)> = rows.iter().map(|(w, v)| (*w as f64, *v)).collect();
     LinePlot {
@@ -544,7 +439,7 @@ fn summarize(
             f.val_loss.map(|v| format!("{v:.5}")).unwrap_or_default(),
             format!("{:?}", f.peers).replace(',', " "),
             f.bytes_up.to_string(),
-            agree(f).map(|b| b.to_string()).unwrap_or_default(),
+            f.agree().map(|b| b.to_string()).unwrap_or_default(),
         ]);
     }
     report::write_csv(
@@ -581,7 +476,7 @@ fn summarize(
                     "wall_share": inner / wall.max(1e-9) }),
         );
     }
-    let all_agree = facts.values().filter_map(agree).all(|b| b);
+    let all_agree = facts.values().filter_map(WindowFacts::agree).all(|b| b);
     let (first, last) = (rows[0], rows[rows.len() - 1]);
     eprintln!(
         "\nvalidation loss {:.4} (window {}) → {:.4} (window {}); replicas {}; consensus weights {:?}",
@@ -614,9 +509,8 @@ fn summarize(
         );
     }
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    if !seen.memory.is_empty() {
-        let line: Vec<String> = seen
-            .memory
+    if !memory.is_empty() {
+        let line: Vec<String> = memory
             .iter()
             .map(|(n, b)| format!("{n} {:.0} MiB", mib(*b)))
             .collect();
@@ -645,7 +539,7 @@ fn summarize(
         "consensus_weights": weights,
         "utilisation": util,
         "upload": upload,
-        "peak_rss_mib": seen.memory.iter().map(|(n, b)| (n.clone(), mib(*b))).collect::<BTreeMap<_, _>>(),
+        "peak_rss_mib": memory.iter().map(|(n, b)| (n.clone(), mib(*b))).collect::<BTreeMap<_, _>>(),
         "predicted_memory_mib": predicted.map(|(m, v)| json!({ "miner": mib(m), "validator": mib(v) })),
         "errors": errors,
     }))

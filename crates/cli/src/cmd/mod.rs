@@ -14,6 +14,8 @@ pub mod keygen;
 pub mod model;
 pub mod node;
 pub mod replicas;
+pub mod report;
 pub mod scenario;
 pub mod simulate;
 pub mod train;
+pub mod watch;

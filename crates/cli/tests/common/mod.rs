@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod screens;
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_covenant")
 }
