@@ -35,12 +35,14 @@ pub struct Exported {
 
 /// Writes the checkpoint in `checkpoint` (`config.json` + `model.safetensors`, as nodes and the
 /// trainer write them) with `tokenizer` into the new or empty directory `out`, in shards of at
-/// most `max_shard_bytes` (a tensor larger than that gets a shard of its own).
+/// most `max_shard_bytes` (a tensor larger than that gets a shard of its own). `progress` is
+/// told the weight bytes written so far and their total after each shard.
 pub fn export_hf(
     checkpoint: &Path,
     tokenizer: &ExportTokenizer,
     out: &Path,
     max_shard_bytes: u64,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Exported> {
     let cfg = read_checkpoint_config(checkpoint)?;
     if tokenizer.vocab_size != cfg.vocab_size {
@@ -61,7 +63,7 @@ pub fn export_hf(
         decode_safetensors(&bytes, &specs, ignorable).map_err(|e| ModelError::ckpt(&mpath, e))?;
     drop(bytes);
     empty_dir(out)?;
-    let mut files = write_shards(out, &specs, &values, max_shard_bytes)?;
+    let mut files = write_shards(out, &specs, &values, max_shard_bytes, progress)?;
     let shards = files.len().saturating_sub(usize::from(files.len() > 1));
     for (name, value) in side_files(&cfg, tokenizer) {
         let path = out.join(name);
@@ -97,7 +99,10 @@ fn write_shards(
     specs: &[(String, Vec<usize>)],
     values: &[Vec<f32>],
     max_bytes: u64,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Vec<PathBuf>> {
+    let total: u64 = values.iter().map(|v| 4 * v.len() as u64).sum();
+    let mut written = 0u64;
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut size = 0u64;
     for (i, v) in values.iter().enumerate() {
@@ -137,11 +142,12 @@ fn write_shards(
         write_atomic(&path, &bytes)?;
         for &i in g {
             weight_map.insert(specs[i].0.clone(), name(k).into());
+            written += 4 * values[i].len() as u64;
         }
+        progress(written, total);
         files.push(path);
     }
     if n > 1 {
-        let total: u64 = values.iter().map(|v| 4 * v.len() as u64).sum();
         let index = json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
         let path = out.join("model.safetensors.index.json");
         write_atomic(&path, &pretty(&index))?;

@@ -11,7 +11,6 @@ use anyhow::{ensure, Context, Result};
 use covenant_data::eval_tasks::{self, McItem, TASKS};
 use covenant_data::{Dataset, Split, Tokenizer};
 use covenant_model::{ModelConfig, OptimConfig, Trainer};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::checkpoint::tokenizer;
@@ -104,16 +103,6 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    pb.set_message(what.to_string());
-    pb
-}
-
 /// Mean next-token loss, perplexity and bits per byte over `n` validation sequences of the
 /// bundled corpus at the model's length. A token's bytes are those of the text it stands for
 /// (its byte-level string); the end-of-text token has none.
@@ -126,7 +115,7 @@ fn held_out(model: &mut Trainer, tok: &Tokenizer, n: u64) -> Result<Value> {
         "the validation split has no sequences of {seq} tokens"
     );
     let n = n.min(total);
-    let pb = bar(n, "held-out perplexity");
+    let pb = crate::progress::items(n, "held-out perplexity");
     let (mut nats, mut tokens, mut bytes) = (0.0f64, 0u64, 0u64);
     for k in 0..n {
         let sample = data.sample(Split::Val, k * total / n)?;
@@ -160,7 +149,7 @@ fn multiple_choice(
     items: &[McItem],
 ) -> Result<Value> {
     ensure!(!items.is_empty(), "task {name} has no items");
-    let pb = bar(items.len() as u64, name);
+    let pb = crate::progress::items(items.len() as u64, name);
     let t0 = Instant::now();
     let (mut acc, mut acc_norm) = (0usize, 0usize);
     for it in items {

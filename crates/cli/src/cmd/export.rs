@@ -39,8 +39,20 @@ pub fn export(a: ExportArgs) -> Result<()> {
     };
     eprintln!("exporting {} …", a.checkpoint.display());
     let t0 = Instant::now();
-    let e = covenant_model::export_hf(&a.checkpoint, &t, &a.out, a.max_shard_mib << 20)
-        .with_context(|| format!("exporting {}", a.checkpoint.display()))?;
+    let pb = crate::progress::bytes(0, "writing shards");
+    let mut progress = |done: u64, total: u64| {
+        pb.set_length(total);
+        pb.set_position(done);
+    };
+    let e = covenant_model::export_hf(
+        &a.checkpoint,
+        &t,
+        &a.out,
+        a.max_shard_mib << 20,
+        &mut progress,
+    )
+    .with_context(|| format!("exporting {}", a.checkpoint.display()))?;
+    pb.finish_and_clear();
     let _ = writeln!(
         std::io::stdout().lock(),
         "wrote {} ({} parameters, {:.1} MiB of fp32 weights in {} shard(s), {} files) in {:.1} s: \
