@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod model_trainer;
 pub mod network;
 pub mod objects;
+pub mod progress;
 pub mod real;
 pub mod setup;
 pub mod sim;

@@ -22,9 +22,18 @@ pub struct EventLog {
     failed: AtomicBool,
     role: String,
     name: String,
+    /// A joining node's bar on a terminal (the lines are printed around it).
+    progress: Option<crate::progress::JoinProgress>,
 }
 
 impl EventLog {
+    /// Shows the node's join (checkpoint, replayed windows) as progress on stderr when it is a
+    /// terminal, on the chain's clock `schedule`.
+    pub fn with_join_progress(mut self, schedule: covenant_core::window::Schedule) -> Self {
+        self.progress = Some(crate::progress::JoinProgress::new(schedule));
+        self
+    }
+
     pub fn open(path: &Path, role: &str, name: &str) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -36,6 +45,7 @@ impl EventLog {
             failed: AtomicBool::new(false),
             role: role.into(),
             name: name.into(),
+            progress: None,
         })
     }
 }
@@ -67,12 +77,18 @@ impl EventSink for EventLog {
                 ));
             }
         }
-        stderr_line(&format!(
-            "[{} {}] {}",
-            self.role,
-            self.name,
-            text.trim_end()
-        ));
+        let print = || {
+            stderr_line(&format!(
+                "[{} {}] {}",
+                self.role,
+                self.name,
+                text.trim_end()
+            ))
+        };
+        match &self.progress {
+            Some(p) => p.on_event(t, event, print),
+            None => print(),
+        }
     }
 }
 

@@ -248,7 +248,8 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
             "opening the event log {}",
             node_dir.join("events.jsonl").display()
         )
-    })?;
+    })?
+    .with_join_progress(params.schedule());
     let sink = with_metrics(Arc::new(log), opts, role, &node_dir, &chain, rt.handle())?;
     let store_url = opts
         .store
