@@ -796,6 +796,35 @@ mod tests {
     }
 
     #[test]
+    fn label_lists_name_every_verdict_and_source() {
+        let verdicts = [
+            Verdict::Evaluated {
+                loss_score: 0.0,
+                indicator: 1,
+                own_z: None,
+                sync: 1.0,
+                sync_steps: None,
+            },
+            Verdict::Idle,
+            Verdict::Zero,
+            Verdict::First,
+            Verdict::Missing { streak: 1 },
+            Verdict::Unavailable { streak: 1 },
+            Verdict::Invalid,
+            Verdict::Copied {
+                original: 1,
+                overlap: 1.0,
+            },
+            Verdict::Inactive,
+        ];
+        let names: Vec<&str> = verdicts.iter().map(verdict_name).collect();
+        assert_eq!(names, VERDICTS);
+        let sources = [StepSource::Live, StepSource::Record, StepSource::Recomputed];
+        let names: Vec<&str> = sources.into_iter().map(source_name).collect();
+        assert_eq!(names, SOURCES);
+    }
+
+    #[test]
     fn openmetrics_is_served_to_those_who_ask() {
         let m = Metrics::new(Role::Miner, "m");
         let t = m.encode(Format::OpenMetrics);
