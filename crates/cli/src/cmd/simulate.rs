@@ -44,6 +44,10 @@ pub struct Args {
     /// a 20-s window; the demo's `tiny` steps take about 200 ms on 2 cores).
     #[arg(long, default_value_t = 600)]
     pub step_ms: u64,
+    /// With --network: miners train the next window while the last one is gathered (the run
+    /// spec's `overlap`, docs/NODES.md).
+    #[arg(long)]
+    pub overlap: bool,
     /// With --network: switch off the validators' own-data check (on in local runs, as in
     /// `covenant demo`).
     #[arg(long)]
@@ -183,6 +187,7 @@ fn network(a: Args) -> Result<()> {
     cfg.inner_steps = a.inner_steps;
     cfg.step_ms = a.step_ms;
     cfg.own_data_check = !a.no_own_data_check;
+    cfg.overlap = a.overlap;
     if let Some(n) = a.eval_sequences {
         ensure!(
             (2..=1024).contains(&n),

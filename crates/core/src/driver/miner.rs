@@ -15,9 +15,13 @@
 //! A miner too slow for H steps in a window takes as many as end by the deadline and sends
 //! those, so that its upload lands in the window's upload interval (the `Trained` event says
 //! how many of the H it took).
-//! An outer step that lands while a window trains ([`Live::Shift`]) moves the live model by
-//! the same update and restarts the window's pseudo-gradient from there, so no progress is
-//! sent twice (the steps before it are counted as `stale_steps`).
+//! With overlap the live model is not rolled back after compression: window w + 1 trains on
+//! from where window w's steps ended, and when w's outer step lands mid-window
+//! ([`Live::Shift`]) the steps taken since are rebased onto the new canonical model and all of
+//! w + 1's steps are sent (docs/NODES.md derives why each step counts exactly once). A window
+//! that started from the canonical model before an outer step landed (the first after a null
+//! window, or one trained anyway when the step was late) restarts its pseudo-gradient at the
+//! landing instead, so no progress is sent twice (the steps before it count as `stale_steps`).
 
 use std::collections::BTreeSet;
 
@@ -50,8 +54,11 @@ struct Training {
     losses: Vec<f32>,
     /// Inner learning rates of the first and the last step.
     lrs: Option<(f64, f64)>,
-    /// Steps since the window started or an outer step last shifted it.
+    /// Steps in the window's pseudo-gradient: since the window started or an outer step last
+    /// restarted it.
     fresh: u32,
+    /// The window started from the last window's live model (overlap), not the canonical one.
+    carried: bool,
     inner_ms: u64,
     /// No more steps (the window is over, the pool is spent or a step failed): compress
     /// after the step in flight.
@@ -81,6 +88,9 @@ pub struct Miner {
     /// to take as long.
     step_ms: u64,
     compress_ms: u64,
+    /// The live model goes on from the last window's steps (its update was compressed with
+    /// `carry`): the next window starts from it.
+    carry: bool,
     life: Life,
 }
 
@@ -99,6 +109,7 @@ impl Miner {
             uploading: BTreeSet::new(),
             step_ms: 0,
             compress_ms: 0,
+            carry: false,
             life: Life::default(),
         }
     }
@@ -185,6 +196,7 @@ impl Miner {
             losses: Vec::with_capacity(steps as usize),
             lrs: None,
             fresh: 0,
+            carried: self.carry,
             inner_ms: 0,
             cut: false,
             deadline,
@@ -244,7 +256,16 @@ impl Miner {
 
     fn compress(&mut self, w: Window, zero: bool, out: &mut Vec<Output>) {
         self.compressing = Some(w);
-        self.r.submit(Action::Compress { window: w, zero }, out);
+        self.carry = self.cfg().overlap && !zero;
+        let carry = self.carry;
+        self.r.submit(
+            Action::Compress {
+                window: w,
+                zero,
+                carry,
+            },
+            out,
+        );
     }
 
     fn compressed(
@@ -343,8 +364,9 @@ impl Miner {
                 rejected,
             } => {
                 self.life.last_hash = Some(hash);
-                if let Some(t) = self.train.as_mut() {
-                    // The live model was shifted: the window's update restarts here.
+                // A window that started from the canonical model restarts its update here
+                // (shifted); a carried one keeps every step (rebased, docs/NODES.md).
+                if let Some(t) = self.train.as_mut().filter(|t| !t.carried) {
                     self.life.stats.stale_steps += u64::from(t.fresh);
                     t.fresh = 0;
                 }

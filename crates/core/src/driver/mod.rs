@@ -275,8 +275,11 @@ pub struct RecordInfo {
 pub enum Live {
     /// The live model becomes the canonical one (nothing trained since it was last set).
     Canon,
-    /// Mid-window (overlap): the live model moves by the same update and the window's
-    /// pseudo-gradient restarts from there (docs/NODES.md, "Overlap").
+    /// Mid-window: the live model keeps what it trained since its window's starting point on
+    /// top of the new canonical model. When that starting point was carried over from the last
+    /// window (overlap), every step of the window stays in its pseudo-gradient (now measured
+    /// from the canonical model); when it was the canonical model before the step, the
+    /// pseudo-gradient restarts there (docs/NODES.md, "Overlap").
     Shift,
 }
 
@@ -314,9 +317,14 @@ pub enum Action {
     /// → [`Input::Stepped`]
     TrainStep { window: Window, step: u32 },
     /// The window's pseudo-gradient (`zero`: a zero update, error feedback reset) compressed
-    /// with error feedback, signed, and kept for upload; the live model rolls back to the
-    /// canonical one. → [`Input::Compressed`]
-    Compress { window: Window, zero: bool },
+    /// with error feedback, signed, and kept for upload. The live model rolls back to the
+    /// canonical one, or with `carry` (overlap) goes on from where it is: the next window
+    /// trains on from it and measures its pseudo-gradient from it. → [`Input::Compressed`]
+    Compress {
+        window: Window,
+        zero: bool,
+        carry: bool,
+    },
     /// Put the compressed window-`window` update and a fingerprint of the canonical model,
     /// retrying store errors until `deadline`. → [`Input::Uploaded`]
     Upload { window: Window, deadline: Millis },

@@ -231,7 +231,8 @@ fn a_miner_joins_null_then_trains_uploads_and_steps() {
         log[first_compress],
         Action::Compress {
             window: 0,
-            zero: true
+            zero: true,
+            carry: false
         }
     );
     assert!(!log[..first_compress]
@@ -259,7 +260,8 @@ fn a_miner_joins_null_then_trains_uploads_and_steps() {
     assert_eq!(steps1, p.inner_steps as usize);
     assert!(log.contains(&Action::Compress {
         window: 1,
-        zero: false
+        zero: false,
+        carry: false
     }));
     // Window 1's set (from the chain at window 2's first block: both miners have weight).
     assert!(log.contains(&Action::Apply {

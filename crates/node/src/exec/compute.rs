@@ -18,7 +18,9 @@ use covenant_core::scoring::{fingerprint_seed, own_data_z, Evaluation};
 use covenant_core::{LossProbe, Uid, Window};
 use covenant_data::{sampler, Split};
 
+use super::carry::Carry;
 use super::Shared;
+use crate::canon::Canon;
 use crate::checkpoint;
 use crate::env::{InnerStep, SparseValues, Trainer, TrainerError};
 
@@ -27,8 +29,11 @@ pub struct Compute {
     shared: Arc<Shared>,
     trainer: Box<dyn Trainer>,
     ef: Vec<Vec<f32>>,
-    /// The window's starting point when it is not the canonical model.
+    /// Where an outer step that landed mid-window restarted the window's pseudo-gradient
+    /// (a window that started from the canonical model; see [`Live::Shift`]).
     theta0: Option<Vec<Vec<f32>>>,
+    /// Overlap: the live model carries on from the last window's steps (see [`Carry`]).
+    carry: Option<Carry>,
     /// The assigned pool of the window being trained.
     pool: Option<(Window, Vec<u64>)>,
     /// The random-pool loss of the canonical model for a window's evaluations.
@@ -71,6 +76,7 @@ impl Compute {
             trainer,
             ef,
             theta0: None,
+            carry: None,
             pool: None,
             rand_before: None,
             clip: None,
@@ -116,8 +122,12 @@ impl Compute {
                     }),
                 }
             }
-            Action::Compress { window, zero } => {
-                let r = self.compress(window, zero);
+            Action::Compress {
+                window,
+                zero,
+                carry,
+            } => {
+                let r = self.compress(window, zero, carry);
                 Input::Compressed {
                     window,
                     result: r.map(|(bytes, fell_back_to_zero)| Compressed {
@@ -182,6 +192,9 @@ impl Compute {
             let c = self.shared.canon.read().map_err(|_| poisoned())?;
             self.trainer.set_params(&c.theta).map_err(trainer_failure)?;
             self.at_canon = true;
+            // A starting point belongs to the live model just replaced.
+            self.theta0 = None;
+            self.carry = None;
         }
         Ok(())
     }
@@ -207,6 +220,7 @@ impl Compute {
         let h = canon.hash();
         *s.canon.write().map_err(|_| poisoned())? = canon;
         self.theta0 = None;
+        self.carry = None;
         self.at_canon = true;
         Ok(h)
     }
@@ -215,6 +229,7 @@ impl Compute {
         self.trainer.reset_optimizer().map_err(trainer_failure)?;
         self.at_canon = false;
         self.theta0 = None;
+        self.carry = None;
         self.hold_canon()
     }
 
@@ -222,9 +237,6 @@ impl Compute {
     fn step(&mut self, window: Window, step: u32) -> Result<Option<InnerStep>, Failure> {
         let r = &self.shared.run;
         let b = r.batch;
-        if step == 0 {
-            self.theta0 = None;
-        }
         if self.pool.as_ref().is_none_or(|p| p.0 != window) {
             let n = self.trainer.samples(Split::Train);
             let size = r.params.inner_steps as usize * b;
@@ -251,20 +263,38 @@ impl Compute {
         Ok(Some(s))
     }
 
-    /// Compresses and signs the window's update; rolls the live model back.
-    fn compress(&mut self, window: Window, zero: bool) -> Result<(u64, bool), Failure> {
+    /// Compresses and signs the window's update; rolls the live model back, or with `carry`
+    /// keeps it as the next window's starting point.
+    fn compress(
+        &mut self,
+        window: Window,
+        zero: bool,
+        carry: bool,
+    ) -> Result<(u64, bool), Failure> {
         let s = self.shared.clone();
+        let mut carried = None;
         let (payload, fell_back) = if zero {
             self.ef.iter_mut().for_each(|e| e.fill(0.0));
             (TensorPayload::zeros_for(&s.layout), false)
         } else {
             let after = self.trainer.params().map_err(trainer_failure)?;
             let canon = s.canon.read().map_err(|_| poisoned())?;
-            let before = self.theta0.as_ref().unwrap_or(&canon.theta);
+            let prev = self.carry.take();
+            let before = match (&prev, &self.theta0) {
+                (Some(c), _) => c.start(),
+                (None, Some(t0)) => t0,
+                (None, None) => &canon.theta,
+            };
             let deltas = DeltaSource::diffs(before, &after);
             let mut efs: Vec<&mut [f32]> = self.ef.iter_mut().map(|e| e.as_mut_slice()).collect();
             match covenant_codec::compress_model(&s.layout, &mut efs, &deltas) {
-                Ok(p) => (p, false),
+                Ok(p) => {
+                    if carry {
+                        let own = super::carry::diff(before, &after);
+                        carried = Carry::sent(prev, window, own, after);
+                    }
+                    (p, false)
+                }
                 Err(_) => {
                     // A non-finite pseudo-gradient: reset the error feedback, send nothing.
                     self.ef.iter_mut().for_each(|e| e.fill(0.0));
@@ -273,7 +303,10 @@ impl Compute {
             }
         };
         self.theta0 = None;
-        self.hold_canon()?;
+        self.carry = carried;
+        if self.carry.is_none() {
+            self.hold_canon()?;
+        }
         let header = wire::PayloadHeader {
             run_id: s.id.run_hash,
             window,
@@ -332,9 +365,10 @@ impl Compute {
         let ps = self.payloads(window, peers)?;
         let refs: Vec<&[TensorPayload]> = ps.iter().map(|p| p.as_slice()).collect();
         let mut canon = s.canon.write().map_err(|_| poisoned())?;
-        // The model before the step is needed to shift the live model, or to keep it when the
+        // The model before the step is needed to move the live model, or to keep it when the
         // result must have a hash it may not have.
-        let keep = (expect.is_some() || live == Live::Shift).then(|| canon.clone());
+        let moves = live == Live::Shift || self.carry.is_some();
+        let keep = (expect.is_some() || moves).then(|| canon.clone());
         canon.apply(&refs, lr as f32).map_err(codec_failure)?;
         let hash = canon.hash();
         if expect.is_some_and(|e| e != hash) {
@@ -343,27 +377,8 @@ impl Compute {
             }
             return Ok((hash, false));
         }
-        match live {
-            Live::Canon => {
-                self.trainer
-                    .set_params(&canon.theta)
-                    .map_err(trainer_failure)?;
-                self.theta0 = None;
-                self.at_canon = true;
-            }
-            Live::Shift => {
-                let before = keep.ok_or_else(poisoned)?;
-                let mut moved = self.trainer.params().map_err(trainer_failure)?;
-                for ((m, b), a) in moved.iter_mut().zip(&before.theta).zip(&canon.theta) {
-                    for ((x, b), a) in m.iter_mut().zip(b).zip(a) {
-                        *x += a - b;
-                    }
-                }
-                self.trainer.set_params(&moved).map_err(trainer_failure)?;
-                self.theta0 = Some(moved);
-                self.at_canon = false;
-            }
-        }
+        let before = keep.filter(|_| moves);
+        self.follow(window, before.as_ref(), &canon, live)?;
         drop(canon);
         if let Ok(mut g) = s.gathered.lock() {
             g.retain(|(w, _), _| *w > window);
@@ -374,6 +389,46 @@ impl Compute {
         }
         self.rand_before = None;
         Ok((hash, true))
+    }
+
+    /// Moves the live model after window `window`'s outer step took the canonical model from
+    /// `before` to `canon`: carried on (overlap, [`Carry::landed`]), shifted with the window's
+    /// update restarting there ([`Live::Shift`]), or replaced by the canonical model.
+    fn follow(
+        &mut self,
+        window: Window,
+        before: Option<&Canon>,
+        canon: &Canon,
+        live: Live,
+    ) -> Result<(), Failure> {
+        match (before, self.carry.as_mut()) {
+            (Some(b), Some(c)) => {
+                let mut moved = self.trainer.params().map_err(trainer_failure)?;
+                c.landed(window, &b.theta, &canon.theta, &mut moved);
+                self.trainer.set_params(&moved).map_err(trainer_failure)?;
+                self.at_canon = false;
+            }
+            (Some(b), None) if live == Live::Shift => {
+                let mut moved = self.trainer.params().map_err(trainer_failure)?;
+                for ((m, b), a) in moved.iter_mut().zip(&b.theta).zip(&canon.theta) {
+                    for ((x, b), a) in m.iter_mut().zip(b).zip(a) {
+                        *x += a - b;
+                    }
+                }
+                self.trainer.set_params(&moved).map_err(trainer_failure)?;
+                self.theta0 = Some(moved);
+                self.at_canon = false;
+            }
+            _ => {
+                self.trainer
+                    .set_params(&canon.theta)
+                    .map_err(trainer_failure)?;
+                self.theta0 = None;
+                self.carry = None;
+                self.at_canon = true;
+            }
+        }
+        Ok(())
     }
 
     /// The window's random pool and the canonical model's loss on each of its sequences

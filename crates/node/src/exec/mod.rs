@@ -6,6 +6,7 @@
 //! executor runs compute on the driver's thread and I/O on a communication thread; the
 //! simulator runs both inline, in virtual time.
 
+pub mod carry;
 pub mod compute;
 pub mod io;
 

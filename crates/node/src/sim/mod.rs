@@ -86,6 +86,8 @@ pub struct SimConfig {
     pub warmup_windows: u64,
     /// Joins, kills and restarts at given windows.
     pub script: Vec<Scripted>,
+    /// Miners train the next window while the last one is gathered (the run spec's `overlap`).
+    pub overlap: bool,
 }
 
 impl SimConfig {
@@ -111,6 +113,7 @@ impl SimConfig {
             sabotage: None,
             warmup_windows: 10,
             script: Vec::new(),
+            overlap: false,
         }
     }
 }

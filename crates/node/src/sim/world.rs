@@ -137,6 +137,7 @@ fn spec_for(cfg: &SimConfig) -> RunSpec {
         s.params.eval_sequences = n;
     }
     s.params.grace_ms = cfg.grace_secs * 1000;
+    s.overlap = cfg.overlap;
     s.keep_windows = s.keep_windows.max(s.checkpoint_every + 3);
     s
 }
