@@ -244,12 +244,12 @@ pub fn open(opts: &NodeOptions, role: Role) -> anyhow::Result<Opened> {
         .with_context(|| format!("creating {}", node_dir.display()))?;
     let log = crate::log::EventLog::open(&node_dir.join("events.jsonl"), role.name(), &opts.name)
         .with_context(|| {
-        format!(
-            "opening the event log {}",
-            node_dir.join("events.jsonl").display()
-        )
-    })?
-    .with_join_progress(params.schedule());
+            format!(
+                "opening the event log {}",
+                node_dir.join("events.jsonl").display()
+            )
+        })?
+        .with_join_progress(params.schedule());
     let sink = with_metrics(Arc::new(log), opts, role, &node_dir, &chain, rt.handle())?;
     let store_url = opts
         .store

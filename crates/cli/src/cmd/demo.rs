@@ -192,8 +192,10 @@ pub fn run_network(a: &Args) -> Result<Value> {
                     (n.clone(), store.clone(), role)
                 })
                 .collect();
-            eprintln!("starting anvil and deploying the run's contract …");
-            let c = super::demo_anvil::start(&a.out, &spec, &roles)?;
+            let pb = crate::progress::spinner("starting anvil and deploying the run's contract");
+            let c = super::demo_anvil::start(&a.out, &spec, &roles);
+            pb.finish_and_clear();
+            let c = c?;
             eprintln!(
                 "contract {} on {} (anvil, 1-s blocks)",
                 c.endpoint.contract, c.endpoint.url
