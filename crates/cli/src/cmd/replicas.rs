@@ -231,6 +231,11 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
     ensure!(r_count >= 1, "--replicas must be at least 1");
     ensure!(h >= 1, "--inner-steps must be at least 1");
     ensure!(
+        (0.0..=1.0).contains(&args.ef_decay),
+        "--ef-decay must be in 0..=1, not {}",
+        args.ef_decay
+    );
+    ensure!(
         args.steps >= h,
         "--steps ({}) must be at least --inner-steps ({h})",
         args.steps
@@ -266,6 +271,8 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
     let layout = ModelLayout::new(
         CodecConfig {
             threads: args.threads,
+            topk: args.topk,
+            ef_decay: args.ef_decay,
             ..CodecConfig::default()
         },
         template
@@ -289,8 +296,13 @@ pub fn run_one(args: &train::Args, algo: Algo) -> Result<RunResult> {
         Algo::Diloco => 0.7,
         _ => 1.0,
     });
+    let codec = if algo == Algo::Sparseloco {
+        format!(", top-{} of 4096, β {}", args.topk, args.ef_decay)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{}: {} replicas × batch {} × seq {seq}, H={h}, {} inner steps, {:.2}M params, outer lr {outer_lr}",
+        "{}: {} replicas × batch {} × seq {seq}, H={h}, {} inner steps, {:.2}M params, outer lr {outer_lr}{codec}",
         algo.name(),
         r_count,
         args.batch,

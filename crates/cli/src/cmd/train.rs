@@ -84,6 +84,12 @@ pub struct Args {
     /// DiLoCo's outer Nesterov momentum.
     #[arg(long, default_value_t = 0.9)]
     pub outer_momentum: f32,
+    /// SparseLoCo: values kept per chunk of 4096 (64 = 1.56 % density, the reference's).
+    #[arg(long, default_value_t = 64)]
+    pub topk: usize,
+    /// SparseLoCo: error-feedback decay β in e ← β·e + Δ (the reference's 0.95).
+    #[arg(long, default_value_t = 0.95)]
+    pub ef_decay: f32,
     /// Compare the results already in <out>/<algo>/result.json instead of training (e.g. runs
     /// made separately, one algorithm per process).
     #[arg(long)]
