@@ -270,7 +270,7 @@ impl RunView {
                     .push(incident(*window, IncidentKind::Fault, message.clone()))
             }
             NodeEvent::Finished { stats, .. } => {
-                self.node(name).finished = Some(stats.clone());
+                self.node(name).finished = Some(*stats);
             }
             NodeEvent::Memory { peak_rss } => {
                 self.node(name).peak_rss = Some(*peak_rss);

@@ -387,7 +387,7 @@ fn summarize(
     let finished: BTreeMap<String, NodeStats> = seen
         .nodes
         .iter()
-        .filter_map(|(n, f)| Some((n.clone(), f.finished.clone()?)))
+        .filter_map(|(n, f)| Some((n.clone(), f.finished?)))
         .collect();
     let memory: BTreeMap<String, u64> = seen
         .nodes
@@ -474,7 +474,7 @@ fn summarize(
         util.insert(
             name.clone(),
             json!({ "inner_secs": inner, "outer_secs": outer, "wait_secs": wait, "wall_secs": wall,
-                    "utilisation": inner / (inner + outer + wait).max(1e-9),
+                    "utilisation": st.utilisation().unwrap_or(0.0),
                     "wall_share": inner / wall.max(1e-9) }),
         );
     }

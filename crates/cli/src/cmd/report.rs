@@ -386,10 +386,10 @@ fn node_table(v: &RunView) -> String {
             .filter(|s| s.wall_ms > 0 || s.inner_ms > 0 || s.outer_ms > 0);
         let secs =
             |ms: Option<u64>| ms.map_or("—".into(), |ms| format!("{:.1}", ms as f64 / 1e3));
-        let util = st.filter(|s| s.inner_ms > 0).map_or("—".into(), |s| {
-            let busy = (s.inner_ms + s.outer_ms + s.wait_ms).max(1) as f64;
-            format!("{:.1}%", 100.0 * s.inner_ms as f64 / busy)
-        });
+        let util = st
+            .filter(|s| s.inner_ms > 0)
+            .and_then(|s| s.utilisation())
+            .map_or("—".into(), |u| format!("{:.1}%", 100.0 * u));
         let _ = write!(
             s,
             "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{util}</td><td>{}</td>\
