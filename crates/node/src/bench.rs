@@ -1,7 +1,7 @@
-//! A validator's evaluation throughput, measured on the production action code
-//! ([`crate::exec::Compute`]: screens and full evaluations) with a real model and synthetic
-//! uploads: `covenant bench eval`. Evaluations per second and peak memory, for issue 16's
-//! before/after comparison (docs/SCALING.md).
+//! Figures measured on the production action code ([`crate::exec::Compute`]) with a real model:
+//! a validator's evaluation throughput with synthetic uploads (`covenant bench eval`:
+//! evaluations per second and peak memory, docs/SCALING.md), and where a window's time goes,
+//! phase by phase (`covenant bench window`, docs/PERFORMANCE.md).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,7 +74,83 @@ fn setup(e: impl std::fmt::Display) -> BenchError {
 /// Runs the benchmark: a validator of a local run spec on `cfg.preset` screens and evaluates
 /// `cfg.peers` uploads per window, `cfg.windows` times.
 pub fn evaluations(cfg: &EvalBench, data: Arc<Dataset>) -> Result<EvalBenchReport, BenchError> {
-    let spec = RunSpec::local("bench-eval", &cfg.preset);
+    let BenchNode {
+        shared,
+        mut compute,
+        layout,
+        theta,
+        params,
+        parameters,
+    } = bench_node("bench-eval", &cfg.preset, None, data)?;
+    let peers: Vec<Uid> = (1..=cfg.peers as Uid).collect();
+    let mut report = EvalBenchReport {
+        preset: cfg.preset.clone(),
+        parameters,
+        peers: cfg.peers,
+        eval_sequences: params.eval_sequences,
+        screen_sequences: params.screen_sequences,
+        evaluations: 0,
+        eval_secs: 0.0,
+        screens: 0,
+        screen_secs: 0.0,
+        peak_rss: None,
+    };
+    let lr = params.outer_lr_at(1) * params.eval_lr_factor;
+    for window in 1..=cfg.windows {
+        add_uploads(&shared, &layout, &theta, window, &peers)?;
+        let t = Instant::now();
+        let screened = compute.run(Action::Screen {
+            window,
+            peers: peers.clone(),
+            lr,
+            clip_to: peers.clone(),
+        });
+        report.screen_secs += t.elapsed().as_secs_f64();
+        if let Input::Screened { result: Err(e), .. } = screened {
+            return Err(action("a screen", e));
+        }
+        report.screens += peers.len();
+        let t = Instant::now();
+        for &uid in &peers {
+            let evaluated = compute.run(Action::Evaluate {
+                window,
+                uid,
+                lr,
+                clip_to: peers.clone(),
+            });
+            if let Input::Evaluated { result: Err(e), .. } = evaluated {
+                return Err(action("an evaluation", e));
+            }
+        }
+        report.eval_secs += t.elapsed().as_secs_f64();
+        report.evaluations += peers.len();
+    }
+    report.peak_rss = crate::env::peak_rss();
+    Ok(report)
+}
+
+/// A node of a local run spec on `preset` with the real model, in-memory chain and stores,
+/// and the production action code.
+struct BenchNode {
+    shared: Arc<Shared>,
+    compute: Compute,
+    layout: ModelLayout,
+    /// The initial parameters.
+    theta: Vec<Vec<f32>>,
+    params: covenant_core::RunParams,
+    parameters: usize,
+}
+
+fn bench_node(
+    name: &str,
+    preset: &str,
+    inner_steps: Option<u32>,
+    data: Arc<Dataset>,
+) -> Result<BenchNode, BenchError> {
+    let mut spec = RunSpec::local(name, preset);
+    if let Some(h) = inner_steps {
+        spec.params.inner_steps = h;
+    }
     let key = Keypair::from_seed([7; 32]);
     let genesis = Genesis {
         run_id: spec.name.clone(),
@@ -143,52 +219,162 @@ pub fn evaluations(cfg: &EvalBench, data: Arc<Dataset>) -> Result<EvalBenchRepor
         Arc::new(Shared::new(env, id, run, layout.clone(), &trainer, false).map_err(setup)?);
     let theta = trainer.params().map_err(setup)?;
     let parameters = theta.iter().map(Vec::len).sum();
-    let mut compute = Compute::new(shared.clone(), Box::new(trainer));
-    let peers: Vec<Uid> = (1..=cfg.peers as Uid).collect();
-    let mut report = EvalBenchReport {
+    let compute = Compute::new(shared.clone(), Box::new(trainer));
+    Ok(BenchNode {
+        shared,
+        compute,
+        layout,
+        theta,
+        params,
+        parameters,
+    })
+}
+
+/// What [`window_phases`] measures.
+#[derive(Debug, Clone)]
+pub struct PhaseBench {
+    pub preset: String,
+    /// Uploads gathered, decoded, aggregated and evaluated per window (G).
+    pub peers: usize,
+    pub windows: u64,
+    /// H (default: the local run spec's).
+    pub inner_steps: Option<u32>,
+}
+
+/// Seconds per window of each phase, averaged over the windows measured.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PhaseReport {
+    pub preset: String,
+    pub parameters: usize,
+    pub peers: usize,
+    pub inner_steps: u32,
+    pub upload_bytes: u64,
+    /// H inner steps.
+    pub inner: f64,
+    /// The pseudo-gradient with error feedback compressed, encoded and signed.
+    pub compress: f64,
+    /// Verifying and decoding the G gathered payloads.
+    pub decode: f64,
+    /// Aggregating them and taking the outer step.
+    pub outer_step: f64,
+    /// A validator screening the G uploads and evaluating each in full.
+    pub evaluate: f64,
+}
+
+/// A miner's window, phase by phase, with `cfg.peers` uploads gathered: H inner steps, the
+/// compression, the decoding of G payloads (its own, signed, decoded G times) and the outer
+/// step over them; and a validator's screens and evaluations of G uploads. The transfers
+/// themselves depend on the link, not the node: [`PhaseReport::upload_bytes`] gives them.
+pub fn window_phases(cfg: &PhaseBench, data: Arc<Dataset>) -> Result<PhaseReport, BenchError> {
+    let BenchNode {
+        shared,
+        mut compute,
+        layout,
+        theta,
+        params,
+        parameters,
+    } = bench_node("bench-window", &cfg.preset, cfg.inner_steps, data.clone())?;
+    let n = cfg.windows.max(1);
+    let mut r = PhaseReport {
         preset: cfg.preset.clone(),
         parameters,
         peers: cfg.peers,
-        eval_sequences: params.eval_sequences,
-        screen_sequences: params.screen_sequences,
-        evaluations: 0,
-        eval_secs: 0.0,
-        screens: 0,
-        screen_secs: 0.0,
-        peak_rss: None,
+        inner_steps: params.inner_steps,
+        ..PhaseReport::default()
     };
-    let lr = params.outer_lr_at(1) * params.eval_lr_factor;
-    for window in 1..=cfg.windows {
-        add_uploads(&shared, &layout, &theta, window, &peers)?;
+    let peers: Vec<Uid> = (1..=cfg.peers as Uid).collect();
+    let lr = params.outer_lr_at(1);
+    let time = |f: &mut dyn FnMut() -> Result<(), BenchError>| -> Result<f64, BenchError> {
         let t = Instant::now();
-        let screened = compute.run(Action::Screen {
+        f()?;
+        Ok(t.elapsed().as_secs_f64() / n as f64)
+    };
+    for window in 1..=n {
+        r.inner += time(&mut || {
+            for step in 0..params.inner_steps {
+                if let Input::Stepped { result: Err(e), .. } =
+                    compute.run(Action::TrainStep { window, step })
+                {
+                    return Err(action("an inner step", e));
+                }
+            }
+            Ok(())
+        })?;
+        r.compress += time(&mut || match compute.run(Action::Compress {
+            window,
+            zero: false,
+            carry: false,
+        }) {
+            Input::Compressed { result: Err(e), .. } => Err(action("compression", e)),
+            _ => Ok(()),
+        })?;
+        let bytes = shared
+            .prepared
+            .lock()
+            .map_err(|_| setup("prepared lock poisoned"))?
+            .get(&window)
+            .cloned()
+            .ok_or_else(|| setup("no prepared upload"))?;
+        r.upload_bytes = bytes.len() as u64;
+        let mut decoded = Vec::new();
+        r.decode += time(&mut || {
+            decoded = (0..cfg.peers)
+                .map(|_| decode_own(&shared, &layout, window, &bytes))
+                .collect::<Result<_, _>>()?;
+            Ok(())
+        })?;
+        if let Ok(mut g) = shared.gathered.lock() {
+            for (uid, p) in peers.iter().zip(decoded) {
+                g.insert((window, *uid), Arc::new(p));
+            }
+        }
+        r.outer_step += time(&mut || match compute.run(Action::Apply {
             window,
             peers: peers.clone(),
             lr,
-            clip_to: peers.clone(),
-        });
-        report.screen_secs += t.elapsed().as_secs_f64();
-        if let Input::Screened { result: Err(e), .. } = screened {
-            return Err(action("a screen", e));
-        }
-        report.screens += peers.len();
-        let t = Instant::now();
-        for &uid in &peers {
-            let evaluated = compute.run(Action::Evaluate {
-                window,
-                uid,
-                lr,
-                clip_to: peers.clone(),
-            });
-            if let Input::Evaluated { result: Err(e), .. } = evaluated {
-                return Err(action("an evaluation", e));
-            }
-        }
-        report.eval_secs += t.elapsed().as_secs_f64();
-        report.evaluations += peers.len();
+            expect: None,
+            live: covenant_core::driver::Live::Canon,
+        }) {
+            Input::Applied { result: Err(e), .. } => Err(action("the outer step", e)),
+            _ => Ok(()),
+        })?;
     }
-    report.peak_rss = crate::env::peak_rss();
-    Ok(report)
+    let evals = evaluations(
+        &EvalBench {
+            preset: cfg.preset.clone(),
+            peers: cfg.peers,
+            windows: n,
+        },
+        data,
+    )?;
+    r.evaluate = (evals.screen_secs + evals.eval_secs) / n as f64;
+    let _ = theta;
+    Ok(r)
+}
+
+/// The node's own prepared upload of `window`, verified and decoded as a gathering node does.
+fn decode_own(
+    shared: &Shared,
+    layout: &ModelLayout,
+    window: Window,
+    bytes: &[u8],
+) -> Result<Vec<TensorPayload>, BenchError> {
+    let expected = covenant_codec::wire::ExpectedModel {
+        layout,
+        run_id: shared.id.run_hash,
+        window,
+        uid: shared.id.uid,
+    };
+    let vk = shared
+        .id
+        .key
+        .public()
+        .verifying_key()
+        .ok_or_else(|| setup("no verifying key"))?;
+    let limits = covenant_codec::wire::DecodeLimits::for_layout(layout);
+    covenant_codec::wire::decode(bytes, &expected, &vk, &limits)
+        .map(|p| p.tensors)
+        .map_err(|e| action("decoding", e))
 }
 
 fn action(what: &'static str, e: impl std::fmt::Display) -> BenchError {

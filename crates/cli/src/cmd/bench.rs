@@ -14,6 +14,34 @@ pub enum BenchCommand {
     /// code) of synthetic uploads on a real model and the bundled corpus; prints evaluations/s
     /// and the peak resident memory (docs/SCALING.md).
     Eval(EvalArgs),
+    /// Where a window's time goes, phase by phase, on the production action code: inner steps,
+    /// compression, upload and gather (at --link-mbit), decoding, aggregation and outer step, a
+    /// validator's evaluations (docs/PERFORMANCE.md).
+    Window(WindowArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WindowArgs {
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Uploads gathered, decoded, aggregated and evaluated per window (G).
+    #[arg(long, default_value_t = 4)]
+    pub peers: usize,
+    /// Windows measured (averaged).
+    #[arg(long, default_value_t = 2)]
+    pub windows: u64,
+    /// Inner steps per window (H; the demo's 30).
+    #[arg(long, default_value_t = 30)]
+    pub inner_steps: u32,
+    /// libtorch intra-op threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// The node's link, Mbit/s each way: the upload and the gather take bytes ÷ this.
+    #[arg(long, default_value_t = 100.0)]
+    pub link_mbit: f64,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,7 +94,93 @@ pub fn run(c: BenchCommand) -> Result<()> {
     match c {
         BenchCommand::Train(a) => train(a),
         BenchCommand::Eval(a) => eval(a),
+        BenchCommand::Window(a) => window(a),
     }
+}
+
+fn bundled_for(preset: &str) -> Result<std::sync::Arc<covenant_data::Dataset>> {
+    let seq = ModelConfig::preset(preset)?.max_seq_len;
+    eprintln!("preparing the bundled corpus at {seq} tokens a sequence");
+    let dir = crate::cmd::demo::bundled_data_for(seq)?;
+    Ok(std::sync::Arc::new(covenant_data::Dataset::open(&dir)?))
+}
+
+fn window(a: WindowArgs) -> Result<()> {
+    ensure!(
+        (1..=256).contains(&a.peers),
+        "--peers must be in 1..=256, got {}",
+        a.peers
+    );
+    ensure!(
+        (1..=100).contains(&a.windows),
+        "--windows must be in 1..=100, got {}",
+        a.windows
+    );
+    ensure!(
+        a.link_mbit.is_finite() && a.link_mbit > 0.0,
+        "--link-mbit must be a positive number, got {}",
+        a.link_mbit
+    );
+    covenant_model::set_num_threads(a.threads);
+    let data = bundled_for(&a.preset)?;
+    let cfg = covenant_node::bench::PhaseBench {
+        preset: a.preset.clone(),
+        peers: a.peers,
+        windows: a.windows,
+        inner_steps: Some(a.inner_steps),
+    };
+    ensure!(
+        (1..=10_000).contains(&a.inner_steps),
+        "--inner-steps must be in 1..=10000, got {}",
+        a.inner_steps
+    );
+    eprintln!(
+        "one window of {} with {} uploads gathered, {} times",
+        a.preset, a.peers, a.windows
+    );
+    let r = covenant_node::bench::window_phases(&cfg, data)?;
+    let link = |bytes: f64| bytes * 8.0 / (a.link_mbit * 1e6);
+    let upload = link(r.upload_bytes as f64);
+    let gather = link((r.upload_bytes * r.peers as u64) as f64);
+    let phases = [
+        ("inner steps", r.inner),
+        ("compression", r.compress),
+        ("upload", upload),
+        ("gather", gather),
+        ("decode", r.decode),
+        ("aggregate and outer step", r.outer_step),
+        ("evaluation (validator)", r.evaluate),
+    ];
+    if a.json {
+        let mut m = serde_json::to_value(&r)?;
+        m["threads"] = a.threads.into();
+        m["link_mbit"] = a.link_mbit.into();
+        m["upload"] = upload.into();
+        m["gather"] = gather.into();
+        println!("{m}");
+        return Ok(());
+    }
+    println!(
+        "{}: {} parameters, H = {}, G = {}, {} thread(s), upload {} at {} Mbit/s",
+        r.preset,
+        r.parameters,
+        r.inner_steps,
+        r.peers,
+        a.threads,
+        crate::report::human(r.upload_bytes as f64) + "B",
+        a.link_mbit
+    );
+    for (name, secs) in phases {
+        println!("  {name:<26} {secs:>9.3} s");
+    }
+    let hidden = upload + gather + r.decode + r.outer_step;
+    println!(
+        "  a miner's window: {:.3} s of inner steps and compression; {:.3} s of upload, gather, \
+         decode and outer step that overlap hides behind the next window's inner steps",
+        r.inner + r.compress,
+        hidden
+    );
+    Ok(())
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
@@ -81,10 +195,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         a.windows
     );
     covenant_model::set_num_threads(a.threads);
-    let seq = ModelConfig::preset(&a.preset)?.max_seq_len;
-    eprintln!("preparing the bundled corpus at {seq} tokens a sequence");
-    let dir = crate::cmd::demo::bundled_data_for(seq)?;
-    let data = std::sync::Arc::new(covenant_data::Dataset::open(&dir)?);
+    let data = bundled_for(&a.preset)?;
     let cfg = covenant_node::bench::EvalBench {
         preset: a.preset.clone(),
         peers: a.peers,
