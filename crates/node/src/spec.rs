@@ -73,9 +73,9 @@ pub struct RunSpec {
     pub val_sequences: usize,
     /// Values sampled per tensor for fingerprints.
     pub fingerprint_values: usize,
-    /// Miners train window w + 1 while window w is gathered, applying its outer step between
-    /// inner steps (the steps before it landed are not sent: docs/NODES.md). Off: they wait for
-    /// the outer step, then train (the reference's schedule).
+    /// Miners train window w + 1 while window w is gathered, carrying their own last upload
+    /// until the network's step lands (every inner step sent once: docs/NODES.md, "Overlap").
+    /// Off (the default): they wait for the outer step, then train (the reference's schedule).
     pub overlap: bool,
     /// How miners code their uploads' indices.
     #[serde(default, skip_serializing_if = "Indices::is_packed")]

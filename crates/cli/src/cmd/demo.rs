@@ -43,7 +43,7 @@ pub struct Args {
     /// Sequences per inner step.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
-    /// Miners train the next window while the last one is gathered (see docs/NODES.md).
+    /// Miners train the next window while the last one is gathered (docs/NODES.md, "Overlap").
     #[arg(long)]
     pub overlap: bool,
     /// Switch off the validators' own-data check (docs/NODES.md).

@@ -236,7 +236,7 @@ pub struct SpecArgs {
     /// Validators publish a checkpoint every this many windows.
     #[arg(long, default_value_t = 5)]
     pub checkpoint_every: u64,
-    /// Miners train the next window while the last one is gathered (see docs/NODES.md).
+    /// Miners train the next window while the last one is gathered (docs/NODES.md, "Overlap").
     #[arg(long)]
     pub overlap: bool,
     /// Switch off the validators' own-data check (which zeroes miners whose updates do not

@@ -1,19 +1,21 @@
 //! Overlap without lost work: a miner's live model carried from window to window while the
 //! outer steps of the windows it sent are still being gathered (docs/NODES.md, "Overlap").
 //!
-//! With `C` the canonical model, `P_v` the miner's own dense pseudo-gradient of a sent window
-//! `v` whose outer step has not landed yet, and `δ` what the window being trained has done so
-//! far, the live model is kept at
+//! With `C` the canonical model, `P_v` the step the miner's own upload of a sent window `v`
+//! makes alone (outer lr × its decoded update; `v`'s outer step has not landed yet), and `δ`
+//! what the window being trained has done so far, the live model is kept at
 //!
 //! ```text
 //! L = C − Σ_pending P_v − δ            (the window's start S = C − Σ_pending P_v, δ = S − L)
 //! ```
 //!
-//! so it trains on from its own progress as a stand-in for the network's. When window `w`'s
-//! outer step lands (`C → C'`), `w` leaves the pending set and `L` and `S` move by
-//! `(C' − C) + P_w`: the network's update replaces the miner's own, and `δ` is untouched. Every
-//! inner step is in exactly one upload: the steps of window `w` in `P_w` (sent with `w`), those
-//! of the window being trained in `δ` (sent with it), whenever the outer steps land.
+//! so it trains on from its own upload as a stand-in for the network's step. After window `w`
+//! is compressed (from `δ_w`, with error feedback), `P_w` joins the pending set and the next
+//! window starts at `S − P_w`; what the upload did not carry stays in the error feedback, as
+//! without overlap. When window `w`'s outer step lands (`C → C'`), `w` leaves the pending set
+//! and `L` and `S` move by `(C' − C) + P_w`: the network's step replaces the miner's own, and
+//! `δ` is untouched. So every inner step is in exactly one window's `δ`, compressed with that
+//! window, whenever the outer steps land.
 
 use covenant_core::Window;
 
@@ -29,18 +31,18 @@ impl Carry {
     /// node that far behind is catching up, not overlapping).
     pub const MAX_PENDING: usize = 4;
 
-    /// Window `w` trained to `after` and its pseudo-gradient `own` (its start − `after`) was
-    /// sent: the next window starts at `after`. `None` when too many windows would be pending.
+    /// Window `w`'s upload was sent; alone it moves the window's start by `−own`, to `next`,
+    /// where the next window starts. `None` when too many windows would be pending.
     pub fn sent(
         prev: Option<Carry>,
         w: Window,
         own: Vec<Vec<f32>>,
-        after: Vec<Vec<f32>>,
+        next: Vec<Vec<f32>>,
     ) -> Option<Carry> {
         let mut pending = prev.map(|c| c.pending).unwrap_or_default();
         pending.push((w, own));
         (pending.len() <= Self::MAX_PENDING).then_some(Carry {
-            start: after,
+            start: next,
             pending,
         })
     }

@@ -290,8 +290,16 @@ impl Compute {
             match covenant_codec::compress_model(&s.layout, &mut efs, &deltas) {
                 Ok(p) => {
                     if carry {
-                        let own = super::carry::diff(before, &after);
-                        carried = Carry::sent(prev, window, own, after);
+                        // The next window starts where this upload alone would take the
+                        // window's start (its share of the network's step, stood in for the
+                        // network's until that lands); what it did not send stays in the error
+                        // feedback, as without overlap.
+                        let lr = s.run.params.outer_lr_at(window) as f32;
+                        let mut next =
+                            Canon::new(s.layout.clone(), before.to_vec()).map_err(codec_failure)?;
+                        next.apply(&[p.as_slice()], lr).map_err(codec_failure)?;
+                        let own = super::carry::diff(before, &next.theta);
+                        carried = Carry::sent(prev, window, own, next.theta);
                     }
                     (p, false)
                 }
@@ -304,8 +312,14 @@ impl Compute {
         };
         self.theta0 = None;
         self.carry = carried;
-        if self.carry.is_none() {
-            self.hold_canon()?;
+        match &self.carry {
+            Some(c) => {
+                self.trainer
+                    .set_params(c.start())
+                    .map_err(trainer_failure)?;
+                self.at_canon = false;
+            }
+            None => self.hold_canon()?,
         }
         let header = wire::PayloadHeader {
             run_id: s.id.run_hash,
