@@ -248,7 +248,7 @@ mod tests {
             answer: 1,
             source: "test".into(),
         };
-        std::fs::write(&p, to_jsonl(&[good.clone()])).unwrap();
+        std::fs::write(&p, to_jsonl(std::slice::from_ref(&good))).unwrap();
         assert_eq!(read_task(&p).unwrap(), vec![good.clone()]);
         let mut bad = good.clone();
         bad.answer = 2;
