@@ -116,6 +116,12 @@ impl RunView {
             .map(|(name, _)| name.as_str())
     }
 
+    /// How many miners and validators have logs in the run directory.
+    pub fn role_counts(&self) -> (usize, usize) {
+        let count = |role: &str| self.nodes.values().filter(|n| n.role == role).count();
+        (count("miner"), count("validator"))
+    }
+
     /// The node that registered `uid`, if its log is in the run directory.
     pub fn name_of(&self, uid: Uid) -> Option<&str> {
         self.nodes

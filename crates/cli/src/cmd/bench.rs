@@ -105,17 +105,21 @@ fn bundled_for(preset: &str) -> Result<std::sync::Arc<covenant_data::Dataset>> {
     Ok(std::sync::Arc::new(covenant_data::Dataset::open(&dir)?))
 }
 
+/// `--peers` and `--windows` within their ranges.
+fn check_counts(peers: usize, max_peers: usize, windows: u64) -> Result<()> {
+    ensure!(
+        (1..=max_peers).contains(&peers),
+        "--peers must be in 1..={max_peers}, got {peers}"
+    );
+    ensure!(
+        (1..=100).contains(&windows),
+        "--windows must be in 1..=100, got {windows}"
+    );
+    Ok(())
+}
+
 fn window(a: WindowArgs) -> Result<()> {
-    ensure!(
-        (1..=256).contains(&a.peers),
-        "--peers must be in 1..=256, got {}",
-        a.peers
-    );
-    ensure!(
-        (1..=100).contains(&a.windows),
-        "--windows must be in 1..=100, got {}",
-        a.windows
-    );
+    check_counts(a.peers, 256, a.windows)?;
     ensure!(
         a.link_mbit.is_finite() && a.link_mbit > 0.0,
         "--link-mbit must be a positive number, got {}",
@@ -184,16 +188,7 @@ fn window(a: WindowArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    ensure!(
-        (1..=1024).contains(&a.peers),
-        "--peers must be in 1..=1024, got {}",
-        a.peers
-    );
-    ensure!(
-        (1..=100).contains(&a.windows),
-        "--windows must be in 1..=100, got {}",
-        a.windows
-    );
+    check_counts(a.peers, 1024, a.windows)?;
     covenant_model::set_num_threads(a.threads);
     let data = bundled_for(&a.preset)?;
     let cfg = covenant_node::bench::EvalBench {

@@ -180,14 +180,7 @@ fn summary(run: &Path, f: &Facts) -> String {
             s.params.window_ms() / 1000
         )
     });
-    let roles = v
-        .nodes
-        .values()
-        .fold((0, 0), |(m, val), n| match n.role.as_str() {
-            "miner" => (m + 1, val),
-            "validator" => (m, val + 1),
-            _ => (m, val),
-        });
+    let roles = v.role_counts();
     let mut s = format!(
         "<table><tr><th class=\"l\">run directory</th><td class=\"l\">{}</td></tr>{spec}\
          <tr><th class=\"l\">nodes</th><td class=\"l\">{} miners, {} validators</td></tr>\

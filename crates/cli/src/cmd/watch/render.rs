@@ -107,14 +107,7 @@ fn header(d: &Dashboard) -> Paragraph<'_> {
         ),
         None => "no chain".to_string(),
     };
-    let (miners, validators) = v
-        .nodes
-        .values()
-        .fold((0, 0), |(m, val), n| match n.role.as_str() {
-            "miner" => (m + 1, val),
-            "validator" => (m, val + 1),
-            _ => (m, val),
-        });
+    let (miners, validators) = v.role_counts();
     let last = match v
         .last_reported()
         .and_then(|w| Some((w, v.windows.get(&w)?)))
