@@ -166,7 +166,7 @@ fn report_renders(run: &Path, tmp: &Path) {
         .unwrap();
     assert_success(&res);
     let html = std::fs::read_to_string(&page).unwrap();
-    assert_eq!(html.matches("<svg").count(), 6, "six plots inline");
+    assert_eq!(html.matches("<svg").count(), 7, "seven plots inline");
     assert!(
         !html.contains("src=\"http") && !html.contains("<script"),
         "self-contained"

@@ -1,6 +1,7 @@
 //! `covenant report RUN_DIR`: one self-contained HTML file (inline SVG plots, no scripts, no
 //! outside files) about a run: loss against window and tokens, bytes, per-peer scores and
-//! weights over time, utilisation, joins and faults, and tables of peers and nodes.
+//! weights over time, utilisation, joins and faults by window, and tables of peers, nodes and
+//! incidents.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -123,6 +124,8 @@ fn page(run: &Path, f: &Facts) -> String {
         "weight",
         |l| l.weight,
     )));
+    h.push_str("</div><h2>Joins and faults by window</h2><div class=\"grid\">");
+    h.push_str(&plot(&incidents_by_window(&f.view)));
     h.push_str("</div>");
     h.push_str(&peer_table(f));
     h.push_str(&node_table(&f.view));
@@ -321,6 +324,34 @@ fn per_peer(
                 points: h.iter().map(|(w, l)| (*w as f64, pick(l))).collect(),
             })
             .collect(),
+    }
+}
+
+/// Joins and faults per window (every window with events, so that quiet windows show as zero).
+fn incidents_by_window(v: &RunView) -> LinePlot<'static> {
+    let count = |kind: IncidentKind, label: &str| Series {
+        label: label.into(),
+        points: v
+            .windows
+            .keys()
+            .map(|w| {
+                let n = v
+                    .incidents
+                    .iter()
+                    .filter(|i| i.kind == kind && i.window == Some(*w))
+                    .count();
+                (*w as f64, n as f64)
+            })
+            .collect(),
+    };
+    LinePlot {
+        title: "Joins and faults by window",
+        x_label: "window",
+        y_label: "events",
+        series: vec![
+            count(IncidentKind::Join, "joins"),
+            count(IncidentKind::Fault, "faults"),
+        ],
     }
 }
 
