@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use covenant_core::driver::events::{EventLine, PeerLine};
 use covenant_core::driver::{NodeEvent, NodeStats};
 use covenant_core::gauntlet::Verdict;
-use covenant_core::{Millis, Uid};
+use covenant_core::Uid;
 
 /// A line longer than this is not an event of ours: skipped, not buffered.
 const MAX_LINE: u64 = 16 << 20;
@@ -22,8 +22,6 @@ pub struct WindowFacts {
     pub val_loss: Option<f64>,
     /// The peers the reference validator's outer step aggregated.
     pub peers: Vec<Uid>,
-    /// Uploads the reference validator's outer step refused, by reason.
-    pub rejected: BTreeMap<String, usize>,
     /// Each miner's mean inner-step loss.
     pub train_losses: Vec<f64>,
     /// Inner steps taken by all miners.
@@ -67,14 +65,11 @@ pub struct NodeFacts {
     /// Its running totals as of its last outer step.
     pub stats: NodeStats,
     pub peak_rss: Option<u64>,
-    /// Time of its last event.
-    pub last_seen: Millis,
 }
 
 /// Something that went wrong, or a node joining.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
-    pub t: Millis,
     pub node: String,
     pub window: Option<u64>,
     pub kind: IncidentKind,
@@ -179,10 +174,8 @@ impl RunView {
         let name = line.name.as_str();
         let node = self.nodes.entry(name.to_string()).or_default();
         node.role.clone_from(&line.role);
-        node.last_seen = node.last_seen.max(line.t);
         let is_ref = line.role == "validator" && self.reference_validator() == Some(name);
         let incident = |window, kind, text: String| Incident {
-            t: line.t,
             node: name.to_string(),
             window,
             kind,
@@ -195,7 +188,6 @@ impl RunView {
             NodeEvent::OuterStep {
                 window,
                 peers,
-                rejected,
                 hash,
                 val_loss,
                 stats,
@@ -214,10 +206,6 @@ impl RunView {
                 if is_ref {
                     f.val_loss = *val_loss;
                     f.peers.clone_from(peers);
-                    f.rejected.clear();
-                    for note in rejected.values() {
-                        *f.rejected.entry(note.kind.clone()).or_default() += 1;
-                    }
                 }
             }
             NodeEvent::Trained {

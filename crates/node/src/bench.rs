@@ -270,9 +270,9 @@ pub fn window_phases(cfg: &PhaseBench, data: Arc<Dataset>) -> Result<PhaseReport
         shared,
         mut compute,
         layout,
-        theta,
         params,
         parameters,
+        ..
     } = bench_node("bench-window", &cfg.preset, cfg.inner_steps, data.clone())?;
     let n = cfg.windows.max(1);
     let mut r = PhaseReport {
@@ -348,7 +348,6 @@ pub fn window_phases(cfg: &PhaseBench, data: Arc<Dataset>) -> Result<PhaseReport
         data,
     )?;
     r.evaluate = (evals.screen_secs + evals.eval_secs) / n as f64;
-    let _ = theta;
     Ok(r)
 }
 

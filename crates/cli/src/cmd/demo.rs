@@ -90,10 +90,6 @@ pub fn bundled_data_for(seq: usize) -> Result<PathBuf> {
     Ok(dir)
 }
 
-struct Node {
-    child: Child,
-}
-
 pub fn run(a: Args) -> Result<()> {
     run_network(&a).map(|_| ())
 }
@@ -266,7 +262,7 @@ pub fn run_network(a: &Args) -> Result<Value> {
         }
         cmd.args(&chain_args);
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        nodes.push(Node { child });
+        nodes.push(child);
     }
     // What `covenant model info --roles` says each role needs, beside what each node used.
     let predicted = covenant_model::ModelConfig::preset(&a.preset)
@@ -275,8 +271,8 @@ pub fn run_network(a: &Args) -> Result<Value> {
         .map(|c| (c.miner.memory_total(), c.validator.memory_total()));
     let result = watch(a, chain.as_ref(), &mut nodes, last_window, predicted);
     for n in &mut nodes {
-        let _ = n.child.kill();
-        let _ = n.child.wait();
+        let _ = n.kill();
+        let _ = n.wait();
     }
     drop(local_chain);
     let mut summary = result?;
@@ -294,7 +290,7 @@ pub fn run_network(a: &Args) -> Result<Value> {
 fn watch(
     a: &Args,
     chain: &dyn Chain,
-    nodes: &mut [Node],
+    nodes: &mut [Child],
     last_window: u64,
     predicted: Option<(u64, u64)>,
 ) -> Result<Value> {
@@ -336,7 +332,7 @@ fn watch(
         }
         let all_done = nodes
             .iter_mut()
-            .all(|n| matches!(n.child.try_wait(), Ok(Some(_))));
+            .all(|n| matches!(n.try_wait(), Ok(Some(_))));
         if all_done || Instant::now() > deadline {
             if !all_done {
                 waiting.suspend(|| eprintln!("  ! stopping nodes that did not finish in time"));

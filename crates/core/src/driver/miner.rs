@@ -15,10 +15,10 @@
 //! A miner too slow for H steps in a window takes as many as end by the deadline and sends
 //! those, so that its upload lands in the window's upload interval (the `Trained` event says
 //! how many of the H it took).
-//! With overlap the live model is not rolled back after compression: window w + 1 trains on
-//! from where window w's steps ended, and when w's outer step lands mid-window
-//! ([`Live::Shift`]) the steps taken since are rebased onto the new canonical model and all of
-//! w + 1's steps are sent (docs/NODES.md derives why each step counts exactly once). A window
+//! With overlap the live model is not rolled back to the canonical one after compression
+//! (`carry`): window w + 1 trains on from where w's upload alone takes the model, and when
+//! w's outer step lands the steps taken since are rebased onto the new canonical model and all
+//! of w + 1's steps are sent (docs/NODES.md derives why each step counts exactly once). A window
 //! that started from the canonical model before an outer step landed (the first after a null
 //! window, or one trained anyway when the step was late) restarts its pseudo-gradient at the
 //! landing instead, so no progress is sent twice (the steps before it count as `stale_steps`).
@@ -57,7 +57,7 @@ struct Training {
     /// Steps in the window's pseudo-gradient: since the window started or an outer step last
     /// restarted it.
     fresh: u32,
-    /// The window started from the last window's live model (overlap), not the canonical one.
+    /// The window started from the carried live model (overlap), not the canonical one.
     carried: bool,
     inner_ms: u64,
     /// No more steps (the window is over, the pool is spent or a step failed): compress
@@ -88,8 +88,8 @@ pub struct Miner {
     /// to take as long.
     step_ms: u64,
     compress_ms: u64,
-    /// The live model goes on from the last window's steps (its update was compressed with
-    /// `carry`): the next window starts from it.
+    /// The last window was compressed with `carry`: the next window starts from the carried
+    /// live model.
     carry: bool,
     life: Life,
 }

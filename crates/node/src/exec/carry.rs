@@ -53,7 +53,8 @@ impl Carry {
     }
 
     /// Windows sent whose outer step has not landed.
-    pub fn pending(&self) -> Vec<Window> {
+    #[cfg(test)]
+    fn pending(&self) -> Vec<Window> {
         self.pending.iter().map(|p| p.0).collect()
     }
 
