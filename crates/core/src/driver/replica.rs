@@ -217,6 +217,11 @@ impl Replica {
         self.timers.next()
     }
 
+    /// Whether the node has caught up with the network once (it follows it live since).
+    pub fn joined(&self) -> bool {
+        self.joined
+    }
+
     /// Queues a model action (they run one at a time).
     pub fn submit(&mut self, a: Action, out: &mut Vec<Output>) {
         self.gate.submit(a, out);

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::events::StepSource;
 use super::miner::Miner;
 use super::validator::Validator;
 use super::*;
@@ -56,6 +57,8 @@ struct Script<F: FnMut(Uid) -> Result<Fetched, Rejection>> {
     view: fn(Window) -> ChainView,
     /// Time an evaluation takes.
     eval_ms: Millis,
+    /// A uid whose uploads cannot be read in a span of time (a store outage).
+    outage: Option<(Uid, std::ops::Range<Millis>)>,
 }
 
 impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
@@ -67,6 +70,7 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
             fetch,
             view,
             eval_ms: 0,
+            outage: None,
         }
     }
 
@@ -84,10 +88,19 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
                     .map(|&u| (u, Listing::Found(p.upload_interval(window).0 + 10)))
                     .collect(),
             },
-            Action::Fetch { window, peers, .. } => Input::Fetched {
-                window,
-                results: peers.iter().map(|&u| (u, (self.fetch)(u))).collect(),
-            },
+            Action::Fetch { window, peers, .. } => {
+                let now = self.now;
+                let down =
+                    |u: Uid| matches!(&self.outage, Some((o, t)) if *o == u && t.contains(&now));
+                let results = peers
+                    .iter()
+                    .map(|&u| match down(u) {
+                        true => (u, Err(unavailable())),
+                        false => (u, (self.fetch)(u)),
+                    })
+                    .collect();
+                Input::Fetched { window, results }
+            }
             Action::FetchRecords { window } => Input::Records {
                 window,
                 records: vec![],
@@ -201,6 +214,13 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
     }
 }
 
+fn unavailable() -> Rejection {
+    Rejection::Unavailable {
+        attempts: 3,
+        fault: StoreFault::Unreachable,
+    }
+}
+
 fn kinds(log: &[Action]) -> Vec<String> {
     log.iter()
         .map(|a| {
@@ -284,10 +304,7 @@ fn an_unreadable_upload_of_the_set_leaves_the_window_to_be_caught_up() {
     let mut m = Miner::new(c);
     let mut s = Script::new(|u| {
         if u == 2 {
-            Err(Rejection::Unavailable {
-                attempts: 3,
-                fault: StoreFault::Unreachable,
-            })
+            Err(unavailable())
         } else {
             Ok(fetched())
         }
@@ -437,6 +454,45 @@ fn a_fresh_validator_sets_no_weights_before_it_has_measured_anyone() {
     s.run(&mut v, &p, p.window_start_ms(5));
     assert!(v.gauntlet.peers.values().any(|r| r.evaluations > 0));
     assert!(s.log.iter().any(|a| matches!(a, Action::SetWeights { .. })));
+}
+
+/// A validator that could not read an upload until the window's live deadline had passed
+/// catches the window up, and measures the validation loss of that step as of a live one
+/// (the chaos test's store outage left a window's loss unmeasured).
+#[test]
+fn a_validator_measures_the_loss_of_a_window_it_caught_up() {
+    let c = cfg(0);
+    let p = c.params.clone();
+    let mut v = Validator::new(c.clone(), None);
+    let mut s = Script::new(|u| Ok(fetched_from(u)));
+    // Window 2 is gathered after window 3 starts; the store is back after its live deadline.
+    s.outage = Some((2, p.window_start_ms(3)..c.live_deadline(2) + 1));
+    s.run(&mut v, &p, p.window_start_ms(5));
+    let steps: BTreeMap<Window, (StepSource, Option<f64>)> = s
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::OuterStep {
+                window,
+                source,
+                val_loss,
+                ..
+            } => Some((*window, (*source, *val_loss))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        steps.get(&2).map(|s| s.0),
+        Some(StepSource::Recomputed),
+        "{steps:?}"
+    );
+    for w in 0..=3 {
+        assert_eq!(
+            steps.get(&w).and_then(|s| s.1),
+            Some(4.0),
+            "window {w}: {steps:?}"
+        );
+    }
 }
 
 /// Six miners with weight (validator 0).

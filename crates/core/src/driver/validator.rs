@@ -442,7 +442,14 @@ impl Validator {
         };
         self.life.last_hash = Some(hash);
         if source != super::events::StepSource::Live {
-            self.emit_step(now, &note, None, out);
+            // A window caught up after joining is part of the run's loss curve; the windows
+            // replayed to join are not (their losses were measured by the nodes then live).
+            if self.r.joined() {
+                self.stepped = Some(note);
+                self.r.submit(Action::MeasureValLoss { window }, out);
+            } else {
+                self.emit_step(now, &note, None, out);
+            }
             return;
         }
         out.push(Output::Do(Action::PublishRecord {

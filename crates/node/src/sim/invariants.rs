@@ -10,7 +10,9 @@
 //! 4. no adversary holds weight on the chain after the evaluation warm-up;
 //! 5. no honest miner is penalised (missing, invalid, copying, or unreadable beyond the grace)
 //!    for a window whose upload landed in its store on time, nor measured without the
-//!    fingerprint it stored on time: what goes wrong in the stores is not its doing.
+//!    fingerprint it stored on time: what goes wrong in the stores is not its doing;
+//! 6. every outer step a validator takes once it has joined reports the validation loss (the
+//!    run's loss curve has no holes, caught-up windows included).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +51,8 @@ pub struct Checker {
     disagreements: u64,
     /// (validator, window) reports already checked for penalties.
     checked: BTreeSet<(usize, Window)>,
+    /// Nodes that joined the network since they last started.
+    joined: BTreeSet<String>,
     pub violations: Vec<Violation>,
 }
 
@@ -85,6 +89,32 @@ impl Checker {
                 self.violation(at, Some(window), what);
             }
             Some(_) => {}
+        }
+    }
+
+    /// Node `node` (re)started: it has to join again.
+    pub fn started(&mut self, node: &str) {
+        self.joined.remove(node);
+    }
+
+    /// Node `node`, a `role`, emitted `ev`.
+    pub fn emitted(&mut self, at: Millis, node: &str, role: Role, ev: &NodeEvent) {
+        match ev {
+            NodeEvent::Joined { .. } => {
+                self.joined.insert(node.to_string());
+            }
+            NodeEvent::OuterStep {
+                window,
+                val_loss: None,
+                source,
+                ..
+            } if role == Role::Validator && self.joined.contains(node) => {
+                let what = format!(
+                    "{node} stepped window {window} ({source:?}) without its validation loss"
+                );
+                self.violation(at, Some(*window), what);
+            }
+            _ => {}
         }
     }
 

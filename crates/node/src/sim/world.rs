@@ -444,6 +444,7 @@ impl World {
                 n.busy_until = now;
                 n.timer_at = None;
                 n.up_since = Some(now);
+                self.checker.started(&n.name);
                 n.running = Some(Running {
                     driver: node.driver,
                     compute: node.compute,
@@ -539,6 +540,7 @@ impl World {
         let n = &mut self.nodes[i];
         match out {
             Output::Emit(ev) => {
+                self.checker.emitted(now, &n.name, n.role, &ev);
                 let view = n.clock.view(now);
                 crate::env::EventSink::emit(&n.sink, view, &ev);
             }
