@@ -94,9 +94,13 @@ impl<F: FnMut(Uid) -> Result<Fetched, Rejection>> Script<F> {
                     |u: Uid| matches!(&self.outage, Some((o, t)) if *o == u && t.contains(&now));
                 let results = peers
                     .iter()
-                    .map(|&u| match down(u) {
-                        true => (u, Err(unavailable())),
-                        false => (u, (self.fetch)(u)),
+                    .map(|&u| {
+                        let r = if down(u) {
+                            Err(unavailable())
+                        } else {
+                            (self.fetch)(u)
+                        };
+                        (u, r)
                     })
                     .collect();
                 Input::Fetched { window, results }

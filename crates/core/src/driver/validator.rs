@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::events::{NodeEvent, PeerLine, ProbeLine, RejectionNote};
 use super::replica::{Note, Replica};
 use super::{
-    hex, Action, Chore, Driver, FailureKind, FetchDetail, Fetched, FingerprintSeen, Input, Life,
-    Listing, NodeConfig, Output, Rejection,
+    hex, Action, Chore, Driver, FailureKind, FetchDetail, Fetched, FingerprintSeen, Hash, Input,
+    Life, Listing, NodeConfig, Output, Rejection,
 };
 use crate::gauntlet::{EvalOutcome, Gauntlet, Observations, Screen, WindowPlan};
 use crate::rng::derive_seed;
@@ -427,7 +427,9 @@ impl Validator {
         }
     }
 
-    /// After a live outer step: the record, the validation loss, a checkpoint.
+    /// After an outer step: for a live one the record, a checkpoint; the validation loss of
+    /// every step since the node joined (a window caught up after an outage is part of the
+    /// run's loss curve; the windows replayed to join were measured by the nodes then live).
     fn stepped(&mut self, now: Millis, note: Note, out: &mut Vec<Output>) {
         let Note::Applied {
             window,
@@ -441,20 +443,28 @@ impl Validator {
             return;
         };
         self.life.last_hash = Some(hash);
-        if source != super::events::StepSource::Live {
-            // A window caught up after joining is part of the run's loss curve; the windows
-            // replayed to join are not (their losses were measured by the nodes then live).
-            if self.r.joined() {
-                self.stepped = Some(note);
-                self.r.submit(Action::MeasureValLoss { window }, out);
-            } else {
-                self.emit_step(now, &note, None, out);
-            }
+        if source == super::events::StepSource::Live {
+            self.publish(window, peers.clone(), lr, hash, out);
+        } else if !self.r.joined() {
+            self.emit_step(now, &note, None, out);
             return;
         }
+        self.stepped = Some(note);
+        self.r.submit(Action::MeasureValLoss { window }, out);
+    }
+
+    /// A live step's record, the pruning of an old window and, when due, a checkpoint.
+    fn publish(
+        &mut self,
+        window: Window,
+        aggregated: Vec<Uid>,
+        lr: f64,
+        hash: Hash,
+        out: &mut Vec<Output>,
+    ) {
         out.push(Output::Do(Action::PublishRecord {
             window,
-            aggregated: peers.clone(),
+            aggregated,
             lr,
             hash,
         }));
@@ -464,12 +474,10 @@ impl Validator {
                 window: window - keep,
             }));
         }
-        if self.checkpoint_due || (window + 1) % self.cfg().checkpoint_every.max(1) == 0 {
+        if self.checkpoint_due || (window + 1).is_multiple_of(self.cfg().checkpoint_every.max(1)) {
             self.checkpoint_due = false;
             out.push(Output::Do(Action::PublishCheckpoint { window }));
         }
-        self.stepped = Some(note);
-        self.r.submit(Action::MeasureValLoss { window }, out);
     }
 
     fn emit_step(&self, now: Millis, note: &Note, val_loss: Option<f64>, out: &mut Vec<Output>) {
